@@ -1,0 +1,33 @@
+//! Checks that the bench workloads do what their names say.
+
+use std::collections::HashSet;
+
+use weft_ipam::{Ipv4Cidr, Ipv6Cidr};
+
+use super::*;
+
+#[test]
+fn ipv4_workload_hands_out_every_slash24_of_the_slash8() {
+    let mut allocator = IPV4_SLASH8.allocator::<Ipv4Cidr>();
+    assert_eq!(allocator.free(), 65_536);
+    let last = allocate_all(&mut allocator);
+    assert_eq!(last, Some("10.255.255.0/24".parse().unwrap()));
+    assert_eq!(allocator.free(), 0);
+    assert!(allocator.allocate().is_err());
+}
+
+#[test]
+fn ipv6_workload_hands_out_every_slash64_of_the_slash48() {
+    let mut allocator = IPV6_SLASH48.allocator::<Ipv6Cidr>();
+    assert_eq!(allocator.free(), 65_536);
+    let last = allocate_all(&mut allocator);
+    assert_eq!(last, Some("fd00:42:0:ffff::/64".parse().unwrap()));
+    assert_eq!(allocator.free(), 0);
+}
+
+#[test]
+fn every_node_cidr_is_handed_out_once() {
+    let mut allocator = IPV4_SLASH8.allocator::<Ipv4Cidr>();
+    let all: HashSet<Ipv4Cidr> = (0..65_536).map(|_| allocator.allocate().unwrap()).collect();
+    assert_eq!(all.len(), 65_536);
+}

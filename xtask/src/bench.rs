@@ -1,0 +1,39 @@
+//! `cargo xtask bench [NAME]`: runs the benches in `benches/`.
+//!
+//! Today every bench is a criterion bench of the `weft-benches` package. A bench that is not
+//! criterion's (a whole fabric at scale, the control plane under load) gets its own arm in
+//! [`run`], ahead of the criterion lookup.
+
+use std::path::Path;
+
+use anyhow::bail;
+
+use crate::cmd::cargo;
+use crate::flags::Bench;
+use crate::metadata::Metadata;
+
+const BENCH_PACKAGE: &str = "weft-benches";
+
+pub(crate) fn run(root: &Path, bench: Bench) -> anyhow::Result<()> {
+    let criterion = criterion_benches(root)?;
+    let cargo_bench = cargo(root).args(["bench", "--package", BENCH_PACKAGE]);
+    match bench.name {
+        None => cargo_bench.run(),
+        Some(name) if criterion.contains(&name) => cargo_bench.args(["--bench", &name]).run(),
+        Some(name) => bail!(
+            "unknown bench `{name}`; the benches are: {}",
+            criterion.join(", ")
+        ),
+    }
+}
+
+/// The `[[bench]]` targets of the bench package.
+fn criterion_benches(root: &Path) -> anyhow::Result<Vec<String>> {
+    let metadata = Metadata::load(root)?;
+    Ok(metadata
+        .targets(BENCH_PACKAGE)
+        .into_iter()
+        .filter(|target| target.kinds.iter().any(|kind| kind == "bench"))
+        .map(|target| target.name)
+        .collect())
+}

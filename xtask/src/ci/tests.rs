@@ -1,0 +1,32 @@
+//! Tests for reading libtest's summary lines.
+
+use super::*;
+
+fn check(line: &str, expect: Option<(u64, u64)>) {
+    let got = parse_test_result(line).map(|tally| (tally.passed, tally.failed));
+    assert_eq!(got, expect, "line: {line:?}");
+}
+
+#[test]
+fn test_result_lines() {
+    check(
+        "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+        Some((12, 0)),
+    );
+    check(
+        "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.20s",
+        Some((3, 2)),
+    );
+    check(
+        "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+        Some((0, 0)),
+    );
+}
+
+#[test]
+fn other_lines_are_not_results() {
+    check("running 12 tests", None);
+    check("test tidy::tests::tidy_doc_comments ... ok", None);
+    check("  test result: ok. 1 passed; 0 failed", None);
+    check("test result: garbled", None);
+}

@@ -1,0 +1,130 @@
+//! The command line: one enum of tasks, parsed by hand so xtask needs no argument-parsing crate.
+
+#[cfg(test)]
+mod tests;
+
+use anyhow::{Context, bail};
+
+/// Printed by `cargo xtask help` and after a usage error.
+pub(crate) const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  ci                          run every check and test (fmt, clippy, unit, integration and tidy
+                              tests); the last line is `N passed, N failed`
+  tidy                        check the repository-wide invariants (`cargo test -p xtask` runs
+                              them too)
+  fuzz <target> [--seconds N] run a cargo-fuzz target from fuzz/ for N seconds (default 60)
+  fuzz --list                 list the fuzz targets
+  bench [NAME]                run the benches in benches/: all of them, or the one named
+  help                        print this text";
+
+/// Seconds a fuzz run lasts when `--seconds` is not given.
+const DEFAULT_FUZZ_SECONDS: u64 = 60;
+
+/// One `cargo xtask` invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Task {
+    Help,
+    Ci,
+    Tidy,
+    Fuzz(Fuzz),
+    Bench(Bench),
+}
+
+/// `cargo xtask fuzz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fuzz {
+    /// `--list`: print the targets.
+    List,
+    /// Run one target for a bounded time.
+    Run { target: String, seconds: u64 },
+}
+
+/// `cargo xtask bench [NAME]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bench {
+    /// The bench to run; every bench when `None`.
+    pub(crate) name: Option<String>,
+}
+
+/// Parses the arguments after `cargo xtask`.
+pub(crate) fn parse(args: &[String]) -> anyhow::Result<Task> {
+    let Some((task, rest)) = args.split_first() else {
+        bail!("no task given");
+    };
+    let task = match task.as_str() {
+        "help" | "-h" | "--help" => {
+            no_more_args(rest)?;
+            Task::Help
+        }
+        "ci" => {
+            no_more_args(rest)?;
+            Task::Ci
+        }
+        "tidy" => {
+            no_more_args(rest)?;
+            Task::Tidy
+        }
+        "fuzz" => Task::Fuzz(parse_fuzz(rest)?),
+        "bench" => Task::Bench(parse_bench(rest)?),
+        other => bail!("unknown task `{other}`"),
+    };
+    Ok(task)
+}
+
+fn parse_fuzz(args: &[String]) -> anyhow::Result<Fuzz> {
+    let mut list = false;
+    let mut target = None;
+    let mut seconds = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--list" => list = true,
+            "--seconds" => {
+                let value = args.next().context("`--seconds` needs a value")?;
+                seconds = Some(parse_seconds(value)?);
+            }
+            _ if arg.starts_with("--seconds=") => {
+                seconds = Some(parse_seconds(&arg["--seconds=".len()..])?);
+            }
+            _ if arg.starts_with('-') => bail!("unknown fuzz flag `{arg}`"),
+            _ if target.is_none() => target = Some(arg.clone()),
+            _ => bail!("unexpected argument `{arg}`: fuzz runs one target at a time"),
+        }
+    }
+    match (list, target) {
+        (true, None) if seconds.is_none() => Ok(Fuzz::List),
+        (true, _) => bail!("`--list` takes no target and no `--seconds`"),
+        (false, Some(target)) => Ok(Fuzz::Run {
+            target,
+            seconds: seconds.unwrap_or(DEFAULT_FUZZ_SECONDS),
+        }),
+        (false, None) => bail!("fuzz needs a target name or `--list`"),
+    }
+}
+
+fn parse_seconds(value: &str) -> anyhow::Result<u64> {
+    match value.parse::<u64>() {
+        Ok(0) | Err(_) => bail!("`--seconds` needs a whole number above 0, not `{value}`"),
+        Ok(seconds) => Ok(seconds),
+    }
+}
+
+fn parse_bench(args: &[String]) -> anyhow::Result<Bench> {
+    match args {
+        [] => Ok(Bench { name: None }),
+        [name] if !name.starts_with('-') => Ok(Bench {
+            name: Some(name.clone()),
+        }),
+        [flag] => bail!("unknown bench flag `{flag}`"),
+        [_, extra, ..] => bail!("unexpected argument `{extra}`: bench takes at most one name"),
+    }
+}
+
+fn no_more_args(rest: &[String]) -> anyhow::Result<()> {
+    match rest.first() {
+        None => Ok(()),
+        Some(arg) => bail!("unexpected argument `{arg}`"),
+    }
+}
