@@ -1,0 +1,1 @@
+//! Tests of the host_gw module.

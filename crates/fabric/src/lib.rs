@@ -1,0 +1,69 @@
+//! The pod network planner: turns leases into the kernel state a node needs, and diffs that
+//! against what the kernel holds.
+//!
+//! A [`Backend`] (vxlan, host-gw, none) says what this node publishes for peers
+//! ([`BackendData`]) and which links, addresses, neighbours, FDB entries and routes it wants.
+//! [`desired_state`] adds the node-wide parts (forwarding sysctls, flannel's masquerade and
+//! forward rules) and returns the complete [`DesiredState`]. [`plan`] computes the ordered
+//! [`Op`]s that take an observed [`KernelState`] there; [`files`] renders `subnet.env` and the
+//! CNI conflist.
+//!
+//! This crate deliberately makes no syscalls and runs no commands: weft-kernel observes the
+//! kernel and applies plans, and `weft-agent plan` prints them. That keeps every backend
+//! testable without root, and a restart that finds everything in place a no-op.
+//!
+//! Read [`Backend`], [`KernelState`] and [`plan`] first.
+
+#![forbid(unsafe_code)]
+
+mod backend;
+mod error;
+pub mod files;
+pub mod firewall;
+mod host_gw;
+mod lease;
+mod plan;
+mod state;
+pub mod vxlan;
+
+pub use backend::{
+    Backend, BackendKind, Desired, ExternalInterface, FabricConfig, PeerProblem, PeerProblemReason,
+    desired_state,
+};
+pub use error::FabricError;
+pub use host_gw::HostGw;
+pub use lease::{BackendData, Lease, MacAddr};
+pub use plan::{Op, Plan, ROUTE_PROTOCOL, plan};
+pub use state::{
+    Address, DesiredState, FirewallTable, KernelState, Link, LinkKind, MasqMode, Route,
+};
+pub use vxlan::Vxlan;
+
+/// The `none` backend: no pod network. Nothing is programmed and no CNI config is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NoBackend;
+
+impl Backend for NoBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::None
+    }
+
+    fn backend_data(&self) -> BackendData {
+        BackendData::None
+    }
+
+    fn mtu(&self, external_mtu: u32, _family: weft_ipam::Family) -> u32 {
+        external_mtu
+    }
+
+    fn program(
+        &self,
+        _local: &Lease,
+        _peers: &[Lease],
+        _config: &FabricConfig,
+        _state: &mut KernelState,
+        _problems: &mut Vec<PeerProblem>,
+    ) -> Result<(), FabricError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! The vxlan backend: `flannel.1` (IPv4) and `flannel-v6.1` (IPv6), VNI 1, UDP 8472, learning
+//! off, and per peer a permanent neighbour, an FDB entry and an onlink route.
+
+use std::net::IpAddr;
+
+use weft_ipam::Family;
+
+use crate::backend::{PeerProblem, PeerProblemReason, lease_cidr, peer_public_ip};
+use crate::state::{Address, KernelState, Link, LinkKind, Route};
+use crate::{Backend, BackendData, BackendKind, FabricConfig, FabricError, Lease, MacAddr};
+
+#[cfg(test)]
+mod tests;
+
+/// The VXLAN network identifier (flannel's default).
+pub const VNI: u32 = 1;
+/// The VXLAN UDP port (the Linux default flannel relies on).
+pub const PORT: u16 = 8472;
+/// The IPv4 VTEP device.
+pub const DEVICE_V4: &str = "flannel.1";
+/// The IPv6 VTEP device.
+pub const DEVICE_V6: &str = "flannel-v6.1";
+
+/// The vxlan backend, with this node's VTEP MACs (kept in the data dir so they survive
+/// restarts and reboots).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vxlan {
+    /// The MAC of `flannel.1`.
+    pub mac_v4: MacAddr,
+    /// The MAC of `flannel-v6.1`.
+    pub mac_v6: MacAddr,
+}
+
+/// The device of `family`.
+pub fn device(family: Family) -> &'static str {
+    match family {
+        Family::Ipv4 => DEVICE_V4,
+        Family::Ipv6 => DEVICE_V6,
+    }
+}
+
+/// Encapsulation overhead: outer IP + UDP + VXLAN + inner Ethernet headers. flannel subtracts
+/// 50 for IPv6 too, which is 20 bytes short of the 40-byte IPv6 header.
+fn overhead(family: Family) -> u32 {
+    match family {
+        Family::Ipv4 => 50,
+        Family::Ipv6 => 70,
+    }
+}
+
+// === impl Vxlan ===
+
+impl Vxlan {
+    fn mac(&self, family: Family) -> MacAddr {
+        match family {
+            Family::Ipv4 => self.mac_v4,
+            Family::Ipv6 => self.mac_v6,
+        }
+    }
+}
+
+impl Backend for Vxlan {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Vxlan
+    }
+
+    fn backend_data(&self) -> BackendData {
+        BackendData::Vxlan {
+            vtep_mac_ipv4: Some(self.mac_v4),
+            vtep_mac_ipv6: Some(self.mac_v6),
+        }
+    }
+
+    fn mtu(&self, external_mtu: u32, family: Family) -> u32 {
+        external_mtu.saturating_sub(overhead(family))
+    }
+
+    fn program(
+        &self,
+        local: &Lease,
+        peers: &[Lease],
+        config: &FabricConfig,
+        state: &mut KernelState,
+        problems: &mut Vec<PeerProblem>,
+    ) -> Result<(), FabricError> {
+        for family in [Family::Ipv4, Family::Ipv6] {
+            let Some(own) = lease_cidr(local, family) else {
+                continue;
+            };
+            let dev = device(family);
+            let local_ip = local.public_ip(family == Family::Ipv6).ok_or_else(|| {
+                FabricError::NoLocalAddress {
+                    family,
+                    backend: BackendKind::Vxlan,
+                }
+            })?;
+            state.links.insert(
+                dev.to_owned(),
+                Link {
+                    name: dev.to_owned(),
+                    mtu: self.mtu(config.external.mtu, family),
+                    up: true,
+                    kind: LinkKind::Vxlan {
+                        vni: VNI,
+                        port: PORT,
+                        local: local_ip,
+                        underlay: config.external.name.clone(),
+                        mac: self.mac(family),
+                    },
+                },
+            );
+            // A single-address prefix, so no broadcast or subnet routes appear on the device.
+            state.addresses.insert(Address {
+                link: dev.to_owned(),
+                addr: own.network(),
+                prefix_len: host_prefix(family),
+            });
+            for peer in peers {
+                let Some(cidr) = lease_cidr(peer, family) else {
+                    continue;
+                };
+                match peer_objects(peer, family) {
+                    Ok((public_ip, mac)) => {
+                        let gateway = cidr.network();
+                        state.neighbours.insert((dev.to_owned(), gateway), mac);
+                        state.fdb.insert((dev.to_owned(), mac), public_ip);
+                        state.add_route(Route {
+                            dst: cidr,
+                            gateway: Some(gateway),
+                            dev: dev.to_owned(),
+                            onlink: true,
+                        });
+                    }
+                    Err(problem) => problems.push(problem),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The public IP and VTEP MAC of a peer for `family`.
+fn peer_objects(peer: &Lease, family: Family) -> Result<(IpAddr, MacAddr), PeerProblem> {
+    let public_ip = peer_public_ip(peer, family)?;
+    let mac = match (&peer.backend, family) {
+        (
+            BackendData::Vxlan {
+                vtep_mac_ipv4: Some(mac),
+                ..
+            },
+            Family::Ipv4,
+        )
+        | (
+            BackendData::Vxlan {
+                vtep_mac_ipv6: Some(mac),
+                ..
+            },
+            Family::Ipv6,
+        ) => *mac,
+        _ => {
+            return Err(PeerProblem {
+                node: peer.node_name.clone(),
+                reason: PeerProblemReason::NoVtepMac { family },
+            });
+        }
+    };
+    Ok((public_ip, mac))
+}
+
+/// `/32` or `/128`.
+fn host_prefix(family: Family) -> u8 {
+    match family {
+        Family::Ipv4 => 32,
+        Family::Ipv6 => 128,
+    }
+}
