@@ -56,7 +56,8 @@ pub fn nft_family(family: Family) -> &'static str {
 /// `(forward, postrouting)`, or `None` when the comment is not one of weft's.
 ///
 /// weft-kernel compares these with the rules it finds; a table whose counts differ was changed
-/// by someone else and is replaced.
+/// by someone else and is replaced. (nft 1.0.6, Debian 12's, leaves table comments out of its
+/// JSON output: the comment has to be read from `nft list table` text.)
 pub fn nft_expected_rule_counts(comment: &str) -> Option<(usize, usize)> {
     let mut words = comment.split(' ');
     if words.next()? != "weft-v1" {

@@ -64,12 +64,14 @@ pub enum Op {
     },
     /// `ip link add NAME mtu MTU up type ...`.
     AddLink(Link),
-    /// `ip link set NAME mtu MTU up`.
+    /// `ip link set NAME mtu MTU up|down`.
     SetLink {
         /// The device name.
         name: String,
         /// The MTU.
         mtu: u32,
+        /// Whether the device is up.
+        up: bool,
     },
     /// `ip addr add ADDR/PREFIX dev LINK`.
     AddAddress(Address),
@@ -187,6 +189,7 @@ pub fn plan(observed: &KernelState, desired: &KernelState) -> Plan {
             Some(have) if have.mtu != link.mtu || have.up != link.up => ops.push(Op::SetLink {
                 name: name.clone(),
                 mtu: link.mtu,
+                up: link.up,
             }),
             Some(_) => {}
         }
@@ -293,10 +296,10 @@ impl KernelState {
             Op::AddLink(link) => {
                 self.links.insert(link.name.clone(), link.clone());
             }
-            Op::SetLink { name, mtu } => {
+            Op::SetLink { name, mtu, up } => {
                 if let Some(link) = self.links.get_mut(name) {
                     link.mtu = *mtu;
-                    link.up = true;
+                    link.up = *up;
                 }
             }
             Op::AddAddress(address) => {
@@ -351,8 +354,14 @@ impl fmt::Display for Op {
                 f.write_str(&crate::firewall::delete_command(*family, *mode))
             }
             Op::SetSysctl { key, value } => write!(f, "sysctl -w {key}={value}"),
-            Op::AddLink(l) => write!(f, "ip link add {} mtu {} up {}", l.name, l.mtu, l.kind),
-            Op::SetLink { name, mtu } => write!(f, "ip link set {name} mtu {mtu} up"),
+            Op::AddLink(l) => {
+                let state = if l.up { "up " } else { "" };
+                write!(f, "ip link add {} mtu {} {state}{}", l.name, l.mtu, l.kind)
+            }
+            Op::SetLink { name, mtu, up } => {
+                let state = if *up { "up" } else { "down" };
+                write!(f, "ip link set {name} mtu {mtu} {state}")
+            }
             Op::AddAddress(a) => {
                 write!(f, "ip addr add {}/{} dev {}", a.addr, a.prefix_len, a.link)
             }

@@ -10,7 +10,7 @@ use crate::state::{Address, KernelState, Link, LinkKind, Route};
 use crate::{Backend, BackendData, BackendKind, FabricConfig, FabricError, Lease, MacAddr};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// The VXLAN network identifier (flannel's default).
 pub const VNI: u32 = 1;
@@ -88,12 +88,13 @@ impl Backend for Vxlan {
                 continue;
             };
             let dev = device(family);
-            let local_ip = local.public_ip(family == Family::Ipv6).ok_or_else(|| {
-                FabricError::NoLocalAddress {
-                    family,
-                    backend: BackendKind::Vxlan,
-                }
-            })?;
+            let local_ip =
+                local
+                    .public_ip(family == Family::Ipv6)
+                    .ok_or(FabricError::NoLocalAddress {
+                        family,
+                        backend: BackendKind::Vxlan,
+                    })?;
             state.links.insert(
                 dev.to_owned(),
                 Link {
