@@ -1,0 +1,616 @@
+//! The one error type of weft-config, [`ConfigError`], and the typed [`Warning`]s.
+//!
+//! Every message names the setting, the bad value and the fix, is lowercase and has no trailing
+//! period. Loading collects every error before it fails, so one run shows all of them.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use weft_ipam::{Cidr, CidrList, Family, IpFamilies, IpamError};
+
+use crate::Origin;
+use crate::node::NodeIpSource;
+
+/// Everything that can be wrong with a configuration, from reading files to cross-setting rules.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    // --- Reading files.
+    /// A config file named by `--config`, `WEFT_CONFIG_FILE` or `K3S_CONFIG_FILE` does not exist.
+    ///
+    /// K3s silently ignores a missing file; weft refuses it, because a typo in the path would
+    /// otherwise start the node with defaults.
+    #[error("config file {} does not exist (named by {named_by}): create it or name an existing file", path.display())]
+    ConfigFileMissing {
+        /// The path named.
+        path: PathBuf,
+        /// What named it: `--config`, `WEFT_CONFIG_FILE` or `K3S_CONFIG_FILE`.
+        named_by: &'static str,
+    },
+    /// A config file or drop-in directory exists but cannot be read.
+    #[error("can't read {}: {source}; check that it is a readable file", path.display())]
+    ReadFile {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: SharedIoError,
+    },
+    /// A config file is not valid YAML or TOML.
+    #[error("config file {} is not valid {format}: {reason}", path.display())]
+    FileSyntax {
+        /// The file.
+        path: PathBuf,
+        /// `YAML` or `TOML`.
+        format: &'static str,
+        /// The parser's message.
+        reason: String,
+    },
+    /// A config file's top level is not a map of setting names to values.
+    #[error("config file {} must be a map of setting names to values, e.g. `cluster-cidr: 10.42.0.0/16`", path.display())]
+    FileNotAMap {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A key in a config file is not text.
+    #[error("config file {} has the key {key}, which is not a setting name: keys are names such as cluster-cidr", path.display())]
+    KeyNotText {
+        /// The file.
+        path: PathBuf,
+        /// The key, as the parser shows it.
+        key: String,
+    },
+    /// A value in a config file is a map, or a list holding lists or maps.
+    #[error("{key} in {} must be a plain value or a list of plain values, not a map or a nested list", path.display())]
+    NestedValue {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
+    /// A key in a config file is no setting weft knows.
+    ///
+    /// K3s drops unknown keys on servers and crashes agents on them; weft refuses them on both.
+    #[error("unknown key {key} in {}: the closest known key is {closest}", path.display())]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The key as written (without a trailing `+`).
+        key: String,
+        /// The known key closest to it.
+        closest: &'static str,
+    },
+    /// A config file sets `config`, which only the command line and environment can set.
+    #[error("key config in {} has no effect: a config file can't name another one; use --config, WEFT_CONFIG_FILE or K3S_CONFIG_FILE", path.display())]
+    ConfigKeyInFile {
+        /// The file.
+        path: PathBuf,
+    },
+
+    // --- Settings given to the wrong role or with the wrong shape.
+    /// A flannel option was given to an agent.
+    #[error("{key} can't be set on an agent: flannel options are set on servers only, because every node takes them from the servers; {}", origin.removal(key))]
+    FlannelOptionOnAgent {
+        /// The setting.
+        key: &'static str,
+        /// Where it was given.
+        origin: Origin,
+    },
+    /// Another server-only setting was given to an agent.
+    #[error("{key} is a server setting and has no effect on an agent; {}", origin.removal(key))]
+    ServerSettingOnAgent {
+        /// The setting.
+        key: &'static str,
+        /// Where it was given.
+        origin: Origin,
+    },
+    /// A single-value setting was given a list.
+    #[error("{key} takes one value, but {origin} gives {count}: keep one")]
+    NotOneValue {
+        /// The setting.
+        key: &'static str,
+        /// Where the list came from.
+        origin: Origin,
+        /// How many values it holds.
+        count: usize,
+    },
+
+    // --- Single values.
+    /// A boolean setting is not `true` or `false`.
+    #[error("invalid {key} {value:?}: use true or false")]
+    InvalidBool {
+        /// The setting.
+        key: &'static str,
+        /// The value as given.
+        value: String,
+    },
+    /// A port setting is not a number from 1 to 65535.
+    #[error("invalid {key} {value:?}: use a port number from 1 to 65535")]
+    InvalidPort {
+        /// The setting.
+        key: &'static str,
+        /// The value as given.
+        value: String,
+    },
+    /// A node CIDR mask size is not a prefix length.
+    #[error("invalid {key} {value:?}: use a prefix length such as 24 for IPv4 or 64 for IPv6")]
+    InvalidMaskSize {
+        /// The setting.
+        key: &'static str,
+        /// The value as given.
+        value: String,
+    },
+    /// A single-address setting holds several addresses.
+    #[error("{key} takes one IP address, but {value} has {count}: keep one")]
+    NotOneAddress {
+        /// The setting.
+        key: &'static str,
+        /// The value as given.
+        value: String,
+        /// How many addresses it holds.
+        count: usize,
+    },
+    /// A path setting is not absolute.
+    #[error("invalid {key} {value:?}: use an absolute path, starting with /")]
+    RelativePath {
+        /// The setting.
+        key: &'static str,
+        /// The value as given.
+        value: String,
+    },
+    /// A file named by `flannel-conf` or `flannel-cni-conf` does not exist.
+    #[error("{key} names {}, which does not exist: create it, or unset {key} to let weft generate it", path.display())]
+    NamedFileMissing {
+        /// The setting.
+        key: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file named by `flannel-conf` is not JSON.
+    #[error("flannel-conf {} is not valid JSON: {reason}; write a flannel net-conf.json", path.display())]
+    FlannelConfNotJson {
+        /// The path.
+        path: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// `flannel-iface` is no valid interface name.
+    #[error(
+        "invalid flannel-iface {value:?}: an interface name has 1 to 15 characters and no '/', ':' or whitespace"
+    )]
+    InvalidInterfaceName {
+        /// The value as given.
+        value: String,
+    },
+    /// `cluster-domain` is no DNS name.
+    #[error(
+        "invalid cluster-domain {value:?}: use a DNS name of lowercase letters, digits, '-' and '.', such as cluster.local"
+    )]
+    InvalidClusterDomain {
+        /// The value as given.
+        value: String,
+    },
+    /// `server` is no `https://HOST[:PORT]` URL.
+    #[error(
+        "invalid server {value:?}: {reason}; write https://HOST:PORT, e.g. https://10.0.0.1:9345"
+    )]
+    InvalidServerUrl {
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// `datastore-endpoint` names a datastore weft does not support.
+    #[error(
+        "invalid datastore-endpoint {value:?}: weft supports etcd (http:// or https:// endpoints, comma-separated) or the embedded store (leave it unset)"
+    )]
+    InvalidDatastoreEndpoint {
+        /// The value, with any password replaced by `********`.
+        value: String,
+    },
+    /// A `kube-controller-manager-arg` entry is not `NAME=VALUE`.
+    #[error(
+        "invalid kube-controller-manager-arg {value:?}: write NAME=VALUE, e.g. node-cidr-mask-size-ipv4=24"
+    )]
+    InvalidControllerManagerArg {
+        /// The entry as given.
+        value: String,
+    },
+
+    // --- Network rules.
+    /// A CIDR list, address list or service-CIDR rule of weft-ipam failed.
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    /// `flannel-backend` names a backend K3s removed.
+    #[error(
+        "flannel-backend {backend} was removed in K3s {removed_in}: wireguard-native replaces it; to migrate, 1. set flannel-backend: wireguard-native on every server, 2. restart the nodes, servers first"
+    )]
+    FlannelBackendRemoved {
+        /// `ipsec` or `wireguard`.
+        backend: &'static str,
+        /// The K3s release that removed it.
+        removed_in: &'static str,
+    },
+    /// `flannel-backend` carries options (`name=options`), which K3s removed.
+    #[error(
+        "flannel-backend {value:?} carries options, which K3s removed in v1.27: set flannel-backend to the backend name alone and put the options in the file named by flannel-conf"
+    )]
+    FlannelBackendOptions {
+        /// The value as given.
+        value: String,
+    },
+    /// `flannel-backend` is no known backend.
+    #[error(
+        "invalid flannel-backend {value:?}: valid values are none, vxlan, host-gw, wireguard-native"
+    )]
+    InvalidFlannelBackend {
+        /// The value as given.
+        value: String,
+    },
+    /// `egress-selector-mode` is no known mode.
+    #[error(
+        "invalid egress-selector-mode {value:?}: valid values are agent, pod, cluster, disabled"
+    )]
+    InvalidEgressSelectorMode {
+        /// The value as given.
+        value: String,
+    },
+    /// `flannel-ipv6-masq` is set on a cluster without IPv6.
+    #[error(
+        "flannel-ipv6-masq is set, but cluster-cidr {cluster} has no IPv6 network: add an IPv6 cluster-cidr (dual-stack) or unset flannel-ipv6-masq"
+    )]
+    Ipv6MasqWithoutIpv6 {
+        /// The cluster CIDRs.
+        cluster: CidrList,
+    },
+    /// The node IPs do not cover every family of the cluster CIDRs.
+    #[error(
+        "cluster-cidr and node-ip must share the same IP version (IPv4, IPv6 or dual-stack): cluster-cidr is {cluster}, node-ip is {node} ({node_ip_source}); give node-ip an address of each family of cluster-cidr"
+    )]
+    NodeIpFamilies {
+        /// The families of cluster-cidr.
+        cluster: IpFamilies,
+        /// The families of the node IPs.
+        node: IpFamilies,
+        /// Where the node IPs came from.
+        node_ip_source: NodeIpSource,
+    },
+    /// IPv6 is the primary family, but node-ip was not set explicitly.
+    #[error(
+        "cluster-cidr {cluster} makes IPv6 the primary family, which needs node-ip set explicitly with the node's IPv6 address first (the kubelet prefers IPv4 otherwise): set node-ip, e.g. --node-ip=<IPv6 address>[,<IPv4 address>]"
+    )]
+    Ipv6PrimaryNeedsNodeIp {
+        /// The cluster CIDRs.
+        cluster: CidrList,
+    },
+    /// node-ip lists the primary family's address second.
+    #[error(
+        "node-ip {} starts with an {first} address, but cluster-cidr {cluster} makes {primary} the primary family: put the node's {primary} address first",
+        join(node_ips)
+    )]
+    NodeIpOrder {
+        /// The node IPs as given.
+        node_ips: Vec<IpAddr>,
+        /// The family of the first node IP.
+        first: Family,
+        /// The primary family of the cluster.
+        primary: Family,
+        /// The cluster CIDRs.
+        cluster: CidrList,
+    },
+    /// A cluster DNS address lies outside the service CIDR of its family.
+    #[error(
+        "cluster-dns {dns} is not in service-cidr {service}: use an address inside it, e.g. {suggestion}"
+    )]
+    ClusterDnsOutsideService {
+        /// The DNS address.
+        dns: IpAddr,
+        /// The service CIDR of its family.
+        service: Cidr,
+        /// The default DNS address of that service CIDR (index 10).
+        suggestion: IpAddr,
+    },
+    /// A cluster DNS address has a family the service CIDRs lack.
+    #[error(
+        "cluster-dns {dns} is {family}, but service-cidr {service} has no {family} network: remove it or add an {family} service-cidr"
+    )]
+    ClusterDnsFamily {
+        /// The DNS address.
+        dns: IpAddr,
+        /// Its family.
+        family: Family,
+        /// The service CIDRs.
+        service: CidrList,
+    },
+    /// A node mask size is set both directly and through `kube-controller-manager-arg`, differently.
+    #[error(
+        "{key} is set twice with different values: {direct} by {key} and {from_arg} by kube-controller-manager-arg; keep one"
+    )]
+    MaskSizeConflict {
+        /// The setting.
+        key: &'static str,
+        /// The value of the setting itself.
+        direct: u8,
+        /// The value from `kube-controller-manager-arg`.
+        from_arg: u8,
+    },
+    /// `kube-controller-manager-arg node-cidr-mask-size=N` on a dual-stack cluster.
+    #[error(
+        "kube-controller-manager-arg node-cidr-mask-size={size} can't be used with the dual-stack cluster-cidr {cluster}: use node-cidr-mask-size-ipv4 and node-cidr-mask-size-ipv6"
+    )]
+    MaskSizeNeedsFamily {
+        /// The size given.
+        size: u8,
+        /// The cluster CIDRs.
+        cluster: CidrList,
+    },
+    /// The advertise address has another family than the primary service CIDR.
+    #[error("advertise-address {address} is {family}, but the primary service-cidr {service} is {}: kube-apiserver needs them to match; set advertise-address to an {} address", service.family(), service.family())]
+    AdvertiseAddressFamily {
+        /// The advertise address in effect.
+        address: IpAddr,
+        /// Its family.
+        family: Family,
+        /// The primary service CIDR.
+        service: Cidr,
+    },
+    /// Both `token` and `token-file` are set.
+    #[error("token and token-file are both set: keep one")]
+    TokenAndTokenFile,
+    /// An agent has no server to join.
+    #[error(
+        "server is required for an agent: set --server, WEFT_SERVER or K3S_URL to a server's URL, e.g. https://10.0.0.1:9345"
+    )]
+    AgentNeedsServer,
+    /// A node that joins a server has no token.
+    #[error(
+        "token is required to join a server: set --token, --token-file, K3S_TOKEN or K3S_TOKEN_FILE"
+    )]
+    JoinNeedsToken,
+
+    // --- The node.
+    /// The hostname could not be read.
+    #[error(
+        "can't read the hostname to name this node: {source}; set --node-name or K3S_NODE_NAME"
+    )]
+    Hostname {
+        /// The I/O error.
+        #[source]
+        source: SharedIoError,
+    },
+    /// The node name is empty.
+    #[error("the node name is empty ({name_source}): set --node-name or K3S_NODE_NAME")]
+    EmptyNodeName {
+        /// Where the name came from.
+        name_source: NameSource,
+    },
+    /// The node name is `localhost`.
+    #[error(
+        "the node name {name:?} ({name_source}) does not identify this node: set --node-name or K3S_NODE_NAME to a unique name"
+    )]
+    LocalhostNodeName {
+        /// The name.
+        name: String,
+        /// Where the name came from.
+        name_source: NameSource,
+    },
+    /// The node name is no RFC 1123 subdomain.
+    #[error(
+        "invalid node name {name:?} ({name_source}): it must be an RFC 1123 subdomain, at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit; set --node-name or K3S_NODE_NAME"
+    )]
+    InvalidNodeName {
+        /// The name, lower-cased.
+        name: String,
+        /// Where the name came from.
+        name_source: NameSource,
+    },
+    /// The node id file does not hold 8 hex digits.
+    #[error("node id file {} holds {content:?}, not 8 lowercase hex digits: delete it to get a new id on the next start", path.display())]
+    InvalidNodeId {
+        /// The id file.
+        path: PathBuf,
+        /// Its content, trimmed.
+        content: String,
+    },
+    /// The node id file exists but cannot be read.
+    #[error("can't read node id file {}: {source}; check its permissions or delete it", path.display())]
+    ReadNodeId {
+        /// The id file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: SharedIoError,
+    },
+    /// `flannel-iface` names an interface this host lacks.
+    #[error(
+        "flannel-iface {iface} does not exist on this host: name an existing interface, or set node-ip"
+    )]
+    InterfaceMissing {
+        /// The interface name.
+        iface: String,
+    },
+    /// The interface to take node IPs from is down.
+    #[error(
+        "interface {iface} is down, so no node IP can be taken from it: bring it up, or set node-ip"
+    )]
+    InterfaceDown {
+        /// The interface name.
+        iface: String,
+    },
+    /// The interface to take node IPs from has no global unicast address.
+    #[error("interface {iface} has no global unicast address to use as node IP: set node-ip")]
+    InterfaceNoAddress {
+        /// The interface name.
+        iface: String,
+    },
+    /// The interface has several global unicast IPv4 addresses.
+    #[error(
+        "interface {iface} has several global unicast IPv4 addresses ({}): set node-ip to one of them",
+        join(addrs)
+    )]
+    InterfaceManyIpv4 {
+        /// The interface name.
+        iface: String,
+        /// Its IPv4 addresses.
+        addrs: Vec<IpAddr>,
+    },
+    /// No default route, so no interface to take node IPs from.
+    #[error(
+        "can't pick a node IP: this host has no default route through an interface with a global unicast address; set node-ip or flannel-iface"
+    )]
+    NoDefaultRoute,
+    /// Reading the host's interfaces or routes failed.
+    #[error("can't pick a node IP: reading {what} failed: {source}; set node-ip")]
+    HostQuery {
+        /// What was read.
+        what: &'static str,
+        /// The I/O error.
+        #[source]
+        source: SharedIoError,
+    },
+
+    // --- Between servers.
+    /// A critical setting differs between this server and the cluster.
+    #[error(
+        "critical configuration value mismatch between servers: {setting} (this server: {this}, cluster: {cluster})"
+    )]
+    CriticalMismatch {
+        /// The setting.
+        setting: &'static str,
+        /// This server's value.
+        this: String,
+        /// The cluster's value.
+        cluster: String,
+    },
+}
+
+/// Something legal but probably not meant, returned as data: the library never logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Warning {
+    /// `flannel-external-ip` with a backend that does not encrypt.
+    #[error(
+        "flannel-external-ip sends flannel traffic to external addresses, but flannel-backend {backend} does not encrypt it: consider flannel-backend wireguard-native"
+    )]
+    UnencryptedExternalIp {
+        /// The backend in use.
+        backend: &'static str,
+    },
+    /// The servers set `flannel-external-ip`, but this node has no `node-external-ip`.
+    #[error(
+        "the servers set flannel-external-ip, but this node sets no node-external-ip: flannel will use the internal address to reach this node; set node-external-ip"
+    )]
+    NoNodeExternalIp,
+    /// An agentless server with egress mode `agent` or `disabled`.
+    #[error(
+        "webhooks and apiserver aggregation may not work without an agent: egress-selector-mode is {mode}; set egress-selector-mode to cluster or pod"
+    )]
+    EgressWithoutAgent {
+        /// The mode in use.
+        mode: &'static str,
+    },
+    /// `flannel-backend: none` with weft's network policy controller still enabled.
+    #[error(
+        "flannel-backend is none, so a custom CNI will run, and most bring their own network policy engine: set disable-network-policy to avoid conflicts"
+    )]
+    CustomCniWithNetworkPolicy,
+    /// A flannel option that `flannel-backend: none` makes pointless.
+    #[error("{key} has no effect with flannel-backend none: unset it")]
+    NoEffectWithoutFlannel {
+        /// The setting.
+        key: &'static str,
+    },
+    /// A node mask size for a family the cluster does not have.
+    #[error("{key} has no effect: cluster-cidr has no {family} network")]
+    MaskSizeWithoutFamily {
+        /// The setting.
+        key: &'static str,
+        /// Its family.
+        family: Family,
+    },
+    /// `--with-node-id` is set and the id file does not exist yet.
+    #[error("node id file {} does not exist yet: the first start creates it with a random id, naming this node {base}-<8 hex digits>", path.display())]
+    NodeIdPending {
+        /// The id file.
+        path: PathBuf,
+        /// The node name without the id.
+        base: String,
+    },
+    /// A `WEFT_*` variable and its K3s twin are both set, to different values.
+    #[error("{weft} and {k3s} are both set, to different values: using {weft}; unset one")]
+    EnvConflict {
+        /// The weft name, which wins.
+        weft: &'static str,
+        /// The K3s name.
+        k3s: &'static str,
+    },
+}
+
+/// Where the node name came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NameSource {
+    /// The `node-name` setting, from the given origin.
+    Setting(Origin),
+    /// The hostname of this host.
+    Hostname,
+}
+
+impl fmt::Display for NameSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NameSource::Setting(origin) => write!(f, "node-name from {origin}"),
+            NameSource::Hostname => f.write_str("the hostname"),
+        }
+    }
+}
+
+/// An [`std::io::Error`] that can be cloned and compared, so [`ConfigError`] can be too.
+///
+/// Two are equal when their kinds and messages are.
+#[derive(Debug, Clone)]
+pub struct SharedIoError(Arc<std::io::Error>);
+
+// === impl SharedIoError ===
+
+impl SharedIoError {
+    /// The kind of the I/O error.
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.0.kind()
+    }
+}
+
+impl From<std::io::Error> for SharedIoError {
+    fn from(e: std::io::Error) -> SharedIoError {
+        SharedIoError(Arc::new(e))
+    }
+}
+
+impl fmt::Display for SharedIoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedIoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for SharedIoError {
+    fn eq(&self, other: &SharedIoError) -> bool {
+        self.0.kind() == other.0.kind() && self.0.to_string() == other.0.to_string()
+    }
+}
+
+/// Comma-joins addresses for messages.
+fn join(addrs: &[IpAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,289 @@
+//! Loading: the whole pipeline from flags, files and environment to a checked
+//! [`ServerConfig`] or [`AgentConfig`], and the effective configuration as JSON.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde_json::{Map, Value, json};
+use weft_ipam::Family;
+
+use crate::file::{self, ConfigLocation};
+use crate::node::{self, NodeConfig, NodeIdState, single_ip};
+use crate::resolve::{self, FlagValues, Resolved};
+use crate::{
+    ClusterNetwork, ConfigError, DatastoreEndpoint, Key, Role, SECRET_MASK, System, Warning,
+    network,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// The result of a load: the config or every error, and the warnings in both cases.
+#[derive(Debug, Clone, PartialEq)]
+#[must_use]
+pub struct Loaded<T> {
+    /// The checked config, or every error found.
+    pub result: Result<T, Vec<ConfigError>>,
+    /// Everything legal but probably not meant.
+    pub warnings: Vec<Warning>,
+}
+
+/// A checked `weft-server` configuration.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The main config file (read if it exists).
+    pub config_file: PathBuf,
+    /// The node settings of the server's embedded agent (its name and IPs also name the server).
+    pub node: NodeConfig,
+    /// The cluster network, which every server must share.
+    pub network: ClusterNetwork,
+    /// `supervisor-port`.
+    pub supervisor_port: u16,
+    /// `advertise-address`, or the first node external IP, or the first node IP.
+    pub advertise_address: IpAddr,
+    /// `disable-agent`.
+    pub disable_agent: bool,
+    /// `datastore-endpoint`; `None` for the embedded store.
+    pub datastore_endpoint: Option<DatastoreEndpoint>,
+    /// `kube-controller-manager-arg`, as given.
+    pub kube_controller_manager_args: Vec<String>,
+}
+
+/// A checked `weft-agent` configuration.
+///
+/// The cluster network comes from the servers later; [`NodeConfig::check_cluster`] checks the
+/// node against it then.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AgentConfig {
+    /// The main config file (read if it exists).
+    pub config_file: PathBuf,
+    /// The node settings.
+    pub node: NodeConfig,
+}
+
+/// Loads and checks a server's configuration: files, then flags, environment and defaults,
+/// then every rule. Reads the host only through `sys`, and writes nothing.
+pub fn load_server(flags: &FlagValues, sys: System<'_>) -> Loaded<ServerConfig> {
+    let (r, location, mut errors, mut warnings) = gather(Role::Server, flags, sys);
+    let node = node::build(&r, Role::Server, sys, &mut errors, &mut warnings);
+    let disable_agent = r.bool(Key::DisableAgent, &mut errors);
+    let first_ip = node
+        .as_ref()
+        .and_then(|n| n.node_ips.addrs.first().copied());
+    let network = network::build(&r, first_ip, disable_agent, &mut errors, &mut warnings);
+    let supervisor_port = r.port(
+        Key::SupervisorPort,
+        crate::DEFAULT_SUPERVISOR_PORT,
+        &mut errors,
+    );
+    let datastore_endpoint = r
+        .text(Key::DatastoreEndpoint)
+        .and_then(|v| v.parse().map_err(|e| errors.push(e)).ok());
+    let explicit_advertise = single_ip(&r, Key::AdvertiseAddress, &mut errors);
+    let advertise_ok = r.text(Key::AdvertiseAddress).is_none() || explicit_advertise.is_some();
+
+    let mut config = None;
+    if let (Some(node), Some(network)) = (node, network) {
+        if !disable_agent {
+            let (errs, warns) = node.check_cluster(&network);
+            errors.extend(errs);
+            warnings.extend(warns);
+        }
+        let advertise_address = explicit_advertise
+            .or_else(|| node.node_external_ips.first().copied())
+            .unwrap_or(node.node_ips.addrs[0]);
+        let service = network.service_cidr.primary();
+        if advertise_ok && Family::of(advertise_address) != service.family() {
+            errors.push(ConfigError::AdvertiseAddressFamily {
+                address: advertise_address,
+                family: Family::of(advertise_address),
+                service,
+            });
+        }
+        config = Some(ServerConfig {
+            config_file: location.path,
+            node,
+            network,
+            supervisor_port,
+            advertise_address,
+            disable_agent,
+            datastore_endpoint,
+            kube_controller_manager_args: r.list(Key::KubeControllerManagerArg).0.to_vec(),
+        });
+    }
+    finish(config, errors, warnings)
+}
+
+/// Loads and checks an agent's configuration. Server settings (the flannel options among
+/// them) given to an agent are errors. Reads the host only through `sys`, and writes nothing.
+pub fn load_agent(flags: &FlagValues, sys: System<'_>) -> Loaded<AgentConfig> {
+    let (r, location, mut errors, mut warnings) = gather(Role::Agent, flags, sys);
+    let node = node::build(&r, Role::Agent, sys, &mut errors, &mut warnings);
+    let config = node.map(|node| AgentConfig {
+        config_file: location.path,
+        node,
+    });
+    finish(config, errors, warnings)
+}
+
+// === impl ServerConfig ===
+
+impl ServerConfig {
+    /// The effective configuration as `validate` prints it: every setting by name, lists as
+    /// arrays, secrets as `********`, and `"derived"`.
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        for key in Role::Server.keys() {
+            let value = match key {
+                Key::SupervisorPort => json!(self.supervisor_port),
+                Key::AdvertiseAddress => json!(self.advertise_address.to_string()),
+                Key::DisableAgent => json!(self.disable_agent),
+                Key::DatastoreEndpoint => json!(
+                    self.datastore_endpoint
+                        .as_ref()
+                        .map(DatastoreEndpoint::masked)
+                ),
+                Key::KubeControllerManagerArg => json!(self.kube_controller_manager_args),
+                Key::ClusterCidr => json!(strings(self.network.cluster_cidr.iter())),
+                Key::ServiceCidr => json!(strings(self.network.service_cidr.iter())),
+                Key::ClusterDns => json!(strings(self.network.cluster_dns.iter())),
+                Key::ClusterDomain => json!(self.network.cluster_domain.as_str()),
+                Key::NodeCidrMaskSizeIpv4 => json!(self.network.node_cidr_mask_size_ipv4),
+                Key::NodeCidrMaskSizeIpv6 => json!(self.network.node_cidr_mask_size_ipv6),
+                Key::FlannelBackend => json!(self.network.flannel_backend.as_str()),
+                Key::FlannelIpv6Masq => json!(self.network.flannel_ipv6_masq),
+                Key::FlannelExternalIp => json!(self.network.flannel_external_ip),
+                Key::EgressSelectorMode => json!(self.network.egress_selector_mode.as_str()),
+                Key::DisableNetworkPolicy => json!(self.network.disable_network_policy),
+                key => node_json(&self.config_file, &self.node, key),
+            };
+            map.insert(key.name().to_owned(), value);
+        }
+        let mut derived = self
+            .network
+            .derived(self.node.flannel_conf.as_ref().map(|(_, json)| json))
+            .to_json();
+        if let Value::Object(derived) = &mut derived {
+            derived.insert("node-name".to_owned(), full_name_json(&self.node));
+        }
+        map.insert("derived".to_owned(), derived);
+        Value::Object(map)
+    }
+}
+
+// === impl AgentConfig ===
+
+impl AgentConfig {
+    /// The effective configuration as `validate` prints it. The agent's `"derived"` holds only
+    /// what it knows before it has the servers' cluster network: the full node name.
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        for key in Role::Agent.keys() {
+            map.insert(
+                key.name().to_owned(),
+                node_json(&self.config_file, &self.node, key),
+            );
+        }
+        map.insert(
+            "derived".to_owned(),
+            json!({ "node-name": full_name_json(&self.node) }),
+        );
+        Value::Object(map)
+    }
+}
+
+/// Locates and reads the config files, then applies precedence.
+fn gather(
+    role: Role,
+    flags: &FlagValues,
+    sys: System<'_>,
+) -> (Resolved, ConfigLocation, Vec<ConfigError>, Vec<Warning>) {
+    let location = file::locate(flags.get(Key::Config).last().map(String::as_str), sys.env);
+    let (files, mut errors) = file::load(&location, role, sys.files);
+    let (resolved, errs, warnings) = resolve::resolve(role, flags, &files, sys.env);
+    errors.extend(errs);
+    (resolved, location, errors, warnings)
+}
+
+fn finish<T>(config: Option<T>, errors: Vec<ConfigError>, warnings: Vec<Warning>) -> Loaded<T> {
+    let result = match config {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => Err(errors),
+    };
+    Loaded { result, warnings }
+}
+
+/// A node setting's effective value.
+fn node_json(config_file: &std::path::Path, node: &NodeConfig, key: Key) -> Value {
+    let path = |p: &Option<PathBuf>| json!(p.as_ref().map(|p| p.display().to_string()));
+    match key {
+        Key::Config => json!(config_file.display().to_string()),
+        Key::DataDir => json!(node.data_dir.display().to_string()),
+        Key::Token => json!(node.token.as_ref().map(|_| SECRET_MASK)),
+        Key::TokenFile => path(&node.token_file),
+        Key::Server => json!(node.server.as_ref().map(|s| s.as_str())),
+        Key::NodeName => json!(node.node_name.as_str()),
+        Key::WithNodeId => json!(node.node_id != NodeIdState::Off),
+        Key::NodeIp => json!(strings(node.node_ips.addrs.iter())),
+        Key::NodeExternalIp => json!(strings(node.node_external_ips.iter())),
+        Key::BindAddress => json!(node.bind_address.to_string()),
+        Key::KubeletPort => json!(node.kubelet_port),
+        Key::FlannelIface => json!(node.flannel_iface.as_ref().map(|i| i.as_str())),
+        Key::FlannelConf => path(&node.flannel_conf.as_ref().map(|(p, _)| p.clone())),
+        Key::FlannelCniConf => path(&node.flannel_cni_conf),
+        _ => Value::Null,
+    }
+}
+
+fn full_name_json(node: &NodeConfig) -> Value {
+    json!(node.full_node_name().map(|n| n.to_string()))
+}
+
+fn strings<T: ToString>(items: impl Iterator<Item = T>) -> Vec<String> {
+    items.map(|i| i.to_string()).collect()
+}
+
+/// What `validate` prints, ready for a binary to write out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Report {
+    /// The effective configuration as pretty JSON, when valid.
+    pub stdout: Option<String>,
+    /// One line per warning (`warning: ...`), then one per error (`error: ...`).
+    pub stderr: Vec<String>,
+    /// Whether the configuration is valid: exit 0, else exit 1.
+    pub valid: bool,
+}
+
+// === impl Loaded ===
+
+impl<T> Loaded<T> {
+    /// The `validate` report: JSON on stdout when valid; warnings and errors for stderr.
+    pub fn report(&self, to_json: impl Fn(&T) -> Value) -> Report {
+        let mut stderr: Vec<String> = self
+            .warnings
+            .iter()
+            .map(|w| format!("warning: {w}"))
+            .collect();
+        match &self.result {
+            Ok(config) => Report {
+                stdout: Some(
+                    serde_json::to_string_pretty(&to_json(config))
+                        .unwrap_or_else(|e| unreachable!("a JSON value always serializes: {e}")),
+                ),
+                stderr,
+                valid: true,
+            },
+            Err(errors) => {
+                stderr.extend(errors.iter().map(|e| format!("error: {e}")));
+                Report {
+                    stdout: None,
+                    stderr,
+                    valid: false,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! The cluster network: the settings every server must share, their rules, and what follows
+//! from them (service IPs, DNS, families, node mask sizes, flannel's `net-conf.json`).
+
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+use weft_ipam::{
+    CidrList, DEFAULT_NODE_CIDR_MASK_SIZE_IPV4, DEFAULT_NODE_CIDR_MASK_SIZE_IPV6, Family,
+    check_same_families, default_cidrs, default_cluster_dns, kubernetes_service_ips, parse_ip_list,
+    validate_node_mask_size, validate_service_cidrs,
+};
+
+use crate::resolve::Resolved;
+use crate::{ClusterDomain, ConfigError, EgressSelectorMode, FlannelBackend, Key, Warning};
+
+#[cfg(test)]
+mod tests;
+
+/// The cluster network settings: exactly the critical settings, which every server must share
+/// and every agent takes from the servers.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ClusterNetwork {
+    /// `cluster-cidr`: pod networks, primary family first.
+    pub cluster_cidr: CidrList,
+    /// `service-cidr`: service networks, primary family first.
+    pub service_cidr: CidrList,
+    /// `cluster-dns`: the DNS service IPs, each inside the service CIDR of its family.
+    pub cluster_dns: Vec<IpAddr>,
+    /// `cluster-domain`.
+    pub cluster_domain: ClusterDomain,
+    /// `node-cidr-mask-size-ipv4`: the prefix length of each node's IPv4 pod CIDR.
+    pub node_cidr_mask_size_ipv4: u8,
+    /// `node-cidr-mask-size-ipv6`: the prefix length of each node's IPv6 pod CIDR.
+    pub node_cidr_mask_size_ipv6: u8,
+    /// `flannel-backend`.
+    pub flannel_backend: FlannelBackend,
+    /// `flannel-ipv6-masq`.
+    pub flannel_ipv6_masq: bool,
+    /// `flannel-external-ip`.
+    pub flannel_external_ip: bool,
+    /// `egress-selector-mode`.
+    pub egress_selector_mode: EgressSelectorMode,
+    /// `disable-network-policy`.
+    pub disable_network_policy: bool,
+}
+
+/// Values that follow from the cluster network.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Derived {
+    /// The `kubernetes` service IP of each service CIDR (index 1), primary first.
+    pub kubernetes_service_ips: Vec<IpAddr>,
+    /// The cluster DNS IPs in effect.
+    pub cluster_dns: Vec<IpAddr>,
+    /// The primary family: that of the first cluster CIDR.
+    pub primary_family: Family,
+    /// Whether IPv4 is enabled.
+    pub ipv4: bool,
+    /// Whether IPv6 is enabled.
+    pub ipv6: bool,
+    /// The IPv4 node CIDR mask size.
+    pub node_cidr_mask_size_ipv4: u8,
+    /// The IPv6 node CIDR mask size.
+    pub node_cidr_mask_size_ipv6: u8,
+    /// Flannel's `net-conf.json`; `None` with `flannel-backend: none`.
+    pub net_conf: Option<Value>,
+}
+
+// === impl ClusterNetwork ===
+
+impl ClusterNetwork {
+    /// The critical settings as `(setting, value)` text, in a fixed order.
+    ///
+    /// Lists are comma-joined, as their flags take them.
+    pub fn critical_fields(&self) -> Vec<(&'static str, String)> {
+        let join = |ips: &[IpAddr]| {
+            ips.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        vec![
+            (Key::ClusterCidr.name(), self.cluster_cidr.to_string()),
+            (Key::ServiceCidr.name(), self.service_cidr.to_string()),
+            (Key::ClusterDns.name(), join(&self.cluster_dns)),
+            (Key::ClusterDomain.name(), self.cluster_domain.to_string()),
+            (
+                Key::DisableNetworkPolicy.name(),
+                self.disable_network_policy.to_string(),
+            ),
+            (Key::FlannelBackend.name(), self.flannel_backend.to_string()),
+            (
+                Key::FlannelIpv6Masq.name(),
+                self.flannel_ipv6_masq.to_string(),
+            ),
+            (
+                Key::FlannelExternalIp.name(),
+                self.flannel_external_ip.to_string(),
+            ),
+            (
+                Key::EgressSelectorMode.name(),
+                self.egress_selector_mode.to_string(),
+            ),
+            (
+                Key::NodeCidrMaskSizeIpv4.name(),
+                self.node_cidr_mask_size_ipv4.to_string(),
+            ),
+            (
+                Key::NodeCidrMaskSizeIpv6.name(),
+                self.node_cidr_mask_size_ipv6.to_string(),
+            ),
+        ]
+    }
+
+    /// Compares this server's network with the cluster's and returns one
+    /// [`ConfigError::CriticalMismatch`] per differing setting; empty when they agree.
+    pub fn compare_critical(&self, cluster: &ClusterNetwork) -> Vec<ConfigError> {
+        self.critical_fields()
+            .into_iter()
+            .zip(cluster.critical_fields())
+            .filter(|((_, this), (_, theirs))| this != theirs)
+            .map(
+                |((setting, this), (_, cluster))| ConfigError::CriticalMismatch {
+                    setting,
+                    this,
+                    cluster,
+                },
+            )
+            .collect()
+    }
+
+    /// What follows from these settings.
+    ///
+    /// `flannel_conf` is the content of the file named by `flannel-conf`, used as is.
+    pub fn derived(&self, flannel_conf: Option<&Value>) -> Derived {
+        let families = self.cluster_cidr.families();
+        Derived {
+            // Validation made sure every service CIDR has room for indexes 1 and 10.
+            kubernetes_service_ips: kubernetes_service_ips(&self.service_cidr).unwrap_or_default(),
+            cluster_dns: self.cluster_dns.clone(),
+            primary_family: families.primary(),
+            ipv4: families.has_ipv4(),
+            ipv6: families.has_ipv6(),
+            node_cidr_mask_size_ipv4: self.node_cidr_mask_size_ipv4,
+            node_cidr_mask_size_ipv6: self.node_cidr_mask_size_ipv6,
+            net_conf: match flannel_conf {
+                Some(conf) => Some(conf.clone()),
+                None => self.net_conf(),
+            },
+        }
+    }
+
+    /// Flannel's `net-conf.json` in K3s's shape; `None` with `flannel-backend: none`.
+    ///
+    /// A disabled family's network is `0.0.0.0/0` or `::/0`. wireguard-native is flannel's
+    /// `wireguard` type with a keepalive of 25 seconds.
+    pub fn net_conf(&self) -> Option<Value> {
+        let backend = match self.flannel_backend {
+            FlannelBackend::None => return None,
+            FlannelBackend::Vxlan => json!({"Type": "vxlan"}),
+            FlannelBackend::HostGw => json!({"Type": "host-gw"}),
+            FlannelBackend::WireguardNative => {
+                json!({"Type": "wireguard", "PersistentKeepaliveInterval": 25})
+            }
+        };
+        let v4 = self.cluster_cidr.ipv4();
+        let v6 = self.cluster_cidr.ipv6();
+        Some(json!({
+            "Network": v4.map_or("0.0.0.0/0".to_owned(), |c| c.to_string()),
+            "EnableIPv4": v4.is_some(),
+            "EnableIPv6": v6.is_some(),
+            "IPv6Network": v6.map_or("::/0".to_owned(), |c| c.to_string()),
+            "Backend": backend,
+        }))
+    }
+}
+
+// === impl Derived ===
+
+impl Derived {
+    /// The JSON object `validate` prints under `"derived"`.
+    pub fn to_json(&self) -> Value {
+        let ips = |ips: &[IpAddr]| ips.iter().map(ToString::to_string).collect::<Vec<_>>();
+        json!({
+            "kubernetes-service-ips": ips(&self.kubernetes_service_ips),
+            "cluster-dns": ips(&self.cluster_dns),
+            "primary-family": match self.primary_family {
+                Family::Ipv4 => "ipv4",
+                Family::Ipv6 => "ipv6",
+            },
+            "ipv4": self.ipv4,
+            "ipv6": self.ipv6,
+            "node-cidr-mask-size-ipv4": self.node_cidr_mask_size_ipv4,
+            "node-cidr-mask-size-ipv6": self.node_cidr_mask_size_ipv6,
+            "net-conf": self.net_conf,
+        })
+    }
+}
+
+/// Builds and checks the cluster network from resolved values, recording every error and
+/// warning. `first_node_ip` picks the default CIDRs' family, as in K3s.
+pub(crate) fn build(
+    r: &Resolved,
+    first_node_ip: Option<IpAddr>,
+    disable_agent: bool,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<Warning>,
+) -> Option<ClusterNetwork> {
+    let defaults = default_cidrs(first_node_ip);
+    let cidrs = |key: Key, default: CidrList, errors: &mut Vec<ConfigError>| match r.list(key).0 {
+        [] => Some(default),
+        given => CidrList::parse(key.name(), given)
+            .map_err(|e| errors.push(e.into()))
+            .ok(),
+    };
+    let cluster_cidr = cidrs(Key::ClusterCidr, defaults.cluster, errors);
+    let service_cidr = cidrs(Key::ServiceCidr, defaults.service, errors).filter(|service| {
+        let problems = validate_service_cidrs(Key::ServiceCidr.name(), service);
+        let ok = problems.is_empty();
+        errors.extend(problems.into_iter().map(ConfigError::from));
+        ok
+    });
+    if let (Some(cluster), Some(service)) = (&cluster_cidr, &service_cidr) {
+        if let Err(e) = check_same_families(
+            Key::ClusterCidr.name(),
+            cluster.families(),
+            Key::ServiceCidr.name(),
+            service.families(),
+        ) {
+            errors.push(e.into());
+        }
+    }
+
+    let cluster_dns = match (r.list(Key::ClusterDns).0, &service_cidr) {
+        ([], Some(service)) => default_cluster_dns(service)
+            .map_err(|e| errors.push(e.into()))
+            .ok(),
+        ([], None) => None,
+        (given, service) => {
+            let dns = parse_ip_list(Key::ClusterDns.name(), given)
+                .map_err(|e| errors.push(e.into()))
+                .ok();
+            if let (Some(dns), Some(service)) = (&dns, service) {
+                check_cluster_dns(dns, service, errors);
+            }
+            dns
+        }
+    };
+
+    let cluster_domain = match r.text(Key::ClusterDomain) {
+        None => Some(ClusterDomain::default()),
+        Some(v) => v.parse().map_err(|e| errors.push(e)).ok(),
+    };
+    let flannel_backend = match r.text(Key::FlannelBackend) {
+        None => Some(FlannelBackend::default()),
+        Some(v) => v.parse().map_err(|e| errors.push(e)).ok(),
+    };
+    let egress_selector_mode = match r.text(Key::EgressSelectorMode) {
+        None => Some(EgressSelectorMode::default()),
+        Some(v) => v.parse().map_err(|e| errors.push(e)).ok(),
+    };
+    let flannel_ipv6_masq = r.bool(Key::FlannelIpv6Masq, errors);
+    let flannel_external_ip = r.bool(Key::FlannelExternalIp, errors);
+    let disable_network_policy = r.bool(Key::DisableNetworkPolicy, errors);
+
+    let masks = cluster_cidr
+        .as_ref()
+        .and_then(|cluster| node_mask_sizes(r, cluster, errors, warnings));
+
+    if let Some(cluster) = &cluster_cidr {
+        if flannel_ipv6_masq && !cluster.families().has_ipv6() {
+            errors.push(ConfigError::Ipv6MasqWithoutIpv6 { cluster: *cluster });
+        }
+    }
+    match flannel_backend {
+        Some(FlannelBackend::None) => {
+            if flannel_ipv6_masq && cluster_cidr.is_some_and(|c| c.families().has_ipv6()) {
+                warnings.push(Warning::NoEffectWithoutFlannel {
+                    key: Key::FlannelIpv6Masq.name(),
+                });
+            }
+            if flannel_external_ip {
+                warnings.push(Warning::NoEffectWithoutFlannel {
+                    key: Key::FlannelExternalIp.name(),
+                });
+            }
+            if !disable_network_policy {
+                warnings.push(Warning::CustomCniWithNetworkPolicy);
+            }
+        }
+        Some(FlannelBackend::WireguardNative) | None => {}
+        Some(backend) => {
+            if flannel_external_ip {
+                warnings.push(Warning::UnencryptedExternalIp {
+                    backend: backend.as_str(),
+                });
+            }
+        }
+    }
+    if let (true, Some(mode @ (EgressSelectorMode::Agent | EgressSelectorMode::Disabled))) =
+        (disable_agent, egress_selector_mode)
+    {
+        warnings.push(Warning::EgressWithoutAgent {
+            mode: mode.as_str(),
+        });
+    }
+
+    let (node_cidr_mask_size_ipv4, node_cidr_mask_size_ipv6) = masks?;
+    Some(ClusterNetwork {
+        cluster_cidr: cluster_cidr?,
+        service_cidr: service_cidr?,
+        cluster_dns: cluster_dns?,
+        cluster_domain: cluster_domain?,
+        node_cidr_mask_size_ipv4,
+        node_cidr_mask_size_ipv6,
+        flannel_backend: flannel_backend?,
+        flannel_ipv6_masq,
+        flannel_external_ip,
+        egress_selector_mode: egress_selector_mode?,
+        disable_network_policy,
+    })
+}
+
+/// Each cluster DNS IP must lie in the service CIDR of its family.
+fn check_cluster_dns(dns: &[IpAddr], service: &CidrList, errors: &mut Vec<ConfigError>) {
+    for ip in dns {
+        let family = Family::of(*ip);
+        match service.get(family) {
+            None => errors.push(ConfigError::ClusterDnsFamily {
+                dns: *ip,
+                family,
+                service: *service,
+            }),
+            Some(cidr) if !cidr.contains(*ip) => {
+                errors.push(ConfigError::ClusterDnsOutsideService {
+                    dns: *ip,
+                    service: cidr,
+                    suggestion: weft_ipam::indexed_ip(cidr, 10).unwrap_or(cidr.network()),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// The node CIDR mask sizes: the settings, else `kube-controller-manager-arg`'s
+/// `node-cidr-mask-size-ipv4`/`-ipv6` (or `node-cidr-mask-size` on a single-stack cluster),
+/// else /24 and /64; each checked against its cluster CIDR.
+fn node_mask_sizes(
+    r: &Resolved,
+    cluster: &CidrList,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<Warning>,
+) -> Option<(u8, u8)> {
+    let before = errors.len();
+    let direct = |key: Key, errors: &mut Vec<ConfigError>| {
+        let (value, _) = r.one(key)?;
+        value
+            .trim()
+            .parse::<u8>()
+            .map_err(|_| {
+                errors.push(ConfigError::InvalidMaskSize {
+                    key: key.name(),
+                    value: value.to_owned(),
+                });
+            })
+            .ok()
+    };
+    let direct_v4 = direct(Key::NodeCidrMaskSizeIpv4, errors);
+    let direct_v6 = direct(Key::NodeCidrMaskSizeIpv6, errors);
+
+    let (mut arg_v4, mut arg_v6, mut arg_any) = (None, None, None);
+    for arg in r.list(Key::KubeControllerManagerArg).0 {
+        let entry = arg.trim_start_matches('-');
+        let Some((name, value)) = entry.split_once('=') else {
+            errors.push(ConfigError::InvalidControllerManagerArg { value: arg.clone() });
+            continue;
+        };
+        let slot = match name {
+            "node-cidr-mask-size-ipv4" => &mut arg_v4,
+            "node-cidr-mask-size-ipv6" => &mut arg_v6,
+            "node-cidr-mask-size" => &mut arg_any,
+            _ => continue,
+        };
+        match value.trim().parse::<u8>() {
+            // As with repeated flags, the last one counts.
+            Ok(size) => *slot = Some(size),
+            Err(_) => errors.push(ConfigError::InvalidMaskSize {
+                key: Key::KubeControllerManagerArg.name(),
+                value: arg.clone(),
+            }),
+        }
+    }
+    if let Some(size) = arg_any {
+        match cluster.families().is_dual_stack() {
+            true => errors.push(ConfigError::MaskSizeNeedsFamily {
+                size,
+                cluster: *cluster,
+            }),
+            false => match cluster.primary().family() {
+                Family::Ipv4 => arg_v4 = arg_v4.or(Some(size)),
+                Family::Ipv6 => arg_v6 = arg_v6.or(Some(size)),
+            },
+        }
+    }
+
+    let mut pick =
+        |key: Key, family: Family, direct: Option<u8>, from_arg: Option<u8>, default: u8| {
+            if let (Some(direct), Some(from_arg)) = (direct, from_arg) {
+                if direct != from_arg {
+                    errors.push(ConfigError::MaskSizeConflict {
+                        key: key.name(),
+                        direct,
+                        from_arg,
+                    });
+                }
+            }
+            let size = direct.or(from_arg).unwrap_or(default);
+            match cluster.get(family) {
+                Some(cidr) => {
+                    if let Err(e) = validate_node_mask_size(key.name(), cidr, size) {
+                        errors.push(e.into());
+                    }
+                }
+                None if direct.or(from_arg).is_some() => {
+                    warnings.push(Warning::MaskSizeWithoutFamily {
+                        key: key.name(),
+                        family,
+                    });
+                }
+                None => {}
+            }
+            size
+        };
+    let v4 = pick(
+        Key::NodeCidrMaskSizeIpv4,
+        Family::Ipv4,
+        direct_v4,
+        arg_v4,
+        DEFAULT_NODE_CIDR_MASK_SIZE_IPV4,
+    );
+    let v6 = pick(
+        Key::NodeCidrMaskSizeIpv6,
+        Family::Ipv6,
+        direct_v6,
+        arg_v6,
+        DEFAULT_NODE_CIDR_MASK_SIZE_IPV6,
+    );
+    (errors.len() == before).then_some((v4, v6))
+}

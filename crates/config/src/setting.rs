@@ -1,0 +1,697 @@
+//! The settings table: every setting's one documented home.
+//!
+//! Each [`Key`] has one [`Setting`] row that gives its flag, short flag, aliases, config-file key,
+//! environment variables, default and help text. The flags (`--help`), the config-file key check,
+//! the environment lookup and the effective-config JSON are all generated from this table, so they
+//! cannot drift apart.
+
+use std::fmt;
+use std::path::PathBuf;
+
+#[cfg(test)]
+mod tests;
+
+/// A setting, by name. The order of [`Key::ALL`] is the order of `--help` and of the JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Key {
+    /// `config`: the config file.
+    Config,
+    /// `data-dir`.
+    DataDir,
+    /// `token`.
+    Token,
+    /// `token-file`.
+    TokenFile,
+    /// `server`.
+    Server,
+    /// `node-name`.
+    NodeName,
+    /// `with-node-id`.
+    WithNodeId,
+    /// `node-ip`.
+    NodeIp,
+    /// `node-external-ip`.
+    NodeExternalIp,
+    /// `bind-address`.
+    BindAddress,
+    /// `advertise-address`.
+    AdvertiseAddress,
+    /// `supervisor-port`.
+    SupervisorPort,
+    /// `kubelet-port`.
+    KubeletPort,
+    /// `cluster-cidr`.
+    ClusterCidr,
+    /// `service-cidr`.
+    ServiceCidr,
+    /// `cluster-dns`.
+    ClusterDns,
+    /// `cluster-domain`.
+    ClusterDomain,
+    /// `node-cidr-mask-size-ipv4`.
+    NodeCidrMaskSizeIpv4,
+    /// `node-cidr-mask-size-ipv6`.
+    NodeCidrMaskSizeIpv6,
+    /// `kube-controller-manager-arg`.
+    KubeControllerManagerArg,
+    /// `flannel-backend`.
+    FlannelBackend,
+    /// `flannel-ipv6-masq`.
+    FlannelIpv6Masq,
+    /// `flannel-external-ip`.
+    FlannelExternalIp,
+    /// `flannel-iface`.
+    FlannelIface,
+    /// `flannel-conf`.
+    FlannelConf,
+    /// `flannel-cni-conf`.
+    FlannelCniConf,
+    /// `egress-selector-mode`.
+    EgressSelectorMode,
+    /// `disable-network-policy`.
+    DisableNetworkPolicy,
+    /// `disable-agent`.
+    DisableAgent,
+    /// `datastore-endpoint`.
+    DatastoreEndpoint,
+}
+
+/// The shape of a setting's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// One value of text (paths, names, URLs, addresses).
+    Text,
+    /// `true` or `false`; a bare flag means `true`.
+    Bool,
+    /// One number.
+    Number,
+    /// A list: repeated flags, YAML/TOML lists and commas all add entries.
+    List,
+}
+
+/// Which daemons take a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scope {
+    /// Servers only; an agent refuses it.
+    Server,
+    /// Servers (for their embedded agent) and agents.
+    Both,
+}
+
+/// The daemon a configuration is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `weft-server`.
+    Server,
+    /// `weft-agent`.
+    Agent,
+}
+
+/// One row of the settings table.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Setting {
+    /// The key this row describes.
+    pub key: Key,
+    /// The flag and config-file key, kebab-case.
+    pub name: &'static str,
+    /// The short flag, if any.
+    pub short: Option<char>,
+    /// Other names accepted as flags and config-file keys (K3s's hidden aliases).
+    pub aliases: &'static [&'static str],
+    /// The shape of the value.
+    pub kind: Kind,
+    /// Which daemons take it.
+    pub scope: Scope,
+    /// Environment variables, in precedence order: the `WEFT_*` name first, then K3s's.
+    pub env: &'static [&'static str],
+    /// The default, as `--help` shows it.
+    pub default: &'static str,
+    /// The placeholder for the value in `--help`.
+    pub value_name: &'static str,
+    /// One line of help.
+    pub help: &'static str,
+    /// Whether the value is a secret, shown as `********`.
+    pub secret: bool,
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// A command-line flag.
+    Flag,
+    /// A config file or drop-in.
+    File(PathBuf),
+    /// An environment variable.
+    Env(&'static str),
+    /// The built-in default.
+    Default,
+}
+
+/// The default config file, read when it exists and no other is named.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/weft/config.yaml";
+/// The default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/weft";
+/// The default supervisor (API and tunnel) port.
+pub const DEFAULT_SUPERVISOR_PORT: u16 = 9345;
+/// The default kubelet port.
+pub const DEFAULT_KUBELET_PORT: u16 = 10250;
+/// The default cluster domain.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// The rows of the settings table, in [`Key::ALL`] order.
+static SETTINGS: [Setting; Key::ALL.len()] = [
+    Setting {
+        key: Key::Config,
+        name: "config",
+        short: Some('c'),
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_CONFIG_FILE", "K3S_CONFIG_FILE"],
+        default: DEFAULT_CONFIG_FILE,
+        value_name: "FILE",
+        help: "Config file (YAML, or TOML if it ends in .toml), then drop-ins <FILE>.d/*.yaml|*.yml; the environment variables win over this flag",
+        secret: false,
+    },
+    Setting {
+        key: Key::DataDir,
+        name: "data-dir",
+        short: Some('d'),
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_DATA_DIR", "K3S_DATA_DIR"],
+        default: DEFAULT_DATA_DIR,
+        value_name: "DIR",
+        help: "Directory for state: the node id file, generated flannel and CNI config",
+        secret: false,
+    },
+    Setting {
+        key: Key::Token,
+        name: "token",
+        short: Some('t'),
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_TOKEN", "K3S_TOKEN"],
+        default: "none; the first server generates one",
+        value_name: "TOKEN",
+        help: "Shared secret to join servers and agents to the cluster",
+        secret: true,
+    },
+    Setting {
+        key: Key::TokenFile,
+        name: "token-file",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_TOKEN_FILE", "K3S_TOKEN_FILE"],
+        default: "none",
+        value_name: "FILE",
+        help: "File holding the token",
+        secret: false,
+    },
+    Setting {
+        key: Key::Server,
+        name: "server",
+        short: Some('s'),
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_SERVER", "K3S_URL"],
+        default: "none; required for agents",
+        value_name: "URL",
+        help: "Server to join, as https://HOST:PORT",
+        secret: false,
+    },
+    Setting {
+        key: Key::NodeName,
+        name: "node-name",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_NODE_NAME", "K3S_NODE_NAME"],
+        default: "the hostname, lower-cased",
+        value_name: "NAME",
+        help: "Node name, an RFC 1123 subdomain",
+        secret: false,
+    },
+    Setting {
+        key: Key::WithNodeId,
+        name: "with-node-id",
+        short: None,
+        aliases: &[],
+        kind: Kind::Bool,
+        scope: Scope::Both,
+        env: &["WEFT_WITH_NODE_ID"],
+        default: "false",
+        value_name: "BOOL",
+        help: "Append -<8 hex digits> from <data-dir>/node/id to the node name",
+        secret: false,
+    },
+    Setting {
+        key: Key::NodeIp,
+        name: "node-ip",
+        short: Some('i'),
+        aliases: &[],
+        kind: Kind::List,
+        scope: Scope::Both,
+        env: &["WEFT_NODE_IP"],
+        default: "the addresses of flannel-iface, else of the default-route interface",
+        value_name: "IP",
+        help: "IPv4/IPv6 addresses to advertise for the node, primary family first",
+        secret: false,
+    },
+    Setting {
+        key: Key::NodeExternalIp,
+        name: "node-external-ip",
+        short: None,
+        aliases: &[],
+        kind: Kind::List,
+        scope: Scope::Both,
+        env: &["WEFT_NODE_EXTERNAL_IP"],
+        default: "none",
+        value_name: "IP",
+        help: "IPv4/IPv6 external addresses to advertise for the node",
+        secret: false,
+    },
+    Setting {
+        key: Key::BindAddress,
+        name: "bind-address",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_BIND_ADDRESS"],
+        default: "0.0.0.0, or :: when the first node IP is IPv6",
+        value_name: "IP",
+        help: "Address the listeners bind to",
+        secret: false,
+    },
+    Setting {
+        key: Key::AdvertiseAddress,
+        name: "advertise-address",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Server,
+        env: &["WEFT_ADVERTISE_ADDRESS"],
+        default: "the first node-external-ip, else the first node-ip",
+        value_name: "IP",
+        help: "Address other nodes use to reach this server",
+        secret: false,
+    },
+    Setting {
+        key: Key::SupervisorPort,
+        name: "supervisor-port",
+        short: None,
+        aliases: &[],
+        kind: Kind::Number,
+        scope: Scope::Server,
+        env: &["WEFT_SUPERVISOR_PORT", "K3S_SUPERVISOR_PORT"],
+        default: "9345",
+        value_name: "PORT",
+        help: "Port of the server's API, tunnel endpoint and HTTP CONNECT proxy",
+        secret: false,
+    },
+    Setting {
+        key: Key::KubeletPort,
+        name: "kubelet-port",
+        short: None,
+        aliases: &[],
+        kind: Kind::Number,
+        scope: Scope::Both,
+        env: &["WEFT_KUBELET_PORT"],
+        default: "10250",
+        value_name: "PORT",
+        help: "Port of the node's kubelet, reached through the egress tunnel",
+        secret: false,
+    },
+    Setting {
+        key: Key::ClusterCidr,
+        name: "cluster-cidr",
+        short: None,
+        aliases: &[],
+        kind: Kind::List,
+        scope: Scope::Server,
+        env: &["WEFT_CLUSTER_CIDR"],
+        default: "10.42.0.0/16, or fd00:42::/56 when the first node IP is IPv6",
+        value_name: "CIDR",
+        help: "IPv4/IPv6 networks for pod IPs, primary family first",
+        secret: false,
+    },
+    Setting {
+        key: Key::ServiceCidr,
+        name: "service-cidr",
+        short: None,
+        aliases: &[],
+        kind: Kind::List,
+        scope: Scope::Server,
+        env: &["WEFT_SERVICE_CIDR"],
+        default: "10.43.0.0/16, or fd00:43::/112 when the first node IP is IPv6",
+        value_name: "CIDR",
+        help: "IPv4/IPv6 networks for service IPs, primary family first (at most /12 IPv4, /112 IPv6)",
+        secret: false,
+    },
+    Setting {
+        key: Key::ClusterDns,
+        name: "cluster-dns",
+        short: None,
+        aliases: &[],
+        kind: Kind::List,
+        scope: Scope::Server,
+        env: &["WEFT_CLUSTER_DNS"],
+        default: "address 10 of each service-cidr, e.g. 10.43.0.10",
+        value_name: "IP",
+        help: "IPv4/IPv6 cluster IPs of the DNS service, each inside the service-cidr of its family",
+        secret: false,
+    },
+    Setting {
+        key: Key::ClusterDomain,
+        name: "cluster-domain",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Server,
+        env: &["WEFT_CLUSTER_DOMAIN"],
+        default: DEFAULT_CLUSTER_DOMAIN,
+        value_name: "DOMAIN",
+        help: "Cluster domain",
+        secret: false,
+    },
+    Setting {
+        key: Key::NodeCidrMaskSizeIpv4,
+        name: "node-cidr-mask-size-ipv4",
+        short: None,
+        aliases: &[],
+        kind: Kind::Number,
+        scope: Scope::Server,
+        env: &["WEFT_NODE_CIDR_MASK_SIZE_IPV4"],
+        default: "24",
+        value_name: "BITS",
+        help: "Prefix length of each node's IPv4 pod CIDR (also read from kube-controller-manager-arg)",
+        secret: false,
+    },
+    Setting {
+        key: Key::NodeCidrMaskSizeIpv6,
+        name: "node-cidr-mask-size-ipv6",
+        short: None,
+        aliases: &[],
+        kind: Kind::Number,
+        scope: Scope::Server,
+        env: &["WEFT_NODE_CIDR_MASK_SIZE_IPV6"],
+        default: "64",
+        value_name: "BITS",
+        help: "Prefix length of each node's IPv6 pod CIDR (also read from kube-controller-manager-arg)",
+        secret: false,
+    },
+    Setting {
+        key: Key::KubeControllerManagerArg,
+        name: "kube-controller-manager-arg",
+        short: None,
+        aliases: &["kube-controller-arg"],
+        kind: Kind::List,
+        scope: Scope::Server,
+        env: &["WEFT_KUBE_CONTROLLER_MANAGER_ARG"],
+        default: "none",
+        value_name: "NAME=VALUE",
+        help: "kube-controller-manager flags as K3s takes them; weft reads node-cidr-mask-size, -ipv4 and -ipv6 and passes the rest on",
+        secret: false,
+    },
+    Setting {
+        key: Key::FlannelBackend,
+        name: "flannel-backend",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Server,
+        env: &["WEFT_FLANNEL_BACKEND"],
+        default: "vxlan",
+        value_name: "BACKEND",
+        help: "Pod network backend: none, vxlan, host-gw or wireguard-native",
+        secret: false,
+    },
+    Setting {
+        key: Key::FlannelIpv6Masq,
+        name: "flannel-ipv6-masq",
+        short: None,
+        aliases: &[],
+        kind: Kind::Bool,
+        scope: Scope::Server,
+        env: &["WEFT_FLANNEL_IPV6_MASQ"],
+        default: "false",
+        value_name: "BOOL",
+        help: "Masquerade IPv6 pod traffic leaving the cluster (needs an IPv6 cluster-cidr)",
+        secret: false,
+    },
+    Setting {
+        key: Key::FlannelExternalIp,
+        name: "flannel-external-ip",
+        short: None,
+        aliases: &[],
+        kind: Kind::Bool,
+        scope: Scope::Server,
+        env: &["WEFT_FLANNEL_EXTERNAL_IP"],
+        default: "false",
+        value_name: "BOOL",
+        help: "Send flannel traffic to the nodes' external IPs instead of their internal ones",
+        secret: false,
+    },
+    Setting {
+        key: Key::FlannelIface,
+        name: "flannel-iface",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_FLANNEL_IFACE"],
+        default: "the default-route interface",
+        value_name: "IFACE",
+        help: "Interface flannel traffic uses; node-ip defaults to its addresses",
+        secret: false,
+    },
+    Setting {
+        key: Key::FlannelConf,
+        name: "flannel-conf",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_FLANNEL_CONF"],
+        default: "generated at <data-dir>/agent/etc/flannel/net-conf.json",
+        value_name: "FILE",
+        help: "Flannel net-conf.json to use as is",
+        secret: false,
+    },
+    Setting {
+        key: Key::FlannelCniConf,
+        name: "flannel-cni-conf",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_FLANNEL_CNI_CONF"],
+        default: "generated at <data-dir>/agent/etc/cni/net.d/10-flannel.conflist",
+        value_name: "FILE",
+        help: "CNI config list to use instead of the generated one",
+        secret: false,
+    },
+    Setting {
+        key: Key::EgressSelectorMode,
+        name: "egress-selector-mode",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Server,
+        env: &["WEFT_EGRESS_SELECTOR_MODE"],
+        default: "agent",
+        value_name: "MODE",
+        help: "How the control plane reaches nodes: agent, pod, cluster or disabled",
+        secret: false,
+    },
+    Setting {
+        key: Key::DisableNetworkPolicy,
+        name: "disable-network-policy",
+        short: None,
+        aliases: &[],
+        kind: Kind::Bool,
+        scope: Scope::Server,
+        env: &["WEFT_DISABLE_NETWORK_POLICY"],
+        default: "false",
+        value_name: "BOOL",
+        help: "Disable the network policy controller",
+        secret: false,
+    },
+    Setting {
+        key: Key::DisableAgent,
+        name: "disable-agent",
+        short: None,
+        aliases: &[],
+        kind: Kind::Bool,
+        scope: Scope::Server,
+        env: &["WEFT_DISABLE_AGENT"],
+        default: "false",
+        value_name: "BOOL",
+        help: "Run the server without its embedded agent",
+        secret: false,
+    },
+    Setting {
+        key: Key::DatastoreEndpoint,
+        name: "datastore-endpoint",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Server,
+        env: &["WEFT_DATASTORE_ENDPOINT"],
+        default: "the embedded store in <data-dir>",
+        value_name: "URLS",
+        help: "etcd endpoints (http:// or https://, comma-separated) shared by several servers",
+        secret: false,
+    },
+];
+
+// === impl Key ===
+
+impl Key {
+    /// Every key, in table order.
+    pub const ALL: [Key; 30] = [
+        Key::Config,
+        Key::DataDir,
+        Key::Token,
+        Key::TokenFile,
+        Key::Server,
+        Key::NodeName,
+        Key::WithNodeId,
+        Key::NodeIp,
+        Key::NodeExternalIp,
+        Key::BindAddress,
+        Key::AdvertiseAddress,
+        Key::SupervisorPort,
+        Key::KubeletPort,
+        Key::ClusterCidr,
+        Key::ServiceCidr,
+        Key::ClusterDns,
+        Key::ClusterDomain,
+        Key::NodeCidrMaskSizeIpv4,
+        Key::NodeCidrMaskSizeIpv6,
+        Key::KubeControllerManagerArg,
+        Key::FlannelBackend,
+        Key::FlannelIpv6Masq,
+        Key::FlannelExternalIp,
+        Key::FlannelIface,
+        Key::FlannelConf,
+        Key::FlannelCniConf,
+        Key::EgressSelectorMode,
+        Key::DisableNetworkPolicy,
+        Key::DisableAgent,
+        Key::DatastoreEndpoint,
+    ];
+
+    /// This key's row of the settings table.
+    pub fn setting(self) -> &'static Setting {
+        &SETTINGS[self as usize]
+    }
+
+    /// The flag and config-file name.
+    pub fn name(self) -> &'static str {
+        self.setting().name
+    }
+
+    /// Finds the key a flag or config-file key names: its name, an alias or its short letter.
+    pub fn lookup(name: &str) -> Option<Key> {
+        Key::ALL.into_iter().find(|k| {
+            let s = k.setting();
+            s.name == name
+                || s.aliases.contains(&name)
+                || s.short
+                    .is_some_and(|c| name.len() == c.len_utf8() && name.starts_with(c))
+        })
+    }
+
+    /// Whether this is one of the flannel options that only servers take.
+    pub fn is_flannel_option(self) -> bool {
+        matches!(
+            self,
+            Key::FlannelBackend | Key::FlannelIpv6Masq | Key::FlannelExternalIp
+        )
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+// === impl Role ===
+
+impl Role {
+    /// Whether this role takes `key`.
+    pub fn takes(self, key: Key) -> bool {
+        match self {
+            Role::Server => true,
+            Role::Agent => key.setting().scope == Scope::Both,
+        }
+    }
+
+    /// The keys this role takes, in table order.
+    pub fn keys(self) -> impl Iterator<Item = Key> {
+        Key::ALL.into_iter().filter(move |k| self.takes(*k))
+    }
+
+    /// The known config-file key closest to `key`, by edit distance, among this role's keys.
+    pub fn closest_key(self, key: &str) -> &'static str {
+        self.keys()
+            .filter(|k| *k != Key::Config)
+            .map(Key::name)
+            .min_by_key(|name| edit_distance(key, name))
+            .unwrap_or("cluster-cidr")
+    }
+}
+
+// === impl Origin ===
+
+impl Origin {
+    /// Advice to remove `key` from where it was given.
+    pub(crate) fn removal(&self, key: &str) -> String {
+        match self {
+            Origin::Flag => format!("remove the --{key} flag"),
+            Origin::File(path) => format!("remove {key} from {}", path.display()),
+            Origin::Env(var) => format!("unset {var}"),
+            Origin::Default => format!("unset {key}"),
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag => f.write_str("the command line"),
+            Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::Env(var) => write!(f, "{var}"),
+            Origin::Default => f.write_str("the default"),
+        }
+    }
+}
+
+/// Levenshtein distance, for suggesting the closest key.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
