@@ -165,7 +165,7 @@ impl FileValues {
                 None => {
                     errors.push(ConfigError::UnknownKey {
                         path: path.to_owned(),
-                        closest: role.closest_key(&entry.key),
+                        closest: Key::closest(&entry.key),
                         key: entry.key,
                     });
                     continue;

@@ -37,6 +37,8 @@ mod source;
 pub mod fake;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
+#[cfg(test)]
+mod test_support;
 
 pub use cli::{AgentFlags, ServerFlags, args, flag_values};
 pub use error::{ConfigError, NameSource, SharedIoError, Warning};

@@ -615,6 +615,19 @@ impl Key {
         })
     }
 
+    /// The known config-file key closest to `key`, by edit distance.
+    ///
+    /// Every role's keys count: a typo of a server setting in an agent's file is best answered
+    /// with the setting meant, whose own error then says it belongs on servers.
+    pub fn closest(key: &str) -> &'static str {
+        Key::ALL
+            .into_iter()
+            .filter(|k| *k != Key::Config)
+            .map(Key::name)
+            .min_by_key(|name| edit_distance(key, name))
+            .unwrap_or("cluster-cidr")
+    }
+
     /// Whether this is one of the flannel options that only servers take.
     pub fn is_flannel_option(self) -> bool {
         matches!(
@@ -644,15 +657,6 @@ impl Role {
     /// The keys this role takes, in table order.
     pub fn keys(self) -> impl Iterator<Item = Key> {
         Key::ALL.into_iter().filter(move |k| self.takes(*k))
-    }
-
-    /// The known config-file key closest to `key`, by edit distance, among this role's keys.
-    pub fn closest_key(self, key: &str) -> &'static str {
-        self.keys()
-            .filter(|k| *k != Key::Config)
-            .map(Key::name)
-            .min_by_key(|name| edit_distance(key, name))
-            .unwrap_or("cluster-cidr")
     }
 }
 

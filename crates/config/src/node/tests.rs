@@ -1,1 +1,436 @@
-//! Tests of `node`.
+//! Tests of node naming, the node id and node-IP selection, through the fake host.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::{NodeIdState, NodeIpSource, detect_node_ips};
+use crate::fake::FakeHost;
+use crate::test_support::{agent, errors, ok, system, warnings};
+use crate::{Interface, InterfaceName};
+
+const JOIN: [&str; 4] = ["--server", "https://10.0.0.1:9345", "--token", "t"];
+
+fn agent_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    JOIN.iter().copied().chain(extra.iter().copied()).collect()
+}
+
+#[test]
+fn node_name_sources_and_rules() {
+    let fix = "set --node-name or K3S_NODE_NAME";
+    let rfc = "it must be an RFC 1123 subdomain, at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit";
+    let long = "a".repeat(254);
+    let almost = "a".repeat(245);
+    type Case<'a> = (
+        &'a [&'a str],
+        &'a [(&'a str, &'a str)],
+        Option<&'a str>,
+        Result<String, String>,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        (&[], &[], Some("node1"), Ok("node1".into())),
+        (
+            &[],
+            &[],
+            Some("Node1.Example.COM"),
+            Ok("node1.example.com".into()),
+        ),
+        (
+            &["--node-name", "Worker-1"],
+            &[("K3S_NODE_NAME", "env")],
+            Some("host"),
+            Ok("worker-1".into()),
+        ),
+        (
+            &[],
+            &[("K3S_NODE_NAME", "k3s")],
+            Some("host"),
+            Ok("k3s".into()),
+        ),
+        (
+            &[],
+            &[("K3S_NODE_NAME", "k3s"), ("WEFT_NODE_NAME", "weft")],
+            Some("host"),
+            Ok("weft".into()),
+        ),
+        (&["--node-name="], &[], Some("host"), Ok("host".into())),
+        (
+            &[],
+            &[],
+            Some(""),
+            Err(format!("the node name is empty (the hostname): {fix}")),
+        ),
+        (
+            &[],
+            &[],
+            Some("localhost"),
+            Err(format!(
+                "the node name \"localhost\" (the hostname) does not identify this node: {fix} to a unique name"
+            )),
+        ),
+        (
+            &[],
+            &[],
+            Some("localhost.localdomain"),
+            Err(format!(
+                "the node name \"localhost.localdomain\" (the hostname) does not identify this node: {fix} to a unique name"
+            )),
+        ),
+        (
+            &["--node-name=LocalHost"],
+            &[],
+            Some("h"),
+            Err(format!(
+                "the node name \"localhost\" (node-name from the command line) does not identify this node: {fix} to a unique name"
+            )),
+        ),
+        (
+            &[],
+            &[("K3S_NODE_NAME", "my_node")],
+            Some("h"),
+            Err(format!(
+                "invalid node name \"my_node\" (node-name from K3S_NODE_NAME): {rfc}; {fix}"
+            )),
+        ),
+        (
+            &[],
+            &[],
+            Some(&long),
+            Err(format!(
+                "invalid node name \"{long}\" (the hostname): {rfc}; {fix}"
+            )),
+        ),
+        (
+            &["--with-node-id"],
+            &[],
+            Some(&almost),
+            Err(format!(
+                "invalid node name \"{almost}\" (the hostname): {rfc}; {fix}"
+            )),
+        ),
+        (
+            &[],
+            &[],
+            None,
+            Err(format!(
+                "can't read the hostname to name this node: permission denied; {fix}"
+            )),
+        ),
+    ];
+    for (flags, env, hostname, want) in cases {
+        let mut sys = system(&[], env);
+        sys.host.hostname = hostname.map(str::to_owned);
+        let loaded = agent(&agent_args(flags), &sys);
+        let got = match &loaded.result {
+            Ok(config) => Ok(config.node.node_name.to_string()),
+            Err(_) => Err(errors(&loaded).join("\n")),
+        };
+        assert_eq!(got, want, "{flags:?} {env:?} {hostname:?}");
+    }
+}
+
+#[test]
+fn with_node_id() {
+    let id_file = "/var/lib/weft/node/id";
+    // Known id.
+    let sys = system(&[(id_file, "0a1b2c3d\n")], &[]);
+    let config = ok(agent(&agent_args(&["--with-node-id"]), &sys));
+    assert_eq!(
+        config.node.full_node_name().unwrap().as_str(),
+        "node1-0a1b2c3d"
+    );
+    assert_eq!(config.node.node_name.as_str(), "node1");
+
+    // In another data dir.
+    let sys = system(
+        &[("/data/node/id", "ffffffff")],
+        &[("K3S_DATA_DIR", "/data")],
+    );
+    let config = ok(agent(&agent_args(&["--with-node-id"]), &sys));
+    assert_eq!(
+        config.node.full_node_name().unwrap().as_str(),
+        "node1-ffffffff"
+    );
+
+    // No id file yet: nothing is written, the name is reported without the id, with a warning.
+    let sys = system(&[], &[]);
+    let loaded = agent(&agent_args(&["--with-node-id"]), &sys);
+    assert_eq!(
+        warnings(&loaded),
+        [
+            "node id file /var/lib/weft/node/id does not exist yet: the first start creates it with a random id, naming this node node1-<8 hex digits>"
+        ]
+    );
+    let config = ok(loaded);
+    assert_eq!(
+        config.node.node_id,
+        NodeIdState::Pending {
+            path: id_file.into()
+        }
+    );
+    assert_eq!(config.node.full_node_name(), None);
+
+    // A broken id file.
+    let sys = system(&[(id_file, "XYZ\n")], &[]);
+    assert_eq!(
+        errors(&agent(&agent_args(&["--with-node-id"]), &sys)),
+        [
+            "node id file /var/lib/weft/node/id holds \"XYZ\", not 8 lowercase hex digits: delete it to get a new id on the next start"
+        ]
+    );
+
+    // Off: the id file is not read at all.
+    let config = ok(agent(&agent_args(&[]), &sys));
+    assert_eq!(config.node.node_id, NodeIdState::Off);
+    assert_eq!(config.node.full_node_name().unwrap().as_str(), "node1");
+}
+
+fn ips(list: &[&str]) -> Vec<IpAddr> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+fn host(ifaces: &[(&str, bool, &[&str])], v4: Option<&str>, v6: Option<&str>) -> FakeHost {
+    FakeHost {
+        hostname: Some("node1".into()),
+        default_ipv4: v4.map(str::to_owned),
+        default_ipv6: v6.map(str::to_owned),
+        interfaces: ifaces
+            .iter()
+            .map(|(name, up, addrs)| {
+                (
+                    (*name).to_owned(),
+                    Interface {
+                        up: *up,
+                        addrs: ips(addrs),
+                    },
+                )
+            })
+            .collect::<BTreeMap<_, _>>(),
+    }
+}
+
+#[test]
+fn node_ips_from_flannel_iface() {
+    let h = host(
+        &[
+            (
+                "eth1",
+                true,
+                &[
+                    "fe80::1",
+                    "10.1.0.5",
+                    "2001:db8::5",
+                    "2001:db8::6",
+                    "127.0.0.2",
+                ],
+            ),
+            ("two", true, &["10.1.0.5", "10.1.0.6"]),
+            ("v6", true, &["fe80::1", "fd00::7"]),
+            ("down", false, &["10.1.0.5"]),
+            ("ll", true, &["fe80::1", "169.254.0.1"]),
+        ],
+        Some("eth0"),
+        None,
+    );
+    let cases: &[(&str, Result<(&[&str], &str), &str>)] = &[
+        (
+            "eth1",
+            Ok((
+                &["10.1.0.5", "2001:db8::5"],
+                "taken from flannel-iface eth1",
+            )),
+        ),
+        ("v6", Ok((&["fd00::7"], "taken from flannel-iface v6"))),
+        (
+            "two",
+            Err(
+                "interface two has several global unicast IPv4 addresses (10.1.0.5,10.1.0.6): set node-ip to one of them",
+            ),
+        ),
+        (
+            "down",
+            Err(
+                "interface down is down, so no node IP can be taken from it: bring it up, or set node-ip",
+            ),
+        ),
+        (
+            "ll",
+            Err("interface ll has no global unicast address to use as node IP: set node-ip"),
+        ),
+        (
+            "nope",
+            Err(
+                "flannel-iface nope does not exist on this host: name an existing interface, or set node-ip",
+            ),
+        ),
+    ];
+    for (iface, want) in cases {
+        let name: InterfaceName = iface.parse().unwrap();
+        let got = detect_node_ips(Some(&name), &h)
+            .map(|n| (n.addrs, n.source.to_string()))
+            .map_err(|e| e.to_string());
+        let want = want
+            .map(|(addrs, source)| (ips(addrs), source.to_owned()))
+            .map_err(str::to_owned);
+        assert_eq!(got, want, "{iface}");
+    }
+}
+
+#[test]
+fn node_ips_from_default_routes() {
+    type Case<'a> = (FakeHost, Result<(&'a [&'a str], NodeIpSource), &'a str>);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            host(
+                &[(
+                    "eth0",
+                    true,
+                    &["fe80::1", "192.168.1.10", "192.168.1.11", "2001:db8::10"],
+                )],
+                Some("eth0"),
+                Some("eth0"),
+            ),
+            Ok((
+                &["192.168.1.10", "2001:db8::10"],
+                NodeIpSource::DefaultRoute(vec!["eth0".into()]),
+            )),
+        ),
+        (
+            host(
+                &[
+                    ("eth0", true, &["192.168.1.10"]),
+                    ("eth1", true, &["2001:db8::10"]),
+                ],
+                Some("eth0"),
+                Some("eth1"),
+            ),
+            Ok((
+                &["192.168.1.10", "2001:db8::10"],
+                NodeIpSource::DefaultRoute(vec!["eth0".into(), "eth1".into()]),
+            )),
+        ),
+        (
+            host(&[("eth0", true, &["2001:db8::10"])], None, Some("eth0")),
+            Ok((
+                &["2001:db8::10"],
+                NodeIpSource::DefaultRoute(vec!["eth0".into()]),
+            )),
+        ),
+        (
+            host(
+                &[
+                    ("eth0", true, &["192.168.1.10"]),
+                    ("eth1", false, &["2001:db8::10"]),
+                ],
+                Some("eth0"),
+                Some("eth1"),
+            ),
+            Ok((
+                &["192.168.1.10"],
+                NodeIpSource::DefaultRoute(vec!["eth0".into()]),
+            )),
+        ),
+        (
+            host(&[], None, None),
+            Err(
+                "can't pick a node IP: this host has no default route through an interface with a global unicast address; set node-ip or flannel-iface",
+            ),
+        ),
+        (
+            host(&[("eth0", true, &["fe80::1"])], Some("eth0"), None),
+            Err(
+                "can't pick a node IP: this host has no default route through an interface with a global unicast address; set node-ip or flannel-iface",
+            ),
+        ),
+    ];
+    for (h, want) in cases {
+        let got = detect_node_ips(None, &h)
+            .map(|n| (n.addrs, n.source))
+            .map_err(|e| e.to_string());
+        let want = want.map(|(a, s)| (ips(a), s)).map_err(str::to_owned);
+        assert_eq!(got, want, "{h:?}");
+    }
+}
+
+#[test]
+fn explicit_node_ips_skip_detection() {
+    let mut sys = system(&[], &[]);
+    sys.host = host(&[], None, None);
+    let config = ok(agent(
+        &agent_args(&[
+            "--node-ip",
+            "10.0.0.2,fd00::2",
+            "--node-external-ip=203.0.113.2",
+        ]),
+        &sys,
+    ));
+    assert_eq!(config.node.node_ips.addrs, ips(&["10.0.0.2", "fd00::2"]));
+    assert_eq!(config.node.node_ips.source, NodeIpSource::Setting);
+    assert_eq!(config.node.node_external_ips, ips(&["203.0.113.2"]));
+    assert_eq!(
+        errors(&agent(
+            &agent_args(&["--node-ip", "10.0.0.300", "--node-external-ip=x"]),
+            &sys
+        )),
+        [
+            "invalid node-ip \"10.0.0.300\": not an IP address; write e.g. 192.168.1.10 or 2001:db8::10",
+            "invalid node-external-ip \"x\": not an IP address; write e.g. 192.168.1.10 or 2001:db8::10",
+        ]
+    );
+}
+
+#[test]
+fn agent_join_and_file_rules() {
+    let sys = system(
+        &[
+            ("/etc/flannel.json", "{\"Network\": \"10.42.0.0/16\"}"),
+            ("/etc/bad.json", "{"),
+        ],
+        &[],
+    );
+    assert_eq!(
+        errors(&agent(&[], &sys)),
+        [
+            "server is required for an agent: set --server, WEFT_SERVER or K3S_URL to a server's URL, e.g. https://10.0.0.1:9345",
+            "token is required to join a server: set --token, --token-file, K3S_TOKEN or K3S_TOKEN_FILE",
+        ]
+    );
+    assert_eq!(
+        errors(&agent(
+            &[
+                "--server=10.0.0.1:9345",
+                "--token=t",
+                "--token-file=/t",
+                "--data-dir=var/lib/weft",
+                "--kubelet-port=70000",
+                "--bind-address=10.0.0.1,10.0.0.2",
+                "--flannel-conf=/etc/bad.json",
+                "--flannel-cni-conf=/etc/cni.conflist",
+                "--flannel-iface=eth0:1",
+            ],
+            &sys
+        )),
+        [
+            "invalid data-dir \"var/lib/weft\": use an absolute path, starting with /",
+            "token and token-file are both set: keep one",
+            "invalid server \"10.0.0.1:9345\": it must start with https://; write https://HOST:PORT, e.g. https://10.0.0.1:9345",
+            "invalid flannel-iface \"eth0:1\": an interface name has 1 to 15 characters and no '/', ':' or whitespace",
+            "bind-address takes one IP address, but 10.0.0.1,10.0.0.2 has 2: keep one",
+            "invalid kubelet-port \"70000\": use a port number from 1 to 65535",
+            "flannel-conf /etc/bad.json is not valid JSON: EOF while parsing an object at line 1 column 1; write a flannel net-conf.json",
+            "flannel-cni-conf names /etc/cni.conflist, which does not exist: create it, or unset flannel-cni-conf to let weft generate it",
+        ]
+    );
+    let config = ok(agent(
+        &agent_args(&[
+            "--flannel-conf=/etc/flannel.json",
+            "--token-file=/t",
+            "--token=",
+        ]),
+        &sys,
+    ));
+    assert_eq!(
+        config.node.flannel_conf.unwrap().1["Network"],
+        "10.42.0.0/16"
+    );
+    assert_eq!(config.node.token, None);
+}

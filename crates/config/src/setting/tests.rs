@@ -1,1 +1,88 @@
-//! Tests of `setting`.
+//! Tests of the settings table.
+
+use crate::{Key, Kind, Role, Scope};
+
+#[test]
+fn table_rows_follow_key_order() {
+    for (i, key) in Key::ALL.into_iter().enumerate() {
+        assert_eq!(key.setting().key, key, "row {i} of the table");
+        assert_eq!(key as usize, i);
+    }
+}
+
+#[test]
+fn every_setting_has_a_weft_env_var_help_and_default() {
+    for key in Key::ALL {
+        let s = key.setting();
+        let weft = match key {
+            Key::Config => "WEFT_CONFIG_FILE".to_owned(),
+            _ => format!("WEFT_{}", s.name.to_uppercase().replace('-', "_")),
+        };
+        assert_eq!(s.env.first(), Some(&weft.as_str()), "{key}");
+        assert!(!s.help.is_empty() && !s.default.is_empty(), "{key}");
+    }
+}
+
+#[test]
+fn k3s_env_names() {
+    let check = |key: Key, k3s: &str| assert_eq!(key.setting().env.get(1), Some(&k3s), "{key}");
+    check(Key::NodeName, "K3S_NODE_NAME");
+    check(Key::Token, "K3S_TOKEN");
+    check(Key::TokenFile, "K3S_TOKEN_FILE");
+    check(Key::Server, "K3S_URL");
+    check(Key::DataDir, "K3S_DATA_DIR");
+    check(Key::Config, "K3S_CONFIG_FILE");
+}
+
+#[test]
+fn lookup_by_name_alias_and_short() {
+    let cases: &[(&str, Option<Key>)] = &[
+        ("cluster-cidr", Some(Key::ClusterCidr)),
+        ("kube-controller-arg", Some(Key::KubeControllerManagerArg)),
+        ("t", Some(Key::Token)),
+        ("i", Some(Key::NodeIp)),
+        ("c", Some(Key::Config)),
+        ("cluster_cidr", None),
+        ("", None),
+        ("x", None),
+    ];
+    for (name, want) in cases {
+        assert_eq!(Key::lookup(name), *want, "{name:?}");
+    }
+}
+
+#[test]
+fn closest_key() {
+    let cases: &[(&str, &str)] = &[
+        ("clustr-cidr", "cluster-cidr"),
+        ("flanel-backend", "flannel-backend"),
+        ("node_ip", "node-ip"),
+        ("nodename", "node-name"),
+    ];
+    for (key, want) in cases {
+        assert_eq!(Key::closest(key), *want, "{key}");
+    }
+}
+
+#[test]
+fn scopes() {
+    assert!(Role::Agent.takes(Key::NodeIp));
+    assert!(!Role::Agent.takes(Key::FlannelBackend));
+    assert!(Role::Server.takes(Key::FlannelBackend));
+    let flannel: Vec<Key> = Key::ALL
+        .into_iter()
+        .filter(|k| k.is_flannel_option())
+        .collect();
+    assert_eq!(
+        flannel,
+        [
+            Key::FlannelBackend,
+            Key::FlannelIpv6Masq,
+            Key::FlannelExternalIp
+        ]
+    );
+    for key in flannel {
+        assert_eq!(key.setting().scope, Scope::Server);
+    }
+    assert_eq!(Key::NodeIp.setting().kind, Kind::List);
+}
