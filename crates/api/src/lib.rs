@@ -1,0 +1,29 @@
+//! The protocol between weft agents and servers, and the trust it rests on.
+//!
+//! - [`pki`]: the cluster CA and the certificates it issues (server, `system:node:<name>`,
+//!   egress `system:masters`).
+//! - [`token`]: K3s-shaped join tokens (`K10<ca-hash>::server:<secret>`) and node passwords.
+//! - [`protocol`]: the JSON messages and paths (register, lease list and watch, servers).
+//! - [`client`]: the agent's side: [`client::fetch_ca`] checks the server's CA against the
+//!   token before anything secret is sent, [`client::register`], then [`client::NodeClient`]
+//!   lists and watches leases with the node's own certificate.
+//! - [`http`] and [`tls`]: HTTPS plumbing (hyper 1, rustls with ring) both sides share;
+//!   [`http::serve`] hands each request its peer's verified [`pki::ClientIdentity`].
+//!
+//! It deliberately holds no cluster state and makes no policy: the server binary decides what to
+//! answer (with weft-store), the agent what to do with leases (with weft-fabric).
+//!
+//! Read [`protocol`] first, then [`client`].
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+mod error;
+pub mod http;
+pub mod pki;
+pub mod protocol;
+pub mod tls;
+pub mod token;
+
+pub use error::ApiError;
+pub use token::JoinToken;

@@ -1,0 +1,129 @@
+//! The messages between agents and servers, as JSON over HTTPS.
+//!
+//! | request | auth | body | response |
+//! |---|---|---|---|
+//! | `GET /cacerts` | none | | the CA bundle (PEM); agents check it against the token's hash |
+//! | `POST /v1-weft/register` | `Authorization: Bearer <token secret>` | [`RegisterRequest`] | [`RegisterResponse`] |
+//! | `GET /v1-weft/leases` | node certificate | | [`LeaseSnapshot`] |
+//! | `GET /v1-weft/leases?watch=<revision>` | node certificate | | [`LeaseEvent`]s as JSON lines, from after `revision` |
+//! | `GET /v1-weft/servers` | node certificate | | the servers' URLs |
+//!
+//! Errors are JSON [`ErrorBody`]s with a matching status.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use weft_fabric::{BackendData, Lease};
+
+/// Where agents fetch the CA bundle.
+pub const CACERTS_PATH: &str = "/cacerts";
+/// Where agents register.
+pub const REGISTER_PATH: &str = "/v1-weft/register";
+/// Where agents list and watch leases.
+pub const LEASES_PATH: &str = "/v1-weft/leases";
+/// Where agents learn every server.
+pub const SERVERS_PATH: &str = "/v1-weft/servers";
+/// The header that carries the node password at registration.
+pub const NODE_PASSWORD_HEADER: &str = "weft-node-password";
+
+/// An agent's registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RegisterRequest {
+    /// The node name.
+    pub node_name: String,
+    /// The node's internal IPs, primary family first.
+    pub node_ips: Vec<IpAddr>,
+    /// The node's external IPs.
+    #[serde(default)]
+    pub external_ips: Vec<IpAddr>,
+    /// What the node's backend publishes (VTEP MACs, ...).
+    #[serde(default)]
+    pub backend: BackendData,
+}
+
+/// The server's answer to a registration.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RegisterResponse {
+    /// The node's lease (the same one on every registration of the node).
+    pub lease: Lease,
+    /// The cluster network settings every node takes from the servers, as weft-config renders
+    /// them (`ClusterNetwork::to_json`).
+    pub cluster: serde_json::Value,
+    /// The node's client certificate (`system:node:<name>`), PEM.
+    pub node_cert_pem: String,
+    /// Its private key, PEM.
+    pub node_key_pem: String,
+    /// Every server's base URL, this one first.
+    pub servers: Vec<String>,
+}
+
+/// Every lease, at a store revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LeaseSnapshot {
+    /// The revision the snapshot was taken at; watch from here.
+    pub revision: u64,
+    /// Every lease.
+    pub leases: Vec<Lease>,
+}
+
+/// One change to the leases, or a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum LeaseEvent {
+    /// A lease was added or changed.
+    Put {
+        /// The store revision of the change.
+        revision: u64,
+        /// The lease as it is now.
+        lease: Lease,
+    },
+    /// A node's lease was removed.
+    Delete {
+        /// The store revision of the change.
+        revision: u64,
+        /// The node whose lease went away.
+        node_name: String,
+    },
+    /// Nothing changed; the stream is alive at this revision.
+    Bookmark {
+        /// The newest store revision.
+        revision: u64,
+    },
+    /// The revision asked for is older than the store's history: list again.
+    Compacted {
+        /// The oldest revision still watchable.
+        oldest: u64,
+    },
+}
+
+/// An error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, and what to do about it.
+    pub error: String,
+}
+
+impl LeaseEvent {
+    /// The revision the event carries.
+    pub fn revision(&self) -> u64 {
+        match self {
+            LeaseEvent::Put { revision, .. }
+            | LeaseEvent::Delete { revision, .. }
+            | LeaseEvent::Bookmark { revision } => *revision,
+            LeaseEvent::Compacted { oldest } => *oldest,
+        }
+    }
+}
+
+impl std::fmt::Debug for RegisterResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterResponse")
+            .field("lease", &self.lease)
+            .field("cluster", &self.cluster)
+            .field("servers", &self.servers)
+            .finish_non_exhaustive()
+    }
+}
