@@ -86,8 +86,10 @@ pub fn load_server(flags: &FlagValues, sys: System<'_>) -> Loaded<ServerConfig> 
 
     let mut config = None;
     if let (Some(node), Some(network)) = (node, network) {
+        let mut node_ok = true;
         if !disable_agent {
             let (errs, warns) = node.check_cluster(&network);
+            node_ok = errs.is_empty();
             errors.extend(errs);
             warnings.extend(warns);
         }
@@ -95,7 +97,10 @@ pub fn load_server(flags: &FlagValues, sys: System<'_>) -> Loaded<ServerConfig> 
             .or_else(|| node.node_external_ips.first().copied())
             .unwrap_or(node.node_ips.addrs[0]);
         let service = network.service_cidr.primary();
-        if advertise_ok && Family::of(advertise_address) != service.family() {
+        // A derived advertise address follows the node IPs: once they are wrong, the fix for
+        // them fixes it too, so it is not reported twice.
+        let check_advertise = explicit_advertise.is_some() || (advertise_ok && node_ok);
+        if check_advertise && Family::of(advertise_address) != service.family() {
             errors.push(ConfigError::AdvertiseAddressFamily {
                 address: advertise_address,
                 family: Family::of(advertise_address),

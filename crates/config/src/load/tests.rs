@@ -1,1 +1,182 @@
-//! Tests of `load`.
+//! Tests of whole loads: the effective JSON of a server and an agent, and the `validate` report.
+
+use serde_json::json;
+
+use crate::test_support::{agent, errors, ok, server, system, warnings};
+
+const CONFIG: &str = "/etc/weft/config.yaml";
+
+#[test]
+fn server_json_has_every_setting_and_derived() {
+    let sys = system(
+        &[
+            (
+                CONFIG,
+                "cluster-cidr: 10.42.0.0/16,2001:cafe:42::/56\nservice-cidr: [10.43.0.0/16, 2001:cafe:43::/112]\nnode-ip: 192.168.1.10,2001:db8::10\nflannel-backend: wireguard-native\nflannel-ipv6-masq: true\ntoken: K10secret::server:abc\ndatastore-endpoint: https://root:pw@10.0.0.9:2379\n",
+            ),
+            (
+                "/etc/weft/config.yaml.d/10-node.yaml",
+                "node-name: Server-1\nwith-node-id: true\n",
+            ),
+            ("/var/lib/weft/node/id", "0a1b2c3d\n"),
+        ],
+        &[("K3S_NODE_NAME", "ignored"), ("WEFT_KUBELET_PORT", "10251")],
+    );
+    let loaded = server(
+        &[
+            "--kube-controller-manager-arg=node-cidr-mask-size-ipv6=72",
+            "--supervisor-port=6443",
+        ],
+        &sys,
+    );
+    assert_eq!(warnings(&loaded), Vec::<String>::new());
+    let config = ok(loaded);
+    let want: serde_json::Value = serde_json::from_str(
+        r#"{
+            "config": "/etc/weft/config.yaml",
+            "data-dir": "/var/lib/weft",
+            "token": "********",
+            "token-file": null,
+            "server": null,
+            "node-name": "server-1",
+            "with-node-id": true,
+            "node-ip": ["192.168.1.10", "2001:db8::10"],
+            "node-external-ip": [],
+            "bind-address": "0.0.0.0",
+            "advertise-address": "192.168.1.10",
+            "supervisor-port": 6443,
+            "kubelet-port": 10251,
+            "cluster-cidr": ["10.42.0.0/16", "2001:cafe:42::/56"],
+            "service-cidr": ["10.43.0.0/16", "2001:cafe:43::/112"],
+            "cluster-dns": ["10.43.0.10", "2001:cafe:43::a"],
+            "cluster-domain": "cluster.local",
+            "node-cidr-mask-size-ipv4": 24,
+            "node-cidr-mask-size-ipv6": 72,
+            "kube-controller-manager-arg": ["node-cidr-mask-size-ipv6=72"],
+            "flannel-backend": "wireguard-native",
+            "flannel-ipv6-masq": true,
+            "flannel-external-ip": false,
+            "flannel-iface": null,
+            "flannel-conf": null,
+            "flannel-cni-conf": null,
+            "egress-selector-mode": "agent",
+            "disable-network-policy": false,
+            "disable-agent": false,
+            "datastore-endpoint": "https://root:********@10.0.0.9:2379",
+            "derived": {
+                "kubernetes-service-ips": ["10.43.0.1", "2001:cafe:43::1"],
+                "cluster-dns": ["10.43.0.10", "2001:cafe:43::a"],
+                "primary-family": "ipv4",
+                "ipv4": true,
+                "ipv6": true,
+                "node-cidr-mask-size-ipv4": 24,
+                "node-cidr-mask-size-ipv6": 72,
+                "net-conf": {
+                    "Network": "10.42.0.0/16",
+                    "EnableIPv4": true,
+                    "EnableIPv6": true,
+                    "IPv6Network": "2001:cafe:42::/56",
+                    "Backend": {"Type": "wireguard", "PersistentKeepaliveInterval": 25}
+                },
+                "node-name": "server-1-0a1b2c3d"
+            }
+        }"#,
+    )
+    .unwrap();
+    assert_eq!(config.to_json(), want);
+    let json = config.to_json();
+    let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+    assert_eq!(keys.first().map(|k| k.as_str()), Some("config"));
+    assert_eq!(keys.last().map(|k| k.as_str()), Some("derived"));
+}
+
+#[test]
+fn agent_json() {
+    let sys = system(
+        &[(
+            "/w/agent.toml",
+            "server = \"https://10.0.0.1:9345\"\ntoken-file = \"/etc/weft/token\"\n\"node-ip+\" = [\"10.0.0.2\"]\n",
+        )],
+        &[("K3S_CONFIG_FILE", "/w/agent.toml")],
+    );
+    let loaded = agent(&["--node-ip=fd00::2", "--with-node-id"], &sys);
+    assert_eq!(
+        warnings(&loaded),
+        [
+            "node id file /var/lib/weft/node/id does not exist yet: the first start creates it with a random id, naming this node node1-<8 hex digits>"
+        ]
+    );
+    assert_eq!(
+        ok(loaded).to_json(),
+        json!({
+            "config": "/w/agent.toml",
+            "data-dir": "/var/lib/weft",
+            "token": null,
+            "token-file": "/etc/weft/token",
+            "server": "https://10.0.0.1:9345",
+            "node-name": "node1",
+            "with-node-id": true,
+            "node-ip": ["10.0.0.2", "fd00::2"],
+            "node-external-ip": [],
+            "bind-address": "0.0.0.0",
+            "kubelet-port": 10250,
+            "flannel-iface": null,
+            "flannel-conf": null,
+            "flannel-cni-conf": null,
+            "derived": {"node-name": null}
+        })
+    );
+}
+
+#[test]
+fn reports() {
+    let sys = system(&[], &[]);
+    let loaded = server(&["--disable-agent"], &sys);
+    let report = loaded.report(|c| c.to_json());
+    assert!(report.valid);
+    assert_eq!(
+        report.stderr,
+        [
+            "warning: webhooks and apiserver aggregation may not work without an agent: egress-selector-mode is agent; set egress-selector-mode to cluster or pod"
+        ]
+    );
+    let json: serde_json::Value = serde_json::from_str(report.stdout.as_deref().unwrap()).unwrap();
+    assert_eq!(json["disable-agent"], true);
+
+    let loaded = server(
+        &[
+            "--disable-agent",
+            "--flannel-backend=ipsec",
+            "--cluster-dns=10.0.0.10",
+        ],
+        &sys,
+    );
+    let report = loaded.report(|c| c.to_json());
+    assert!(!report.valid);
+    assert_eq!(report.stdout, None);
+    assert_eq!(
+        report.stderr,
+        [
+            "warning: webhooks and apiserver aggregation may not work without an agent: egress-selector-mode is agent; set egress-selector-mode to cluster or pod",
+            "error: cluster-dns 10.0.0.10 is not in service-cidr 10.43.0.0/16: use an address inside it, e.g. 10.43.0.10",
+            "error: flannel-backend ipsec was removed in K3s v1.27: wireguard-native replaces it; to migrate, 1. set flannel-backend: wireguard-native on every server, 2. restart the nodes, servers first",
+        ]
+    );
+}
+
+#[test]
+fn explicit_config_file_must_exist() {
+    let sys = system(&[], &[("WEFT_CONFIG_FILE", "/nope.yaml")]);
+    assert_eq!(
+        errors(&server(&["-c", "/also-nope.yaml"], &sys)),
+        [
+            "config file /nope.yaml does not exist (named by WEFT_CONFIG_FILE): create it or name an existing file"
+        ]
+    );
+    assert_eq!(
+        errors(&server(&["--config", "/also-nope.yaml"], &system(&[], &[]))),
+        [
+            "config file /also-nope.yaml does not exist (named by --config): create it or name an existing file"
+        ]
+    );
+}

@@ -1,1 +1,604 @@
-//! Tests of `network`.
+//! Tests of the cluster network rules (each with its exact message), the derived values, the
+//! net-conf shape and the critical-settings comparison. Servers are loaded through the fakes.
+
+use serde_json::json;
+
+use crate::test_support::{errors, ok, server, system, system_with_ips, warnings};
+
+/// Loads a server on the default fake host (eth0 192.168.1.10) and returns its messages.
+fn check(args: &[&str], want_errors: &[&str], want_warnings: &[&str]) {
+    check_on(&["192.168.1.10"], args, want_errors, want_warnings);
+}
+
+fn check_on(addrs: &[&str], args: &[&str], want_errors: &[&str], want_warnings: &[&str]) {
+    let loaded = server(args, &system_with_ips(&[], &[], addrs));
+    assert_eq!(errors(&loaded), want_errors, "errors of {args:?}");
+    assert_eq!(warnings(&loaded), want_warnings, "warnings of {args:?}");
+}
+
+const SAME_VERSION: &str = "must share the same IP version (IPv4, IPv6 or dual-stack)";
+
+#[test]
+fn cidr_lists() {
+    let table: &[(&[&str], &[&str])] = &[
+        (
+            &[
+                "--cluster-cidr=10.42.0.0/16,2001:cafe:42::/56",
+                "--service-cidr=10.43.0.0/16,2001:cafe:43::/112",
+                "--node-ip=192.168.1.10,2001:db8::10",
+            ],
+            &[],
+        ),
+        (
+            &["--cluster-cidr=10.42.0.1/16"],
+            &["invalid cluster-cidr 10.42.0.1/16: host bits are set; use 10.42.0.0/16"],
+        ),
+        (
+            &[
+                "--cluster-cidr=10.42.0.0/16,10.44.0.0/16",
+                "--service-cidr=10.43.0.0/16,fd00::/112,fd01::/112",
+            ],
+            &[
+                "cluster-cidr 10.42.0.0/16,10.44.0.0/16 has two IPv4 entries: a dual-stack list needs one IPv4 and one IPv6 entry",
+                "service-cidr 10.43.0.0/16,fd00::/112,fd01::/112 has 3 entries: give one, or two (one IPv4 and one IPv6) for dual-stack",
+            ],
+        ),
+        (
+            &["--service-cidr=10.0.0.0/8"],
+            &[
+                "service-cidr 10.0.0.0/8 is too large: the largest allowed IPv4 service CIDR is /12; use a prefix of /12 or longer",
+            ],
+        ),
+        (
+            &["--service-cidr=10.43.0.0/29"],
+            &[
+                "service-cidr 10.43.0.0/29 is too small: it needs room for the cluster DNS address at index 10; use a prefix of /28 or shorter",
+            ],
+        ),
+        (
+            &["--cluster-cidr=10.42.0.0/16,fd00:42::/56"],
+            &[&format!(
+                "cluster-cidr and service-cidr {SAME_VERSION}: cluster-cidr is dual-stack, service-cidr is IPv4"
+            )],
+        ),
+    ];
+    for (args, want) in table {
+        let loaded = server(
+            args,
+            &system_with_ips(&[], &[], &["192.168.1.10", "2001:db8::10"]),
+        );
+        let got = errors(&loaded);
+        let got: Vec<&str> = got
+            .iter()
+            .map(String::as_str)
+            .filter(|e| !e.starts_with("cluster-cidr and node-ip"))
+            .collect();
+        assert_eq!(got, *want, "{args:?}");
+    }
+}
+
+#[test]
+fn node_ip_families_and_order() {
+    let dual = [
+        "--cluster-cidr=10.42.0.0/16,fd00:42::/56",
+        "--service-cidr=10.43.0.0/16,fd00:43::/112",
+    ];
+    let dual6 = [
+        "--cluster-cidr=fd00:42::/56,10.42.0.0/16",
+        "--service-cidr=fd00:43::/112,10.43.0.0/16",
+    ];
+    let with = |base: &[&'static str], extra: &'static str| -> Vec<&'static str> {
+        base.iter().copied().chain([extra]).collect()
+    };
+    // Dual-stack cluster, node with IPv4 only (detected).
+    check(
+        &dual,
+        &[&format!(
+            "cluster-cidr and node-ip {SAME_VERSION}: cluster-cidr is dual-stack, node-ip is IPv4 (detected on default-route interface eth0); give node-ip an address of each family of cluster-cidr"
+        )],
+        &[],
+    );
+    // ...and set explicitly.
+    check(
+        &with(&dual, "--node-ip=192.168.1.10"),
+        &[&format!(
+            "cluster-cidr and node-ip {SAME_VERSION}: cluster-cidr is dual-stack, node-ip is IPv4 (set by node-ip); give node-ip an address of each family of cluster-cidr"
+        )],
+        &[],
+    );
+    // Single-stack IPv4 cluster on a dual-stack node is fine.
+    check_on(&["192.168.1.10", "2001:db8::10"], &[], &[], &[]);
+    // IPv6 primary with detected node IPs.
+    check_on(
+        &["192.168.1.10", "2001:db8::10"],
+        &dual6,
+        &[
+            "cluster-cidr fd00:42::/56,10.42.0.0/16 makes IPv6 the primary family, which needs node-ip set explicitly with the node's IPv6 address first (the kubelet prefers IPv4 otherwise): set node-ip, e.g. --node-ip=<IPv6 address>[,<IPv4 address>]",
+        ],
+        &[],
+    );
+    // IPv6 primary, node-ip with IPv4 first.
+    check(
+        &with(&dual6, "--node-ip=192.168.1.10,2001:db8::10"),
+        &[
+            "node-ip 192.168.1.10,2001:db8::10 starts with an IPv4 address, but cluster-cidr fd00:42::/56,10.42.0.0/16 makes IPv6 the primary family: put the node's IPv6 address first",
+        ],
+        &[],
+    );
+    // IPv4 primary, node-ip with IPv6 first.
+    check(
+        &with(&dual, "--node-ip=2001:db8::10,192.168.1.10"),
+        &[
+            "node-ip 2001:db8::10,192.168.1.10 starts with an IPv6 address, but cluster-cidr 10.42.0.0/16,fd00:42::/56 makes IPv4 the primary family: put the node's IPv4 address first",
+        ],
+        &[],
+    );
+    // IPv6 primary done right.
+    check(
+        &with(&dual6, "--node-ip=2001:db8::10,192.168.1.10"),
+        &[],
+        &[],
+    );
+    // An explicit IPv6 node IP makes the defaults IPv6 single-stack, as in K3s.
+    let config = ok(server(&["--node-ip=2001:db8::10"], &system(&[], &[])));
+    assert_eq!(config.network.cluster_cidr.to_string(), "fd00:42::/56");
+    assert_eq!(config.network.service_cidr.to_string(), "fd00:43::/112");
+    assert_eq!(
+        config.network.cluster_dns,
+        ["fd00:43::a".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(config.node.bind_address.to_string(), "::");
+    // Node checks are skipped without an embedded agent, and so is node-ip's role in them.
+    check(
+        &with(&dual, "--disable-agent"),
+        &[],
+        &[
+            "webhooks and apiserver aggregation may not work without an agent: egress-selector-mode is agent; set egress-selector-mode to cluster or pod",
+        ],
+    );
+}
+
+#[test]
+fn cluster_dns() {
+    let dual = [
+        "--cluster-cidr=10.42.0.0/16,fd00:42::/56",
+        "--service-cidr=10.43.0.0/16,fd00:43::/112",
+        "--node-ip=192.168.1.10,2001:db8::10",
+    ];
+    let table: &[(&[&str], &[&str])] = &[
+        (&["--cluster-dns=10.43.0.53"], &[]),
+        (
+            &["--cluster-dns=10.42.0.10"],
+            &[
+                "cluster-dns 10.42.0.10 is not in service-cidr 10.43.0.0/16: use an address inside it, e.g. 10.43.0.10",
+            ],
+        ),
+        (
+            &["--cluster-dns=fd00:43::a"],
+            &[
+                "cluster-dns fd00:43::a is IPv6, but service-cidr 10.43.0.0/16 has no IPv6 network: remove it or add an IPv6 service-cidr",
+            ],
+        ),
+        (
+            &["--cluster-dns=dns.local"],
+            &[
+                "invalid cluster-dns \"dns.local\": not an IP address; write e.g. 192.168.1.10 or 2001:db8::10",
+            ],
+        ),
+    ];
+    for (args, want) in table {
+        check(args, want, &[]);
+    }
+    let mut args = dual.to_vec();
+    args.push("--cluster-dns=10.43.0.10,fd00:44::a");
+    check(
+        &args,
+        &[
+            "cluster-dns fd00:44::a is not in service-cidr fd00:43::/112: use an address inside it, e.g. fd00:43::a",
+        ],
+        &[],
+    );
+    let config = ok(server(&dual, &system(&[], &[])));
+    assert_eq!(
+        config
+            .network
+            .cluster_dns
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["10.43.0.10", "fd00:43::a"]
+    );
+}
+
+#[test]
+fn node_mask_sizes() {
+    let table: &[(&[&str], &[&str], &[&str], (u8, u8))] = &[
+        (&[], &[], &[], (24, 64)),
+        (&["--node-cidr-mask-size-ipv4=26"], &[], &[], (26, 64)),
+        (
+            &["--kube-controller-manager-arg=node-cidr-mask-size-ipv4=25"],
+            &[],
+            &[],
+            (25, 64),
+        ),
+        (
+            &[
+                "--kube-controller-manager-arg=--node-cidr-mask-size=27",
+                "--kube-controller-manager-arg=v=2",
+            ],
+            &[],
+            &[],
+            (27, 64),
+        ),
+        (
+            &[
+                "--node-cidr-mask-size-ipv4=26",
+                "--kube-controller-manager-arg=node-cidr-mask-size-ipv4=26",
+            ],
+            &[],
+            &[],
+            (26, 64),
+        ),
+        (
+            &["--node-cidr-mask-size-ipv6=80"],
+            &[],
+            &["node-cidr-mask-size-ipv6 has no effect: cluster-cidr has no IPv6 network"],
+            (24, 80),
+        ),
+    ];
+    for (args, want_errors, want_warnings, (v4, v6)) in table {
+        let loaded = server(args, &system(&[], &[]));
+        assert_eq!(errors(&loaded), *want_errors, "{args:?}");
+        assert_eq!(warnings(&loaded), *want_warnings, "{args:?}");
+        let config = ok(loaded);
+        assert_eq!(
+            (
+                config.network.node_cidr_mask_size_ipv4,
+                config.network.node_cidr_mask_size_ipv6
+            ),
+            (*v4, *v6),
+            "{args:?}"
+        );
+    }
+    let bad: &[(&[&str], &[&str])] = &[
+        (
+            &["--node-cidr-mask-size-ipv4=15"],
+            &[
+                "node-cidr-mask-size-ipv4 15 does not fit cluster-cidr 10.42.0.0/16: it must be between 16 and 32 (at least the cluster prefix and at most 16 bits longer)",
+            ],
+        ),
+        (
+            &["--cluster-cidr=10.42.0.0/25"],
+            &[
+                "node-cidr-mask-size-ipv4 24 does not fit cluster-cidr 10.42.0.0/25: it must be between 25 and 32 (at least the cluster prefix and at most 16 bits longer)",
+            ],
+        ),
+        (
+            &["--node-cidr-mask-size-ipv4=abc"],
+            &[
+                "invalid node-cidr-mask-size-ipv4 \"abc\": use a prefix length such as 24 for IPv4 or 64 for IPv6",
+            ],
+        ),
+        (
+            &["--kube-controller-manager-arg=node-cidr-mask-size-ipv4=x"],
+            &[
+                "invalid kube-controller-manager-arg \"node-cidr-mask-size-ipv4=x\": use a prefix length such as 24 for IPv4 or 64 for IPv6",
+            ],
+        ),
+        (
+            &["--kube-controller-manager-arg=allocate-node-cidrs"],
+            &[
+                "invalid kube-controller-manager-arg \"allocate-node-cidrs\": write NAME=VALUE, e.g. node-cidr-mask-size-ipv4=24",
+            ],
+        ),
+        (
+            &[
+                "--node-cidr-mask-size-ipv4=26",
+                "--kube-controller-manager-arg=node-cidr-mask-size-ipv4=25",
+            ],
+            &[
+                "node-cidr-mask-size-ipv4 is set twice with different values: 26 by node-cidr-mask-size-ipv4 and 25 by kube-controller-manager-arg; keep one",
+            ],
+        ),
+        (
+            &[
+                "--cluster-cidr=10.42.0.0/16,fd00:42::/56",
+                "--service-cidr=10.43.0.0/16,fd00:43::/112",
+                "--node-ip=192.168.1.10,fd00::10",
+                "--kube-controller-manager-arg=node-cidr-mask-size=24",
+            ],
+            &[
+                "kube-controller-manager-arg node-cidr-mask-size=24 can't be used with the dual-stack cluster-cidr 10.42.0.0/16,fd00:42::/56: use node-cidr-mask-size-ipv4 and node-cidr-mask-size-ipv6",
+            ],
+        ),
+        (
+            &[
+                "--cluster-cidr=10.42.0.0/16,fd00:42::/56",
+                "--service-cidr=10.43.0.0/16,fd00:43::/112",
+                "--node-ip=192.168.1.10,fd00::10",
+                "--node-cidr-mask-size-ipv6=48",
+            ],
+            &[
+                "node-cidr-mask-size-ipv6 48 does not fit cluster-cidr fd00:42::/56: it must be between 56 and 72 (at least the cluster prefix and at most 16 bits longer)",
+            ],
+        ),
+    ];
+    for (args, want) in bad {
+        check(args, want, &[]);
+    }
+}
+
+#[test]
+fn flannel_rules() {
+    let dual = [
+        "--cluster-cidr=10.42.0.0/16,fd00:42::/56",
+        "--service-cidr=10.43.0.0/16,fd00:43::/112",
+        "--node-ip=192.168.1.10,fd00::10",
+    ];
+    check(
+        &["--flannel-ipv6-masq"],
+        &[
+            "flannel-ipv6-masq is set, but cluster-cidr 10.42.0.0/16 has no IPv6 network: add an IPv6 cluster-cidr (dual-stack) or unset flannel-ipv6-masq",
+        ],
+        &[],
+    );
+    let mut args = dual.to_vec();
+    args.push("--flannel-ipv6-masq");
+    check(&args, &[], &[]);
+    check(
+        &["--flannel-external-ip", "--node-external-ip=203.0.113.10"],
+        &[],
+        &[
+            "flannel-external-ip sends flannel traffic to external addresses, but flannel-backend vxlan does not encrypt it: consider flannel-backend wireguard-native",
+        ],
+    );
+    check(
+        &[
+            "--flannel-external-ip",
+            "--node-external-ip=203.0.113.10",
+            "--flannel-backend=wireguard-native",
+            "--advertise-address=192.168.1.10",
+        ],
+        &[],
+        &[],
+    );
+    check(
+        &[
+            "--flannel-external-ip",
+            "--flannel-backend=wireguard-native",
+        ],
+        &[],
+        &[
+            "the servers set flannel-external-ip, but this node sets no node-external-ip: flannel will use the internal address to reach this node; set node-external-ip",
+        ],
+    );
+    check(
+        &["--flannel-backend=none"],
+        &[],
+        &[
+            "flannel-backend is none, so a custom CNI will run, and most bring their own network policy engine: set disable-network-policy to avoid conflicts",
+        ],
+    );
+    check(
+        &["--flannel-backend=none", "--disable-network-policy"],
+        &[],
+        &[],
+    );
+    check(
+        &[
+            "--flannel-backend=none",
+            "--disable-network-policy",
+            "--flannel-external-ip",
+            "--node-external-ip=192.168.1.20",
+        ],
+        &[],
+        &["flannel-external-ip has no effect with flannel-backend none: unset it"],
+    );
+    check(
+        &[
+            "--flannel-backend=wireguard",
+            "--egress-selector-mode=konnectivity",
+            "--cluster-domain=Cluster.Local",
+        ],
+        &[
+            "invalid cluster-domain \"Cluster.Local\": use a DNS name of lowercase letters, digits, '-' and '.', such as cluster.local",
+            "flannel-backend wireguard was removed in K3s v1.26: wireguard-native replaces it; to migrate, 1. set flannel-backend: wireguard-native on every server, 2. restart the nodes, servers first",
+            "invalid egress-selector-mode \"konnectivity\": valid values are agent, pod, cluster, disabled",
+        ],
+        &[],
+    );
+}
+
+#[test]
+fn egress_without_agent() {
+    let want = |mode: &str| {
+        format!(
+            "webhooks and apiserver aggregation may not work without an agent: egress-selector-mode is {mode}; set egress-selector-mode to cluster or pod"
+        )
+    };
+    check(&["--disable-agent"], &[], &[&want("agent")]);
+    check(
+        &["--disable-agent", "--egress-selector-mode=disabled"],
+        &[],
+        &[&want("disabled")],
+    );
+    check(&["--disable-agent", "--egress-selector-mode=pod"], &[], &[]);
+    check(
+        &["--disable-agent", "--egress-selector-mode=cluster"],
+        &[],
+        &[],
+    );
+    check(&["--egress-selector-mode=disabled"], &[], &[]);
+}
+
+#[test]
+fn server_only_rules() {
+    check(
+        &[
+            "--advertise-address=2001:db8::1",
+            "--supervisor-port=x",
+            "--datastore-endpoint=postgres://u:p@db/k3s",
+            "--server=https://10.0.0.1:9345",
+        ],
+        &[
+            "token is required to join a server: set --token, --token-file, K3S_TOKEN or K3S_TOKEN_FILE",
+            "invalid supervisor-port \"x\": use a port number from 1 to 65535",
+            "invalid datastore-endpoint \"postgres://u:********@db/k3s\": weft supports etcd (http:// or https:// endpoints, comma-separated) or the embedded store (leave it unset)",
+            "advertise-address 2001:db8::1 is IPv6, but the primary service-cidr 10.43.0.0/16 is IPv4: kube-apiserver needs them to match; set advertise-address to an IPv4 address",
+        ],
+        &[],
+    );
+    let config = ok(server(
+        &["--node-external-ip=203.0.113.10"],
+        &system(&[], &[]),
+    ));
+    assert_eq!(config.advertise_address.to_string(), "203.0.113.10");
+    let config = ok(server(
+        &[
+            "--advertise-address=10.0.0.5",
+            "--node-external-ip=203.0.113.10",
+        ],
+        &system(&[], &[]),
+    ));
+    assert_eq!(config.advertise_address.to_string(), "10.0.0.5");
+}
+
+#[test]
+fn errors_are_all_reported_together() {
+    let loaded = server(
+        &[
+            "--cluster-cidr=10.42.0.1/16",
+            "--service-cidr=10.0.0.0/8",
+            "--flannel-backend=ipsec",
+            "--egress-selector-mode=x",
+            "--node-name=a_b",
+        ],
+        &system(&[], &[]),
+    );
+    assert_eq!(errors(&loaded).len(), 5, "{:#?}", errors(&loaded));
+}
+
+#[test]
+fn derived_values_and_net_conf() {
+    let config = ok(server(&[], &system(&[], &[])));
+    let derived = config.network.derived(None).to_json();
+    assert_eq!(
+        derived,
+        json!({
+            "kubernetes-service-ips": ["10.43.0.1"],
+            "cluster-dns": ["10.43.0.10"],
+            "primary-family": "ipv4",
+            "ipv4": true,
+            "ipv6": false,
+            "node-cidr-mask-size-ipv4": 24,
+            "node-cidr-mask-size-ipv6": 64,
+            "net-conf": {
+                "Network": "10.42.0.0/16",
+                "EnableIPv4": true,
+                "EnableIPv6": false,
+                "IPv6Network": "::/0",
+                "Backend": {"Type": "vxlan"}
+            }
+        })
+    );
+
+    let config = ok(server(
+        &[
+            "--cluster-cidr=10.42.0.0/16,2001:cafe:22::/56",
+            "--service-cidr=10.43.0.0/16,2001:cafe:43::/112",
+            "--node-ip=192.168.1.10,2001:db8::10",
+            "--flannel-backend=wireguard-native",
+        ],
+        &system(&[], &[]),
+    ));
+    let derived = config.network.derived(None);
+    assert_eq!(
+        derived
+            .kubernetes_service_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["10.43.0.1", "2001:cafe:43::1"]
+    );
+    assert_eq!(
+        derived.net_conf,
+        Some(json!({
+            "Network": "10.42.0.0/16",
+            "EnableIPv4": true,
+            "EnableIPv6": true,
+            "IPv6Network": "2001:cafe:22::/56",
+            "Backend": {"Type": "wireguard", "PersistentKeepaliveInterval": 25}
+        }))
+    );
+
+    let config = ok(server(
+        &["--node-ip=2001:db8::10", "--flannel-backend=host-gw"],
+        &system(&[], &[]),
+    ));
+    let derived = config.network.derived(None).to_json();
+    assert_eq!(derived["primary-family"], "ipv6");
+    assert_eq!(
+        (derived["ipv4"].clone(), derived["ipv6"].clone()),
+        (json!(false), json!(true))
+    );
+    assert_eq!(
+        derived["net-conf"],
+        json!({"Network": "0.0.0.0/0", "EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00:42::/56", "Backend": {"Type": "host-gw"}})
+    );
+
+    let config = ok(server(
+        &["--flannel-backend=none", "--disable-network-policy"],
+        &system(&[], &[]),
+    ));
+    assert_eq!(config.network.derived(None).net_conf, None);
+    let custom = json!({"Network": "10.99.0.0/16"});
+    assert_eq!(config.network.derived(Some(&custom)).net_conf, Some(custom));
+}
+
+#[test]
+fn critical_settings_mismatch() {
+    let a = ok(server(&[], &system(&[], &[]))).network;
+    assert_eq!(a.compare_critical(&a), []);
+    let b = ok(server(
+        &[
+            "--cluster-cidr=10.44.0.0/16",
+            "--flannel-backend=host-gw",
+            "--node-cidr-mask-size-ipv4=25",
+            "--flannel-ipv6-masq=false",
+            "--disable-network-policy",
+        ],
+        &system(&[], &[]),
+    ))
+    .network;
+    let got: Vec<String> = a
+        .compare_critical(&b)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "critical configuration value mismatch between servers: cluster-cidr (this server: 10.42.0.0/16, cluster: 10.44.0.0/16)",
+            "critical configuration value mismatch between servers: disable-network-policy (this server: false, cluster: true)",
+            "critical configuration value mismatch between servers: flannel-backend (this server: vxlan, cluster: host-gw)",
+            "critical configuration value mismatch between servers: node-cidr-mask-size-ipv4 (this server: 24, cluster: 25)",
+        ]
+    );
+    let names: Vec<&str> = a.critical_fields().iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        [
+            "cluster-cidr",
+            "service-cidr",
+            "cluster-dns",
+            "cluster-domain",
+            "disable-network-policy",
+            "flannel-backend",
+            "flannel-ipv6-masq",
+            "flannel-external-ip",
+            "egress-selector-mode",
+            "node-cidr-mask-size-ipv4",
+            "node-cidr-mask-size-ipv6",
+        ]
+    );
+}
