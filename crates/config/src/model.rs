@@ -238,10 +238,10 @@ impl FromStr for ServerUrl {
         if host.is_empty() {
             return Err(err("the host is missing"));
         }
-        if let Some(port) = port {
-            if !matches!(port.parse::<u16>(), Ok(p) if p != 0) {
-                return Err(err("the port must be a number from 1 to 65535"));
-            }
+        if let Some(port) = port
+            && !matches!(port.parse::<u16>(), Ok(p) if p != 0)
+        {
+            return Err(err("the port must be a number from 1 to 65535"));
         }
         Ok(ServerUrl(s.to_owned()))
     }

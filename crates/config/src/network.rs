@@ -221,15 +221,15 @@ pub(crate) fn build(
         errors.extend(problems.into_iter().map(ConfigError::from));
         ok
     });
-    if let (Some(cluster), Some(service)) = (&cluster_cidr, &service_cidr) {
-        if let Err(e) = check_same_families(
+    if let (Some(cluster), Some(service)) = (&cluster_cidr, &service_cidr)
+        && let Err(e) = check_same_families(
             Key::ClusterCidr.name(),
             cluster.families(),
             Key::ServiceCidr.name(),
             service.families(),
-        ) {
-            errors.push(e.into());
-        }
+        )
+    {
+        errors.push(e.into());
     }
 
     let cluster_dns = match (r.list(Key::ClusterDns).0, &service_cidr) {
@@ -268,10 +268,11 @@ pub(crate) fn build(
         .as_ref()
         .and_then(|cluster| node_mask_sizes(r, cluster, errors, warnings));
 
-    if let Some(cluster) = &cluster_cidr {
-        if flannel_ipv6_masq && !cluster.families().has_ipv6() {
-            errors.push(ConfigError::Ipv6MasqWithoutIpv6 { cluster: *cluster });
-        }
+    if let Some(cluster) = &cluster_cidr
+        && flannel_ipv6_masq
+        && !cluster.families().has_ipv6()
+    {
+        errors.push(ConfigError::Ipv6MasqWithoutIpv6 { cluster: *cluster });
     }
     match flannel_backend {
         Some(FlannelBackend::None) => {
@@ -407,14 +408,14 @@ fn node_mask_sizes(
 
     let mut pick =
         |key: Key, family: Family, direct: Option<u8>, from_arg: Option<u8>, default: u8| {
-            if let (Some(direct), Some(from_arg)) = (direct, from_arg) {
-                if direct != from_arg {
-                    errors.push(ConfigError::MaskSizeConflict {
-                        key: key.name(),
-                        direct,
-                        from_arg,
-                    });
-                }
+            if let (Some(direct), Some(from_arg)) = (direct, from_arg)
+                && direct != from_arg
+            {
+                errors.push(ConfigError::MaskSizeConflict {
+                    key: key.name(),
+                    direct,
+                    from_arg,
+                });
             }
             let size = direct.or(from_arg).unwrap_or(default);
             match cluster.get(family) {

@@ -231,10 +231,10 @@ fn env_value(
         .iter()
         .filter_map(|var| Some((env.var(var).filter(|v| !v.is_empty())?, *var)))
         .collect();
-    if let [(a, weft), (b, k3s), ..] = set.as_slice() {
-        if a != b {
-            warnings.push(Warning::EnvConflict { weft, k3s });
-        }
+    if let [(a, weft), (b, k3s), ..] = set.as_slice()
+        && a != b
+    {
+        warnings.push(Warning::EnvConflict { weft, k3s });
     }
     set.into_iter().next()
 }

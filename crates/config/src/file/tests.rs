@@ -118,7 +118,13 @@ fn toml_values_and_errors() {
 
 #[test]
 fn locate_prefers_env_over_flag() {
-    let cases: &[(&[(&str, &str)], Option<&str>, &str, Option<&str>)] = &[
+    type Case<'a> = (
+        &'a [(&'a str, &'a str)],
+        Option<&'a str>,
+        &'a str,
+        Option<&'a str>,
+    );
+    let cases: &[Case<'_>] = &[
         (&[], None, "/etc/weft/config.yaml", None),
         (&[], Some("/f.yaml"), "/f.yaml", Some("--config")),
         (

@@ -212,7 +212,8 @@ fn cluster_dns() {
 
 #[test]
 fn node_mask_sizes() {
-    let table: &[(&[&str], &[&str], &[&str], (u8, u8))] = &[
+    type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str], (u8, u8));
+    let table: &[Case<'_>] = &[
         (&[], &[], &[], (24, 64)),
         (&["--node-cidr-mask-size-ipv4=26"], &[], &[], (26, 64)),
         (

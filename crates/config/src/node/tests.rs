@@ -231,7 +231,8 @@ fn node_ips_from_flannel_iface() {
         Some("eth0"),
         None,
     );
-    let cases: &[(&str, Result<(&[&str], &str), &str>)] = &[
+    type Case<'a> = (&'a str, Result<(&'a [&'a str], &'a str), &'a str>);
+    let cases: &[Case<'_>] = &[
         (
             "eth1",
             Ok((

@@ -1,0 +1,264 @@
+//! Runs the built `weft-server validate` with a clean environment and temporary config files:
+//! JSON on stdout and exit 0 when valid, `error: ` lines and exit 1 when not, `warning: ` lines
+//! in both cases. Every config names the node and its IPs, so the host does not matter.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// Runs `weft-server <args>` with only `env` in its environment.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the test runs the binary under test; there is no wrapper to go through"
+)]
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_weft-server"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("weft-server runs")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn stderr_lines(out: &Output) -> Vec<String> {
+    String::from_utf8(out.stderr.clone())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+const NODE: &str = "node-name: server-1\nnode-ip: 192.168.1.10\n";
+
+#[test]
+fn valid_config_prints_json_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        &format!(
+            "{NODE}cluster-cidr: 10.42.0.0/16,2001:cafe:42::/56\nservice-cidr: 10.43.0.0/16,2001:cafe:43::/112\nnode-ip+: [2001:db8::10]\ntoken: secret\n"
+        ),
+    );
+    write(
+        dir.path(),
+        "config.yaml.d/10-backend.yaml",
+        "flannel-backend: host-gw\n",
+    );
+    let out = run(
+        &[
+            "validate",
+            "--config",
+            &config,
+            "--kube-controller-manager-arg=node-cidr-mask-size-ipv4=25",
+        ],
+        &[("WEFT_CLUSTER_DOMAIN", "example.local")],
+    );
+    assert_eq!(stderr_lines(&out), Vec::<String>::new());
+    assert_eq!(out.status.code(), Some(0));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["config"], config.as_str());
+    assert_eq!(json["token"], "********");
+    assert_eq!(json["node-name"], "server-1");
+    assert_eq!(
+        json["node-ip"],
+        serde_json::json!(["192.168.1.10", "2001:db8::10"])
+    );
+    assert_eq!(
+        json["cluster-cidr"],
+        serde_json::json!(["10.42.0.0/16", "2001:cafe:42::/56"])
+    );
+    assert_eq!(json["node-external-ip"], serde_json::json!([]));
+    assert_eq!(json["cluster-domain"], "example.local");
+    assert_eq!(json["flannel-backend"], "host-gw");
+    assert_eq!(json["node-cidr-mask-size-ipv4"], 25);
+    assert_eq!(json["supervisor-port"], 9345);
+    assert_eq!(json["derived"]["primary-family"], "ipv4");
+    assert_eq!(json["derived"]["ipv6"], true);
+    assert_eq!(
+        json["derived"]["kubernetes-service-ips"],
+        serde_json::json!(["10.43.0.1", "2001:cafe:43::1"])
+    );
+    assert_eq!(
+        json["derived"]["cluster-dns"],
+        serde_json::json!(["10.43.0.10", "2001:cafe:43::a"])
+    );
+    assert_eq!(json["derived"]["net-conf"]["Backend"]["Type"], "host-gw");
+    assert_eq!(
+        json["derived"]["net-conf"]["IPv6Network"],
+        "2001:cafe:42::/56"
+    );
+}
+
+#[test]
+fn invalid_config_lists_every_error_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        &format!(
+            "{NODE}cluster-cidr: 10.42.0.1/16\nflannel-backend: ipsec\nclustr-dns: 10.43.0.10\n"
+        ),
+    );
+    let out = run(
+        &["validate", "-c", &config, "--egress-selector-mode=tunnel"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        stderr_lines(&out),
+        [
+            format!("error: unknown key clustr-dns in {config}: the closest known key is cluster-dns"),
+            "error: invalid cluster-cidr 10.42.0.1/16: host bits are set; use 10.42.0.0/16".to_owned(),
+            "error: flannel-backend ipsec was removed in K3s v1.27: wireguard-native replaces it; to migrate, 1. set flannel-backend: wireguard-native on every server, 2. restart the nodes, servers first".to_owned(),
+            "error: invalid egress-selector-mode \"tunnel\": valid values are agent, pod, cluster, disabled".to_owned(),
+        ]
+    );
+}
+
+#[test]
+fn warnings_go_to_stderr_with_a_valid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.toml",
+        "node-name = \"s\"\nnode-ip = [\"192.168.1.10\"]\nflannel-backend = \"none\"\n",
+    );
+    let out = run(&["validate", "--config", &config, "--disable-agent"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stderr_lines(&out),
+        [
+            "warning: flannel-backend is none, so a custom CNI will run, and most bring their own network policy engine: set disable-network-policy to avoid conflicts",
+            "warning: webhooks and apiserver aggregation may not work without an agent: egress-selector-mode is agent; set egress-selector-mode to cluster or pod",
+        ]
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["derived"]["net-conf"], Value::Null);
+}
+
+#[test]
+fn precedence_flag_file_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let named = write(
+        dir.path(),
+        "named.yaml",
+        &format!("{NODE}cluster-domain: named.local\n"),
+    );
+    let from_env = write(
+        dir.path(),
+        "env.yaml",
+        &format!("{NODE}cluster-domain: file.local\nflannel-backend: host-gw\n"),
+    );
+    // K3S_CONFIG_FILE wins over --config; the file beats the environment; a flag beats the file.
+    let out = run(
+        &[
+            "validate",
+            "--config",
+            &named,
+            "--flannel-backend",
+            "wireguard-native",
+        ],
+        &[
+            ("K3S_CONFIG_FILE", &from_env),
+            ("WEFT_CLUSTER_DOMAIN", "env.local"),
+            ("K3S_TOKEN", "from-env"),
+            ("WEFT_EGRESS_SELECTOR_MODE", "pod"),
+        ],
+    );
+    assert_eq!(stderr_lines(&out), Vec::<String>::new());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["config"], from_env.as_str());
+    assert_eq!(json["cluster-domain"], "file.local");
+    assert_eq!(json["flannel-backend"], "wireguard-native");
+    assert_eq!(json["egress-selector-mode"], "pod");
+    assert_eq!(json["token"], "********");
+}
+
+#[test]
+fn missing_named_config_file_is_an_error() {
+    let out = run(
+        &[
+            "validate",
+            "--config",
+            "/nonexistent/weft.yaml",
+            "--node-name=s",
+            "--node-ip=192.168.1.10",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr_lines(&out),
+        [
+            "error: config file /nonexistent/weft.yaml does not exist (named by --config): create it or name an existing file"
+        ]
+    );
+}
+
+#[test]
+fn help_shows_every_flag_with_default_and_env() {
+    let out = run(&["validate", "--help"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--cluster-cidr <CIDR>",
+        "--service-cidr <CIDR>",
+        "--cluster-dns <IP>",
+        "--cluster-domain <DOMAIN>",
+        "--node-cidr-mask-size-ipv4 <BITS>",
+        "--node-cidr-mask-size-ipv6 <BITS>",
+        "--kube-controller-manager-arg <NAME=VALUE>",
+        "--flannel-backend <BACKEND>",
+        "--flannel-ipv6-masq[=<BOOL>]",
+        "--flannel-external-ip[=<BOOL>]",
+        "--flannel-iface <IFACE>",
+        "--flannel-conf <FILE>",
+        "--flannel-cni-conf <FILE>",
+        "--egress-selector-mode <MODE>",
+        "--disable-network-policy[=<BOOL>]",
+        "--node-name <NAME>",
+        "--with-node-id[=<BOOL>]",
+        "-i, --node-ip <IP>",
+        "--node-external-ip <IP>",
+        "-d, --data-dir <DIR>",
+        "-t, --token <TOKEN>",
+        "--token-file <FILE>",
+        "-s, --server <URL>",
+        "--supervisor-port <PORT>",
+        "--bind-address <IP>",
+        "--advertise-address <IP>",
+        "--disable-agent[=<BOOL>]",
+        "--datastore-endpoint <URLS>",
+        "--kubelet-port <PORT>",
+        "-c, --config <FILE>",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from\n{help}");
+    }
+    for tail in [
+        "[default: /var/lib/weft] [env: WEFT_DATA_DIR, K3S_DATA_DIR]",
+        "[default: 9345] [env: WEFT_SUPERVISOR_PORT, K3S_SUPERVISOR_PORT]",
+        "[default: 10250] [env: WEFT_KUBELET_PORT]",
+        "[default: vxlan] [env: WEFT_FLANNEL_BACKEND]",
+        "[default: /etc/weft/config.yaml] [env: WEFT_CONFIG_FILE, K3S_CONFIG_FILE]",
+        "[env: WEFT_SERVER, K3S_URL]",
+    ] {
+        assert!(help.contains(tail), "{tail} missing from\n{help}");
+    }
+    let out = run(&["--version"], &[]);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "weft-server 0.0.0"
+    );
+}
