@@ -14,6 +14,7 @@ mod tests;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{Context, bail};
 
@@ -112,6 +113,8 @@ impl fmt::Display for Violation {
 pub(crate) struct Tree {
     root: PathBuf,
     files: Vec<SourceFile>,
+    /// `cargo metadata`, run at most once: the first check that needs it runs it.
+    metadata: OnceLock<Result<Metadata, String>>,
 }
 
 /// One file of the working tree.
@@ -145,7 +148,15 @@ impl Tree {
         Ok(Self {
             root: root.to_path_buf(),
             files,
+            metadata: OnceLock::new(),
         })
+    }
+
+    fn metadata(&self) -> anyhow::Result<&Metadata> {
+        let loaded = self
+            .metadata
+            .get_or_init(|| Metadata::load(&self.root).map_err(|err| format!("{err:#}")));
+        loaded.as_ref().map_err(|err| anyhow::anyhow!("{err}"))
     }
 
     fn each_file(
@@ -311,7 +322,7 @@ fn contains_macro(code: &str, needle: &str) -> bool {
 }
 
 fn pure_crates(tree: &Tree) -> anyhow::Result<Vec<Violation>> {
-    let metadata = Metadata::load(&tree.root)?;
+    let metadata = tree.metadata()?;
     let mut violations = Vec::new();
     for krate in PURE_CRATES {
         let Some(manifest) = metadata.manifest_path(krate) else {
@@ -387,7 +398,7 @@ fn fuzz_targets(tree: &Tree) -> anyhow::Result<Vec<Violation>> {
     if sources.is_empty() {
         return Ok(Vec::new());
     }
-    let metadata = Metadata::load(&tree.root)?;
+    let metadata = tree.metadata()?;
     let bins: Vec<_> = metadata
         .targets(FUZZ_PACKAGE)
         .into_iter()

@@ -1,8 +1,9 @@
 //! The tidy checks run on the real tree (one `#[test]` per check), and unit tests of the checks
 //! themselves on small inputs.
 
-use super::*;
+use std::sync::OnceLock;
 
+use super::*;
 use crate::project_root;
 
 /// Runs the check called `name` on the working tree and fails with every violation.
@@ -11,8 +12,10 @@ fn check_tree(name: &str) {
         .iter()
         .find(|check| check.name.starts_with(name))
         .unwrap_or_else(|| panic!("no tidy check starts with {name:?}"));
-    let tree = Tree::load(&project_root()).unwrap();
-    let violations = (check.run)(&tree).unwrap();
+    // One tree for every test, so `cargo metadata` runs once per test run.
+    static TREE: OnceLock<Tree> = OnceLock::new();
+    let tree = TREE.get_or_init(|| Tree::load(&project_root()).unwrap());
+    let violations = (check.run)(tree).unwrap();
     let listed: Vec<String> = violations.iter().map(ToString::to_string).collect();
     assert!(
         violations.is_empty(),
