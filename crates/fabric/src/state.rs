@@ -71,6 +71,12 @@ pub enum LinkKind {
         /// The device MAC (the VTEP MAC peers put in their FDB).
         mac: MacAddr,
     },
+    /// A device of a type weft does not create, found under one of weft's names (observed
+    /// only). It never equals a desired kind, so planning deletes it and creates weft's.
+    Other {
+        /// The kernel's name for the type (`bridge`, `veth`, ...).
+        kind: String,
+    },
 }
 
 /// An address on a device: `ip addr add ADDR/PREFIX dev LINK`.
@@ -151,6 +157,7 @@ impl Link {
     pub fn mac(&self) -> Option<MacAddr> {
         match &self.kind {
             LinkKind::Vxlan { mac, .. } => Some(*mac),
+            LinkKind::Other { .. } => None,
         }
     }
 }
@@ -169,6 +176,7 @@ impl fmt::Display for LinkKind {
                 f,
                 "type vxlan id {vni} local {local} dev {underlay} dstport {port} nolearning address {mac}"
             ),
+            LinkKind::Other { kind } => write!(f, "type {kind}"),
         }
     }
 }

@@ -1,0 +1,73 @@
+//! weft's kernel shell: observes the Linux networking state weft owns and applies the plans
+//! weft-fabric computes, through rtnetlink (links, addresses, routes, neighbours, FDB entries),
+//! `/proc/sys` (sysctls) and `nft`/`iptables-restore` (masquerade and forward rules).
+//!
+//! The loop an agent runs is: [`Kernel::observe`] the [`Scope`] weft owns into a
+//! [`weft_fabric::KernelState`], let [`weft_fabric::plan`] diff it against the desired state, and
+//! [`Kernel::apply`] the [`weft_fabric::Plan`]. Each operation is one netlink request (or one
+//! firewall transaction); requests of one phase are pipelined on one socket, so thousands of
+//! peers apply in a few netlink round trips' worth of waiting. Applying is idempotent: EEXIST
+//! and ENOENT are classified into [`KernelError::AlreadyExists`] and [`KernelError::NotFound`]
+//! and handled on purpose, and neighbours, FDB entries and routes are sent as replaces.
+//! [`Kernel::cleanup`] removes everything weft made; [`Kernel::external_interface`] and
+//! [`Kernel::default_interface`] describe the interface fabric traffic leaves by.
+//!
+//! What this crate deliberately does not do: decide anything. Which objects should exist is
+//! weft-fabric's job, and this crate never looks at objects outside its [`Scope`] (routes of
+//! other protocols, links it does not name, other nftables tables), so it never removes what
+//! it did not make. It also does not pick a network namespace: everything runs in the
+//! namespace of the thread that builds the tokio runtime ([`netns`] does that for tests).
+//!
+//! Read [`Kernel`], [`Scope`] and [`KernelError`] first.
+//!
+//! The privileged tests in `tests/` run behind the `netns-tests` feature, as root:
+//! `cargo test -p weft-kernel --features netns-tests`.
+
+mod apply;
+mod cmd;
+mod error;
+mod firewall;
+mod interface;
+#[cfg(feature = "test-util")]
+pub mod netns;
+mod observe;
+mod sysctl;
+
+pub use apply::PIPELINE_DEPTH;
+pub use error::KernelError;
+pub use interface::DefaultInterface;
+pub use observe::Scope;
+
+use weft_fabric::{KernelState, Plan};
+
+/// A netlink connection to the kernel of the calling thread's network namespace.
+///
+/// Cloning is cheap and shares the connection.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    handle: rtnetlink::Handle,
+}
+
+// === impl Kernel ===
+
+impl Kernel {
+    /// Opens a route netlink socket in the calling thread's network namespace and spawns its
+    /// driver on the current tokio runtime (so call it inside one).
+    pub fn connect() -> Result<Kernel, KernelError> {
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|e| KernelError::Connect { kind: e.kind() })?;
+        tokio::spawn(connection);
+        Ok(Kernel { handle })
+    }
+
+    /// Removes everything of weft's in `scope`: observes it and applies the plan to an empty
+    /// state. Links go with their addresses, neighbours and FDB entries; weft's routes (on any
+    /// device) and firewall rules are deleted; sysctls are left as they are. Returns what was
+    /// done (`weft-agent cleanup` prints it).
+    pub async fn cleanup(&self, scope: &Scope) -> Result<Plan, KernelError> {
+        let observed = self.observe(scope).await?;
+        let plan = weft_fabric::plan(&observed, &KernelState::default());
+        self.apply(&plan).await?;
+        Ok(plan)
+    }
+}

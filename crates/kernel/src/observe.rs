@@ -1,0 +1,403 @@
+//! Reading the kernel back into a [`KernelState`]: the links weft names, their addresses,
+//! neighbours and FDB entries, weft's routes (protocol 87), the sysctls weft sets and weft's
+//! firewall rules. Objects outside that [`Scope`] are never looked at, so they are never
+//! planned away.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use futures::TryStreamExt as _;
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteVia,
+};
+use weft_fabric::{Address, KernelState, Link, LinkKind, MacAddr, MasqMode, ROUTE_PROTOCOL, Route};
+use weft_ipam::{Cidr, Family, Ipv4Cidr, Ipv6Cidr};
+
+use crate::cmd::run_blocking;
+use crate::{Kernel, KernelError, firewall, sysctl};
+
+#[cfg(test)]
+mod tests;
+
+/// What of the kernel is weft's: the links it names, the sysctls it sets and the firewall
+/// modes it may have used. [`Kernel::observe`] reads exactly this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// Device names weft creates (`flannel.1`, `flannel-v6.1`).
+    pub links: Vec<String>,
+    /// Sysctl keys in slash form (`net/ipv4/ip_forward`).
+    pub sysctls: Vec<String>,
+    /// The firewall modes whose rules to read; both by default, so that switching
+    /// `--masq-mode` removes the rules of the other one.
+    pub masq_modes: Vec<MasqMode>,
+}
+
+// === impl Scope ===
+
+impl Scope {
+    /// Everything weft-fabric's backends create: the vxlan devices, the forwarding sysctls and
+    /// the rules of both firewall modes.
+    pub fn weft() -> Scope {
+        Scope {
+            links: vec![
+                weft_fabric::vxlan::DEVICE_V4.to_owned(),
+                weft_fabric::vxlan::DEVICE_V6.to_owned(),
+            ],
+            sysctls: vec![
+                "net/ipv4/ip_forward".to_owned(),
+                "net/ipv6/conf/all/forwarding".to_owned(),
+            ],
+            masq_modes: vec![MasqMode::Nftables, MasqMode::Iptables],
+        }
+    }
+}
+
+impl Default for Scope {
+    fn default() -> Scope {
+        Scope::weft()
+    }
+}
+
+impl Kernel {
+    /// Reads the part of the kernel that `scope` names into a [`KernelState`].
+    ///
+    /// The netlink dumps are `ip -d link show`, `ip addr show`, `ip route show table main proto
+    /// 87` (both families), `ip neigh show nud permanent` and `bridge fdb show`; sysctls come
+    /// from `/proc/sys`; firewall rules from `nft -j list table ip weft` or `iptables -S`.
+    pub async fn observe(&self, scope: &Scope) -> Result<KernelState, KernelError> {
+        let mut state = KernelState::default();
+        let links = self.dump_links().await?;
+        let names: HashMap<u32, String> = links
+            .iter()
+            .filter_map(|m| Some((m.header.index, link_name(m)?)))
+            .collect();
+        let mut weft_links: HashMap<u32, String> = HashMap::new();
+        for msg in &links {
+            let Some(name) = link_name(msg) else { continue };
+            if scope.links.contains(&name) {
+                weft_links.insert(msg.header.index, name.clone());
+                state
+                    .links
+                    .insert(name.clone(), observed_link(name, msg, &names));
+            }
+        }
+
+        let (addresses, routes, neighbours) = futures::try_join!(
+            self.dump_addresses(),
+            self.dump_routes(),
+            self.dump_neighbours(),
+        )?;
+        for msg in &addresses {
+            if let Some(address) = observed_address(msg, &weft_links) {
+                state.addresses.insert(address);
+            }
+        }
+        for msg in &routes {
+            if let Some(route) = observed_route(msg, &names) {
+                state.add_route(route);
+            }
+        }
+        for msg in &neighbours {
+            observe_neighbour(msg, &weft_links, &mut state);
+        }
+
+        for key in &scope.sysctls {
+            if let Some(value) = sysctl::read(key)? {
+                state.sysctls.insert(key.clone(), value);
+            }
+        }
+        for &mode in &scope.masq_modes {
+            for family in [Family::Ipv4, Family::Ipv6] {
+                if let Some(table) = run_blocking(move || firewall::observe(family, mode)).await? {
+                    state.firewall.insert((family, mode), table);
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// `ip link show`: every link.
+    pub(crate) async fn dump_links(&self) -> Result<Vec<LinkMessage>, KernelError> {
+        self.handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| KernelError::from_netlink("ip link show", e))
+    }
+
+    /// `ip addr show`: every address.
+    pub(crate) async fn dump_addresses(&self) -> Result<Vec<AddressMessage>, KernelError> {
+        self.handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| KernelError::from_netlink("ip addr show", e))
+    }
+
+    /// `ip route show table all` for both families (filtered by the callers).
+    pub(crate) async fn dump_routes(&self) -> Result<Vec<RouteMessage>, KernelError> {
+        let dump = |family| {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = family;
+            self.handle
+                .route()
+                .get(msg)
+                .execute()
+                .try_collect::<Vec<_>>()
+        };
+        let (mut v4, v6) =
+            futures::try_join!(dump(AddressFamily::Inet), dump(AddressFamily::Inet6))
+                .map_err(|e| KernelError::from_netlink("ip route show", e))?;
+        v4.extend(v6);
+        Ok(v4)
+    }
+
+    /// `ip neigh show` for both families and `bridge fdb show`.
+    async fn dump_neighbours(&self) -> Result<Vec<NeighbourMessage>, KernelError> {
+        let dump = |family| {
+            self.handle
+                .neighbours()
+                .get()
+                .set_address_family(family)
+                .execute()
+                .try_collect::<Vec<_>>()
+        };
+        let (mut v4, v6, fdb) = futures::try_join!(
+            dump(AddressFamily::Inet),
+            dump(AddressFamily::Inet6),
+            dump(AddressFamily::Bridge),
+        )
+        .map_err(|e| KernelError::from_netlink("ip neigh show", e))?;
+        v4.extend(v6);
+        v4.extend(fdb);
+        Ok(v4)
+    }
+}
+
+/// The `IFLA_IFNAME` of a link.
+pub(crate) fn link_name(msg: &LinkMessage) -> Option<String> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name.clone()),
+        _ => None,
+    })
+}
+
+/// The MTU of a link.
+pub(crate) fn link_mtu(msg: &LinkMessage) -> Option<u32> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Mtu(mtu) => Some(*mtu),
+        _ => None,
+    })
+}
+
+/// A weft link as the kernel holds it. A device of a type weft does not create keeps its name
+/// but gets [`LinkKind::Other`], so the plan replaces it.
+fn observed_link(name: String, msg: &LinkMessage, names: &HashMap<u32, String>) -> Link {
+    let mac = msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+        _ => None,
+    });
+    let infos: &[LinkInfo] = msg
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::LinkInfo(infos) => Some(infos.as_slice()),
+            _ => None,
+        })
+        .unwrap_or(&[]);
+    let kind = infos.iter().find_map(|i| match i {
+        LinkInfo::Kind(kind) => Some(kind),
+        _ => None,
+    });
+    let vxlan = infos.iter().find_map(|i| match i {
+        LinkInfo::Data(InfoData::Vxlan(data)) => Some(data.as_slice()),
+        _ => None,
+    });
+    let kind = match (kind, vxlan, mac) {
+        (Some(InfoKind::Vxlan), Some(data), Some(mac)) => vxlan_kind(data, MacAddr(mac), names),
+        (kind, _, _) => LinkKind::Other {
+            kind: kind.map_or_else(|| "unknown".to_owned(), |k| k.to_string()),
+        },
+    };
+    Link {
+        name,
+        mtu: link_mtu(msg).unwrap_or(0),
+        up: msg.header.flags.contains(LinkFlags::Up),
+        kind,
+    }
+}
+
+/// The creation-time attributes of a vxlan device. A device with learning on, or without a
+/// local address or underlay device, is not one weft made: it gets [`LinkKind::Other`].
+fn vxlan_kind(data: &[InfoVxlan], mac: MacAddr, names: &HashMap<u32, String>) -> LinkKind {
+    let mut vni = None;
+    let mut port = None;
+    let mut local = None;
+    let mut underlay = None;
+    let mut learning = true;
+    for attr in data {
+        match attr {
+            InfoVxlan::Id(id) => vni = Some(*id),
+            InfoVxlan::Port(p) => port = Some(*p),
+            InfoVxlan::Local(ip) => local = Some(IpAddr::V4(*ip)),
+            InfoVxlan::Local6(ip) => local = Some(IpAddr::V6(*ip)),
+            InfoVxlan::Link(index) => underlay = names.get(index).cloned(),
+            InfoVxlan::Learning(on) => learning = *on,
+            _ => {}
+        }
+    }
+    match (vni, port, local, underlay, learning) {
+        (Some(vni), Some(port), Some(local), Some(underlay), false) => LinkKind::Vxlan {
+            vni,
+            port,
+            local,
+            underlay,
+            mac,
+        },
+        _ => LinkKind::Other {
+            kind: "vxlan (not weft's: learning on, or no local address or underlay)".to_owned(),
+        },
+    }
+}
+
+/// An address on a weft link; IPv6 link-local addresses belong to the kernel and are left out.
+fn observed_address(msg: &AddressMessage, weft_links: &HashMap<u32, String>) -> Option<Address> {
+    let link = weft_links.get(&msg.header.index)?;
+    // IFA_LOCAL is the interface's own address; IFA_ADDRESS the peer's on point-to-point links.
+    let local = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    let addr = local.or_else(|| {
+        msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+    })?;
+    if let IpAddr::V6(v6) = addr
+        && v6.is_unicast_link_local()
+    {
+        return None;
+    }
+    Some(Address {
+        link: link.clone(),
+        addr,
+        prefix_len: msg.header.prefix_len,
+    })
+}
+
+/// A route of weft's: main table, protocol 87, unicast, one next hop.
+fn observed_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<Route> {
+    let h = &msg.header;
+    let table = msg
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(h.table));
+    if h.protocol != RouteProtocol::from(ROUTE_PROTOCOL)
+        || table != u32::from(RouteHeader::RT_TABLE_MAIN)
+    {
+        return None;
+    }
+    let mut dst = None;
+    let mut gateway = None;
+    let mut oif = None;
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(a) => dst = route_ip(a),
+            RouteAttribute::Gateway(a) => gateway = route_ip(a),
+            RouteAttribute::Via(RouteVia::Inet(ip)) => gateway = Some(IpAddr::V4(*ip)),
+            RouteAttribute::Via(RouteVia::Inet6(ip)) => gateway = Some(IpAddr::V6(*ip)),
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            _ => {}
+        }
+    }
+    let dst = match (dst, h.address_family) {
+        (Some(ip), _) => ip,
+        (None, AddressFamily::Inet) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        (None, AddressFamily::Inet6) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        (None, _) => return None,
+    };
+    let dst = cidr(dst, h.destination_prefix_length)?;
+    Some(Route {
+        dst,
+        gateway,
+        // A multipath route has no single device; an empty name never matches a desired one.
+        dev: oif.and_then(|i| names.get(&i).cloned()).unwrap_or_default(),
+        onlink: h.flags.contains(RouteFlags::Onlink),
+    })
+}
+
+/// The network `ip/prefix_len`, when no host bits are set.
+pub(crate) fn cidr(ip: IpAddr, prefix_len: u8) -> Option<Cidr> {
+    match ip {
+        IpAddr::V4(a) => Ipv4Cidr::new(a, prefix_len).map(Cidr::V4),
+        IpAddr::V6(a) => Ipv6Cidr::new(a, prefix_len).map(Cidr::V6),
+    }
+}
+
+pub(crate) fn route_ip(addr: &RouteAddress) -> Option<IpAddr> {
+    match addr {
+        RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    }
+}
+
+/// Adds a permanent neighbour or a permanent self FDB entry on a weft link to `state`.
+fn observe_neighbour(
+    msg: &NeighbourMessage,
+    weft_links: &HashMap<u32, String>,
+    state: &mut KernelState,
+) {
+    let h = &msg.header;
+    let Some(dev) = weft_links.get(&h.ifindex) else {
+        return;
+    };
+    if h.state != NeighbourState::Permanent {
+        return;
+    }
+    let mut ip = None;
+    let mut mac = None;
+    for attr in &msg.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(IpAddr::V4(*a)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                ip = Some(IpAddr::V6(*a));
+            }
+            NeighbourAttribute::LinkLayerAddress(bytes) => {
+                mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr);
+            }
+            _ => {}
+        }
+    }
+    let (Some(ip), Some(mac)) = (ip, mac) else {
+        return;
+    };
+    match h.family {
+        AddressFamily::Inet | AddressFamily::Inet6 => {
+            state.neighbours.insert((dev.clone(), ip), mac);
+        }
+        // The all-zero MAC is the default destination (`bridge fdb append 00:00:...`), which
+        // weft does not use.
+        AddressFamily::Bridge if h.flags.contains(NeighbourFlags::Own) && mac.0 != [0; 6] => {
+            state.fdb.insert((dev.clone(), mac), ip);
+        }
+        _ => {}
+    }
+}
