@@ -55,6 +55,20 @@ impl Metadata {
         })
     }
 
+    /// The names of the workspace members, sorted.
+    pub(crate) fn members(&self) -> Vec<String> {
+        let Some(members) = self.json["workspace_members"].as_array() else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = self
+            .packages()
+            .filter(|package| members.contains(&package["id"]))
+            .map(|package| str_of(&package["name"]).to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The `Cargo.toml` of the workspace member `name`.
     pub(crate) fn manifest_path(&self, name: &str) -> Option<PathBuf> {
         Some(self.member(name)?["manifest_path"].as_str()?.into())

@@ -26,6 +26,19 @@ const PURE_CRATES: &[&str] = &["weft-ipam", "weft-config", "weft-fabric"];
 /// Packages that mean a runtime or syscalls.
 const IO_PACKAGES: &[&str] = &["tokio", "rtnetlink", "netlink-sys", "nix"];
 
+/// The one crate that talks to netlink.
+const NETLINK_CRATE: &str = "weft-kernel";
+
+/// The netlink crates: only [`NETLINK_CRATE`] may depend on them directly.
+const NETLINK_PACKAGES: &[&str] = &[
+    "rtnetlink",
+    "netlink-sys",
+    "netlink-proto",
+    "netlink-packet-core",
+    "netlink-packet-route",
+    "netlink-packet-utils",
+];
+
 /// The tunnel's sans-IO protocol: time arrives as an argument and there is no runtime.
 const TUNNEL_PROTO: &[&str] = &["crates/tunnel/src/proto", "crates/tunnel/src/proto.rs"];
 
@@ -59,6 +72,10 @@ pub(crate) const CHECKS: &[Check] = &[
     Check {
         name: "pure crates do not depend on tokio, rtnetlink, netlink-sys or nix",
         run: pure_crates,
+    },
+    Check {
+        name: "only weft-kernel depends directly on the netlink crates",
+        run: netlink_only_in_kernel,
     },
     Check {
         name: "the tunnel protocol never mentions Instant::now or tokio",
@@ -340,6 +357,36 @@ fn pure_crates(tree: &Tree) -> anyhow::Result<Vec<Violation>> {
             violations.push(violation(
                 &path,
                 declaration_line(&manifest_text, direct),
+                message,
+            ));
+        }
+    }
+    Ok(violations)
+}
+
+/// Other crates reach the kernel through weft-kernel's API, so netlink details stay in one place.
+fn netlink_only_in_kernel(tree: &Tree) -> anyhow::Result<Vec<Violation>> {
+    let metadata = tree.metadata()?;
+    let mut violations = Vec::new();
+    for member in metadata.members() {
+        if member == NETLINK_CRATE {
+            continue;
+        }
+        let Some(manifest) = metadata.manifest_path(&member) else {
+            continue;
+        };
+        let manifest_text = fs::read_to_string(&manifest).unwrap_or_default();
+        let path = relative(&tree.root, &manifest);
+        // A shortest chain of two packages is a direct dependency.
+        let chains = metadata.normal_dependency_chains(&member, NETLINK_PACKAGES);
+        for chain in chains.iter().filter(|chain| chain.len() == 2) {
+            let message = format!(
+                "{member} depends directly on {}; only {NETLINK_CRATE} talks to netlink, go through its API",
+                chain[1],
+            );
+            violations.push(violation(
+                &path,
+                declaration_line(&manifest_text, &chain[1]),
                 message,
             ));
         }

@@ -74,6 +74,11 @@ fn only_workspace_members_are_roots() {
 }
 
 #[test]
+fn members() {
+    assert_eq!(graph().members(), ["pure", "shell"]);
+}
+
+#[test]
 fn targets_and_manifests() {
     let graph = graph();
     assert_eq!(

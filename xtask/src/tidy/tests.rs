@@ -34,6 +34,7 @@ fn every_check_has_a_test() {
         "no should_panic",
         "no todo or",
         "pure crates",
+        "only weft-kernel",
         "the tunnel protocol",
         "every fuzz target",
     ];
@@ -66,6 +67,11 @@ fn tidy_placeholders() {
 #[test]
 fn tidy_pure_crates() {
     check_tree("pure crates");
+}
+
+#[test]
+fn tidy_netlink_only_in_kernel() {
+    check_tree("only weft-kernel");
 }
 
 #[test]
