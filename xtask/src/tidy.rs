@@ -5,8 +5,9 @@
 //! `file:line: message`, so one run names everything to fix. A new invariant is a new entry in
 //! [`CHECKS`] plus one `#[test]` in `tidy/tests.rs`.
 //!
-//! The checks read the working tree (every file outside `.git` and `target` directories), not the
-//! git index, so a file is checked before it is committed.
+//! The checks read the working tree, not the git index, so a file is checked before it is
+//! committed. They skip `.git`, every `target` directory, and the fuzzers' inputs and outputs,
+//! which are data and may hold anything.
 
 #[cfg(test)]
 mod tests;
@@ -41,6 +42,9 @@ const NETLINK_PACKAGES: &[&str] = &[
 
 /// The tunnel's sans-IO protocol: time arrives as an argument and there is no runtime.
 const TUNNEL_PROTO: &[&str] = &["crates/tunnel/src/proto", "crates/tunnel/src/proto.rs"];
+
+/// Directories of data, not source, relative to the project root.
+const DATA_DIRS: &[&str] = &["fuzz/corpus", "fuzz/artifacts", "fuzz/coverage"];
 
 /// The fuzz package: its targets live in `fuzz/fuzz_targets/` and their seeds in `fuzz/corpus/`.
 pub(crate) const FUZZ_PACKAGE: &str = "weft-fuzz";
@@ -144,11 +148,11 @@ pub(crate) struct SourceFile {
 // === impl Tree ===
 
 impl Tree {
-    /// Reads every `.rs`, `.toml` and `.md` file under `root`, skipping `.git` and every
-    /// directory called `target`.
+    /// Reads every `.rs`, `.toml` and `.md` file under `root`, skipping `.git`, every directory
+    /// called `target`, and [`DATA_DIRS`].
     pub(crate) fn load(root: &Path) -> anyhow::Result<Self> {
         let mut paths = Vec::new();
-        walk(root, &mut paths)?;
+        walk(root, root, &mut paths)?;
         paths.sort();
         let files = paths
             .into_iter()
@@ -189,15 +193,18 @@ impl Tree {
     }
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     let entries = fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
     for entry in entries {
         let entry = entry?;
         let path = entry.path();
         let file_type = entry.file_type()?;
         if file_type.is_dir() {
-            if entry.file_name() != ".git" && entry.file_name() != "target" {
-                walk(&path, out)?;
+            let skip = entry.file_name() == ".git"
+                || entry.file_name() == "target"
+                || DATA_DIRS.contains(&relative(root, &path).as_str());
+            if !skip {
+                walk(root, &path, out)?;
             }
         } else if file_type.is_file() {
             out.push(path);
