@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::http::{read_body, send};
 use crate::pki::{CertifiedKey, ca_hash};
 use crate::protocol::{
-    CACERTS_PATH, ErrorBody, LEASES_PATH, LeaseEvent, LeaseSnapshot, NODE_PASSWORD_HEADER,
+    CACERTS_PATH, CONFIG_PATH, ErrorBody, LEASES_PATH, LeaseEvent, LeaseSnapshot, NODE_PASSWORD_HEADER,
     REGISTER_PATH, RegisterRequest, RegisterResponse, SERVERS_PATH,
 };
 use crate::tls::{bootstrap_client_config, client_config};
@@ -61,6 +61,23 @@ pub async fn fetch_ca(server: &str, token: &JoinToken) -> Result<TrustedCa, ApiE
             pinned: false,
         }),
     }
+}
+
+/// Reads the cluster network settings (weft-config's JSON) with the token, so the agent can
+/// set up its backend before it registers.
+pub async fn cluster_config(
+    server: &str,
+    ca: &TrustedCa,
+    token: &JoinToken,
+) -> Result<serde_json::Value, ApiError> {
+    let req = Request::builder()
+        .uri(CONFIG_PATH)
+        .header(hyper::header::HOST, host_header(server))
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {}", token.secret))
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| ApiError::Protocol(e.to_string()))?;
+    let response = send(client_config(&ca.ca_pem, None)?, &url(server, CONFIG_PATH), req).await?;
+    json(server, response).await
 }
 
 /// Registers this node with `server`, proving knowledge of the token and the node password.

@@ -3,6 +3,7 @@
 //! | request | auth | body | response |
 //! |---|---|---|---|
 //! | `GET /cacerts` | none | | the CA bundle (PEM); agents check it against the token's hash |
+//! | `GET /v1-weft/config` | `Authorization: Bearer <token secret>` | | the cluster network (weft-config's JSON) |
 //! | `POST /v1-weft/register` | `Authorization: Bearer <token secret>` | [`RegisterRequest`] | [`RegisterResponse`] |
 //! | `GET /v1-weft/leases` | node certificate | | [`LeaseSnapshot`] |
 //! | `GET /v1-weft/leases?watch=<revision>` | node certificate | | [`LeaseEvent`]s as JSON lines, from after `revision` |
@@ -17,6 +18,8 @@ use weft_fabric::{BackendData, Lease};
 
 /// Where agents fetch the CA bundle.
 pub const CACERTS_PATH: &str = "/cacerts";
+/// Where agents read the cluster network before they register (K3s's `/v1-k3s/config`).
+pub const CONFIG_PATH: &str = "/v1-weft/config";
 /// Where agents register.
 pub const REGISTER_PATH: &str = "/v1-weft/register";
 /// Where agents list and watch leases.
