@@ -380,6 +380,10 @@ fn observe_neighbour(
             NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
                 ip = Some(IpAddr::V6(*a));
             }
+            // FDB entries (family AF_BRIDGE) carry the underlay address as raw bytes.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                ip = raw_ip(bytes);
+            }
             NeighbourAttribute::LinkLayerAddress(bytes) => {
                 mac = <[u8; 6]>::try_from(bytes.as_slice()).ok().map(MacAddr);
             }
@@ -399,5 +403,14 @@ fn observe_neighbour(
             state.fdb.insert((dev.clone(), mac), ip);
         }
         _ => {}
+    }
+}
+
+/// An IPv4 or IPv6 address from its 4 or 16 network-order bytes.
+fn raw_ip(bytes: &[u8]) -> Option<IpAddr> {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        Some(IpAddr::from(v4))
+    } else {
+        <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from)
     }
 }

@@ -139,9 +139,15 @@ fn neighbour(family: AddressFamily, state: NeighbourState, mac: [u8; 6]) -> Neig
     if family == AddressFamily::Bridge {
         msg.header.flags = NeighbourFlags::Own;
     }
+    // The kernel's FDB entries decode with the underlay address as raw bytes.
+    let dst = if family == AddressFamily::Bridge {
+        NeighbourAddress::Other(vec![192, 0, 2, 2])
+    } else {
+        NeighbourAddress::Inet(Ipv4Addr::new(192, 0, 2, 2))
+    };
     msg.attributes = vec![
         NeighbourAttribute::LinkLayerAddress(mac.to_vec()),
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(Ipv4Addr::new(192, 0, 2, 2))),
+        NeighbourAttribute::Destination(dst),
     ];
     msg
 }
