@@ -4,7 +4,7 @@
 //! period. Loading collects every error before it fails, so one run shows all of them.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -217,6 +217,55 @@ pub enum ConfigError {
     InvalidControllerManagerArg {
         /// The entry as given.
         value: String,
+    },
+
+    /// `masq-mode` is no known mode.
+    #[error("invalid masq-mode {value:?}: valid values are nftables, iptables")]
+    InvalidMasqMode {
+        /// The value as given.
+        value: String,
+    },
+    /// `wireguard-implementation` is no known implementation.
+    #[error("invalid wireguard-implementation {value:?}: valid values are auto, kernel, userspace")]
+    InvalidWireguardImplementation {
+        /// The value as given.
+        value: String,
+    },
+    /// `log-format` is no known format.
+    #[error("invalid log-format {value:?}: valid values are text, json")]
+    InvalidLogFormat {
+        /// The value as given.
+        value: String,
+    },
+    /// `reconcile-interval` is not a whole number of seconds from 1 to 3600.
+    #[error(
+        "invalid reconcile-interval {value:?}: use a whole number of seconds from 1 to 3600, e.g. 10"
+    )]
+    InvalidReconcileInterval {
+        /// The value as given.
+        value: String,
+    },
+    /// `metrics-address` is not `IP:PORT` with a port from 1 to 65535.
+    #[error(
+        "invalid metrics-address {value:?}: write IP:PORT with a port from 1 to 65535, e.g. 127.0.0.1:9346, or [ADDRESS]:PORT for IPv6, e.g. [::1]:9346"
+    )]
+    InvalidMetricsAddress {
+        /// The value as given.
+        value: String,
+    },
+    /// `metrics-address` takes a port another listener of the node already uses.
+    #[error(
+        "metrics-address {address} uses port {port}, which {key} uses too: pick another port for metrics-address, e.g. {suggestion}"
+    )]
+    MetricsPortInUse {
+        /// The metrics address.
+        address: SocketAddr,
+        /// The other setting: `supervisor-port` (bound on `bind-address`) or `kubelet-port`.
+        key: &'static str,
+        /// The port both use.
+        port: u16,
+        /// The address with a free port.
+        suggestion: SocketAddr,
     },
 
     // --- Network rules.
@@ -484,6 +533,48 @@ pub enum ConfigError {
         /// The cluster's value.
         cluster: String,
     },
+    /// A cluster network record, stored by a server or sent to an agent at registration, lacks
+    /// keys or holds bad values ([`crate::ClusterNetwork::from_json`]).
+    #[error(
+        "invalid cluster network record: {}; weft servers write it, so check that every server and agent runs the same weft version",
+        problems.iter().map(|p| format!("[{p}]")).collect::<Vec<_>>().join(" ")
+    )]
+    ClusterRecord {
+        /// Every problem found, in key order.
+        problems: Vec<RecordProblem>,
+    },
+}
+
+/// What is wrong with a cluster network record, key by key.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordProblem {
+    /// The record is not a JSON object.
+    #[error("the record is {found}, not a JSON object of setting names to values")]
+    NotAnObject {
+        /// What it is instead, e.g. `an array`.
+        found: &'static str,
+    },
+    /// A key is missing.
+    #[error("{key} is missing")]
+    Missing {
+        /// The setting.
+        key: &'static str,
+    },
+    /// A key's value has the wrong JSON type.
+    #[error("{key} must be {expected}, not {found}")]
+    WrongType {
+        /// The setting.
+        key: &'static str,
+        /// What it must be, e.g. `a non-empty array of strings`.
+        expected: &'static str,
+        /// What it is, e.g. `a number`.
+        found: &'static str,
+    },
+    /// A value breaks the rules of its setting, or the settings break a rule together; the
+    /// error names the setting.
+    #[error(transparent)]
+    Invalid(Box<ConfigError>),
 }
 
 /// Something legal but probably not meant, returned as data: the library never logs.
@@ -529,6 +620,16 @@ pub enum Warning {
         key: &'static str,
         /// Its family.
         family: Family,
+    },
+    /// `wireguard-implementation` is set, but the backend does not use WireGuard.
+    #[error(
+        "wireguard-implementation is {implementation}, but flannel-backend is {backend}, which does not use WireGuard: unset wireguard-implementation"
+    )]
+    WireguardImplementationUnused {
+        /// The implementation set.
+        implementation: &'static str,
+        /// The backend in use.
+        backend: &'static str,
     },
     /// `--with-node-id` is set and the id file does not exist yet.
     #[error("node id file {} does not exist yet: the first start creates it with a random id, naming this node {base}-<8 hex digits>", path.display())]

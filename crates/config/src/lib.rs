@@ -18,7 +18,10 @@
 //!
 //! Read first: [`load_server`] and [`load_agent`], which return a [`Loaded`] holding a
 //! [`ServerConfig`] or [`AgentConfig`] (or every [`ConfigError`]) and the warnings; then
-//! [`Key`] and its settings table, the one home of every setting; then [`ClusterNetwork`].
+//! [`Key`] and its settings table, the one home of every setting; then [`ClusterNetwork`], which
+//! servers persist and hand to agents as JSON ([`ClusterNetwork::to_json`] and
+//! [`ClusterNetwork::from_json`]) and agents check themselves against
+//! ([`NodeConfig::check_cluster`]).
 
 #![forbid(unsafe_code)]
 
@@ -41,18 +44,21 @@ pub mod fuzzing;
 mod test_support;
 
 pub use cli::{AgentFlags, ServerFlags, args, flag_values};
-pub use error::{ConfigError, NameSource, SharedIoError, Warning};
+pub use error::{ConfigError, NameSource, RecordProblem, SharedIoError, Warning};
 pub use load::{AgentConfig, Loaded, Report, ServerConfig, load_agent, load_server};
 pub use model::{
-    ClusterDomain, DatastoreEndpoint, EgressSelectorMode, FlannelBackend, InterfaceName, NodeId,
-    NodeName, ServerUrl, Token, is_dns1123_subdomain,
+    ClusterDomain, DatastoreEndpoint, EgressSelectorMode, FlannelBackend, InterfaceName, LogFormat,
+    MasqMode, NodeId, NodeName, ServerUrl, Token, WireguardImplementation, is_dns1123_subdomain,
 };
 pub use network::{ClusterNetwork, Derived};
-pub use node::{NodeConfig, NodeIdState, NodeIpSource, NodeIps, node_id_file};
+pub use node::{
+    NodeConfig, NodeIdState, NodeIpSource, NodeIps, default_cni_conf_dir, node_id_file,
+};
 pub use resolve::FlagValues;
 pub use setting::{
     DEFAULT_CLUSTER_DOMAIN, DEFAULT_CONFIG_FILE, DEFAULT_DATA_DIR, DEFAULT_KUBELET_PORT,
-    DEFAULT_SUPERVISOR_PORT, Key, Kind, Origin, Role, Scope, Setting,
+    DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT, DEFAULT_RECONCILE_INTERVAL_SECS,
+    DEFAULT_SUBNET_FILE, DEFAULT_SUPERVISOR_PORT, Key, Kind, Origin, Role, Scope, Setting,
 };
 pub use source::{Env, Files, Host, Interface, OsEnv, OsFiles, OsHost, System};
 

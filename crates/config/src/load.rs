@@ -1,7 +1,7 @@
 //! Loading: the whole pipeline from flags, files and environment to a checked
 //! [`ServerConfig`] or [`AgentConfig`], and the effective configuration as JSON.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use serde_json::{Map, Value, json};
@@ -93,6 +93,12 @@ pub fn load_server(flags: &FlagValues, sys: System<'_>) -> Loaded<ServerConfig> 
             errors.extend(errs);
             warnings.extend(warns);
         }
+        node::check_metrics_port(
+            &node,
+            !disable_agent,
+            Some(SocketAddr::new(node.bind_address, supervisor_port)),
+            &mut errors,
+        );
         let advertise_address = explicit_advertise
             .or_else(|| node.node_external_ips.first().copied())
             .unwrap_or(node.node_ips.addrs[0]);
@@ -126,6 +132,9 @@ pub fn load_server(flags: &FlagValues, sys: System<'_>) -> Loaded<ServerConfig> 
 pub fn load_agent(flags: &FlagValues, sys: System<'_>) -> Loaded<AgentConfig> {
     let (r, location, mut errors, mut warnings) = gather(Role::Agent, flags, sys);
     let node = node::build(&r, Role::Agent, sys, &mut errors, &mut warnings);
+    if let Some(node) = &node {
+        node::check_metrics_port(node, true, None, &mut errors);
+    }
     let config = node.map(|node| AgentConfig {
         config_file: location.path,
         node,
@@ -151,25 +160,14 @@ impl ServerConfig {
                         .map(DatastoreEndpoint::masked)
                 ),
                 Key::KubeControllerManagerArg => json!(self.kube_controller_manager_args),
-                Key::ClusterCidr => json!(strings(self.network.cluster_cidr.iter())),
-                Key::ServiceCidr => json!(strings(self.network.service_cidr.iter())),
-                Key::ClusterDns => json!(strings(self.network.cluster_dns.iter())),
-                Key::ClusterDomain => json!(self.network.cluster_domain.as_str()),
-                Key::NodeCidrMaskSizeIpv4 => json!(self.network.node_cidr_mask_size_ipv4),
-                Key::NodeCidrMaskSizeIpv6 => json!(self.network.node_cidr_mask_size_ipv6),
-                Key::FlannelBackend => json!(self.network.flannel_backend.as_str()),
-                Key::FlannelIpv6Masq => json!(self.network.flannel_ipv6_masq),
-                Key::FlannelExternalIp => json!(self.network.flannel_external_ip),
-                Key::EgressSelectorMode => json!(self.network.egress_selector_mode.as_str()),
-                Key::DisableNetworkPolicy => json!(self.network.disable_network_policy),
-                key => node_json(&self.config_file, &self.node, key),
+                key => match self.network.value_json(key) {
+                    Some(value) => value,
+                    None => node_json(&self.config_file, &self.node, key),
+                },
             };
             map.insert(key.name().to_owned(), value);
         }
-        let mut derived = self
-            .network
-            .derived(self.node.flannel_conf.as_ref().map(|(_, json)| json))
-            .to_json();
+        let mut derived = self.node.derived(&self.network).to_json();
         if let Value::Object(derived) = &mut derived {
             derived.insert("node-name".to_owned(), full_name_json(&self.node));
         }
@@ -238,6 +236,13 @@ fn node_json(config_file: &std::path::Path, node: &NodeConfig, key: Key) -> Valu
         Key::FlannelIface => json!(node.flannel_iface.as_ref().map(|i| i.as_str())),
         Key::FlannelConf => path(&node.flannel_conf.as_ref().map(|(p, _)| p.clone())),
         Key::FlannelCniConf => path(&node.flannel_cni_conf),
+        Key::SubnetFile => json!(node.subnet_file.display().to_string()),
+        Key::CniConfDir => json!(node.cni_conf_dir.display().to_string()),
+        Key::MasqMode => json!(node.masq_mode.as_str()),
+        Key::WireguardImplementation => json!(node.wireguard_implementation.as_str()),
+        Key::ReconcileInterval => json!(node.reconcile_interval.as_secs()),
+        Key::MetricsAddress => json!(node.metrics_address.to_string()),
+        Key::LogFormat => json!(node.log_format.as_str()),
         _ => Value::Null,
     }
 }

@@ -68,6 +68,44 @@ pub enum EgressSelectorMode {
     Disabled,
 }
 
+/// How the masquerade and forward rules are installed (`masq-mode`).
+///
+/// The same two modes as `weft_fabric::MasqMode`, which weft-config does not depend on: the
+/// binaries map one onto the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum MasqMode {
+    /// weft's own nftables tables (the default).
+    #[default]
+    Nftables,
+    /// flannel's iptables chains (`FLANNEL-POSTRTG`, `FLANNEL-FWD`), for hosts without nftables.
+    Iptables,
+}
+
+/// Which WireGuard the `wireguard-native` backend uses (`wireguard-implementation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum WireguardImplementation {
+    /// The kernel module if a `wireguard` link can be created, else userspace (the default).
+    #[default]
+    Auto,
+    /// The kernel module only; the agent fails if it is missing.
+    Kernel,
+    /// A userspace implementation on a TUN device, even if the kernel module is there.
+    Userspace,
+}
+
+/// The log format of the daemons (`log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 /// Whether `s` is an RFC 1123 subdomain as Kubernetes checks it (`IsDNS1123Subdomain`):
 /// at most 253 characters of dot-separated labels of `[a-z0-9-]`, each starting and ending
 /// with a letter or digit.
@@ -441,6 +479,104 @@ impl FromStr for EgressSelectorMode {
 }
 
 impl fmt::Display for EgressSelectorMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl MasqMode ===
+
+impl MasqMode {
+    /// The name as `masq-mode` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MasqMode::Nftables => "nftables",
+            MasqMode::Iptables => "iptables",
+        }
+    }
+}
+
+impl FromStr for MasqMode {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<MasqMode, ConfigError> {
+        match s {
+            "nftables" => Ok(MasqMode::Nftables),
+            "iptables" => Ok(MasqMode::Iptables),
+            _ => Err(ConfigError::InvalidMasqMode {
+                value: s.to_owned(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for MasqMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl WireguardImplementation ===
+
+impl WireguardImplementation {
+    /// The name as `wireguard-implementation` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WireguardImplementation::Auto => "auto",
+            WireguardImplementation::Kernel => "kernel",
+            WireguardImplementation::Userspace => "userspace",
+        }
+    }
+}
+
+impl FromStr for WireguardImplementation {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<WireguardImplementation, ConfigError> {
+        match s {
+            "auto" => Ok(WireguardImplementation::Auto),
+            "kernel" => Ok(WireguardImplementation::Kernel),
+            "userspace" => Ok(WireguardImplementation::Userspace),
+            _ => Err(ConfigError::InvalidWireguardImplementation {
+                value: s.to_owned(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for WireguardImplementation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// === impl LogFormat ===
+
+impl LogFormat {
+    /// The name as `log-format` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<LogFormat, ConfigError> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(ConfigError::InvalidLogFormat {
+                value: s.to_owned(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

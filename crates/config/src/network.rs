@@ -3,15 +3,18 @@
 
 use std::net::IpAddr;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use weft_ipam::{
     CidrList, DEFAULT_NODE_CIDR_MASK_SIZE_IPV4, DEFAULT_NODE_CIDR_MASK_SIZE_IPV6, Family,
     check_same_families, default_cidrs, default_cluster_dns, kubernetes_service_ips, parse_ip_list,
     validate_node_mask_size, validate_service_cidrs,
 };
 
-use crate::resolve::Resolved;
-use crate::{ClusterDomain, ConfigError, EgressSelectorMode, FlannelBackend, Key, Warning};
+use crate::resolve::{Raw, Resolved};
+use crate::{
+    ClusterDomain, ConfigError, EgressSelectorMode, FlannelBackend, Key, Kind, Origin,
+    RecordProblem, Warning,
+};
 
 #[cfg(test)]
 mod tests;
@@ -70,6 +73,103 @@ pub struct Derived {
 // === impl ClusterNetwork ===
 
 impl ClusterNetwork {
+    /// The settings of the cluster network, in table order: the keys of its JSON record.
+    pub const KEYS: [Key; 11] = [
+        Key::ClusterCidr,
+        Key::ServiceCidr,
+        Key::ClusterDns,
+        Key::ClusterDomain,
+        Key::NodeCidrMaskSizeIpv4,
+        Key::NodeCidrMaskSizeIpv6,
+        Key::FlannelBackend,
+        Key::FlannelIpv6Masq,
+        Key::FlannelExternalIp,
+        Key::EgressSelectorMode,
+        Key::DisableNetworkPolicy,
+    ];
+
+    /// The cluster network as a JSON record, for a server to persist in its store and to send
+    /// agents in its registration answer; [`ClusterNetwork::from_json`] reads it back exactly.
+    ///
+    /// An object of exactly the [`ClusterNetwork::KEYS`], each with the value and shape
+    /// `validate` prints for it: lists as arrays of strings (`"cluster-cidr": ["10.42.0.0/16"]`),
+    /// mask sizes as numbers, flags as booleans, the rest as strings.
+    pub fn to_json(&self) -> Value {
+        let map: Map<String, Value> = ClusterNetwork::KEYS
+            .into_iter()
+            .filter_map(|key| Some((key.name().to_owned(), self.value_json(key)?)))
+            .collect();
+        Value::Object(map)
+    }
+
+    /// Reads a record written by [`ClusterNetwork::to_json`]: `from_json(&n.to_json()) == Ok(n)`.
+    ///
+    /// A server reads its stored record with this and compares its own settings with it
+    /// ([`ClusterNetwork::compare_critical`]); an agent reads the registration answer's record
+    /// and checks itself against it ([`crate::NodeConfig::check_cluster`]).
+    ///
+    /// The record passes the same rules as a server's settings, so a damaged one can't get
+    /// through. Every key must be present with its JSON type; keys this version does not know
+    /// are ignored, so that a newer server can add some. All problems are reported together in
+    /// one [`ConfigError::ClusterRecord`], each naming its key.
+    pub fn from_json(record: &Value) -> Result<ClusterNetwork, ConfigError> {
+        let fail = |problems| ConfigError::ClusterRecord { problems };
+        let Value::Object(map) = record else {
+            return Err(fail(vec![RecordProblem::NotAnObject {
+                found: json_type(record),
+            }]));
+        };
+        let mut problems = Vec::new();
+        let mut resolved = Resolved::default();
+        for key in ClusterNetwork::KEYS {
+            let Some(value) = map.get(key.name()) else {
+                problems.push(RecordProblem::Missing { key: key.name() });
+                continue;
+            };
+            match record_raw(key, value) {
+                Ok(raw) => resolved.insert(key, raw, Origin::Default),
+                Err(expected) => problems.push(RecordProblem::WrongType {
+                    key: key.name(),
+                    expected,
+                    found: json_type(value),
+                }),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(fail(problems));
+        }
+        let mut errors = Vec::new();
+        let network = build(&resolved, None, false, &mut errors, &mut Vec::new());
+        match network {
+            Some(network) if errors.is_empty() => Ok(network),
+            _ => Err(fail(
+                errors
+                    .into_iter()
+                    .map(|e| RecordProblem::Invalid(Box::new(e)))
+                    .collect(),
+            )),
+        }
+    }
+
+    /// The value of one of the [`ClusterNetwork::KEYS`] as JSON; `None` for other keys.
+    pub(crate) fn value_json(&self, key: Key) -> Option<Value> {
+        let strings = |items: &mut dyn Iterator<Item = String>| json!(items.collect::<Vec<_>>());
+        Some(match key {
+            Key::ClusterCidr => strings(&mut self.cluster_cidr.iter().map(|c| c.to_string())),
+            Key::ServiceCidr => strings(&mut self.service_cidr.iter().map(|c| c.to_string())),
+            Key::ClusterDns => strings(&mut self.cluster_dns.iter().map(ToString::to_string)),
+            Key::ClusterDomain => json!(self.cluster_domain.as_str()),
+            Key::NodeCidrMaskSizeIpv4 => json!(self.node_cidr_mask_size_ipv4),
+            Key::NodeCidrMaskSizeIpv6 => json!(self.node_cidr_mask_size_ipv6),
+            Key::FlannelBackend => json!(self.flannel_backend.as_str()),
+            Key::FlannelIpv6Masq => json!(self.flannel_ipv6_masq),
+            Key::FlannelExternalIp => json!(self.flannel_external_ip),
+            Key::EgressSelectorMode => json!(self.egress_selector_mode.as_str()),
+            Key::DisableNetworkPolicy => json!(self.disable_network_policy),
+            _ => return None,
+        })
+    }
+
     /// The critical settings as `(setting, value)` text, in a fixed order.
     ///
     /// Lists are comma-joined, as their flags take them.
@@ -321,6 +421,55 @@ pub(crate) fn build(
         egress_selector_mode: egress_selector_mode?,
         disable_network_policy,
     })
+}
+
+/// A record value as the text a setting takes, or what its JSON type must be.
+fn record_raw(key: Key, value: &Value) -> Result<Raw, &'static str> {
+    match key.setting().kind {
+        Kind::List => {
+            let items: Option<Vec<String>> = match value {
+                Value::Array(items) if !items.is_empty() => items
+                    .iter()
+                    .map(|item| item.as_str().map(str::to_owned))
+                    .collect(),
+                _ => None,
+            };
+            items.map(Raw::Many).ok_or("a non-empty array of strings")
+        }
+        Kind::Bool => value
+            .as_bool()
+            .map(|b| Raw::One(b.to_string()))
+            .ok_or("true or false"),
+        Kind::Number => value
+            .as_u64()
+            .map(|n| Raw::One(n.to_string()))
+            .ok_or("a whole number"),
+        Kind::Text => match value {
+            Value::String(s) if !s.is_empty() => Ok(Raw::One(s.clone())),
+            _ => Err("a non-empty string"),
+        },
+    }
+}
+
+/// A JSON value's type, for messages.
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(s) if s.is_empty() => "an empty string",
+        Value::String(_) => "a string",
+        Value::Array(items) if items.is_empty() => "an empty array",
+        Value::Array(items) => match items.iter().find(|item| !item.is_string()) {
+            Some(Value::Null) => "an array holding null",
+            Some(Value::Bool(_)) => "an array holding a boolean",
+            Some(Value::Number(_)) => "an array holding a number",
+            Some(Value::Array(_)) => "an array holding an array",
+            Some(Value::Object(_)) => "an array holding an object",
+            Some(Value::String(_)) | None => "an array of strings",
+        },
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Each cluster DNS IP must lie in the service CIDR of its family.

@@ -6,8 +6,10 @@
 
 use std::fmt;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
 
 use weft_ipam::{Family, ip_families, parse_ip_list};
 
@@ -15,8 +17,9 @@ use crate::error::NameSource;
 use crate::model::is_dns1123_subdomain;
 use crate::resolve::Resolved;
 use crate::{
-    ClusterNetwork, ConfigError, Files, Host, InterfaceName, Key, NodeId, NodeName, Role,
-    ServerUrl, SharedIoError, System, Token, Warning,
+    ClusterNetwork, ConfigError, Derived, Files, FlannelBackend, Host, InterfaceName, Key,
+    LogFormat, MasqMode, NodeId, NodeName, Role, ServerUrl, SharedIoError, System, Token, Warning,
+    WireguardImplementation,
 };
 
 #[cfg(test)]
@@ -52,6 +55,21 @@ pub struct NodeConfig {
     pub flannel_conf: Option<(PathBuf, serde_json::Value)>,
     /// `flannel-cni-conf`.
     pub flannel_cni_conf: Option<PathBuf>,
+    /// `subnet-file`: where flannel's `subnet.env` is written for the flannel CNI plugin.
+    pub subnet_file: PathBuf,
+    /// `cni-conf-dir`, or [`default_cni_conf_dir`] of the data dir: where the CNI config list
+    /// is written.
+    pub cni_conf_dir: PathBuf,
+    /// `masq-mode`.
+    pub masq_mode: MasqMode,
+    /// `wireguard-implementation`, used by the `wireguard-native` backend.
+    pub wireguard_implementation: WireguardImplementation,
+    /// `log-format`.
+    pub log_format: LogFormat,
+    /// `reconcile-interval`: the time between full reconciliations, 1 to 3600 whole seconds.
+    pub reconcile_interval: Duration,
+    /// `metrics-address`: where Prometheus `/metrics` is served.
+    pub metrics_address: SocketAddr,
 }
 
 /// The `--with-node-id` state.
@@ -103,6 +121,11 @@ pub fn node_id_file(data_dir: &Path) -> PathBuf {
     data_dir.join("node").join("id")
 }
 
+/// The `cni-conf-dir` of a data dir when the setting is not given: `<data-dir>/agent/etc/cni/net.d`.
+pub fn default_cni_conf_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("agent").join("etc").join("cni").join("net.d")
+}
+
 // === impl NodeConfig ===
 
 impl NodeConfig {
@@ -116,11 +139,22 @@ impl NodeConfig {
         }
     }
 
-    /// Checks this node against the cluster network the servers hand out.
+    /// Checks this node against the cluster network the servers hand out, and returns every
+    /// error and warning.
     ///
-    /// An agent calls this once it has the cluster's config; a server calls it for its embedded
-    /// agent. The node IPs must cover every family of `cluster-cidr`; when IPv6 is primary they
-    /// must be set explicitly with IPv6 first; the primary family's address must not come second.
+    /// An agent takes the cluster network from the servers, as K3s agents do: the flannel
+    /// backend, `flannel-ipv6-masq`, `flannel-external-ip`, the egress selector mode, the CIDRs
+    /// and the node mask sizes are never its own settings. So an agent's effective network is
+    /// the servers' [`ClusterNetwork`] plus this `NodeConfig`, and this is the check that they
+    /// fit. After registering, an agent reads the answer's cluster network with
+    /// [`ClusterNetwork::from_json`], calls this, logs the warnings and refuses to start when
+    /// there is any error; then [`NodeConfig::derived`] gives the values it runs with. A server
+    /// calls this for its embedded agent while loading ([`crate::load_server`]).
+    ///
+    /// The rules: the node IPs must cover every family of `cluster-cidr`; when IPv6 is primary
+    /// they must be set explicitly with IPv6 first; the primary family's address must not come
+    /// second. Warnings: `flannel-external-ip` without `node-external-ip`, and a
+    /// `wireguard-implementation` other than `auto` with a backend other than `wireguard-native`.
     pub fn check_cluster(&self, cluster: &ClusterNetwork) -> (Vec<ConfigError>, Vec<Warning>) {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
@@ -154,7 +188,21 @@ impl NodeConfig {
         if cluster.flannel_external_ip && self.node_external_ips.is_empty() {
             warnings.push(Warning::NoNodeExternalIp);
         }
+        if self.wireguard_implementation != WireguardImplementation::Auto
+            && cluster.flannel_backend != FlannelBackend::WireguardNative
+        {
+            warnings.push(Warning::WireguardImplementationUnused {
+                implementation: self.wireguard_implementation.as_str(),
+                backend: cluster.flannel_backend.as_str(),
+            });
+        }
         (errors, warnings)
+    }
+
+    /// What follows from the cluster network for this node: [`ClusterNetwork::derived`], with
+    /// flannel's `net-conf.json` taken from this node's `flannel-conf` file when it names one.
+    pub fn derived(&self, cluster: &ClusterNetwork) -> Derived {
+        cluster.derived(self.flannel_conf.as_ref().map(|(_, json)| json))
     }
 }
 
@@ -284,6 +332,16 @@ pub(crate) fn build(
         }
     }
 
+    let subnet_file = absolute_path(r, Key::SubnetFile, errors)
+        .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_SUBNET_FILE));
+    let cni_conf_dir = absolute_path(r, Key::CniConfDir, errors)
+        .unwrap_or_else(|| default_cni_conf_dir(&data_dir));
+    let masq_mode = parsed(r, Key::MasqMode, errors);
+    let wireguard_implementation = parsed(r, Key::WireguardImplementation, errors);
+    let log_format = parsed(r, Key::LogFormat, errors);
+    let reconcile_interval = reconcile_interval(r, errors);
+    let metrics_address = metrics_address(r, errors);
+
     Some(NodeConfig {
         data_dir,
         token,
@@ -298,7 +356,73 @@ pub(crate) fn build(
         flannel_iface,
         flannel_conf,
         flannel_cni_conf,
+        subnet_file,
+        cni_conf_dir,
+        masq_mode,
+        wireguard_implementation,
+        log_format,
+        reconcile_interval,
+        metrics_address,
     })
+}
+
+/// Checks that `metrics-address` shares its port with no other listener of the node: the
+/// kubelet's when the node runs one (it listens on every address of both families), and the
+/// supervisor's at `supervisor` on a server. Skipped when `metrics-address` itself is invalid.
+pub(crate) fn check_metrics_port(
+    node: &NodeConfig,
+    runs_kubelet: bool,
+    supervisor: Option<SocketAddr>,
+    errors: &mut Vec<ConfigError>,
+) {
+    if errors
+        .iter()
+        .any(|e| matches!(e, ConfigError::InvalidMetricsAddress { .. }))
+    {
+        return;
+    }
+    let metrics = node.metrics_address;
+    let taken: Vec<u16> = supervisor
+        .map(|s| s.port())
+        .into_iter()
+        .chain(runs_kubelet.then_some(node.kubelet_port))
+        .collect();
+    let mut conflict = |key: Key, port: u16| {
+        errors.push(ConfigError::MetricsPortInUse {
+            address: metrics,
+            key: key.name(),
+            port,
+            suggestion: free_metrics_port(metrics, &taken),
+        });
+    };
+    if let Some(supervisor) = supervisor
+        && supervisor.port() == metrics.port()
+        && addresses_collide(metrics.ip(), supervisor.ip())
+    {
+        conflict(Key::SupervisorPort, supervisor.port());
+    } else if runs_kubelet && node.kubelet_port == metrics.port() {
+        conflict(Key::KubeletPort, node.kubelet_port);
+    }
+}
+
+/// The default `metrics-address`, [`crate::DEFAULT_METRICS_ADDRESS`].
+fn default_metrics_address() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], crate::DEFAULT_METRICS_PORT))
+}
+
+/// `metrics` with the first port from the default metrics port on that `taken` lacks.
+fn free_metrics_port(metrics: SocketAddr, taken: &[u16]) -> SocketAddr {
+    let port = (crate::DEFAULT_METRICS_PORT..=u16::MAX)
+        .find(|p| !taken.contains(p))
+        .unwrap_or(crate::DEFAULT_METRICS_PORT);
+    SocketAddr::new(metrics.ip(), port)
+}
+
+/// Whether listeners on `a` and `b` with the same port collide: the same address, or a
+/// wildcard that covers the other. An IPv6 wildcard covers IPv4 too (dual-stack sockets).
+fn addresses_collide(a: IpAddr, b: IpAddr) -> bool {
+    let covers = |w: IpAddr, other: IpAddr| w.is_unspecified() && (w.is_ipv6() || other.is_ipv4());
+    a == b || covers(a, b) || covers(b, a)
 }
 
 /// The node name: `node-name`, else the hostname; lower-cased and checked. With
@@ -498,6 +622,52 @@ fn named_file_error(key: Key, path: PathBuf, e: io::Error) -> ConfigError {
         ConfigError::ReadFile {
             path,
             source: SharedIoError::from(e),
+        }
+    }
+}
+
+/// A setting parsed by its type's [`FromStr`]; the type's default when unset or invalid (the
+/// error is recorded).
+fn parsed<T>(r: &Resolved, key: Key, errors: &mut Vec<ConfigError>) -> T
+where
+    T: FromStr<Err = ConfigError> + Default,
+{
+    r.text(key)
+        .and_then(|v| v.parse().map_err(|e| errors.push(e)).ok())
+        .unwrap_or_default()
+}
+
+/// `reconcile-interval`: whole seconds from 1 to 3600; the default when unset or invalid (the
+/// error is recorded).
+fn reconcile_interval(r: &Resolved, errors: &mut Vec<ConfigError>) -> Duration {
+    let default = Duration::from_secs(crate::DEFAULT_RECONCILE_INTERVAL_SECS);
+    let Some(value) = r.text(Key::ReconcileInterval) else {
+        return default;
+    };
+    match value.trim().parse::<u64>() {
+        Ok(secs) if (1..=3600).contains(&secs) => Duration::from_secs(secs),
+        _ => {
+            errors.push(ConfigError::InvalidReconcileInterval {
+                value: value.to_owned(),
+            });
+            default
+        }
+    }
+}
+
+/// `metrics-address`: `IP:PORT` or `[IPv6]:PORT`, port not 0; the default when unset or
+/// invalid (the error is recorded).
+fn metrics_address(r: &Resolved, errors: &mut Vec<ConfigError>) -> SocketAddr {
+    let Some(value) = r.text(Key::MetricsAddress) else {
+        return default_metrics_address();
+    };
+    match value.trim().parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 => addr,
+        _ => {
+            errors.push(ConfigError::InvalidMetricsAddress {
+                value: value.to_owned(),
+            });
+            default_metrics_address()
         }
     }
 }

@@ -64,6 +64,11 @@ impl FlagValues {
 // === impl Resolved ===
 
 impl Resolved {
+    /// Sets `key` to `raw`, as if it came from `origin`.
+    pub(crate) fn insert(&mut self, key: Key, raw: Raw, origin: Origin) {
+        self.values.insert(key, (raw, origin));
+    }
+
     /// A single value and its origin; `None` when unset. May be empty.
     pub(crate) fn one(&self, key: Key) -> Option<(&str, &Origin)> {
         match self.values.get(&key)? {

@@ -67,6 +67,14 @@ pub enum Key {
     FlannelConf,
     /// `flannel-cni-conf`.
     FlannelCniConf,
+    /// `subnet-file`: flannel's `subnet.env`.
+    SubnetFile,
+    /// `cni-conf-dir`.
+    CniConfDir,
+    /// `masq-mode`.
+    MasqMode,
+    /// `wireguard-implementation`.
+    WireguardImplementation,
     /// `egress-selector-mode`.
     EgressSelectorMode,
     /// `disable-network-policy`.
@@ -75,6 +83,12 @@ pub enum Key {
     DisableAgent,
     /// `datastore-endpoint`.
     DatastoreEndpoint,
+    /// `reconcile-interval`.
+    ReconcileInterval,
+    /// `metrics-address`.
+    MetricsAddress,
+    /// `log-format`.
+    LogFormat,
 }
 
 /// The shape of a setting's value.
@@ -162,6 +176,14 @@ pub const DEFAULT_SUPERVISOR_PORT: u16 = 9345;
 pub const DEFAULT_KUBELET_PORT: u16 = 10250;
 /// The default cluster domain.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+/// The default `subnet-file`, where K3s writes flannel's `subnet.env`.
+pub const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";
+/// The default `reconcile-interval`, in seconds.
+pub const DEFAULT_RECONCILE_INTERVAL_SECS: u64 = 10;
+/// The default `metrics-address`.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9346";
+/// The port of the default `metrics-address`.
+pub const DEFAULT_METRICS_PORT: u16 = 9346;
 
 /// The rows of the settings table, in [`Key::ALL`] order.
 static SETTINGS: [Setting; Key::ALL.len()] = [
@@ -498,9 +520,61 @@ static SETTINGS: [Setting; Key::ALL.len()] = [
         kind: Kind::Text,
         scope: Scope::Both,
         env: &["WEFT_FLANNEL_CNI_CONF"],
-        default: "generated at <data-dir>/agent/etc/cni/net.d/10-flannel.conflist",
+        default: "generated at <cni-conf-dir>/10-flannel.conflist",
         value_name: "FILE",
         help: "CNI config list to use instead of the generated one",
+        secret: false,
+    },
+    Setting {
+        key: Key::SubnetFile,
+        name: "subnet-file",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_SUBNET_FILE"],
+        default: DEFAULT_SUBNET_FILE,
+        value_name: "FILE",
+        help: "Where to write flannel's subnet.env for the flannel CNI plugin (flannel's --subnet-file)",
+        secret: false,
+    },
+    Setting {
+        key: Key::CniConfDir,
+        name: "cni-conf-dir",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_CNI_CONF_DIR"],
+        default: "<data-dir>/agent/etc/cni/net.d",
+        value_name: "DIR",
+        help: "Directory the CNI config list is written to, where the container runtime reads it",
+        secret: false,
+    },
+    Setting {
+        key: Key::MasqMode,
+        name: "masq-mode",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_MASQ_MODE"],
+        default: "nftables",
+        value_name: "MODE",
+        help: "How pod traffic leaving the cluster is masqueraded: nftables or iptables",
+        secret: false,
+    },
+    Setting {
+        key: Key::WireguardImplementation,
+        name: "wireguard-implementation",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_WIREGUARD_IMPLEMENTATION"],
+        default: "auto",
+        value_name: "IMPL",
+        help: "WireGuard for flannel-backend wireguard-native: auto (the kernel module if it loads, else userspace), kernel or userspace",
         secret: false,
     },
     Setting {
@@ -555,13 +629,52 @@ static SETTINGS: [Setting; Key::ALL.len()] = [
         help: "etcd endpoints (http:// or https://, comma-separated) shared by several servers",
         secret: false,
     },
+    Setting {
+        key: Key::ReconcileInterval,
+        name: "reconcile-interval",
+        short: None,
+        aliases: &[],
+        kind: Kind::Number,
+        scope: Scope::Both,
+        env: &["WEFT_RECONCILE_INTERVAL"],
+        default: "10",
+        value_name: "SECONDS",
+        help: "Seconds between full reconciliations of routes, links and rules with the cluster (1 to 3600)",
+        secret: false,
+    },
+    Setting {
+        key: Key::MetricsAddress,
+        name: "metrics-address",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_METRICS_ADDRESS"],
+        default: DEFAULT_METRICS_ADDRESS,
+        value_name: "IP:PORT",
+        help: "Address to serve Prometheus metrics on, at /metrics; write an IPv6 address as [ADDRESS]:PORT",
+        secret: false,
+    },
+    Setting {
+        key: Key::LogFormat,
+        name: "log-format",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Both,
+        env: &["WEFT_LOG_FORMAT"],
+        default: "text",
+        value_name: "FORMAT",
+        help: "Log format: text, or json for one JSON object per line",
+        secret: false,
+    },
 ];
 
 // === impl Key ===
 
 impl Key {
     /// Every key, in table order.
-    pub const ALL: [Key; 30] = [
+    pub const ALL: [Key; 37] = [
         Key::Config,
         Key::DataDir,
         Key::Token,
@@ -588,10 +701,17 @@ impl Key {
         Key::FlannelIface,
         Key::FlannelConf,
         Key::FlannelCniConf,
+        Key::SubnetFile,
+        Key::CniConfDir,
+        Key::MasqMode,
+        Key::WireguardImplementation,
         Key::EgressSelectorMode,
         Key::DisableNetworkPolicy,
         Key::DisableAgent,
         Key::DatastoreEndpoint,
+        Key::ReconcileInterval,
+        Key::MetricsAddress,
+        Key::LogFormat,
     ];
 
     /// This key's row of the settings table.

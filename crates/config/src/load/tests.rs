@@ -59,10 +59,17 @@ fn server_json_has_every_setting_and_derived() {
             "flannel-iface": null,
             "flannel-conf": null,
             "flannel-cni-conf": null,
+            "subnet-file": "/run/flannel/subnet.env",
+            "cni-conf-dir": "/var/lib/weft/agent/etc/cni/net.d",
+            "masq-mode": "nftables",
+            "wireguard-implementation": "auto",
             "egress-selector-mode": "agent",
             "disable-network-policy": false,
             "disable-agent": false,
             "datastore-endpoint": "https://root:********@10.0.0.9:2379",
+            "reconcile-interval": 10,
+            "metrics-address": "127.0.0.1:9346",
+            "log-format": "text",
             "derived": {
                 "kubernetes-service-ips": ["10.43.0.1", "2001:cafe:43::1"],
                 "cluster-dns": ["10.43.0.10", "2001:cafe:43::a"],
@@ -123,6 +130,13 @@ fn agent_json() {
             "flannel-iface": null,
             "flannel-conf": null,
             "flannel-cni-conf": null,
+            "subnet-file": "/run/flannel/subnet.env",
+            "cni-conf-dir": "/var/lib/weft/agent/etc/cni/net.d",
+            "masq-mode": "nftables",
+            "wireguard-implementation": "auto",
+            "reconcile-interval": 10,
+            "metrics-address": "127.0.0.1:9346",
+            "log-format": "text",
             "derived": {"node-name": null}
         })
     );

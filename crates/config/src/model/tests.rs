@@ -1,8 +1,11 @@
 //! Tests of the validated value types.
 
+use std::fmt::Debug;
+use std::str::FromStr;
+
 use crate::{
-    DatastoreEndpoint, EgressSelectorMode, FlannelBackend, InterfaceName, NodeId, ServerUrl, Token,
-    is_dns1123_subdomain,
+    ConfigError, DatastoreEndpoint, EgressSelectorMode, FlannelBackend, InterfaceName, LogFormat,
+    MasqMode, NodeId, ServerUrl, Token, WireguardImplementation, is_dns1123_subdomain,
 };
 
 #[test]
@@ -48,6 +51,63 @@ fn egress_selector_mode() {
             .unwrap_err()
             .to_string(),
         "invalid egress-selector-mode \"tunnel\": valid values are agent, pod, cluster, disabled"
+    );
+}
+
+/// Checks that each of `valid` parses to its value and prints back as its name, that the
+/// default is `default`, and that `bad` values get `error` (with the value in place of `{}`).
+fn check_mode<T>(valid: &[(&str, T)], default: T, bad: &[&str], error: &str)
+where
+    T: FromStr<Err = ConfigError> + ToString + Default + PartialEq + Debug,
+{
+    for (name, value) in valid {
+        assert_eq!(name.parse::<T>().as_ref(), Ok(value), "{name}");
+        assert_eq!(value.to_string(), *name);
+    }
+    assert_eq!(T::default(), default);
+    for value in bad {
+        assert_eq!(
+            value.parse::<T>().map_err(|e| e.to_string()),
+            Err(error.replace("{}", &format!("{value:?}"))),
+            "{value}"
+        );
+    }
+}
+
+#[test]
+fn masq_mode() {
+    check_mode(
+        &[
+            ("nftables", MasqMode::Nftables),
+            ("iptables", MasqMode::Iptables),
+        ],
+        MasqMode::Nftables,
+        &["nft", "NFTABLES", "ipvs", ""],
+        "invalid masq-mode {}: valid values are nftables, iptables",
+    );
+}
+
+#[test]
+fn wireguard_implementation() {
+    check_mode(
+        &[
+            ("auto", WireguardImplementation::Auto),
+            ("kernel", WireguardImplementation::Kernel),
+            ("userspace", WireguardImplementation::Userspace),
+        ],
+        WireguardImplementation::Auto,
+        &["boringtun", "Kernel", "wireguard-go"],
+        "invalid wireguard-implementation {}: valid values are auto, kernel, userspace",
+    );
+}
+
+#[test]
+fn log_format() {
+    check_mode(
+        &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        LogFormat::Text,
+        &["JSON", "logfmt", "pretty"],
+        "invalid log-format {}: valid values are text, json",
     );
 }
 

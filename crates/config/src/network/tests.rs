@@ -1,9 +1,14 @@
 //! Tests of the cluster network rules (each with its exact message), the derived values, the
 //! net-conf shape and the critical-settings comparison. Servers are loaded through the fakes.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use proptest::prelude::*;
 use serde_json::json;
+use weft_ipam::{Cidr, CidrList, Family, Ipv4Cidr, Ipv6Cidr, indexed_ip};
 
 use crate::test_support::{errors, ok, server, system, system_with_ips, warnings};
+use crate::{ClusterNetwork, ConfigError, EgressSelectorMode, FlannelBackend, RecordProblem};
 
 /// Loads a server on the default fake host (eth0 192.168.1.10) and returns its messages.
 fn check(args: &[&str], want_errors: &[&str], want_warnings: &[&str]) {
@@ -602,4 +607,396 @@ fn critical_settings_mismatch() {
             "node-cidr-mask-size-ipv6",
         ]
     );
+}
+
+// --- The cluster network record: `ClusterNetwork::to_json` and `from_json`.
+
+/// The record of the default network, in full: the shape servers store and send.
+#[test]
+fn record_shape() {
+    let config = ok(server(&[], &system(&[], &[])));
+    let record = config.network.to_json();
+    assert_eq!(
+        record,
+        json!({
+            "cluster-cidr": ["10.42.0.0/16"],
+            "service-cidr": ["10.43.0.0/16"],
+            "cluster-dns": ["10.43.0.10"],
+            "cluster-domain": "cluster.local",
+            "node-cidr-mask-size-ipv4": 24,
+            "node-cidr-mask-size-ipv6": 64,
+            "flannel-backend": "vxlan",
+            "flannel-ipv6-masq": false,
+            "flannel-external-ip": false,
+            "egress-selector-mode": "agent",
+            "disable-network-policy": false,
+        })
+    );
+    let keys: Vec<&str> = record
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let want: Vec<&str> = ClusterNetwork::KEYS.iter().map(|k| k.name()).collect();
+    assert_eq!(keys, want);
+    // Each key holds what `validate` prints for it.
+    let effective = config.to_json();
+    for key in ClusterNetwork::KEYS {
+        assert_eq!(record[key.name()], effective[key.name()], "{key}");
+    }
+}
+
+/// Servers loaded with each variant of the settings round-trip through their record, also as
+/// text, as a store keeps it.
+#[test]
+fn record_round_trips_table() {
+    let dual = [
+        "--cluster-cidr=10.42.0.0/16,2001:cafe:42::/56",
+        "--service-cidr=10.43.0.0/16,2001:cafe:43::/112",
+        "--node-ip=192.168.1.10,2001:db8::10",
+    ];
+    let table: Vec<Vec<&str>> = vec![
+        vec![],
+        vec!["--node-ip=2001:db8::10"],
+        dual.to_vec(),
+        [
+            &dual[..],
+            &[
+                "--flannel-ipv6-masq",
+                "--cluster-dns=10.43.0.53,2001:cafe:43::35",
+            ],
+        ]
+        .concat(),
+        vec![
+            "--cluster-cidr=2001:cafe:42::/56,10.42.0.0/16",
+            "--service-cidr=2001:cafe:43::/112,10.43.0.0/16",
+            "--node-ip=2001:db8::10,192.168.1.10",
+            "--kube-controller-manager-arg=node-cidr-mask-size-ipv6=72",
+            "--node-cidr-mask-size-ipv4=26",
+        ],
+        vec!["--flannel-backend=none", "--disable-network-policy"],
+        vec!["--flannel-backend=host-gw", "--egress-selector-mode=pod"],
+        vec![
+            "--flannel-backend=wireguard-native",
+            "--flannel-external-ip",
+            "--egress-selector-mode=cluster",
+            "--cluster-domain=example.internal",
+        ],
+        vec![
+            "--egress-selector-mode=disabled",
+            "--cluster-cidr=10.0.0.0/8",
+            "--node-cidr-mask-size-ipv4=16",
+            "--service-cidr=172.16.0.0/12",
+            "--cluster-dns=172.16.0.2",
+        ],
+    ];
+    for args in table {
+        let config = ok(server(&args, &system(&[], &[])));
+        let record = config.network.to_json();
+        assert_eq!(
+            ClusterNetwork::from_json(&record).as_ref(),
+            Ok(&config.network),
+            "{args:?}"
+        );
+        let stored = serde_json::to_string(&record).unwrap();
+        let read: serde_json::Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(
+            ClusterNetwork::from_json(&read),
+            Ok(config.network),
+            "{args:?}"
+        );
+    }
+}
+
+/// A restarted or joining server compares its settings with the stored record.
+#[test]
+fn record_compares_with_a_later_start() {
+    let first = ok(server(&[], &system(&[], &[]))).network;
+    let stored = serde_json::to_string(&first.to_json()).unwrap();
+    let later = ok(server(&["--flannel-backend=host-gw"], &system(&[], &[]))).network;
+    let cluster = ClusterNetwork::from_json(&serde_json::from_str(&stored).unwrap()).unwrap();
+    assert_eq!(first.compare_critical(&cluster), []);
+    assert_eq!(
+        later
+            .compare_critical(&cluster)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            "critical configuration value mismatch between servers: flannel-backend (this server: host-gw, cluster: vxlan)"
+        ]
+    );
+}
+
+/// Checks the message of a damaged record: `problems` between the fixed start and end.
+fn check_record(record: &serde_json::Value, problems: &[&str]) {
+    let got = ClusterNetwork::from_json(record).map_err(|e| e.to_string());
+    let want = format!(
+        "invalid cluster network record: {}; weft servers write it, so check that every server and agent runs the same weft version",
+        problems
+            .iter()
+            .map(|p| format!("[{p}]"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert_eq!(got, Err(want), "{record}");
+}
+
+fn default_record() -> serde_json::Value {
+    ok(server(&[], &system(&[], &[]))).network.to_json()
+}
+
+/// The default record without the keys `remove`, and with the keys of `set` set.
+fn edited(remove: &[&str], set: serde_json::Value) -> serde_json::Value {
+    let mut record = default_record();
+    let map = record.as_object_mut().unwrap();
+    for key in remove {
+        map.remove(*key);
+    }
+    for (key, value) in set.as_object().unwrap() {
+        map.insert(key.clone(), value.clone());
+    }
+    record
+}
+
+#[test]
+fn damaged_records_name_every_bad_key() {
+    let not_object = |found: &str| {
+        format!("the record is {found}, not a JSON object of setting names to values")
+    };
+    check_record(
+        &json!(["10.42.0.0/16"]),
+        &[&not_object("an array of strings")],
+    );
+    check_record(&json!(null), &[&not_object("null")]);
+    check_record(&json!("{}"), &[&not_object("a string")]);
+    check_record(
+        &json!({}),
+        &ClusterNetwork::KEYS
+            .iter()
+            .map(|k| format!("{k} is missing"))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    check_record(
+        &edited(&["cluster-cidr", "egress-selector-mode"], json!({})),
+        &["cluster-cidr is missing", "egress-selector-mode is missing"],
+    );
+    check_record(
+        &edited(
+            &["flannel-backend"],
+            json!({
+                "cluster-cidr": "10.42.0.0/16",
+                "service-cidr": [],
+                "cluster-dns": ["10.43.0.10", 7],
+                "cluster-domain": "",
+                "node-cidr-mask-size-ipv4": "24",
+                "node-cidr-mask-size-ipv6": -1,
+                "flannel-ipv6-masq": "false",
+                "flannel-external-ip": null,
+                "egress-selector-mode": {"mode": "agent"},
+                "disable-network-policy": 0,
+            }),
+        ),
+        &[
+            "cluster-cidr must be a non-empty array of strings, not a string",
+            "service-cidr must be a non-empty array of strings, not an empty array",
+            "cluster-dns must be a non-empty array of strings, not an array holding a number",
+            "cluster-domain must be a non-empty string, not an empty string",
+            "node-cidr-mask-size-ipv4 must be a whole number, not a string",
+            "node-cidr-mask-size-ipv6 must be a whole number, not a number",
+            "flannel-backend is missing",
+            "flannel-ipv6-masq must be true or false, not a string",
+            "flannel-external-ip must be true or false, not null",
+            "egress-selector-mode must be a non-empty string, not an object",
+            "disable-network-policy must be true or false, not a number",
+        ],
+    );
+}
+
+#[test]
+fn records_breaking_the_rules_are_refused() {
+    check_record(
+        &edited(&[], json!({"cluster-cidr": ["10.42.0.1/16"]})),
+        &["invalid cluster-cidr 10.42.0.1/16: host bits are set; use 10.42.0.0/16"],
+    );
+    check_record(
+        &edited(
+            &[],
+            json!({"flannel-backend": "ipsec", "egress-selector-mode": "tunnel"}),
+        ),
+        &[
+            "flannel-backend ipsec was removed in K3s v1.27: wireguard-native replaces it; to migrate, 1. set flannel-backend: wireguard-native on every server, 2. restart the nodes, servers first",
+            "invalid egress-selector-mode \"tunnel\": valid values are agent, pod, cluster, disabled",
+        ],
+    );
+    check_record(
+        &edited(
+            &[],
+            json!({"node-cidr-mask-size-ipv4": 300, "cluster-domain": "Cluster.Local"}),
+        ),
+        &[
+            "invalid cluster-domain \"Cluster.Local\": use a DNS name of lowercase letters, digits, '-' and '.', such as cluster.local",
+            "invalid node-cidr-mask-size-ipv4 \"300\": use a prefix length such as 24 for IPv4 or 64 for IPv6",
+        ],
+    );
+    check_record(
+        &edited(
+            &[],
+            json!({"flannel-ipv6-masq": true, "cluster-dns": ["10.0.0.10"]}),
+        ),
+        &[
+            "cluster-dns 10.0.0.10 is not in service-cidr 10.43.0.0/16: use an address inside it, e.g. 10.43.0.10",
+            "flannel-ipv6-masq is set, but cluster-cidr 10.42.0.0/16 has no IPv6 network: add an IPv6 cluster-cidr (dual-stack) or unset flannel-ipv6-masq",
+        ],
+    );
+    check_record(
+        &edited(&[], json!({"service-cidr": ["fd00:43::/112"]})),
+        &[
+            "cluster-cidr and service-cidr must share the same IP version (IPv4, IPv6 or dual-stack): cluster-cidr is IPv4, service-cidr is IPv6",
+            "cluster-dns 10.43.0.10 is IPv4, but service-cidr fd00:43::/112 has no IPv4 network: remove it or add an IPv4 service-cidr",
+        ],
+    );
+}
+
+#[test]
+fn record_errors_are_typed_and_unknown_keys_ignored() {
+    let err = ClusterNetwork::from_json(&edited(
+        &["cluster-dns"],
+        json!({"flannel-backend": "vxlan2"}),
+    ))
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::ClusterRecord {
+            problems: vec![RecordProblem::Missing { key: "cluster-dns" }],
+        }
+    );
+    let err =
+        ClusterNetwork::from_json(&edited(&[], json!({"flannel-backend": "vxlan2"}))).unwrap_err();
+    assert_eq!(
+        err,
+        ConfigError::ClusterRecord {
+            problems: vec![RecordProblem::Invalid(Box::new(
+                ConfigError::InvalidFlannelBackend {
+                    value: "vxlan2".to_owned()
+                }
+            ))],
+        }
+    );
+    // A newer server may add keys; this version reads the ones it knows.
+    let record = edited(
+        &[],
+        json!({"flannel-mtu": 1400, "cluster-cidr": ["10.42.0.0/16"]}),
+    );
+    assert_eq!(
+        ClusterNetwork::from_json(&record),
+        ClusterNetwork::from_json(&default_record())
+    );
+    assert!(ClusterNetwork::from_json(&record).is_ok());
+}
+
+fn arb_v4(prefixes: std::ops::RangeInclusive<u8>) -> impl Strategy<Value = Cidr> {
+    (any::<u32>(), prefixes).prop_map(|(bits, prefix)| {
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        Cidr::V4(Ipv4Cidr::new(Ipv4Addr::from(bits & mask), prefix).unwrap())
+    })
+}
+
+fn arb_v6(prefixes: std::ops::RangeInclusive<u8>) -> impl Strategy<Value = Cidr> {
+    (any::<u128>(), prefixes).prop_map(|(bits, prefix)| {
+        let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+        Cidr::V6(Ipv6Cidr::new(Ipv6Addr::from(bits & mask), prefix).unwrap())
+    })
+}
+
+/// The list of `layout`: IPv4, IPv6, dual-stack IPv4 first, dual-stack IPv6 first.
+fn list(layout: u8, v4: Cidr, v6: Cidr) -> CidrList {
+    match layout {
+        0 => CidrList::single(v4),
+        1 => CidrList::single(v6),
+        2 => CidrList::dual(v4, v6).unwrap(),
+        _ => CidrList::dual(v6, v4).unwrap(),
+    }
+}
+
+prop_compose! {
+    /// Any valid cluster network: every family layout, CIDR size, DNS address, mask size,
+    /// domain, backend and mode the rules allow.
+    fn arb_network()(
+        layout in 0u8..4,
+        cluster in (arb_v4(8..=28), arb_v6(16..=120)),
+        service in (arb_v4(12..=28), arb_v6(112..=124)),
+        dns_index in (1u128..16, 1u128..16),
+        second_dns in any::<bool>(),
+        extra in (0u8..=16, 0u8..=16),
+        unused_mask in any::<u8>(),
+        domain in "[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?(\\.[a-z0-9]{1,8}){0,2}",
+        backend in prop::sample::select(vec![
+            FlannelBackend::None,
+            FlannelBackend::Vxlan,
+            FlannelBackend::HostGw,
+            FlannelBackend::WireguardNative,
+        ]),
+        egress in prop::sample::select(vec![
+            EgressSelectorMode::Agent,
+            EgressSelectorMode::Pod,
+            EgressSelectorMode::Cluster,
+            EgressSelectorMode::Disabled,
+        ]),
+        flags in (any::<bool>(), any::<bool>(), any::<bool>()),
+    ) -> ClusterNetwork {
+        let cluster_cidr = list(layout, cluster.0, cluster.1);
+        let service_cidr = list(layout, service.0, service.1);
+        let mut cluster_dns = vec![indexed_ip(service_cidr.primary(), dns_index.0).unwrap()];
+        if second_dns && let Some(other) = service_cidr.iter().nth(1) {
+            cluster_dns.push(indexed_ip(other, dns_index.1).unwrap());
+        }
+        let mask = |family: Family, extra: u8| match cluster_cidr.get(family) {
+            Some(c) => (c.prefix_len() + extra).min(c.prefix_len() + c.host_bits()),
+            None => unused_mask,
+        };
+        ClusterNetwork {
+            node_cidr_mask_size_ipv4: mask(Family::Ipv4, extra.0),
+            node_cidr_mask_size_ipv6: mask(Family::Ipv6, extra.1),
+            cluster_dns,
+            cluster_domain: domain.parse().unwrap(),
+            flannel_backend: backend,
+            flannel_ipv6_masq: flags.0 && cluster_cidr.families().has_ipv6(),
+            flannel_external_ip: flags.1,
+            egress_selector_mode: egress,
+            disable_network_policy: flags.2,
+            cluster_cidr,
+            service_cidr,
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn record_round_trips(network in arb_network()) {
+        let record = network.to_json();
+        prop_assert_eq!(ClusterNetwork::from_json(&record), Ok(network.clone()));
+        let text = serde_json::to_string(&record).unwrap();
+        let read: serde_json::Value = serde_json::from_str(&text).unwrap();
+        prop_assert_eq!(ClusterNetwork::from_json(&read), Ok(network.clone()));
+        prop_assert_eq!(network.compare_critical(&ClusterNetwork::from_json(&read).unwrap()), vec![]);
+    }
+
+    /// Dropping any key is an error naming that key.
+    #[test]
+    fn record_without_a_key_names_it(network in arb_network(), index in 0..ClusterNetwork::KEYS.len()) {
+        let key = ClusterNetwork::KEYS[index];
+        let mut record = network.to_json();
+        record.as_object_mut().unwrap().remove(key.name());
+        prop_assert_eq!(
+            ClusterNetwork::from_json(&record),
+            Err(ConfigError::ClusterRecord {
+                problems: vec![RecordProblem::Missing { key: key.name() }],
+            })
+        );
+    }
 }

@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use super::{NodeIdState, NodeIpSource, detect_node_ips};
 use crate::fake::FakeHost;
-use crate::test_support::{agent, errors, ok, system, warnings};
-use crate::{Interface, InterfaceName};
+use crate::test_support::{agent, errors, ok, server, system, warnings};
+use crate::{Interface, InterfaceName, LogFormat, MasqMode, WireguardImplementation};
 
 const JOIN: [&str; 4] = ["--server", "https://10.0.0.1:9345", "--token", "t"];
 
@@ -434,4 +436,276 @@ fn agent_join_and_file_rules() {
         "10.42.0.0/16"
     );
     assert_eq!(config.node.token, None);
+}
+
+/// The settings the daemons run with: subnet-file, cni-conf-dir, masq-mode,
+/// wireguard-implementation, log-format, reconcile-interval and metrics-address.
+#[test]
+fn daemon_settings_defaults() {
+    let config = ok(agent(&agent_args(&[]), &system(&[], &[])));
+    let node = &config.node;
+    assert_eq!(node.subnet_file, PathBuf::from("/run/flannel/subnet.env"));
+    assert_eq!(
+        node.cni_conf_dir,
+        PathBuf::from("/var/lib/weft/agent/etc/cni/net.d")
+    );
+    assert_eq!(node.masq_mode, MasqMode::Nftables);
+    assert_eq!(node.wireguard_implementation, WireguardImplementation::Auto);
+    assert_eq!(node.log_format, LogFormat::Text);
+    assert_eq!(node.reconcile_interval, Duration::from_secs(10));
+    assert_eq!(node.metrics_address, "127.0.0.1:9346".parse().unwrap());
+
+    let server = ok(server(&[], &system(&[], &[])));
+    assert_eq!(server.node.subnet_file, node.subnet_file);
+    assert_eq!(server.node.metrics_address, node.metrics_address);
+}
+
+#[test]
+fn daemon_settings_from_flags_file_and_env() {
+    let sys = system(
+        &[(
+            "/etc/weft/config.yaml",
+            "masq-mode: iptables\nreconcile-interval: 30\nmetrics-address: \"[::1]:9100\"\nlog-format: text\n",
+        )],
+        &[
+            ("WEFT_LOG_FORMAT", "json"),
+            ("WEFT_SUBNET_FILE", "/run/weft/subnet.env"),
+            ("WEFT_WIREGUARD_IMPLEMENTATION", "userspace"),
+            ("WEFT_MASQ_MODE", "nftables"),
+            ("K3S_DATA_DIR", "/data"),
+        ],
+    );
+    // The file beats the environment; a flag beats the file.
+    let config = ok(agent(&agent_args(&["--reconcile-interval=3600"]), &sys));
+    let node = &config.node;
+    assert_eq!(node.masq_mode, MasqMode::Iptables);
+    assert_eq!(node.reconcile_interval, Duration::from_secs(3600));
+    assert_eq!(node.metrics_address, "[::1]:9100".parse().unwrap());
+    assert_eq!(node.log_format, LogFormat::Text);
+    assert_eq!(node.subnet_file, PathBuf::from("/run/weft/subnet.env"));
+    assert_eq!(
+        node.wireguard_implementation,
+        WireguardImplementation::Userspace
+    );
+    // cni-conf-dir follows the effective data-dir unless it is given.
+    assert_eq!(
+        node.cni_conf_dir,
+        PathBuf::from("/data/agent/etc/cni/net.d")
+    );
+    assert_eq!(
+        node.cni_conf_dir,
+        crate::default_cni_conf_dir(&node.data_dir)
+    );
+    let config = ok(agent(
+        &agent_args(&["--data-dir=/d", "--cni-conf-dir=/etc/cni/net.d"]),
+        &sys,
+    ));
+    assert_eq!(config.node.cni_conf_dir, PathBuf::from("/etc/cni/net.d"));
+    let config = ok(agent(&agent_args(&["-d", "/d"]), &sys));
+    assert_eq!(
+        config.node.cni_conf_dir,
+        PathBuf::from("/d/agent/etc/cni/net.d")
+    );
+    let config = ok(server(&["--log-format=json", "--masq-mode=iptables"], &sys));
+    assert_eq!(
+        (config.node.log_format, config.node.masq_mode),
+        (LogFormat::Json, MasqMode::Iptables)
+    );
+}
+
+#[test]
+fn daemon_settings_values() {
+    let interval = |v: &str| {
+        "invalid reconcile-interval \"V\": use a whole number of seconds from 1 to 3600, e.g. 10"
+            .replace('V', v)
+    };
+    let metrics = |v: &str| {
+        format!(
+            "invalid metrics-address {v:?}: write IP:PORT with a port from 1 to 65535, e.g. 127.0.0.1:9346, or [ADDRESS]:PORT for IPv6, e.g. [::1]:9346"
+        )
+    };
+    type Case<'a> = (&'a str, Result<(Duration, &'a str), String>);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "--reconcile-interval=1",
+            Ok((Duration::from_secs(1), "127.0.0.1:9346")),
+        ),
+        (
+            "--reconcile-interval= 60 ",
+            Ok((Duration::from_secs(60), "127.0.0.1:9346")),
+        ),
+        (
+            "--reconcile-interval=",
+            Ok((Duration::from_secs(10), "127.0.0.1:9346")),
+        ),
+        ("--reconcile-interval=0", Err(interval("0"))),
+        ("--reconcile-interval=3601", Err(interval("3601"))),
+        ("--reconcile-interval=10s", Err(interval("10s"))),
+        ("--reconcile-interval=-5", Err(interval("-5"))),
+        ("--reconcile-interval=1.5", Err(interval("1.5"))),
+        (
+            "--metrics-address=0.0.0.0:9100",
+            Ok((Duration::from_secs(10), "0.0.0.0:9100")),
+        ),
+        (
+            "--metrics-address=[::]:9346",
+            Ok((Duration::from_secs(10), "[::]:9346")),
+        ),
+        (
+            "--metrics-address=[2001:db8::1]:80",
+            Ok((Duration::from_secs(10), "[2001:db8::1]:80")),
+        ),
+        ("--metrics-address=127.0.0.1", Err(metrics("127.0.0.1"))),
+        (
+            "--metrics-address=localhost:9346",
+            Err(metrics("localhost:9346")),
+        ),
+        ("--metrics-address=::1:9346", Err(metrics("::1:9346"))),
+        ("--metrics-address=[::1]", Err(metrics("[::1]"))),
+        ("--metrics-address=127.0.0.1:0", Err(metrics("127.0.0.1:0"))),
+        (
+            "--metrics-address=127.0.0.1:65536",
+            Err(metrics("127.0.0.1:65536")),
+        ),
+        ("--metrics-address=:9346", Err(metrics(":9346"))),
+    ];
+    let sys = system(&[], &[]);
+    for (flag, want) in cases {
+        let loaded = agent(&agent_args(&[flag]), &sys);
+        let got = match &loaded.result {
+            Ok(c) => Ok((
+                c.node.reconcile_interval,
+                c.node.metrics_address.to_string(),
+            )),
+            Err(_) => Err(errors(&loaded).join("\n")),
+        };
+        let want = want.map(|(d, a)| (d, a.to_owned()));
+        assert_eq!(got, want, "{flag}");
+    }
+}
+
+#[test]
+fn daemon_settings_errors_are_reported_together() {
+    let sys = system(&[], &[("WEFT_LOG_FORMAT", "logfmt")]);
+    assert_eq!(
+        errors(&agent(
+            &agent_args(&[
+                "--subnet-file=run/flannel/subnet.env",
+                "--cni-conf-dir=net.d",
+                "--masq-mode=ipvs",
+                "--wireguard-implementation=boringtun",
+                "--reconcile-interval=0",
+                "--metrics-address=localhost:9346",
+            ]),
+            &sys
+        )),
+        [
+            "invalid subnet-file \"run/flannel/subnet.env\": use an absolute path, starting with /",
+            "invalid cni-conf-dir \"net.d\": use an absolute path, starting with /",
+            "invalid masq-mode \"ipvs\": valid values are nftables, iptables",
+            "invalid wireguard-implementation \"boringtun\": valid values are auto, kernel, userspace",
+            "invalid log-format \"logfmt\": valid values are text, json",
+            "invalid reconcile-interval \"0\": use a whole number of seconds from 1 to 3600, e.g. 10",
+            "invalid metrics-address \"localhost:9346\": write IP:PORT with a port from 1 to 65535, e.g. 127.0.0.1:9346, or [ADDRESS]:PORT for IPv6, e.g. [::1]:9346",
+        ]
+    );
+}
+
+#[test]
+fn metrics_port_must_be_free() {
+    let sys = system(&[], &[]);
+    let in_use = |addr: &str, key: &str, port: u16, suggestion: &str| {
+        format!(
+            "metrics-address {addr} uses port {port}, which {key} uses too: pick another port for metrics-address, e.g. {suggestion}"
+        )
+    };
+    // The kubelet listens on every address, so any metrics address on its port collides.
+    assert_eq!(
+        errors(&agent(
+            &agent_args(&["--metrics-address=[::1]:10250"]),
+            &sys
+        )),
+        [in_use("[::1]:10250", "kubelet-port", 10250, "[::1]:9346")]
+    );
+    assert_eq!(
+        errors(&agent(&agent_args(&["--kubelet-port=9346"]), &sys)),
+        [in_use(
+            "127.0.0.1:9346",
+            "kubelet-port",
+            9346,
+            "127.0.0.1:9347"
+        )]
+    );
+    // The supervisor listens on bind-address (0.0.0.0 by default).
+    let cases: &[(&[&str], &[String])] = &[
+        (
+            &["--metrics-address=127.0.0.1:9345"],
+            &[in_use("127.0.0.1:9345", "supervisor-port", 9345, "127.0.0.1:9346")],
+        ),
+        (
+            &["--supervisor-port=9346", "--kubelet-port=9347"],
+            &[in_use("127.0.0.1:9346", "supervisor-port", 9346, "127.0.0.1:9348")],
+        ),
+        (
+            &["--metrics-address=[::]:9345", "--bind-address=192.168.1.10"],
+            &[in_use("[::]:9345", "supervisor-port", 9345, "[::]:9346")],
+        ),
+        (&["--metrics-address=[::1]:9345"], &[]),
+        (
+            &["--metrics-address=127.0.0.1:9345", "--bind-address=192.168.1.10"],
+            &[],
+        ),
+        (&["--metrics-address=0.0.0.0:10250", "--disable-agent", "--egress-selector-mode=pod"], &[]),
+        (
+            &["--metrics-address=0.0.0.0:10250"],
+            &[in_use("0.0.0.0:10250", "kubelet-port", 10250, "0.0.0.0:9346")],
+        ),
+        (&["--metrics-address=127.0.0.1:0", "--supervisor-port=9346"], &[
+            "invalid metrics-address \"127.0.0.1:0\": write IP:PORT with a port from 1 to 65535, e.g. 127.0.0.1:9346, or [ADDRESS]:PORT for IPv6, e.g. [::1]:9346".to_owned(),
+        ]),
+    ];
+    for (args, want) in cases {
+        assert_eq!(&errors(&server(args, &sys)), want, "{args:?}");
+    }
+}
+
+#[test]
+fn wireguard_implementation_without_wireguard_warns() {
+    let sys = system(&[], &[]);
+    let warn = |backend: &str| {
+        format!(
+            "wireguard-implementation is kernel, but flannel-backend is {backend}, which does not use WireGuard: unset wireguard-implementation"
+        )
+    };
+    assert_eq!(
+        warnings(&server(&["--wireguard-implementation=kernel"], &sys)),
+        [warn("vxlan")]
+    );
+    assert_eq!(
+        warnings(&server(
+            &[
+                "--wireguard-implementation=kernel",
+                "--flannel-backend=wireguard-native"
+            ],
+            &sys
+        )),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        warnings(&server(&["--wireguard-implementation=auto"], &sys)),
+        Vec::<String>::new()
+    );
+    // An agent learns the backend from the servers.
+    let node = ok(agent(
+        &agent_args(&["--wireguard-implementation=kernel"]),
+        &sys,
+    ))
+    .node;
+    let cluster = ok(server(&["--flannel-backend=host-gw"], &sys)).network;
+    let (errs, warns) = node.check_cluster(&cluster);
+    assert_eq!(errs, []);
+    assert_eq!(
+        warns.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [warn("host-gw")]
+    );
 }
