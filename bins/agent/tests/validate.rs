@@ -113,4 +113,76 @@ fn help_lists_agent_flags_only() {
     );
     assert!(!help.contains("--flannel-backend"), "{help}");
     assert!(!help.contains("--cluster-cidr"), "{help}");
+    for line in [
+        "--subnet-file <FILE>",
+        "[default: /run/flannel/subnet.env] [env: WEFT_SUBNET_FILE]",
+        "--cni-conf-dir <DIR>",
+        "[default: <data-dir>/agent/etc/cni/net.d] [env: WEFT_CNI_CONF_DIR]",
+        "--masq-mode <MODE>",
+        "[default: nftables] [env: WEFT_MASQ_MODE]",
+        "--wireguard-implementation <IMPL>",
+        "[default: auto] [env: WEFT_WIREGUARD_IMPLEMENTATION]",
+        "--reconcile-interval <SECONDS>",
+        "[default: 10] [env: WEFT_RECONCILE_INTERVAL]",
+        "--metrics-address <IP:PORT>",
+        "[default: 127.0.0.1:9346] [env: WEFT_METRICS_ADDRESS]",
+        "--log-format <FORMAT>",
+        "[default: text] [env: WEFT_LOG_FORMAT]",
+    ] {
+        assert!(help.contains(line), "{line} missing from\n{help}");
+    }
+}
+
+#[test]
+fn agent_daemon_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "agent.toml",
+        "node-name = \"w\"\nnode-ip = [\"10.0.0.2\"]\nsubnet-file = \"/run/weft/subnet.env\"\ncni-conf-dir = \"/etc/cni/net.d\"\nwireguard-implementation = \"userspace\"\n",
+    );
+    let join = [
+        ("K3S_URL", "https://10.0.0.1:9345"),
+        ("K3S_TOKEN", "secret"),
+    ];
+    let out = run(
+        &[
+            "validate",
+            "--config",
+            &config,
+            "--metrics-address=[fd00::2]:9346",
+            "--reconcile-interval=5",
+        ],
+        &[join[0], join[1], ("WEFT_MASQ_MODE", "iptables")],
+    );
+    assert_eq!(stderr_lines(&out), Vec::<String>::new());
+    assert_eq!(out.status.code(), Some(0));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["subnet-file"], "/run/weft/subnet.env");
+    assert_eq!(json["cni-conf-dir"], "/etc/cni/net.d");
+    assert_eq!(json["masq-mode"], "iptables");
+    assert_eq!(json["wireguard-implementation"], "userspace");
+    assert_eq!(json["reconcile-interval"], 5);
+    assert_eq!(json["metrics-address"], "[fd00::2]:9346");
+    assert_eq!(json["log-format"], "text");
+
+    let out = run(
+        &[
+            "validate",
+            "--config",
+            &config,
+            "--subnet-file=subnet.env",
+            "--metrics-address=localhost:9346",
+            "--kubelet-port=9346",
+        ],
+        &join,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr_lines(&out),
+        [
+            "error: invalid subnet-file \"subnet.env\": use an absolute path, starting with /",
+            "error: invalid metrics-address \"localhost:9346\": write IP:PORT with a port from 1 to 65535, e.g. 127.0.0.1:9346, or [ADDRESS]:PORT for IPv6, e.g. [::1]:9346",
+        ]
+    );
 }

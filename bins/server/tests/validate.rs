@@ -243,6 +243,13 @@ fn help_shows_every_flag_with_default_and_env() {
         "--datastore-endpoint <URLS>",
         "--kubelet-port <PORT>",
         "-c, --config <FILE>",
+        "--subnet-file <FILE>",
+        "--cni-conf-dir <DIR>",
+        "--masq-mode <MODE>",
+        "--wireguard-implementation <IMPL>",
+        "--reconcile-interval <SECONDS>",
+        "--metrics-address <IP:PORT>",
+        "--log-format <FORMAT>",
     ] {
         assert!(help.contains(flag), "{flag} missing from\n{help}");
     }
@@ -253,6 +260,13 @@ fn help_shows_every_flag_with_default_and_env() {
         "[default: vxlan] [env: WEFT_FLANNEL_BACKEND]",
         "[default: /etc/weft/config.yaml] [env: WEFT_CONFIG_FILE, K3S_CONFIG_FILE]",
         "[env: WEFT_SERVER, K3S_URL]",
+        "[default: /run/flannel/subnet.env] [env: WEFT_SUBNET_FILE]",
+        "[default: <data-dir>/agent/etc/cni/net.d] [env: WEFT_CNI_CONF_DIR]",
+        "[default: nftables] [env: WEFT_MASQ_MODE]",
+        "[default: auto] [env: WEFT_WIREGUARD_IMPLEMENTATION]",
+        "[default: 10] [env: WEFT_RECONCILE_INTERVAL]",
+        "[default: 127.0.0.1:9346] [env: WEFT_METRICS_ADDRESS]",
+        "[default: text] [env: WEFT_LOG_FORMAT]",
     ] {
         assert!(help.contains(tail), "{tail} missing from\n{help}");
     }
@@ -260,5 +274,74 @@ fn help_shows_every_flag_with_default_and_env() {
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
         "weft-server 0.0.0"
+    );
+}
+
+#[test]
+fn daemon_settings_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        &format!("{NODE}masq-mode: iptables\nmetrics-address: \"[::1]:9100\"\n"),
+    );
+    let out = run(&["validate", "-c", &config, "--log-format=json"], &[]);
+    assert_eq!(stderr_lines(&out), Vec::<String>::new());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["subnet-file"], "/run/flannel/subnet.env");
+    assert_eq!(json["cni-conf-dir"], "/var/lib/weft/agent/etc/cni/net.d");
+    assert_eq!(json["masq-mode"], "iptables");
+    assert_eq!(json["wireguard-implementation"], "auto");
+    assert_eq!(json["reconcile-interval"], 10);
+    assert_eq!(json["metrics-address"], "[::1]:9100");
+    assert_eq!(json["log-format"], "json");
+
+    let out = run(
+        &[
+            "validate",
+            "-c",
+            &config,
+            "--data-dir=/srv/weft",
+            "--wireguard-implementation=kernel",
+        ],
+        &[("WEFT_RECONCILE_INTERVAL", "60")],
+    );
+    assert_eq!(
+        stderr_lines(&out),
+        [
+            "warning: wireguard-implementation is kernel, but flannel-backend is vxlan, which does not use WireGuard: unset wireguard-implementation"
+        ]
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["cni-conf-dir"], "/srv/weft/agent/etc/cni/net.d");
+    assert_eq!(json["reconcile-interval"], 60);
+    assert_eq!(json["wireguard-implementation"], "kernel");
+}
+
+#[test]
+fn bad_daemon_settings_are_all_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "config.yaml", NODE);
+    let out = run(
+        &[
+            "validate",
+            "-c",
+            &config,
+            "--masq-mode=ipvs",
+            "--reconcile-interval=0",
+            "--metrics-address=0.0.0.0:9345",
+        ],
+        &[("WEFT_LOG_FORMAT", "logfmt")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        stderr_lines(&out),
+        [
+            "error: invalid masq-mode \"ipvs\": valid values are nftables, iptables",
+            "error: invalid log-format \"logfmt\": valid values are text, json",
+            "error: invalid reconcile-interval \"0\": use a whole number of seconds from 1 to 3600, e.g. 10",
+            "error: metrics-address 0.0.0.0:9345 uses port 9345, which supervisor-port uses too: pick another port for metrics-address, e.g. 0.0.0.0:9346",
+        ]
     );
 }

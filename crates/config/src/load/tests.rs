@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use crate::test_support::{agent, errors, ok, server, system, warnings};
+use crate::{Key, Role};
 
 const CONFIG: &str = "/etc/weft/config.yaml";
 
@@ -92,9 +93,18 @@ fn server_json_has_every_setting_and_derived() {
     .unwrap();
     assert_eq!(config.to_json(), want);
     let json = config.to_json();
-    let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
-    assert_eq!(keys.first().map(|k| k.as_str()), Some("config"));
-    assert_eq!(keys.last().map(|k| k.as_str()), Some("derived"));
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let want: Vec<&str> = Role::Server
+        .keys()
+        .map(Key::name)
+        .chain(["derived"])
+        .collect();
+    assert_eq!(keys, want);
 }
 
 #[test]

@@ -86,3 +86,60 @@ fn scopes() {
     }
     assert_eq!(Key::NodeIp.setting().kind, Kind::List);
 }
+
+#[test]
+fn daemon_settings_rows() {
+    let rows: &[(Key, Kind, &str, &str)] = &[
+        (
+            Key::SubnetFile,
+            Kind::Text,
+            "/run/flannel/subnet.env",
+            "WEFT_SUBNET_FILE",
+        ),
+        (
+            Key::CniConfDir,
+            Kind::Text,
+            "<data-dir>/agent/etc/cni/net.d",
+            "WEFT_CNI_CONF_DIR",
+        ),
+        (Key::MasqMode, Kind::Text, "nftables", "WEFT_MASQ_MODE"),
+        (
+            Key::WireguardImplementation,
+            Kind::Text,
+            "auto",
+            "WEFT_WIREGUARD_IMPLEMENTATION",
+        ),
+        (Key::LogFormat, Kind::Text, "text", "WEFT_LOG_FORMAT"),
+        (
+            Key::ReconcileInterval,
+            Kind::Number,
+            "10",
+            "WEFT_RECONCILE_INTERVAL",
+        ),
+        (
+            Key::MetricsAddress,
+            Kind::Text,
+            "127.0.0.1:9346",
+            "WEFT_METRICS_ADDRESS",
+        ),
+    ];
+    for (key, kind, default, env) in rows {
+        let s = key.setting();
+        assert_eq!(s.scope, Scope::Both, "{key}");
+        assert_eq!(s.kind, *kind, "{key}");
+        assert_eq!(s.default, *default, "{key}");
+        assert_eq!(s.env, [*env], "{key}");
+        assert_eq!(Key::lookup(s.name), Some(*key));
+    }
+    assert_eq!(crate::DEFAULT_SUBNET_FILE, "/run/flannel/subnet.env");
+    assert_eq!(
+        crate::DEFAULT_METRICS_ADDRESS,
+        format!("127.0.0.1:{}", crate::DEFAULT_METRICS_PORT)
+    );
+    assert_eq!(
+        crate::DEFAULT_RECONCILE_INTERVAL_SECS.to_string(),
+        Key::ReconcileInterval.setting().default
+    );
+    assert_eq!(Key::closest("masq_mode"), "masq-mode");
+    assert_eq!(Key::closest("subnet-env"), "subnet-file");
+}
