@@ -64,11 +64,12 @@ pub struct NodeConfig {
     pub masq_mode: MasqMode,
     /// `wireguard-implementation`, used by the `wireguard-native` backend.
     pub wireguard_implementation: WireguardImplementation,
-    /// `log-format`.
+    /// `log-format`, for the whole daemon (a server's too, even with `disable-agent`).
     pub log_format: LogFormat,
     /// `reconcile-interval`: the time between full reconciliations, 1 to 3600 whole seconds.
     pub reconcile_interval: Duration,
-    /// `metrics-address`: where Prometheus `/metrics` is served.
+    /// `metrics-address`: where the daemon serves Prometheus `/metrics`. Its port is neither
+    /// the kubelet's nor, on a server, the supervisor's.
     pub metrics_address: SocketAddr,
 }
 
@@ -146,10 +147,10 @@ impl NodeConfig {
     /// backend, `flannel-ipv6-masq`, `flannel-external-ip`, the egress selector mode, the CIDRs
     /// and the node mask sizes are never its own settings. So an agent's effective network is
     /// the servers' [`ClusterNetwork`] plus this `NodeConfig`, and this is the check that they
-    /// fit. After registering, an agent reads the answer's cluster network with
-    /// [`ClusterNetwork::from_json`], calls this, logs the warnings and refuses to start when
-    /// there is any error; then [`NodeConfig::derived`] gives the values it runs with. A server
-    /// calls this for its embedded agent while loading ([`crate::load_server`]).
+    /// fit. An agent reads the servers' record with [`ClusterNetwork::from_json`], calls this,
+    /// logs the warnings and refuses to start when there is any error; then
+    /// [`NodeConfig::derived`] gives the values it runs with. A server calls this for its
+    /// embedded agent while loading ([`crate::load_server`]).
     ///
     /// The rules: the node IPs must cover every family of `cluster-cidr`; when IPv6 is primary
     /// they must be set explicitly with IPv6 first; the primary family's address must not come
