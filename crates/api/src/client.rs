@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use crate::http::{read_body, send};
 use crate::pki::{CertifiedKey, ca_hash};
 use crate::protocol::{
-    CACERTS_PATH, CONFIG_PATH, ErrorBody, LEASES_PATH, LeaseEvent, LeaseSnapshot, NODE_PASSWORD_HEADER,
-    REGISTER_PATH, RegisterRequest, RegisterResponse, SERVERS_PATH,
+    CACERTS_PATH, CONFIG_PATH, ErrorBody, LEASES_PATH, LeaseEvent, LeaseSnapshot,
+    NODE_PASSWORD_HEADER, REGISTER_PATH, RegisterRequest, RegisterResponse, SERVERS_PATH,
 };
 use crate::tls::{bootstrap_client_config, client_config};
 use crate::{ApiError, JoinToken};
@@ -73,10 +73,18 @@ pub async fn cluster_config(
     let req = Request::builder()
         .uri(CONFIG_PATH)
         .header(hyper::header::HOST, host_header(server))
-        .header(hyper::header::AUTHORIZATION, format!("Bearer {}", token.secret))
+        .header(
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {}", token.secret),
+        )
         .body(Full::new(Bytes::new()))
         .map_err(|e| ApiError::Protocol(e.to_string()))?;
-    let response = send(client_config(&ca.ca_pem, None)?, &url(server, CONFIG_PATH), req).await?;
+    let response = send(
+        client_config(&ca.ca_pem, None)?,
+        &url(server, CONFIG_PATH),
+        req,
+    )
+    .await?;
     json(server, response).await
 }
 

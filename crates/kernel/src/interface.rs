@@ -96,6 +96,30 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// The name of the interface that holds `address` (`ip -o addr show to ADDRESS`), for
+    /// nodes whose node IP is not on the default-route interface, or that have no default
+    /// route at all.
+    pub async fn interface_with_address(
+        &self,
+        address: IpAddr,
+    ) -> Result<Option<String>, KernelError> {
+        let addresses = self.dump_addresses().await?;
+        let Some(index) = addresses
+            .iter()
+            .find(|a| address_ip(a) == Some(address))
+            .map(|a| a.header.index)
+        else {
+            return Ok(None);
+        };
+        let links = self.dump_links().await?;
+        Ok(links
+            .iter()
+            .find(|m| m.header.index == index)
+            .and_then(link_name))
+    }
+}
+
 /// A main-table unicast route without a gateway out of `index`: a network on that link.
 fn connected_network(msg: &RouteMessage, index: u32) -> Option<Cidr> {
     let h = &msg.header;

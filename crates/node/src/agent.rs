@@ -1,0 +1,356 @@
+//! The agent loop: join the cluster through a [`LeaseSource`], then keep the kernel equal to
+//! the desired state of every lease: on each lease change and on a periodic check, observe,
+//! plan, apply only the difference, and write `subnet.env` and the CNI config.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use weft_api::protocol::RegisterRequest;
+use weft_config::{ClusterNetwork, FlannelBackend};
+use weft_fabric::files::{CNI_CONFLIST_NAME, cni_conflist, subnet_env};
+use weft_fabric::{
+    Backend, BackendKind, Desired, ExternalInterface, FabricConfig, HostGw, Lease, MasqMode,
+    NoBackend, PeerProblem, Plan, Vxlan, desired_state, plan,
+};
+use weft_ipam::Family;
+use weft_kernel::{Kernel, Scope};
+
+use crate::NodeError;
+use crate::files::write_atomic;
+use crate::identity::NodeIdentity;
+use crate::source::{LeaseSource, LeaseUpdate};
+
+/// What the agent needs besides the cluster network it gets from the servers.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// The agent's data dir (`<data-dir>/agent`).
+    pub dir: PathBuf,
+    /// The node name.
+    pub node_name: String,
+    /// The node IPs, primary family first.
+    pub node_ips: Vec<IpAddr>,
+    /// The node's external IPs.
+    pub external_ips: Vec<IpAddr>,
+    /// `flannel-iface`; the default-route interface when `None`.
+    pub flannel_iface: Option<String>,
+    /// Where `subnet.env` goes.
+    pub subnet_file: PathBuf,
+    /// Where the CNI conflist goes.
+    pub cni_conf_dir: PathBuf,
+    /// `flannel-cni-conf`: a conflist to install instead of weft's own.
+    pub flannel_cni_conf: Option<PathBuf>,
+    /// Where masquerade rules go.
+    pub masq_mode: MasqMode,
+    /// How often the kernel is checked even when nothing changed.
+    pub reconcile_interval: Duration,
+}
+
+/// A joined node: its backend, lease and peers, and the kernel to program.
+pub struct Fabric {
+    kernel: Kernel,
+    scope: Scope,
+    backend: Box<dyn Backend + Send + Sync>,
+    config: FabricConfig,
+    settings: AgentSettings,
+    local: Lease,
+    peers: BTreeMap<String, Lease>,
+    reported: Vec<PeerProblem>,
+}
+
+/// What one reconcile did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// The operations applied (empty when the kernel was already right).
+    pub plan: Plan,
+    /// Peers that could not be programmed.
+    pub problems: Vec<PeerProblem>,
+    /// How long observing, planning and applying took.
+    pub took: Duration,
+}
+
+/// Joins the cluster through `source` and returns the node's fabric, with the first snapshot
+/// of peers applied to it (but not yet to the kernel).
+pub async fn join<S: LeaseSource>(
+    source: &mut S,
+    settings: AgentSettings,
+    kernel: Kernel,
+) -> Result<(Fabric, ClusterNetwork), NodeError> {
+    let identity = NodeIdentity::load_or_create(&settings.dir)?;
+    let cluster = source.cluster().await?;
+    let backend = backend(cluster.flannel_backend, &identity)?;
+    let config = fabric_config(&kernel, &settings, &cluster).await?;
+    let request = RegisterRequest {
+        node_name: settings.node_name.clone(),
+        node_ips: settings.node_ips.clone(),
+        external_ips: settings.external_ips.clone(),
+        backend: backend.backend_data(),
+    };
+    let local = source.register(&request).await?;
+    tracing::info!(
+        node = %local.node_name,
+        ipv4 = ?local.ipv4_cidr.map(|c| c.to_string()),
+        ipv6 = ?local.ipv6_cidr.map(|c| c.to_string()),
+        backend = %backend.kind(),
+        "registered"
+    );
+    let fabric = Fabric {
+        kernel,
+        scope: Scope::weft(),
+        backend,
+        config,
+        settings,
+        local,
+        peers: BTreeMap::new(),
+        reported: Vec::new(),
+    };
+    Ok((fabric, cluster))
+}
+
+/// Runs the agent loop until `stop` resolves. The kernel state is left in place when it stops,
+/// so pods keep their network while the agent restarts.
+pub async fn run<S: LeaseSource>(
+    source: &mut S,
+    mut fabric: Fabric,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let mut interval = tokio::time::interval(fabric.settings.reconcile_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    let mut synced = false;
+    loop {
+        tokio::select! {
+            () = &mut stop => return Ok(()),
+            update = source.next() => {
+                let update = update?;
+                if fabric.update(update) {
+                    tracing::warn!("this node's lease was removed; registering again");
+                    let request = fabric.register_request();
+                    fabric.local = source.register(&request).await?;
+                }
+                synced = true;
+            }
+            _ = interval.tick(), if synced => {}
+        }
+        if !synced {
+            continue;
+        }
+        match fabric.reconcile().await {
+            Ok(done) if !done.plan.is_empty() => tracing::info!(
+                operations = done.plan.len(),
+                took_ms = done.took.as_secs_f64() * 1e3,
+                "kernel reconciled"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "reconcile failed; retrying at the next change or check")
+            }
+        }
+    }
+}
+
+// === impl Fabric ===
+
+impl Fabric {
+    /// This node's lease.
+    pub fn local(&self) -> &Lease {
+        &self.local
+    }
+
+    /// The peers' leases by node name.
+    pub fn peers(&self) -> &BTreeMap<String, Lease> {
+        &self.peers
+    }
+
+    /// The backend in use.
+    pub fn backend_kind(&self) -> BackendKind {
+        self.backend.kind()
+    }
+
+    /// Applies a lease update; returns whether this node's own lease was deleted.
+    pub fn update(&mut self, update: LeaseUpdate) -> bool {
+        let me = self.local.node_name.clone();
+        match update {
+            LeaseUpdate::Snapshot(leases) => {
+                self.peers = leases
+                    .into_iter()
+                    .filter(|l| l.node_name != me)
+                    .map(|l| (l.node_name.clone(), l))
+                    .collect();
+                false
+            }
+            LeaseUpdate::Put(lease) if lease.node_name == me => {
+                self.local = lease;
+                false
+            }
+            LeaseUpdate::Put(lease) => {
+                self.peers.insert(lease.node_name.clone(), lease);
+                false
+            }
+            LeaseUpdate::Delete(node) if node == me => true,
+            LeaseUpdate::Delete(node) => {
+                self.peers.remove(&node);
+                false
+            }
+        }
+    }
+
+    /// The registration this node sends.
+    pub fn register_request(&self) -> RegisterRequest {
+        RegisterRequest {
+            node_name: self.settings.node_name.clone(),
+            node_ips: self.settings.node_ips.clone(),
+            external_ips: self.settings.external_ips.clone(),
+            backend: self.backend.backend_data(),
+        }
+    }
+
+    /// The desired kernel state for the leases known now.
+    pub fn desired(&self) -> Result<Desired, NodeError> {
+        let peers: Vec<Lease> = self.peers.values().cloned().collect();
+        desired_state(&*self.backend, &self.local, &peers, &self.config).map_err(NodeError::Fabric)
+    }
+
+    /// The operations that would bring the kernel to the desired state, without applying them
+    /// (`weft-agent plan`).
+    pub async fn plan(&self) -> Result<(Plan, Vec<PeerProblem>), NodeError> {
+        let desired = self.desired()?;
+        let observed = self
+            .kernel
+            .observe(&self.scope)
+            .await
+            .map_err(NodeError::Kernel)?;
+        Ok((plan(&observed, &desired.state), desired.problems))
+    }
+
+    /// Observes the kernel, applies what differs from the desired state, and writes the files.
+    pub async fn reconcile(&mut self) -> Result<Reconciled, NodeError> {
+        let started = Instant::now();
+        let desired = self.desired()?;
+        let observed = self
+            .kernel
+            .observe(&self.scope)
+            .await
+            .map_err(NodeError::Kernel)?;
+        let plan = plan(&observed, &desired.state);
+        if !plan.is_empty() {
+            for op in &plan.ops {
+                tracing::debug!(%op, "applying");
+            }
+            self.kernel.apply(&plan).await.map_err(NodeError::Kernel)?;
+        }
+        if desired.problems != self.reported {
+            for problem in &desired.problems {
+                tracing::warn!("{problem}");
+            }
+            self.reported = desired.problems.clone();
+        }
+        self.write_files()?;
+        Ok(Reconciled {
+            plan,
+            problems: desired.problems,
+            took: started.elapsed(),
+        })
+    }
+
+    /// The pod MTU: the smallest of the enabled families'.
+    pub fn pod_mtu(&self) -> u32 {
+        [Family::Ipv4, Family::Ipv6]
+            .into_iter()
+            .filter(|f| self.config.cluster.get(*f).is_some())
+            .map(|f| self.backend.mtu(self.config.external.mtu, f))
+            .min()
+            .unwrap_or(self.config.external.mtu)
+    }
+
+    /// Writes `subnet.env` and the CNI conflist (none for the `none` backend).
+    fn write_files(&self) -> Result<(), NodeError> {
+        if self.backend.kind() == BackendKind::None {
+            return Ok(());
+        }
+        let mtu = self.pod_mtu();
+        let env = subnet_env(&self.config.cluster, &self.local, mtu);
+        if write_atomic(&self.settings.subnet_file, env.as_bytes(), 0o644)? {
+            tracing::info!(path = %self.settings.subnet_file.display(), "wrote subnet.env");
+        }
+        let conflist = match &self.settings.flannel_cni_conf {
+            Some(path) => std::fs::read(path).map_err(|e| NodeError::File {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?,
+            None => {
+                let ipam_dir = self.settings.dir.join("cni").join("networks");
+                cni_conflist(&self.local, mtu, &ipam_dir.display().to_string()).into_bytes()
+            }
+        };
+        let target = self.settings.cni_conf_dir.join(CNI_CONFLIST_NAME);
+        if write_atomic(&target, &conflist, 0o644)? {
+            tracing::info!(path = %target.display(), "wrote the CNI config");
+        }
+        Ok(())
+    }
+}
+
+/// The backend for the cluster's `flannel-backend`.
+fn backend(
+    kind: FlannelBackend,
+    identity: &NodeIdentity,
+) -> Result<Box<dyn Backend + Send + Sync>, NodeError> {
+    match kind {
+        FlannelBackend::None => Ok(Box::new(NoBackend)),
+        FlannelBackend::Vxlan => Ok(Box::new(Vxlan {
+            mac_v4: identity.vtep_mac_v4,
+            mac_v6: identity.vtep_mac_v6,
+        })),
+        FlannelBackend::HostGw => Ok(Box::new(HostGw)),
+        other => Err(NodeError::UnsupportedBackend {
+            backend: other.to_string(),
+        }),
+    }
+}
+
+/// The fabric config: the cluster's settings and the external interface.
+async fn fabric_config(
+    kernel: &Kernel,
+    settings: &AgentSettings,
+    cluster: &ClusterNetwork,
+) -> Result<FabricConfig, NodeError> {
+    let external = external_interface(kernel, settings, cluster).await?;
+    Ok(FabricConfig {
+        cluster: cluster.cluster_cidr,
+        ipv6_masq: cluster.flannel_ipv6_masq,
+        masq_mode: settings.masq_mode,
+        fully_random: true,
+        external,
+    })
+}
+
+/// `flannel-iface`, else the interface holding the first node IP, else the interface of the
+/// default route of the primary family.
+async fn external_interface(
+    kernel: &Kernel,
+    settings: &AgentSettings,
+    cluster: &ClusterNetwork,
+) -> Result<ExternalInterface, NodeError> {
+    let name = match &settings.flannel_iface {
+        Some(name) => name.clone(),
+        None => {
+            let family = cluster.cluster_cidr.primary().family();
+            // The interface holding the node IP comes first: with --node-ip on a second
+            // network, that is where peers reach this node.
+            let by_address = match settings.node_ips.first() {
+                Some(ip) => kernel.interface_with_address(*ip).await?,
+                None => None,
+            };
+            match by_address {
+                Some(name) => name,
+                None => kernel.default_interface(family).await?.name,
+            }
+        }
+    };
+    kernel
+        .external_interface(&name)
+        .await
+        .map_err(NodeError::Kernel)
+}

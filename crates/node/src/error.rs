@@ -1,0 +1,57 @@
+//! The one error type of weft-node.
+
+use std::path::PathBuf;
+
+/// What stops an agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// A file of the agent's could not be read or written.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        reason: String,
+    },
+    /// A file of the agent's holds something it can't use.
+    #[error("{path} is damaged: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and the fix.
+        reason: String,
+    },
+    /// Talking to the servers failed.
+    #[error(transparent)]
+    Api(#[from] weft_api::ApiError),
+    /// The servers' cluster network settings can't be used.
+    #[error("the cluster network the servers sent is not usable: {reason}")]
+    BadClusterConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The lease source has no lease for this node.
+    #[error("{source_name} has no lease for node {node}; add one, or check --node-name")]
+    NoLease {
+        /// The node.
+        node: String,
+        /// Where leases come from.
+        source_name: String,
+    },
+    /// Leases were asked for before registering.
+    #[error("the node is not registered yet")]
+    NotRegistered,
+    /// The cluster uses a backend this agent can't run.
+    #[error("flannel-backend {backend} is not supported by this agent")]
+    UnsupportedBackend {
+        /// The backend.
+        backend: String,
+    },
+    /// The fabric can't compute this node's state.
+    #[error(transparent)]
+    Fabric(#[from] weft_fabric::FabricError),
+    /// Programming the kernel failed.
+    #[error(transparent)]
+    Kernel(#[from] weft_kernel::KernelError),
+}

@@ -1,0 +1,28 @@
+//! The node agent runtime that `weft-agent` (and `weft-server`'s embedded agent) run: the
+//! node's identity in its data dir, joining the cluster through a [`LeaseSource`], and the
+//! loop that keeps the kernel equal to what every lease asks for.
+//!
+//! - [`identity`]: node password and VTEP MACs, made once and kept, and the credentials
+//!   registration returns.
+//! - [`source`]: [`LeaseSource`], with [`ApiSource`] (the weft servers, with CA pinning,
+//!   fail-over and watch resume) and [`StaticSource`] (a JSON file, for distributions that
+//!   allocate pod CIDRs themselves).
+//! - [`agent`]: [`agent::join`], then [`agent::run`]: on every lease change and every
+//!   `reconcile-interval`, observe the kernel (weft-kernel), plan (weft-fabric) and apply only
+//!   the difference, then write `subnet.env` and the CNI config atomically.
+//!
+//! It deliberately holds no flags and reads no environment: the bins resolve configuration
+//! with weft-config and hand over [`agent::AgentSettings`].
+//!
+//! Read [`agent`] first.
+
+#![forbid(unsafe_code)]
+
+pub mod agent;
+mod error;
+pub mod files;
+pub mod identity;
+pub mod source;
+
+pub use error::NodeError;
+pub use source::{ApiSource, LeaseSource, LeaseUpdate, StaticSource};

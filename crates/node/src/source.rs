@@ -1,0 +1,364 @@
+//! Where an agent's leases come from: the [`LeaseSource`] trait, the weft servers' API
+//! ([`ApiSource`]), and a static JSON file ([`StaticSource`]) for distributions that already
+//! have node pod CIDRs from their own control plane.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use weft_api::client::{self, LeaseWatch, NodeClient, TrustedCa};
+use weft_api::protocol::{LeaseEvent, RegisterRequest};
+use weft_api::{ApiError, JoinToken};
+use weft_config::ClusterNetwork;
+use weft_fabric::Lease;
+
+use crate::NodeError;
+use crate::identity::{Credentials, NodeIdentity};
+
+/// A change to the set of leases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseUpdate {
+    /// Every lease, replacing what was known (the first update, and after a resync).
+    Snapshot(Vec<Lease>),
+    /// A lease was added or changed.
+    Put(Lease),
+    /// A node's lease went away.
+    Delete(String),
+}
+
+/// A source of leases: the cluster network, this node's lease, and every change to the others.
+///
+/// The agent calls [`LeaseSource::cluster`], then [`LeaseSource::register`], then
+/// [`LeaseSource::next`] in a loop. `next` deals with reconnects itself and returns only
+/// updates, or an error the agent can't go on after.
+pub trait LeaseSource: Send {
+    /// The cluster network settings every node takes from the servers.
+    fn cluster(&mut self) -> impl Future<Output = Result<ClusterNetwork, NodeError>> + Send;
+
+    /// Registers this node (idempotent) and returns its lease.
+    fn register(
+        &mut self,
+        request: &RegisterRequest,
+    ) -> impl Future<Output = Result<Lease, NodeError>> + Send;
+
+    /// The next change to the leases; the first call returns a snapshot.
+    fn next(&mut self) -> impl Future<Output = Result<LeaseUpdate, NodeError>> + Send;
+}
+
+/// Leases from the weft servers, over their HTTPS API.
+///
+/// Trust: the first contact fetches the CA and checks it against the `K10` token's hash (a bare
+/// token trusts it on first use, with a warning); registration returns a node certificate, kept
+/// in the data dir, that authenticates every later request. The watch resumes from the last
+/// revision after a reconnect, on whichever server answers, so no event is missed or repeated.
+pub struct ApiSource {
+    dir: PathBuf,
+    token: JoinToken,
+    identity: NodeIdentity,
+    servers: Vec<String>,
+    current: usize,
+    ca: Option<TrustedCa>,
+    client: Option<NodeClient>,
+    revision: Option<u64>,
+    watch: Option<LeaseWatch>,
+    failures: u32,
+}
+
+/// The static file [`StaticSource`] reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StaticFile {
+    /// The cluster network, as `weft-server validate` prints its settings.
+    pub cluster: serde_json::Value,
+    /// Every node's lease, this node's among them.
+    pub leases: Vec<Lease>,
+}
+
+/// Leases from a static JSON file: the embedding case, where something else allocates pod
+/// CIDRs. It never changes after the first snapshot.
+pub struct StaticSource {
+    path: PathBuf,
+    file: StaticFile,
+    sent: bool,
+}
+
+// === impl ApiSource ===
+
+impl ApiSource {
+    /// A source that joins through `servers` (tried in turn) with `token`, keeping its state in
+    /// `dir` (the agent's data dir).
+    pub fn new(
+        dir: &Path,
+        servers: Vec<String>,
+        token: JoinToken,
+        identity: NodeIdentity,
+    ) -> ApiSource {
+        ApiSource {
+            dir: dir.to_owned(),
+            token,
+            identity,
+            servers,
+            current: 0,
+            ca: None,
+            client: None,
+            revision: None,
+            watch: None,
+            failures: 0,
+        }
+    }
+
+    /// The server currently in use.
+    pub fn server(&self) -> &str {
+        &self.servers[self.current % self.servers.len()]
+    }
+
+    /// Every server known.
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    /// The node's client (certificate and pinned CA), once registered.
+    pub fn client(&self) -> Option<&NodeClient> {
+        self.client.as_ref()
+    }
+
+    /// Switches to the next server and waits a jittered, growing back-off.
+    async fn fail_over(&mut self, error: &(dyn std::fmt::Display + Sync)) {
+        tracing::warn!(server = %self.server(), %error, "server connection failed; trying the next server");
+        self.current = (self.current + 1) % self.servers.len().max(1);
+        self.failures = self.failures.saturating_add(1);
+        let base =
+            Duration::from_millis(250u64 << self.failures.min(7)).min(Duration::from_secs(30));
+        let jitter = base.mul_f64(rand::random::<f64>() * 0.5);
+        tokio::time::sleep(base / 2 + jitter).await;
+    }
+
+    /// Fetches and checks the CA once (the pinned one from earlier runs is reused).
+    async fn trusted_ca(&mut self) -> Result<TrustedCa, NodeError> {
+        if let Some(ca) = &self.ca {
+            return Ok(ca.clone());
+        }
+        if let Some(creds) = Credentials::load(&self.dir)? {
+            let got = weft_api::pki::ca_hash(creds.ca_pem.as_bytes());
+            // A token that pins another CA than the saved one wins: the cluster was rebuilt.
+            if self.token.ca_hash.as_ref().is_none_or(|h| *h == got) {
+                let ca = TrustedCa {
+                    ca_pem: creds.ca_pem,
+                    pinned: true,
+                };
+                self.ca = Some(ca.clone());
+                return Ok(ca);
+            }
+        }
+        let ca = client::fetch_ca(self.server(), &self.token)
+            .await
+            .map_err(NodeError::Api)?;
+        if !ca.pinned {
+            tracing::warn!(server = %self.server(), "the token is a bare secret, so the server's CA is trusted on first use; use the K10 token from <data-dir>/server/token to pin it");
+        }
+        self.ca = Some(ca.clone());
+        Ok(ca)
+    }
+
+    /// Runs `f` against each server in turn until one answers; a refusal (a real answer) is
+    /// returned at once, unreachable servers are skipped.
+    async fn with_servers<T, F, Fut>(&mut self, mut f: F) -> Result<T, NodeError>
+    where
+        F: FnMut(String, TrustedCa) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        loop {
+            let attempt = match self.trusted_ca().await {
+                Ok(ca) => f(self.server().to_owned(), ca)
+                    .await
+                    .map_err(NodeError::Api),
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(v) => {
+                    self.failures = 0;
+                    return Ok(v);
+                }
+                Err(NodeError::Api(ApiError::Unreachable { .. } | ApiError::Tls(_)))
+                    if self.failures < 10 * self.servers.len() as u32 =>
+                {
+                    let e = attempt.err().map(|e| e.to_string()).unwrap_or_default();
+                    self.fail_over(&e).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl LeaseSource for ApiSource {
+    async fn cluster(&mut self) -> Result<ClusterNetwork, NodeError> {
+        let token = self.token.clone();
+        let json = self
+            .with_servers(|server, ca| {
+                let token = token.clone();
+                async move { client::cluster_config(&server, &ca, &token).await }
+            })
+            .await?;
+        ClusterNetwork::from_json(&json).map_err(|e| NodeError::BadClusterConfig {
+            reason: e.to_string(),
+        })
+    }
+
+    async fn register(&mut self, request: &RegisterRequest) -> Result<Lease, NodeError> {
+        let token = self.token.clone();
+        let password = self.identity.password.clone();
+        let request = request.clone();
+        let response = self
+            .with_servers(|server, ca| {
+                let (token, password, request) = (token.clone(), password.clone(), request.clone());
+                async move { client::register(&server, &ca, &token, &password, &request).await }
+            })
+            .await?;
+        let ca = self.trusted_ca().await?;
+        let creds = Credentials {
+            ca_pem: ca.ca_pem.clone(),
+            cert_pem: response.node_cert_pem,
+            key_pem: response.node_key_pem,
+            servers: response.servers.clone(),
+        };
+        creds.save(&self.dir)?;
+        self.client = Some(NodeClient::new(&ca.ca_pem, &creds.identity()).map_err(NodeError::Api)?);
+        for server in response.servers {
+            if !self.servers.contains(&server) {
+                self.servers.push(server);
+            }
+        }
+        Ok(response.lease)
+    }
+
+    async fn next(&mut self) -> Result<LeaseUpdate, NodeError> {
+        let Some(client) = self.client.clone() else {
+            return Err(NodeError::NotRegistered);
+        };
+        loop {
+            let server = self.server().to_owned();
+            let Some(revision) = self.revision else {
+                match client.list_leases(&server).await {
+                    Ok(snapshot) => {
+                        self.failures = 0;
+                        self.revision = Some(snapshot.revision);
+                        self.refresh_servers(&client, &server).await;
+                        return Ok(LeaseUpdate::Snapshot(snapshot.leases));
+                    }
+                    Err(e) => {
+                        self.fail_over(&e).await;
+                        continue;
+                    }
+                }
+            };
+            let watch = match self.watch.as_mut() {
+                Some(w) => w,
+                None => match client.watch_leases(&server, revision).await {
+                    Ok(w) => self.watch.insert(w),
+                    Err(e) => {
+                        self.fail_over(&e).await;
+                        continue;
+                    }
+                },
+            };
+            match watch.next().await {
+                Ok(Some(event)) => {
+                    self.failures = 0;
+                    match event {
+                        LeaseEvent::Put { revision, lease } => {
+                            self.revision = Some(revision);
+                            return Ok(LeaseUpdate::Put(lease));
+                        }
+                        LeaseEvent::Delete {
+                            revision,
+                            node_name,
+                        } => {
+                            self.revision = Some(revision);
+                            return Ok(LeaseUpdate::Delete(node_name));
+                        }
+                        LeaseEvent::Bookmark { revision } => {
+                            self.revision = Some(revision.max(self.revision.unwrap_or(0)));
+                        }
+                        LeaseEvent::Compacted { oldest } => {
+                            tracing::info!(oldest, "lease history compacted; listing again");
+                            self.revision = None;
+                            self.watch = None;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    self.watch = None;
+                    self.fail_over(&"the lease watch ended").await;
+                }
+                Err(e) => {
+                    self.watch = None;
+                    self.fail_over(&e).await;
+                }
+            }
+        }
+    }
+}
+
+impl ApiSource {
+    async fn refresh_servers(&mut self, client: &NodeClient, server: &str) {
+        if let Ok(servers) = client.servers(server).await {
+            for s in servers {
+                if !self.servers.contains(&s) {
+                    tracing::info!(server = %s, "learned a new server");
+                    self.servers.push(s);
+                }
+            }
+        }
+    }
+}
+
+// === impl StaticSource ===
+
+impl StaticSource {
+    /// Reads `path`: `{"cluster": {...}, "leases": [...]}`.
+    pub fn read(path: &Path) -> Result<StaticSource, NodeError> {
+        let text = std::fs::read_to_string(path).map_err(|e| NodeError::File {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let file: StaticFile = serde_json::from_str(&text).map_err(|e| NodeError::Corrupt {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Ok(StaticSource {
+            path: path.to_owned(),
+            file,
+            sent: false,
+        })
+    }
+}
+
+impl LeaseSource for StaticSource {
+    async fn cluster(&mut self) -> Result<ClusterNetwork, NodeError> {
+        ClusterNetwork::from_json(&self.file.cluster).map_err(|e| NodeError::BadClusterConfig {
+            reason: format!("{}: {e}", self.path.display()),
+        })
+    }
+
+    async fn register(&mut self, request: &RegisterRequest) -> Result<Lease, NodeError> {
+        self.file
+            .leases
+            .iter()
+            .find(|l| l.node_name == request.node_name)
+            .cloned()
+            .ok_or_else(|| NodeError::NoLease {
+                node: request.node_name.clone(),
+                source_name: self.path.display().to_string(),
+            })
+    }
+
+    async fn next(&mut self) -> Result<LeaseUpdate, NodeError> {
+        if !self.sent {
+            self.sent = true;
+            return Ok(LeaseUpdate::Snapshot(self.file.leases.clone()));
+        }
+        std::future::pending().await
+    }
+}
