@@ -1,0 +1,961 @@
+//! The embedded back end: one redb file, `<data-dir>/server/state.redb`, with etcd's semantics.
+//!
+//! Why redb rather than SQLite: redb is pure Rust (no C library to build or link, nothing
+//! `unsafe` of ours around a C API, one toolchain for every target), it is an ACID store with
+//! copy-on-write B-trees, one file and crash safety by default, and a typed key-value table is
+//! all this store needs: the queries are "get a key", "range over a prefix" and "read the event
+//! log after a revision". SQL would add a query language, a schema and a C build for none of it.
+//!
+//! Layout inside the file: table `kv` maps each key to its create revision, mod revision and
+//! value; table `events` maps each revision to the changes made at it (the watch history,
+//! bounded by [`EmbeddedOptions::max_events`]); table `meta` holds the current revision, the
+//! oldest revision still in the history and the number of events kept.
+//!
+//! Threads: one dedicated writer thread owns every write. It takes all queued transactions at
+//! once and commits them in one redb write transaction (group commit: one fsync for many
+//! transactions, each still at its own revision), then publishes each revision's changes on a
+//! tokio broadcast channel for live watchers. Reads run on tokio's blocking pool, in redb read
+//! transactions that never wait for the writer. A watcher reads the history from the file,
+//! then follows the broadcast channel; when it falls behind the channel it reads the file
+//! again, so it neither misses nor repeats a change.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, Weak, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{broadcast, oneshot};
+
+use crate::{
+    KeyValue, Kv, Listing, Op, Revision, StoreError, Txn, TxnOutcome, WatchBatch, WatchEvent,
+    WatchStream,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// The embedded store file, relative to `--data-dir`.
+pub const EMBEDDED_FILE: &str = "server/state.redb";
+
+/// The default number of watch history events the embedded store keeps.
+pub const DEFAULT_MAX_EVENTS: u64 = 100_000;
+
+/// Cluster state in one redb file: the default back end, with nothing to set up.
+///
+/// Handles are cheap to clone and share one database. Opening a file that is already open in
+/// this process returns another handle to the same database, so two "servers" in one process
+/// share it safely. A second process is refused ([`StoreError::InUse`]) by redb's file lock. The
+/// file closes when the last handle and the last watch stream are dropped.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+/// Settings of the embedded store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// How many events of watch history to keep. Older revisions are compacted away as new
+    /// ones are written; a watch from before them gets [`StoreError::Compacted`].
+    pub max_events: u64,
+}
+
+// === impl EmbeddedOptions ===
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            max_events: DEFAULT_MAX_EVENTS,
+        }
+    }
+}
+
+// === impl EmbeddedStore ===
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) `<data_dir>/server/state.redb` with default options.
+    pub async fn open(data_dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        EmbeddedStore::open_file(data_dir.join(EMBEDDED_FILE), EmbeddedOptions::default()).await
+    }
+
+    /// Opens (creating if needed) the store file at `path`, and its directory.
+    ///
+    /// When the file is already open in this process, returns a handle to that database and
+    /// ignores `options`.
+    pub async fn open_file(
+        path: impl Into<PathBuf>,
+        options: EmbeddedOptions,
+    ) -> Result<EmbeddedStore, StoreError> {
+        let path = path.into();
+        blocking(move || open_blocking(path, options)).await?
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` in a read transaction on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, Failure> + Send + 'static,
+    {
+        let db = self.inner.db.clone();
+        let path = self.inner.path.clone();
+        blocking(move || {
+            let rtx = db.begin_read().map_err(Failure::from)?;
+            f(&rtx)
+        })
+        .await?
+        .map_err(|f| f.into_store_error(&path))
+    }
+
+    /// Queues a write for the writer thread and waits for its commit.
+    async fn write(&self, body: Body) -> Result<Answer, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .requests
+            .as_ref()
+            .ok_or(StoreError::Stopped)?
+            .send(Request { body, reply })
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Watch history after `after`: at most [`HISTORY_PAGE`] revisions.
+    async fn history(&self, prefix: String, after: Revision) -> Result<History, StoreError> {
+        self.read(move |rtx| read_history(rtx, &prefix, after))
+            .await
+    }
+}
+
+impl Kv for EmbeddedStore {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>> {
+        let key = key.to_owned();
+        Box::pin(self.read(move |rtx| {
+            let table = rtx.open_table(KV)?;
+            Ok(read_entry(&table, &key)?.map(|e| e.into_key_value(key)))
+        }))
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing, StoreError>> {
+        let prefix = prefix.to_owned();
+        Box::pin(self.read(move |rtx| {
+            let table = rtx.open_table(KV)?;
+            let meta = read_meta(&rtx.open_table(META)?)?;
+            let mut items = Vec::new();
+            for row in table.range(prefix.as_str()..)? {
+                let (key, value) = row?;
+                let key = key.value();
+                if !key.starts_with(prefix.as_str()) {
+                    break;
+                }
+                items.push(Entry::decode(key, value.value())?.into_key_value(key.to_owned()));
+            }
+            Ok(Listing {
+                items,
+                revision: meta.revision,
+            })
+        }))
+    }
+
+    fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnOutcome, StoreError>> {
+        Box::pin(async move {
+            txn.check()?;
+            match self.write(Body::Txn(txn)).await? {
+                Answer::Txn(outcome) => Ok(outcome),
+                Answer::Compacted => unreachable!("the writer answers a txn with a txn outcome"),
+            }
+        })
+    }
+
+    fn watch(&self, prefix: &str, from: Revision) -> WatchStream {
+        let watch = EmbeddedWatch {
+            changes: self.inner.changes.subscribe(),
+            store: self.clone(),
+            prefix: prefix.to_owned(),
+            last: from,
+            pending: VecDeque::new(),
+            live: false,
+            done: false,
+        };
+        futures::stream::unfold(watch, |mut watch| async move {
+            let item = watch.next().await?;
+            Some((item, watch))
+        })
+        .boxed()
+    }
+
+    fn compact(&self, revision: Revision) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(Body::Compact(revision)).await?;
+            Ok(())
+        })
+    }
+
+    fn revision(&self) -> BoxFuture<'_, Result<Revision, StoreError>> {
+        Box::pin(self.read(|rtx| Ok(read_meta(&rtx.open_table(META)?)?.revision)))
+    }
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+// --- Internals ---
+
+/// The key-value table: key → create revision, mod revision, value.
+const KV: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("kv");
+/// The watch history: revision → the changes made at it.
+const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
+/// Counters: `revision`, `oldest`, `events`.
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+const META_REVISION: &str = "revision";
+const META_OLDEST: &str = "oldest";
+const META_EVENTS: &str = "events";
+
+/// How many queued writes one commit takes at most.
+const MAX_GROUP: usize = 256;
+/// How many revisions a watcher reads from the history at a time.
+const HISTORY_PAGE: usize = 1024;
+/// How many revisions the broadcast channel holds for slow watchers before they fall back to
+/// reading the history from the file.
+const BROADCAST_CAPACITY: usize = 4096;
+/// redb's page cache. Its default (1 GiB) is far more than cluster state needs.
+const CACHE_BYTES: usize = 64 << 20;
+/// How long an open waits for a handle of this process that is still closing the file.
+const OPEN_RETRIES: u32 = 40;
+
+/// Every database open in this process, by canonical path, so a second open shares it.
+static OPEN: Mutex<BTreeMap<PathBuf, Weak<Inner>>> = Mutex::new(BTreeMap::new());
+
+struct Inner {
+    path: PathBuf,
+    db: Arc<Database>,
+    /// Writes for the writer thread; taken (closing the channel) on drop.
+    requests: Option<mpsc::Sender<Request>>,
+    writer: Option<thread::JoinHandle<()>>,
+    /// Each committed revision's changes, for live watchers.
+    changes: broadcast::Sender<Arc<WatchBatch>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel stops the writer after the writes already queued.
+        drop(self.requests.take());
+        if let Some(writer) = self.writer.take() {
+            // A panic in the writer was already reported to every waiting caller.
+            let _ = writer.join();
+        }
+    }
+}
+
+struct Request {
+    body: Body,
+    reply: oneshot::Sender<Result<Answer, StoreError>>,
+}
+
+enum Body {
+    Txn(Txn),
+    Compact(Revision),
+}
+
+enum Answer {
+    Txn(TxnOutcome),
+    Compacted,
+}
+
+/// Why a step inside a redb transaction failed: redb itself, or this one request.
+#[derive(Debug)]
+enum Failure {
+    /// redb failed: the whole commit is abandoned.
+    Storage(redb::Error),
+    /// The request is refused; nothing of it was written.
+    Refused(StoreError),
+}
+
+/// One stored key: its revisions and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    create_revision: Revision,
+    mod_revision: Revision,
+    value: Vec<u8>,
+}
+
+/// The store's counters, as kept in the `meta` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Meta {
+    /// The current revision.
+    revision: Revision,
+    /// The oldest revision still in the history.
+    oldest: Revision,
+    /// How many events the history holds.
+    events: u64,
+}
+
+/// What [`apply_txn`] did.
+#[derive(Debug)]
+struct Applied {
+    /// Whether every comparison held.
+    succeeded: bool,
+    /// The changes made, at the new revision; `None` when nothing changed.
+    batch: Option<WatchBatch>,
+}
+
+/// A page of watch history.
+#[derive(Debug)]
+struct History {
+    /// The matching changes, one batch per revision.
+    batches: Vec<WatchBatch>,
+    /// Every revision up to here was read.
+    through: Revision,
+    /// Whether `through` is the store's current revision (else read another page).
+    complete: bool,
+}
+
+struct EmbeddedWatch {
+    store: EmbeddedStore,
+    changes: broadcast::Receiver<Arc<WatchBatch>>,
+    prefix: String,
+    /// Every matching change up to this revision has been yielded or queued in `pending`.
+    last: Revision,
+    pending: VecDeque<WatchBatch>,
+    /// Following the broadcast channel (else reading the history).
+    live: bool,
+    done: bool,
+}
+
+// === impl EmbeddedWatch ===
+
+impl EmbeddedWatch {
+    async fn next(&mut self) -> Option<Result<WatchBatch, StoreError>> {
+        loop {
+            if let Some(batch) = self.pending.pop_front() {
+                return Some(Ok(batch));
+            }
+            if self.done {
+                return None;
+            }
+            if !self.live {
+                // The channel was subscribed before this read, so every revision after what
+                // the read sees is in the channel (or the channel reports a lag).
+                match self.store.history(self.prefix.clone(), self.last).await {
+                    Ok(history) => {
+                        self.pending.extend(history.batches);
+                        self.last = self.last.max(history.through);
+                        self.live = history.complete;
+                    }
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+                continue;
+            }
+            match self.changes.recv().await {
+                Ok(batch) if batch.revision <= self.last => {}
+                Ok(batch) if batch.revision != self.last.next() => {
+                    // Never expected: read the gap from the file rather than skip it.
+                    self.live = false;
+                }
+                Ok(batch) => {
+                    self.last = batch.revision;
+                    if let Some(batch) = filter(&batch, &self.prefix) {
+                        self.pending.push_back(batch);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => self.live = false,
+                Err(broadcast::error::RecvError::Closed) => self.done = true,
+            }
+        }
+    }
+}
+
+/// The events of `batch` under `prefix`, if any.
+fn filter(batch: &WatchBatch, prefix: &str) -> Option<WatchBatch> {
+    let events: Vec<WatchEvent> = batch
+        .events
+        .iter()
+        .filter(|e| e.key().starts_with(prefix))
+        .cloned()
+        .collect();
+    (!events.is_empty()).then_some(WatchBatch {
+        revision: batch.revision,
+        events,
+    })
+}
+
+// === impl Failure ===
+
+impl Failure {
+    fn into_store_error(self, path: &Path) -> StoreError {
+        match self {
+            Failure::Storage(e) => embedded_error(path, e),
+            Failure::Refused(e) => e,
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Refused(e)
+    }
+}
+
+impl From<redb::Error> for Failure {
+    fn from(e: redb::Error) -> Self {
+        Failure::Storage(e)
+    }
+}
+
+impl From<redb::StorageError> for Failure {
+    fn from(e: redb::StorageError) -> Self {
+        Failure::Storage(e.into())
+    }
+}
+
+impl From<redb::TableError> for Failure {
+    fn from(e: redb::TableError) -> Self {
+        Failure::Storage(e.into())
+    }
+}
+
+impl From<redb::TransactionError> for Failure {
+    fn from(e: redb::TransactionError) -> Self {
+        Failure::Storage(e.into())
+    }
+}
+
+impl From<redb::CommitError> for Failure {
+    fn from(e: redb::CommitError) -> Self {
+        Failure::Storage(e.into())
+    }
+}
+
+fn embedded_error(path: &Path, e: redb::Error) -> StoreError {
+    match e {
+        redb::Error::DatabaseAlreadyOpen => StoreError::InUse {
+            path: path.to_owned(),
+        },
+        e => StoreError::Embedded {
+            path: path.to_owned(),
+            source: Arc::new(e),
+        },
+    }
+}
+
+// === impl Entry ===
+
+impl Entry {
+    const HEADER: usize = 16;
+
+    fn encode(create_revision: Revision, mod_revision: Revision, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::HEADER + value.len());
+        out.extend_from_slice(&create_revision.get().to_le_bytes());
+        out.extend_from_slice(&mod_revision.get().to_le_bytes());
+        out.extend_from_slice(value);
+        out
+    }
+
+    fn decode(key: &str, bytes: &[u8]) -> Result<Entry, StoreError> {
+        let mut r = Reader::new(bytes);
+        let decoded = (|| {
+            let create_revision = Revision(r.u64()?);
+            let mod_revision = Revision(r.u64()?);
+            Some(Entry {
+                create_revision,
+                mod_revision,
+                value: r.rest().to_vec(),
+            })
+        })();
+        decoded.ok_or_else(|| StoreError::Corrupt {
+            key: key.to_owned(),
+            what: "embedded store entry",
+            reason: format!("{} bytes is shorter than its 16-byte header", bytes.len()),
+        })
+    }
+
+    fn into_key_value(self, key: String) -> KeyValue {
+        KeyValue {
+            key,
+            value: self.value,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+        }
+    }
+}
+
+// --- Event log encoding ---
+//
+// One row per revision: u32 count, then per event a tag (0 put, 1 delete), u32 key length, the
+// key, and for a put the u64 create revision, u32 value length and the value. Little-endian.
+
+const TAG_PUT: u8 = 0;
+const TAG_DELETE: u8 = 1;
+
+fn encode_events(events: &[WatchEvent]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    for event in events {
+        let key = event.key().as_bytes();
+        match event {
+            WatchEvent::Put(_) => out.push(TAG_PUT),
+            WatchEvent::Delete { .. } => out.push(TAG_DELETE),
+        }
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+        if let WatchEvent::Put(kv) = event {
+            out.extend_from_slice(&kv.create_revision.get().to_le_bytes());
+            out.extend_from_slice(&(kv.value.len() as u32).to_le_bytes());
+            out.extend_from_slice(&kv.value);
+        }
+    }
+    out
+}
+
+fn decode_events(revision: Revision, bytes: &[u8]) -> Result<Vec<WatchEvent>, StoreError> {
+    let mut r = Reader::new(bytes);
+    let decoded = (|| {
+        let count = r.u32()?;
+        let mut events = Vec::with_capacity(count.min(1024) as usize);
+        for _ in 0..count {
+            let tag = r.u8()?;
+            let len = r.u32()? as usize;
+            let key = String::from_utf8(r.bytes(len)?.to_vec()).ok()?;
+            events.push(match tag {
+                TAG_PUT => {
+                    let create_revision = Revision(r.u64()?);
+                    let len = r.u32()? as usize;
+                    WatchEvent::Put(KeyValue {
+                        key,
+                        value: r.bytes(len)?.to_vec(),
+                        create_revision,
+                        mod_revision: revision,
+                    })
+                }
+                TAG_DELETE => WatchEvent::Delete { key, revision },
+                _ => return None,
+            });
+        }
+        r.rest().is_empty().then_some(events)
+    })();
+    decoded.ok_or_else(|| StoreError::Corrupt {
+        key: format!("event log revision {revision}"),
+        what: "embedded watch history entry",
+        reason: format!("{} bytes do not decode as a list of changes", bytes.len()),
+    })
+}
+
+/// How many events a history row holds, from its first four bytes (0 when it is too short to
+/// say: the count only bounds the history's size).
+fn event_count(bytes: &[u8]) -> u64 {
+    Reader::new(bytes).u32().map_or(0, u64::from)
+}
+
+/// A cursor over bytes that returns `None` past the end.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes }
+    }
+
+    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.bytes.len() < n {
+            return None;
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.bytes(1)?[0])
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.bytes(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.bytes(8)?.try_into().ok()?))
+    }
+
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.bytes)
+    }
+}
+
+// --- Blocking parts ---
+
+/// Runs `f` on tokio's blocking pool. A panic in `f` is resumed here.
+async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => Ok(value),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(StoreError::Stopped),
+    }
+}
+
+fn open_blocking(path: PathBuf, options: EmbeddedOptions) -> Result<EmbeddedStore, StoreError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let create_dir = |source| StoreError::CreateDir {
+        path: dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&dir).map_err(create_dir)?;
+    let file_name = path.file_name().unwrap_or(path.as_os_str());
+    let path = dir.canonicalize().map_err(create_dir)?.join(file_name);
+
+    let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+    open.retain(|_, inner| inner.strong_count() > 0);
+    if let Some(inner) = open.get(&path).and_then(Weak::upgrade) {
+        return Ok(EmbeddedStore { inner });
+    }
+    let db = open_database(&path)?;
+    init_tables(&db).map_err(|f| f.into_store_error(&path))?;
+
+    let db = Arc::new(db);
+    let (requests, queue) = mpsc::channel();
+    let (changes, _) = broadcast::channel(BROADCAST_CAPACITY);
+    let writer = {
+        let db = db.clone();
+        let changes = changes.clone();
+        let writer_path = path.clone();
+        thread::Builder::new()
+            .name("weft-store-writer".to_owned())
+            .spawn(move || run_writer(&db, &queue, &changes, options, &writer_path))
+            .map_err(|e| embedded_error(&path, e.into()))?
+    };
+    let inner = Arc::new(Inner {
+        path: path.clone(),
+        db,
+        requests: Some(requests),
+        writer: Some(writer),
+        changes,
+    });
+    open.insert(path, Arc::downgrade(&inner));
+    Ok(EmbeddedStore { inner })
+}
+
+/// Opens the file, waiting briefly for a handle of this process that is still closing it.
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    let mut attempt = 0;
+    loop {
+        let opened = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .set_check_integrity_on_open(true)
+            .create(path);
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempt < OPEN_RETRIES => {
+                attempt += 1;
+                thread::sleep(Duration::from_millis(25));
+            }
+            Err(e) => return Err(embedded_error(path, e.into())),
+        }
+    }
+}
+
+fn init_tables(db: &Database) -> Result<(), Failure> {
+    let wtx = db.begin_write()?;
+    wtx.open_table(KV)?;
+    wtx.open_table(EVENTS)?;
+    wtx.open_table(META)?;
+    wtx.commit()?;
+    Ok(())
+}
+
+fn read_meta(table: &impl ReadableTable<&'static str, u64>) -> Result<Meta, Failure> {
+    let get =
+        |name: &str| -> Result<Option<u64>, Failure> { Ok(table.get(name)?.map(|v| v.value())) };
+    Ok(Meta {
+        revision: Revision(get(META_REVISION)?.unwrap_or(0)),
+        oldest: Revision(get(META_OLDEST)?.unwrap_or(1)),
+        events: get(META_EVENTS)?.unwrap_or(0),
+    })
+}
+
+fn write_meta(table: &mut redb::Table<'_, &'static str, u64>, meta: Meta) -> Result<(), Failure> {
+    table.insert(META_REVISION, meta.revision.get())?;
+    table.insert(META_OLDEST, meta.oldest.get())?;
+    table.insert(META_EVENTS, meta.events)?;
+    Ok(())
+}
+
+fn read_entry(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<Entry>, Failure> {
+    match table.get(key)? {
+        Some(value) => Ok(Some(Entry::decode(key, value.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn read_history(rtx: &ReadTransaction, prefix: &str, after: Revision) -> Result<History, Failure> {
+    let meta = read_meta(&rtx.open_table(META)?)?;
+    if after.next() < meta.oldest {
+        return Err(StoreError::Compacted {
+            oldest: meta.oldest,
+        }
+        .into());
+    }
+    let table = rtx.open_table(EVENTS)?;
+    let mut batches = Vec::new();
+    let mut through = after;
+    for (rows, row) in table.range(after.next().get()..)?.enumerate() {
+        if rows == HISTORY_PAGE {
+            return Ok(History {
+                batches,
+                through,
+                complete: false,
+            });
+        }
+        let (revision, value) = row?;
+        let revision = Revision(revision.value());
+        let events = decode_events(revision, value.value())?;
+        let batch = WatchBatch { revision, events };
+        if let Some(batch) = filter(&batch, prefix) {
+            batches.push(batch);
+        }
+        through = revision;
+    }
+    Ok(History {
+        batches,
+        through: through.max(meta.revision),
+        complete: true,
+    })
+}
+
+/// The writer thread: commits queued writes in groups until every handle is gone.
+fn run_writer(
+    db: &Database,
+    queue: &mpsc::Receiver<Request>,
+    changes: &broadcast::Sender<Arc<WatchBatch>>,
+    options: EmbeddedOptions,
+    path: &Path,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(request) => group.push(request),
+                Err(_) => break,
+            }
+        }
+        let bodies: Vec<&Body> = group.iter().map(|r| &r.body).collect();
+        match commit_group(db, &bodies, options) {
+            Ok((answers, batches)) => {
+                for batch in batches {
+                    // No receiver just means no one watches.
+                    let _ = changes.send(batch);
+                }
+                for (request, answer) in group.into_iter().zip(answers) {
+                    let _ = request.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for request in group {
+                    let _ = request.reply.send(Err(StoreError::Embedded {
+                        path: path.to_owned(),
+                        source: e.clone(),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+type GroupResult = (Vec<Result<Answer, StoreError>>, Vec<Arc<WatchBatch>>);
+
+/// Applies every write of a group in one redb transaction, each at its own revision.
+fn commit_group(
+    db: &Database,
+    bodies: &[&Body],
+    options: EmbeddedOptions,
+) -> Result<GroupResult, redb::Error> {
+    let wtx = db.begin_write()?;
+    let mut answers = Vec::with_capacity(bodies.len());
+    let mut batches = Vec::new();
+    {
+        let mut kv = wtx.open_table(KV)?;
+        let mut log = wtx.open_table(EVENTS)?;
+        let mut meta_table = wtx.open_table(META)?;
+        let mut meta = read_meta(&meta_table).map_err(storage_only)?;
+        for body in bodies {
+            let applied = match body {
+                Body::Txn(txn) => apply_txn(&mut kv, &mut log, &mut meta, txn).map(|applied| {
+                    let outcome = TxnOutcome {
+                        succeeded: applied.succeeded,
+                        revision: meta.revision,
+                    };
+                    batches.extend(applied.batch.map(Arc::new));
+                    Answer::Txn(outcome)
+                }),
+                Body::Compact(revision) => {
+                    compact(&mut log, &mut meta, *revision).map(|()| Answer::Compacted)
+                }
+            };
+            answers.push(match applied {
+                Ok(answer) => Ok(answer),
+                Err(Failure::Refused(e)) => Err(e),
+                Err(Failure::Storage(e)) => return Err(e),
+            });
+        }
+        trim(&mut log, &mut meta, options.max_events).map_err(storage_only)?;
+        write_meta(&mut meta_table, meta).map_err(storage_only)?;
+    }
+    wtx.commit()?;
+    Ok((answers, batches))
+}
+
+/// A failure where only a storage error is possible: a refusal there is a corrupt counter.
+fn storage_only(f: Failure) -> redb::Error {
+    match f {
+        Failure::Storage(e) => e,
+        Failure::Refused(e) => redb::Error::Corrupted(e.to_string()),
+    }
+}
+
+/// Applies one transaction at the next revision.
+///
+/// Everything that can refuse the transaction is checked before the first write, so a refusal
+/// leaves nothing of it behind.
+fn apply_txn(
+    kv: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    log: &mut redb::Table<'_, u64, &'static [u8]>,
+    meta: &mut Meta,
+    txn: &Txn,
+) -> Result<Applied, Failure> {
+    for compare in &txn.compares {
+        let current = read_entry(kv, compare.key())?.map(|e| e.mod_revision);
+        if !compare.holds(current) {
+            return Ok(Applied {
+                succeeded: false,
+                batch: None,
+            });
+        }
+    }
+    let existing = txn
+        .ops
+        .iter()
+        .map(|op| read_entry(kv, op.key()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let revision = meta.revision.next();
+    let mut events = Vec::with_capacity(txn.ops.len());
+    for (op, old) in txn.ops.iter().zip(existing) {
+        match op {
+            Op::Put { key, value } => {
+                let create_revision = old.map_or(revision, |e| e.create_revision);
+                let entry = Entry::encode(create_revision, revision, value);
+                kv.insert(key.as_str(), entry.as_slice())?;
+                events.push(WatchEvent::Put(KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                    create_revision,
+                    mod_revision: revision,
+                }));
+            }
+            Op::Delete { key } => {
+                if old.is_some() {
+                    kv.remove(key.as_str())?;
+                    events.push(WatchEvent::Delete {
+                        key: key.clone(),
+                        revision,
+                    });
+                }
+            }
+        }
+    }
+    if events.is_empty() {
+        return Ok(Applied {
+            succeeded: true,
+            batch: None,
+        });
+    }
+    log.insert(revision.get(), encode_events(&events).as_slice())?;
+    meta.revision = revision;
+    meta.events += events.len() as u64;
+    Ok(Applied {
+        succeeded: true,
+        batch: Some(WatchBatch { revision, events }),
+    })
+}
+
+/// Drops the history before `revision`.
+fn compact(
+    log: &mut redb::Table<'_, u64, &'static [u8]>,
+    meta: &mut Meta,
+    revision: Revision,
+) -> Result<(), Failure> {
+    if revision > meta.revision {
+        return Err(StoreError::FutureRevision {
+            revision,
+            current: meta.revision,
+        }
+        .into());
+    }
+    while let Some(first) = first_revision(log)? {
+        if first >= revision.get() {
+            break;
+        }
+        drop_revision(log, meta, first)?;
+    }
+    meta.oldest = meta.oldest.max(revision);
+    Ok(())
+}
+
+/// Drops the oldest revisions until at most `max_events` events remain, keeping the newest
+/// revision whatever its size.
+fn trim(
+    log: &mut redb::Table<'_, u64, &'static [u8]>,
+    meta: &mut Meta,
+    max_events: u64,
+) -> Result<(), Failure> {
+    while meta.events > max_events {
+        match first_revision(log)? {
+            Some(first) if first < meta.revision.get() => {
+                drop_revision(log, meta, first)?;
+                meta.oldest = meta.oldest.max(Revision(first + 1));
+            }
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+fn first_revision(log: &redb::Table<'_, u64, &'static [u8]>) -> Result<Option<u64>, Failure> {
+    Ok(log.first()?.map(|(revision, _)| revision.value()))
+}
+
+fn drop_revision(
+    log: &mut redb::Table<'_, u64, &'static [u8]>,
+    meta: &mut Meta,
+    revision: u64,
+) -> Result<(), Failure> {
+    if let Some(row) = log.remove(revision)? {
+        meta.events = meta.events.saturating_sub(event_count(row.value()));
+    }
+    Ok(())
+}
