@@ -17,6 +17,14 @@ mod tests;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KernelError {
+    /// A preflight probe device could not be created.
+    #[error("probe device {what}: {reason}")]
+    Probe {
+        /// The probe device.
+        what: String,
+        /// The kernel's answer.
+        reason: String,
+    },
     /// The kernel already holds the object (netlink EEXIST).
     #[error("{object}: already exists")]
     AlreadyExists {

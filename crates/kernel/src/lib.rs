@@ -24,6 +24,9 @@
 //! `cargo test -p weft-kernel --features netns-tests`.
 
 mod apply;
+mod batch;
+#[cfg(feature = "test-util")]
+pub mod bench;
 mod cmd;
 mod error;
 mod firewall;
@@ -31,12 +34,15 @@ mod interface;
 #[cfg(feature = "test-util")]
 pub mod netns;
 mod observe;
+mod probe;
 mod sysctl;
 
-pub use apply::PIPELINE_DEPTH;
 pub use error::KernelError;
 pub use interface::DefaultInterface;
 pub use observe::Scope;
+pub use probe::Capability;
+
+use std::sync::{Arc, Mutex};
 
 use weft_fabric::{KernelState, Plan};
 
@@ -45,19 +51,26 @@ use weft_fabric::{KernelState, Plan};
 /// Cloning is cheap and shares the connection.
 #[derive(Debug, Clone)]
 pub struct Kernel {
+    /// Dumps and single requests.
     handle: rtnetlink::Handle,
+    /// Pipelined requests of [`Kernel::apply`], used from the blocking pool.
+    batcher: Arc<Mutex<batch::Batcher>>,
 }
 
 // === impl Kernel ===
 
 impl Kernel {
-    /// Opens a route netlink socket in the calling thread's network namespace and spawns its
-    /// driver on the current tokio runtime (so call it inside one).
+    /// Opens route netlink sockets in the calling thread's network namespace and spawns the
+    /// driver of the asynchronous one on the current tokio runtime (so call it inside one).
     pub fn connect() -> Result<Kernel, KernelError> {
-        let (connection, handle, _) =
-            rtnetlink::new_connection().map_err(|e| KernelError::Connect { kind: e.kind() })?;
+        let connect = |e: std::io::Error| KernelError::Connect { kind: e.kind() };
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(connect)?;
+        let batcher = batch::Batcher::open().map_err(connect)?;
         tokio::spawn(connection);
-        Ok(Kernel { handle })
+        Ok(Kernel {
+            handle,
+            batcher: Arc::new(Mutex::new(batcher)),
+        })
     }
 
     /// Removes everything of weft's in `scope`: observes it and applies the plan to an empty
