@@ -1,9 +1,16 @@
-//! Wiring for `weft-agent`'s subcommands: load through the real host, print, pick the exit code.
+//! Wiring for `weft-agent`'s subcommands: load the configuration through the real host, set up
+//! logging and the runtime, call weft-node, print, and pick the exit code.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use weft_config::{AgentFlags, System, load_agent};
+use anyhow::Context;
+use weft_config::{AgentConfig, AgentFlags, LogFormat, System, load_agent};
+use weft_kernel::{Kernel, Scope};
+use weft_node::agent::{self, AgentSettings};
+use weft_node::identity::NodeIdentity;
+use weft_node::settings::{agent_settings, join_token, node_name};
+use weft_node::{ApiSource, LeaseSource};
 
 /// `weft-agent validate`: prints the effective configuration, or every error.
 pub(crate) fn validate(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
@@ -20,6 +27,176 @@ pub(crate) fn validate(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The daemon: join, then reconcile until SIGTERM or Ctrl-C.
+pub(crate) fn daemon(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
+    let Some(config) = load(flags) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    init_logging(config.node.log_format);
+    runtime()?.block_on(async {
+        let (mut source, settings) = source(&config)?;
+        let kernel = Kernel::connect()?;
+        let (fabric, cluster) = agent::join(&mut source, settings, kernel).await?;
+        if !cluster_ok(&config, &cluster) {
+            return Ok(ExitCode::FAILURE);
+        }
+        agent::run(&mut source, fabric, shutdown()).await?;
+        tracing::info!("stopping; the pod network stays in place");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `weft-agent plan`: what the agent would apply now.
+pub(crate) fn plan(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
+    let Some(config) = load(flags) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    init_logging(config.node.log_format);
+    runtime()?.block_on(async {
+        let (mut source, settings) = source(&config)?;
+        let kernel = Kernel::connect()?;
+        let (mut fabric, cluster) = agent::join(&mut source, settings, kernel).await?;
+        if !cluster_ok(&config, &cluster) {
+            return Ok(ExitCode::FAILURE);
+        }
+        let snapshot = source.next().await?;
+        fabric.update(snapshot);
+        let (plan, problems) = fabric.plan().await?;
+        for problem in problems {
+            write_stderr(&[format!("warning: {problem}")]);
+        }
+        let mut out = std::io::stdout().lock();
+        write!(out, "{plan}")?;
+        out.flush()?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `weft-agent check`: host preflight.
+///
+/// It needs no server or token: the configuration is read only for `masq-mode`, and its errors
+/// do not stop the check.
+pub(crate) fn check(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
+    let masq_mode = load_agent(&flags.0, System::os())
+        .result
+        .map(|c| c.node.masq_mode)
+        .unwrap_or_default();
+    runtime()?.block_on(async {
+        let kernel = Kernel::connect()?;
+        let report = weft_node::preflight::check(&kernel, masq_mode).await;
+        let mut out = std::io::stdout().lock();
+        write!(out, "{report}")?;
+        out.flush()?;
+        Ok(if report.ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    })
+}
+
+/// `weft-agent cleanup`: removes weft's kernel objects and files.
+pub(crate) fn cleanup(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
+    let Some(config) = load(flags) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let settings = agent_settings(&config.node, String::new());
+    runtime()?.block_on(async {
+        let kernel = Kernel::connect()?;
+        let plan = kernel.cleanup(&Scope::weft()).await?;
+        let mut out = std::io::stdout().lock();
+        write!(out, "{plan}")?;
+        for path in weft_node::agent::written_files(&settings) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => writeln!(out, "rm {}", path.display())?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+            }
+        }
+        out.flush()?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Loads and checks the configuration; prints warnings, and errors when it is invalid.
+fn load(flags: &AgentFlags) -> Option<AgentConfig> {
+    let loaded = load_agent(&flags.0, System::os());
+    let report = loaded.report(|_| serde_json::Value::Null);
+    write_stderr(&report.stderr);
+    loaded.result.ok()
+}
+
+/// The API lease source and the agent settings.
+fn source(config: &AgentConfig) -> anyhow::Result<(ApiSource, AgentSettings)> {
+    let node = &config.node;
+    let server = node
+        .server
+        .as_ref()
+        .context("no server to join: set --server (K3S_URL) to https://SERVER:9345")?;
+    let settings = agent_settings(node, node_name(node)?);
+    let identity = NodeIdentity::load_or_create(&settings.dir)?;
+    let source = ApiSource::new(
+        &settings.dir,
+        vec![server.as_str().to_owned()],
+        join_token(node)?,
+        identity,
+    );
+    Ok((source, settings))
+}
+
+/// Checks this node against the servers' cluster network; prints the problems.
+fn cluster_ok(config: &AgentConfig, cluster: &weft_config::ClusterNetwork) -> bool {
+    let (errors, warnings) = config.node.check_cluster(cluster);
+    write_stderr(
+        &warnings
+            .iter()
+            .map(|w| format!("warning: {w}"))
+            .collect::<Vec<_>>(),
+    );
+    write_stderr(
+        &errors
+            .iter()
+            .map(|e| format!("error: {e}"))
+            .collect::<Vec<_>>(),
+    );
+    errors.is_empty()
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Logs to stderr as text or JSON lines; `RUST_LOG` refines the level (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        _ => builder.try_init(),
+    };
 }
 
 /// Writes lines to stderr; a closed stderr is ignored, as there is nowhere left to report it.

@@ -107,6 +107,11 @@ pub fn random_secret() -> String {
     hex::encode(bytes)
 }
 
+/// Lowercase hex of `bytes`.
+pub fn hex_encode(bytes: &[u8]) -> String {
+    hex::encode(bytes)
+}
+
 /// Whether two secrets are equal, in time independent of where they differ.
 pub fn secrets_equal(a: &str, b: &str) -> bool {
     let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));

@@ -292,6 +292,14 @@ impl Fabric {
     }
 }
 
+/// The files the agent writes (`weft-agent cleanup` removes them).
+pub fn written_files(settings: &AgentSettings) -> Vec<PathBuf> {
+    vec![
+        settings.subnet_file.clone(),
+        settings.cni_conf_dir.join(CNI_CONFLIST_NAME),
+    ]
+}
+
 /// The backend for the cluster's `flannel-backend`.
 fn backend(
     kind: FlannelBackend,

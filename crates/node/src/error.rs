@@ -39,6 +39,11 @@ pub enum NodeError {
         /// Where leases come from.
         source_name: String,
     },
+    /// Neither `token` nor `token-file` is set.
+    #[error(
+        "no join token: set --token (K3S_TOKEN) or --token-file (K3S_TOKEN_FILE) to the token from the server's <data-dir>/server/token"
+    )]
+    NoToken,
     /// Leases were asked for before registering.
     #[error("the node is not registered yet")]
     NotRegistered,

@@ -22,6 +22,8 @@ pub mod agent;
 mod error;
 pub mod files;
 pub mod identity;
+pub mod preflight;
+pub mod settings;
 pub mod source;
 
 pub use error::NodeError;
