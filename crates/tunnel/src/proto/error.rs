@@ -136,13 +136,13 @@ pub enum ProtocolError {
         /// The stream.
         stream: StreamId,
     },
-    /// A dial skips or reuses a stream id; ids go up by two with each new stream.
-    #[error("dial opens {stream}, expected {expected}")]
-    UnexpectedStreamId {
+    /// A dial reuses a stream id; ids only go up within a session.
+    #[error("dial reuses {stream}, new streams start at {next}")]
+    StreamIdReused {
         /// The stream the dial named.
         stream: StreamId,
-        /// The next id the peer may open.
-        expected: StreamId,
+        /// The lowest id the peer may open next.
+        next: StreamId,
     },
     /// A frame names a stream that was never opened.
     #[error("frame for {stream}, which was never opened")]

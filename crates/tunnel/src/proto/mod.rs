@@ -21,7 +21,7 @@
 //! # Streams
 //!
 //! The server opens even-numbered streams (2, 4, …), the agent odd-numbered ones (1, 3, …); ids
-//! go up by two and are never reused within a session. A stream starts with a dial: the opener
+//! only go up (by two, unless a dial was dropped before it went out) and are never reused. A stream starts with a dial: the opener
 //! sends `DIAL` with the target, the other side dials it and answers `DIAL_OK` or `DIAL_ERR`.
 //! Only `DIAL_OK` lets data flow, so the front door answers `200` only after the agent's dial
 //! succeeded; a refused or failed dial fails only that stream. Each direction ends with `FIN`
@@ -68,8 +68,8 @@
 //!
 //! The decoder checks the message length, then the version, type and stream id, then each
 //! field's length, before copying anything; unknown versions, types and codes are errors. The
-//! session then checks each frame against its state: a dial must use the peer's parity and the
-//! next id; data, fin and credit need the dial reply first; data must fit the credit; nothing
+//! session then checks each frame against its state: a dial must use the peer's parity and an id
+//! above every earlier one; data, fin and credit need the dial reply first; data must fit the credit; nothing
 //! may name a stream that was never opened. Frames for a stream that this side already closed
 //! are dropped, since they may have crossed its reset. Any violation closes the session with a
 //! typed [`ProtocolError`] (and a `GO_AWAY` naming it); nothing panics.

@@ -16,6 +16,11 @@ use super::frame::{
 };
 use super::stream::{Fin, Phase, Stream};
 
+/// The most refusals of dials past `max_streams` that wait to be sent. A peer may legitimately
+/// open more streams than this side allows (its own limit can be higher), and each refusal costs
+/// 4 bytes; only a peer that keeps dialing without reading the answers reaches this.
+const MAX_QUEUED_REFUSALS: usize = 65_536;
+
 /// One end of a tunnel: many streams multiplexed over one message-oriented connection (one
 /// frame per WebSocket binary message), with per-stream credit flow control and keepalive.
 ///
@@ -73,8 +78,9 @@ pub struct Session {
     /// Resets and refusals queued for streams already removed; they count against
     /// `max_streams` until they are sent.
     closing: usize,
-    /// Refusals of dials past `max_streams`, queued.
-    over_limit: usize,
+    /// Dials past `max_streams`, waiting for their refusal to go out (after the control
+    /// frames, before data).
+    over_limit: VecDeque<StreamId>,
 
     last_recv: Instant,
     next_ping: Instant,
@@ -164,8 +170,6 @@ enum Control {
     DialOk(StreamId),
     /// A refusal by the application; counts in `closing`.
     Refuse(StreamId, DialError),
-    /// A refusal of a dial past `max_streams`; counts in `over_limit`.
-    OverLimit(StreamId),
     Credit(StreamId),
     /// A reset of a removed stream; counts in `closing`.
     Reset(StreamId, ResetCode),
@@ -192,7 +196,7 @@ impl Session {
             recv_buffered: 0,
             send_buffered: 0,
             closing: 0,
-            over_limit: 0,
+            over_limit: VecDeque::new(),
             last_recv: now,
             next_ping: now + config.ping_interval,
             ping_out: None,
@@ -493,6 +497,11 @@ impl Session {
                 return Some(buf.len() - start);
             }
         }
+        if let Some(stream) = self.over_limit.pop_front() {
+            let error = DialError::TooManyStreams;
+            Frame::DialErr { stream, error }.encode(buf);
+            return Some(buf.len() - start);
+        }
         while let Some(stream) = self.ready.pop_front() {
             if self.data_frame(stream, buf) {
                 return Some(buf.len() - start);
@@ -646,21 +655,21 @@ impl Session {
         if stream.opener() == self.role {
             return Err(ProtocolError::WrongParity { stream });
         }
-        if u64::from(stream.0) != self.next_remote {
-            return Err(ProtocolError::UnexpectedStreamId {
+        // Ids only go up; an id skipped is one whose dial the peer dropped before sending it.
+        if u64::from(stream.0) < self.next_remote {
+            return Err(ProtocolError::StreamIdReused {
                 stream,
-                expected: StreamId(u32::try_from(self.next_remote).unwrap_or(u32::MAX)),
+                next: StreamId(u32::try_from(self.next_remote).unwrap_or(u32::MAX)),
             });
         }
-        self.next_remote += 2;
+        self.next_remote = u64::from(stream.0) + 2;
         if self.check_stream_limit().is_err() {
-            self.over_limit += 1;
-            if self.over_limit > self.config.max_streams {
+            if self.over_limit.len() >= MAX_QUEUED_REFUSALS {
                 return Err(ProtocolError::TooManyRefusals {
-                    max: self.config.max_streams,
+                    max: MAX_QUEUED_REFUSALS,
                 });
             }
-            self.control.push_back(Control::OverLimit(stream));
+            self.over_limit.push_back(stream);
             return Ok(());
         }
         let mut state = Stream::new(Phase::Accepting, None);
@@ -737,13 +746,6 @@ impl Session {
             Control::Refuse(stream, error) => {
                 self.closing -= 1;
                 Some(Frame::DialErr { stream, error })
-            }
-            Control::OverLimit(stream) => {
-                self.over_limit -= 1;
-                Some(Frame::DialErr {
-                    stream,
-                    error: DialError::TooManyStreams,
-                })
             }
             Control::Reset(stream, code) => {
                 self.closing -= 1;
@@ -926,7 +928,7 @@ impl Session {
         self.recv_buffered = 0;
         self.send_buffered = 0;
         self.closing = 0;
-        self.over_limit = 0;
+        self.over_limit.clear();
         self.ping_out = None;
         self.pong_out = None;
         self.go_away = go_away.map(|(code, reason)| Frame::GoAway { code, reason });
