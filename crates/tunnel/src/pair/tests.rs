@@ -19,8 +19,10 @@ fn a_default_pair_is_idle() {
 
 #[test]
 fn latency_delays_arrival_and_stalls_hold_frames() {
-    let mut pair = Pair::default();
-    pair.latency = Duration::from_millis(20);
+    let mut pair = Pair {
+        latency: Duration::from_millis(20),
+        ..Pair::default()
+    };
     let stream = pair
         .server
         .session
@@ -101,11 +103,11 @@ fn arb_op() -> impl Strategy<Value = Op> {
     let pick = any::<usize>();
     prop_oneof![
         2 => any::<bool>().prop_map(|server| Op::Open { server }),
-        2 => (pick.clone(), prop::bool::weighted(0.8)).prop_map(|(pick, accept)| Op::Answer { pick, accept }),
-        6 => (pick.clone(), any::<bool>(), 1usize..6000).prop_map(|(pick, server, len)| Op::Write { pick, server, len }),
-        5 => (pick.clone(), any::<bool>(), 1usize..6000).prop_map(|(pick, server, max)| Op::Read { pick, server, max }),
-        1 => (pick.clone(), any::<bool>()).prop_map(|(pick, server)| Op::Finish { pick, server }),
-        1 => (pick.clone(), any::<bool>()).prop_map(|(pick, server)| Op::Close { pick, server }),
+        2 => (pick, prop::bool::weighted(0.8)).prop_map(|(pick, accept)| Op::Answer { pick, accept }),
+        6 => (pick, any::<bool>(), 1usize..6000).prop_map(|(pick, server, len)| Op::Write { pick, server, len }),
+        5 => (pick, any::<bool>(), 1usize..6000).prop_map(|(pick, server, max)| Op::Read { pick, server, max }),
+        1 => (pick, any::<bool>()).prop_map(|(pick, server)| Op::Finish { pick, server }),
+        1 => (pick, any::<bool>()).prop_map(|(pick, server)| Op::Close { pick, server }),
         1 => (pick, any::<bool>()).prop_map(|(pick, server)| Op::Reset { pick, server }),
         4 => Just(Op::Drive),
         1 => (0u16..20_000).prop_map(|millis| Op::Advance { millis }),
