@@ -139,11 +139,9 @@ fn observe_nft(family: Family) -> Result<Option<String>, KernelError> {
         Err(e) => return Err(e),
     };
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if stderr.contains("No such file or directory") {
-            return Ok(None);
-        }
-        return Err(cmd.failure(&out));
+        // No table ("No such file or directory"), or no working nftables at all: either way
+        // weft has no rules there. Should the table exist after all, replacing it is atomic.
+        return Ok(None);
     }
     let listing = parse_nft_json(&String::from_utf8_lossy(&out.stdout)).map_err(|reason| {
         KernelError::NftOutput {
@@ -247,8 +245,8 @@ fn observe_iptables(family: Family) -> Result<Option<String>, KernelError> {
     let list = |table: &str| -> Result<Option<String>, KernelError> {
         match Cmd::new(bin).args(["-t", table, "-S"]).run() {
             Ok(text) => Ok(Some(text)),
-            // No iptables binary: nothing of weft's can be in iptables.
-            Err(KernelError::Spawn { .. }) => Ok(None),
+            // No iptables binary, or no such table in this kernel: nothing of weft's there.
+            Err(KernelError::Spawn { .. } | KernelError::Command { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     };

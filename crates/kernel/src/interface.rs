@@ -43,7 +43,8 @@ impl Kernel {
             .ok_or_else(|| KernelError::NoMtu {
                 name: name.to_owned(),
             })?;
-        let (routes, addresses) = futures::try_join!(self.dump_routes(), self.dump_addresses())?;
+        let routes = self.dump_routes().await?;
+        let addresses = self.dump_addresses().await?;
         let mut onlink: Vec<Cidr> = routes
             .iter()
             .filter_map(|r| connected_network(r, index))

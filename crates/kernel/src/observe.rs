@@ -90,11 +90,11 @@ impl Kernel {
             }
         }
 
-        let (addresses, routes, neighbours) = futures::try_join!(
-            self.dump_addresses(),
-            self.dump_routes(),
-            self.dump_neighbours(),
-        )?;
+        // One dump at a time: the kernel refuses a second dump on a socket (EBUSY) while one
+        // is in progress.
+        let addresses = self.dump_addresses().await?;
+        let routes = self.dump_routes().await?;
+        let neighbours = self.dump_neighbours().await?;
         for msg in &addresses {
             if let Some(address) = observed_address(msg, &weft_links) {
                 state.addresses.insert(address);
@@ -146,7 +146,8 @@ impl Kernel {
             .map_err(|e| KernelError::from_netlink("ip addr show", e))
     }
 
-    /// `ip route show table all` for both families (filtered by the callers).
+    /// `ip route show table all` for both families, one after the other (filtered by the
+    /// callers).
     pub(crate) async fn dump_routes(&self) -> Result<Vec<RouteMessage>, KernelError> {
         let dump = |family| {
             let mut msg = RouteMessage::default();
@@ -157,11 +158,15 @@ impl Kernel {
                 .execute()
                 .try_collect::<Vec<_>>()
         };
-        let (mut v4, v6) =
-            futures::try_join!(dump(AddressFamily::Inet), dump(AddressFamily::Inet6))
-                .map_err(|e| KernelError::from_netlink("ip route show", e))?;
-        v4.extend(v6);
-        Ok(v4)
+        let mut routes = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            routes.extend(
+                dump(family)
+                    .await
+                    .map_err(|e| KernelError::from_netlink("ip route show", e))?,
+            );
+        }
+        Ok(routes)
     }
 
     /// `ip neigh show` for both families and `bridge fdb show`.
@@ -174,15 +179,19 @@ impl Kernel {
                 .execute()
                 .try_collect::<Vec<_>>()
         };
-        let (mut v4, v6, fdb) = futures::try_join!(
-            dump(AddressFamily::Inet),
-            dump(AddressFamily::Inet6),
-            dump(AddressFamily::Bridge),
-        )
-        .map_err(|e| KernelError::from_netlink("ip neigh show", e))?;
-        v4.extend(v6);
-        v4.extend(fdb);
-        Ok(v4)
+        let mut neighbours = Vec::new();
+        for family in [
+            AddressFamily::Inet,
+            AddressFamily::Inet6,
+            AddressFamily::Bridge,
+        ] {
+            neighbours.extend(
+                dump(family)
+                    .await
+                    .map_err(|e| KernelError::from_netlink("ip neigh show", e))?,
+            );
+        }
+        Ok(neighbours)
     }
 }
 

@@ -332,3 +332,78 @@ fn drift_is_repaired() {
     ping(&node.pod, peer_pod);
     assert!(cluster.pending(0).is_empty());
 }
+
+#[test]
+fn interfaces_are_described_from_the_kernel() {
+    use weft_kernel::netns::{Namespace, veth};
+    use weft_kernel::{DefaultInterface, KernelError};
+
+    let node = Namespace::new("if").unwrap();
+    let other = Namespace::new("ifo").unwrap();
+    veth(&node, "eth0", &other, "eth0").unwrap();
+    node.ip(&["link", "set", "eth0", "mtu", "1400"]).unwrap();
+    node.ip(&["addr", "add", "192.0.2.1/24", "dev", "eth0"])
+        .unwrap();
+    node.ip(&["addr", "add", "2001:db8::1/64", "dev", "eth0"])
+        .unwrap();
+    node.ip(&[
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "dev",
+        "eth0",
+        "scope",
+        "link",
+    ])
+    .unwrap();
+
+    let missing = node
+        .run(|k| async move { k.default_interface(Family::Ipv4).await })
+        .unwrap();
+    assert_eq!(
+        missing,
+        Err(KernelError::NoDefaultRoute {
+            family: Family::Ipv4
+        })
+    );
+
+    node.ip(&["route", "add", "default", "via", "192.0.2.254"])
+        .unwrap();
+    node.ip(&["-6", "route", "add", "default", "via", "2001:db8::fe"])
+        .unwrap();
+    let (ext, v4, v6) = node
+        .run(|k| async move {
+            (
+                k.external_interface("eth0").await,
+                k.default_interface(Family::Ipv4).await,
+                k.default_interface(Family::Ipv6).await,
+            )
+        })
+        .unwrap();
+    let ext = ext.unwrap();
+    assert_eq!(ext.mtu, 1400);
+    let onlink: Vec<String> = ext.onlink.iter().map(ToString::to_string).collect();
+    for net in ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/64"] {
+        assert!(onlink.iter().any(|n| n == net), "{onlink:?}");
+    }
+    assert!(
+        !onlink.iter().any(|n| n.starts_with("0.0.0.0")),
+        "{onlink:?}"
+    );
+    assert_eq!(
+        v4.unwrap(),
+        DefaultInterface {
+            name: "eth0".to_owned(),
+            gateway: Some("192.0.2.254".parse().unwrap()),
+            addresses: vec!["192.0.2.1".parse().unwrap()],
+        }
+    );
+    let v6 = v6.unwrap();
+    assert_eq!(v6.name, "eth0");
+    assert_eq!(v6.addresses, ["2001:db8::1".parse::<IpAddr>().unwrap()]);
+    assert!(matches!(
+        node.run(|k| async move { k.external_interface("nope0").await })
+            .unwrap(),
+        Err(KernelError::NoSuchInterface { .. })
+    ));
+}
