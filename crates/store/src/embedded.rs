@@ -47,10 +47,16 @@ pub const DEFAULT_MAX_EVENTS: u64 = 100_000;
 
 /// Cluster state in one redb file: the default back end, with nothing to set up.
 ///
+/// redb rather than SQLite: pure Rust (no C library to build, one toolchain for every target),
+/// ACID with crash safety by default, one file, and a typed key-value table is all this store
+/// needs. Needs a tokio runtime: reads run on its blocking pool, writes on one writer thread
+/// that commits queued writes together (one fsync for many).
+///
 /// Handles are cheap to clone and share one database. Opening a file that is already open in
 /// this process returns another handle to the same database, so two "servers" in one process
 /// share it safely. A second process is refused ([`StoreError::InUse`]) by redb's file lock. The
-/// file closes when the last handle and the last watch stream are dropped.
+/// file closes when the last handle and the last watch stream are dropped; dropping the last
+/// one waits for the writer thread to finish the writes already queued.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,

@@ -50,6 +50,7 @@ pub trait Kv: Send + Sync + fmt::Debug + 'static {
     /// every later change as it is committed.
     ///
     /// The stream is lazy: it connects (etcd) or reads history (embedded) when first polled.
+    /// An embedded watch keeps the store file open until the stream is dropped.
     /// It ends after yielding an error. [`StoreError::Compacted`] means `from` is too old: list
     /// again and watch from the listed revision. Other errors mean the connection or the file
     /// failed: watch again from the last batch's revision.

@@ -41,21 +41,21 @@ pub enum Datastore {
 
 /// Cluster state: the cluster network config, nodes, leases and pods, on any [`Kv`] back end.
 ///
+/// It holds an `Arc<dyn Kv>`, so the daemons pick the back end at run time
+/// ([`Datastore::open`]) and the rest of their code is the same for both.
+///
 /// Cheap to clone; clones share the back end and the allocation cache. Two `Store`s on one
 /// etcd (two servers) never hand out the same CIDR: every allocation is one transaction that
 /// requires the CIDRs' index keys to be absent.
+///
+/// Reads of a corrupt record fail with [`StoreError::Corrupt`] naming the key (a list fails
+/// on the first one); typed watches report it as an error item and go on. Deleting the node
+/// ([`Store::delete_node`]) or releasing its lease removes a corrupt record.
 #[derive(Debug, Clone)]
 pub struct Store {
     kv: Arc<dyn Kv>,
     /// The allocator as this handle last saw the subnet index; refreshed after a lost race.
     cache: Arc<Mutex<Option<AllocatorCache>>>,
-}
-
-#[derive(Debug)]
-struct AllocatorCache {
-    cluster: CidrList,
-    masks: NodeMaskSizes,
-    allocator: DualStackAllocator,
 }
 
 // === impl Datastore ===
@@ -235,6 +235,9 @@ impl Store {
 
     /// The node's lease: its existing one (with `attrs` written into it if they changed), or a
     /// new one with one free node CIDR of each family of `cluster`.
+    ///
+    /// A node that registers again keeps its CIDRs: the existing lease is returned as stored,
+    /// even if `cluster` no longer matches it (weft-config refuses such changes before this).
     ///
     /// A new lease is written in one transaction with the subnet index key of each of its CIDRs,
     /// on the condition that none of them, nor the lease, exists; on a lost race it re-reads
@@ -562,6 +565,14 @@ impl Store {
             *cache = None;
         }
     }
+}
+
+/// weft-ipam's allocator for one cluster network, filled from the subnet index.
+#[derive(Debug)]
+struct AllocatorCache {
+    cluster: CidrList,
+    masks: NodeMaskSizes,
+    allocator: DualStackAllocator,
 }
 
 /// A delete of a lease and its index keys.
