@@ -5,10 +5,14 @@
 //! `test result:` lines; a step that is not a test run (fmt, clippy) counts as one check. A step
 //! that fails without reporting a failed test (a build error, a crashed test binary) counts as one
 //! failure, so the exit status is non-zero exactly when the last line shows a failure.
+//!
+//! The privileged network-namespace tests are a step of their own that runs only as root (CI
+//! runs as root); otherwise the step says it was skipped, and every other test still runs.
 
 #[cfg(test)]
 mod tests;
 
+use std::fs;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -19,18 +23,32 @@ use crate::tidy::FUZZ_PACKAGE;
 pub(crate) fn run(root: &Path) -> ExitCode {
     let steps = steps(root);
     let count = steps.len();
+    let root_user = is_root();
     let mut results = Vec::new();
     for (i, step) in steps.into_iter().enumerate() {
         println!();
-        println!("==> [{}/{count}] {}: {}", i + 1, step.name, step.cmd);
         let name = step.name;
-        results.push((name, step.run()));
+        if step.needs_root && !root_user {
+            println!(
+                "==> [{}/{count}] {name}: skipped, needs root: {}",
+                i + 1,
+                step.cmd
+            );
+            results.push((name, None));
+            continue;
+        }
+        println!("==> [{}/{count}] {name}: {}", i + 1, step.cmd);
+        results.push((name, Some(step.run())));
     }
 
     println!();
     println!("ci summary:");
     let mut total = Tally::default();
     for (name, tally) in &results {
+        let Some(tally) = tally else {
+            println!("  {:6} {name}: needs root", "skip");
+            continue;
+        };
         let verdict = if tally.failed == 0 { "ok" } else { "FAILED" };
         println!(
             "  {verdict:6} {name}: {} passed, {} failed",
@@ -48,20 +66,19 @@ pub(crate) fn run(root: &Path) -> ExitCode {
     }
 }
 
-/// The steps, in order.
-///
-/// Later steps join this list as their issues land: the privileged network-namespace tests
-/// (behind a switch, since they need root and a Linux kernel) and `cargo xtask e2e`.
+/// The steps, in order. `cargo xtask e2e` joins as the last one when it lands.
 fn steps(root: &Path) -> Vec<Step> {
     vec![
         Step {
             name: "fmt",
             kind: Kind::Check,
+            needs_root: false,
             cmd: cargo(root).args(["fmt", "--all", "--check"]),
         },
         Step {
             name: "clippy",
             kind: Kind::Check,
+            needs_root: false,
             // The fuzz package builds only under cargo-fuzz's sanitizer flags.
             cmd: cargo(root)
                 .args(["clippy", "--workspace", "--exclude", FUZZ_PACKAGE])
@@ -71,17 +88,50 @@ fn steps(root: &Path) -> Vec<Step> {
             // Unit, integration and tidy tests (tidy's are ordinary tests in xtask).
             name: "test",
             kind: Kind::Tests,
+            needs_root: false,
             cmd: cargo(root)
                 .args(["test", "--workspace", "--exclude", FUZZ_PACKAGE])
                 .arg("--no-fail-fast"),
         },
+        Step {
+            // Real network namespaces, links, routes and firewall rules: root only. Only the
+            // integration tests (`--test '*'`), as the unit tests ran in the step before. A crate
+            // with privileged tests adds `-p <crate> --features <crate>/netns-tests` here.
+            name: "netns",
+            kind: Kind::Tests,
+            needs_root: true,
+            cmd: cargo(root)
+                .args([
+                    "test",
+                    "-p",
+                    "weft-kernel",
+                    "--features",
+                    "weft-kernel/netns-tests",
+                ])
+                .args(["--test", "*", "--no-fail-fast"]),
+        },
     ]
+}
+
+/// Whether this process runs with an effective user id of 0.
+fn is_root() -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    effective_uid(&status) == Some(0)
+}
+
+/// The effective user id from the `Uid:` line (real, effective, saved, filesystem) of
+/// `/proc/<pid>/status`.
+fn effective_uid(status: &str) -> Option<u32> {
+    let ids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+    ids.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// One command of the run.
 struct Step {
     name: &'static str,
     kind: Kind,
+    /// Skipped, and said so, unless we run as root.
+    needs_root: bool,
     cmd: Cmd,
 }
 

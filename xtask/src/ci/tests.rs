@@ -1,4 +1,4 @@
-//! Tests for reading libtest's summary lines.
+//! Tests for reading libtest's summary lines and `/proc/self/status`.
 
 use super::*;
 
@@ -29,4 +29,13 @@ fn other_lines_are_not_results() {
     check("test tidy::tests::tidy_doc_comments ... ok", None);
     check("  test result: ok. 1 passed; 0 failed", None);
     check("test result: garbled", None);
+}
+
+#[test]
+fn effective_uid_is_the_second_id() {
+    let status = "Name:\tcargo\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\n";
+    assert_eq!(effective_uid(status), Some(0));
+    assert_eq!(effective_uid("Uid:\t0\t1000\t1000\t1000\n"), Some(1000));
+    assert_eq!(effective_uid("Name:\tcargo\n"), None);
+    assert_eq!(effective_uid(""), None);
 }
