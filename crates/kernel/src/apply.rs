@@ -172,7 +172,7 @@ impl Kernel {
             batcher.run(requests)
         })
         .await
-        .map_err(|e| KernelError::Connect { kind: e.kind() })?;
+        .map_err(|e| KernelError::Socket { kind: e.kind() })?;
         for (op, code) in sent.into_iter().zip(codes) {
             if let Err(e) = outcome(op, code) {
                 failed.push(e);

@@ -61,6 +61,12 @@ pub enum KernelError {
         /// The socket error.
         kind: io::ErrorKind,
     },
+    /// The netlink socket failed while a plan was being applied.
+    #[error("the netlink socket failed while applying: {kind}; the next reconcile retries")]
+    Socket {
+        /// The socket error.
+        kind: io::ErrorKind,
+    },
     /// A device an operation needs does not exist.
     #[error(
         "{object}: device {device} does not exist; check flannel-iface and that weft's links were created"

@@ -54,13 +54,23 @@ impl Namespace {
         let ns = Namespace { name };
         ns.ip(&["link", "set", "lo", "up"])?;
         for key in ["all", "default"] {
-            ns.exec(&[
-                "sysctl",
-                "-qw",
-                &format!("net.ipv6.conf.{key}.accept_dad=0"),
-            ])?;
+            ns.sysctl(&format!("net/ipv6/conf/{key}/accept_dad"), "0")?;
         }
         Ok(ns)
+    }
+
+    /// Writes a sysctl of this namespace (`ip netns exec NAME sysctl -w KEY=VALUE`, without
+    /// needing procps): from a thread that entered the namespace.
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<(), KernelError> {
+        let (name, key, value) = (self.name.clone(), key.to_owned(), value.to_owned());
+        let thread = std::thread::spawn(move || {
+            enter(&name)?;
+            crate::sysctl::write(&key, &value)
+        });
+        match thread.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 
     /// The namespace's name.
@@ -125,18 +135,14 @@ impl Namespace {
     {
         let name = self.name.clone();
         let thread = std::thread::spawn(move || -> Result<T, KernelError> {
-            let ns_err = |kind| KernelError::Namespace {
-                name: name.clone(),
-                kind,
-            };
-            let file =
-                std::fs::File::open(format!("/run/netns/{name}")).map_err(|e| ns_err(e.kind()))?;
-            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| ns_err(std::io::Error::from(e).kind()))?;
+            enter(&name)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| ns_err(e.kind()))?;
+                .map_err(|e| KernelError::Namespace {
+                    name: name.clone(),
+                    kind: e.kind(),
+                })?;
             runtime.block_on(async move {
                 let kernel = Kernel::connect()?;
                 Ok(f(kernel).await)
@@ -161,6 +167,17 @@ impl Drop for Namespace {
         // other namespaces.
         let _ = Cmd::new("ip").args(["netns", "del", &self.name]).output();
     }
+}
+
+/// Moves the calling thread into network namespace `name` (`setns(2)`; other threads stay).
+fn enter(name: &str) -> Result<(), KernelError> {
+    let ns_err = |kind| KernelError::Namespace {
+        name: name.to_owned(),
+        kind,
+    };
+    let file = std::fs::File::open(format!("/run/netns/{name}")).map_err(|e| ns_err(e.kind()))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| ns_err(std::io::Error::from(e).kind()))
 }
 
 /// Creates a veth pair, `a_name` in `a` and `b_name` in `b`, both up.
