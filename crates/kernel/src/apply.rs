@@ -22,7 +22,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-
 use std::num::NonZeroI32;
 use std::sync::Arc;
 
@@ -42,6 +41,9 @@ use crate::batch::Request;
 use crate::cmd::run_blocking;
 use crate::error::ENODEV;
 use crate::{Kernel, KernelError, firewall, sysctl};
+
+#[cfg(test)]
+mod tests;
 
 /// `EADDRNOTAVAIL`: deleting an address that is not there.
 const EADDRNOTAVAIL: i32 = 99;
