@@ -5,9 +5,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use weft_config::{AgentConfig, AgentFlags, LogFormat, System, load_agent};
+use weft_config::{AgentConfig, AgentFlags, System, load_agent};
 use weft_kernel::{Kernel, Scope};
 use weft_node::agent::{self, AgentSettings};
+use weft_node::daemon;
 use weft_node::identity::NodeIdentity;
 use weft_node::settings::{agent_settings, join_token, node_name};
 use weft_node::{ApiSource, LeaseSource};
@@ -34,7 +35,7 @@ pub(crate) fn daemon(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
     let Some(config) = load(flags) else {
         return Ok(ExitCode::FAILURE);
     };
-    init_logging(config.node.log_format);
+    daemon::init_logging(config.node.log_format);
     runtime()?.block_on(async {
         let (mut source, settings) = source(&config)?;
         let kernel = Kernel::connect()?;
@@ -42,7 +43,7 @@ pub(crate) fn daemon(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
         if !cluster_ok(&config, &cluster) {
             return Ok(ExitCode::FAILURE);
         }
-        agent::run(&mut source, fabric, shutdown()).await?;
+        agent::run(&mut source, fabric, daemon::shutdown_signal()).await?;
         tracing::info!("stopping; the pod network stays in place");
         Ok(ExitCode::SUCCESS)
     })
@@ -53,7 +54,7 @@ pub(crate) fn plan(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
     let Some(config) = load(flags) else {
         return Ok(ExitCode::FAILURE);
     };
-    init_logging(config.node.log_format);
+    daemon::init_logging(config.node.log_format);
     runtime()?.block_on(async {
         let (mut source, settings) = source(&config)?;
         let kernel = Kernel::connect()?;
@@ -165,38 +166,7 @@ fn cluster_ok(config: &AgentConfig, cluster: &weft_config::ClusterNetwork) -> bo
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-/// Logs to stderr as text or JSON lines; `RUST_LOG` refines the level (default `info`).
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        _ => builder.try_init(),
-    };
+    daemon::runtime().context("starting the tokio runtime")
 }
 
 /// Writes lines to stderr; a closed stderr is ignored, as there is nowhere left to report it.

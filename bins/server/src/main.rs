@@ -1,9 +1,10 @@
-//! `weft-server`: the weft server binary. For now it has one subcommand, `validate`; the daemon
-//! itself slots in as another subcommand later.
+//! `weft-server`: the control plane of a weft cluster network, with an embedded agent.
 //!
-//! This file holds the flags and exit codes only; [`run`] does the wiring. The flags come from
-//! weft-config's settings table ([`weft_config::ServerFlags`]), so `--help` lists every setting
-//! with its default and environment variables.
+//! `weft-server [FLAGS]` (or `weft-server run [FLAGS]`) runs the server; `validate` checks the
+//! configuration, and `node list` / `node delete NAME` manage nodes through the running
+//! server. This file holds the flags and exit codes only; [`run`] does the wiring. The flags
+//! come from weft-config's settings table ([`weft_config::ServerFlags`]), so `--help` lists
+//! every setting with its default and environment variables.
 
 #![forbid(unsafe_code)]
 
@@ -16,14 +17,25 @@ use weft_config::ServerFlags;
 
 /// The weft server: K3s-compatible cluster networking.
 #[derive(Debug, Parser)]
-#[command(name = "weft-server", version, about)]
+#[command(
+    name = "weft-server",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Cmd,
+    command: Option<Cmd>,
+    #[command(flatten)]
+    flags: ServerFlags,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Run the server (the same as giving no subcommand): serve the API agents join through,
+    /// hand out leases, and run an embedded agent unless --disable-agent, until SIGTERM or
+    /// Ctrl-C.
+    Run(ServerFlags),
     /// Resolve the configuration exactly as the server will (files, flags, environment, defaults,
     /// node name and node IPs), check it, and print it as JSON on stdout.
     ///
@@ -31,12 +43,32 @@ enum Cmd {
     /// exit 1 with every error on stderr, one per line starting `error: `, when not. Warnings
     /// go to stderr as lines starting `warning: ` in both cases.
     Validate(ServerFlags),
+    /// Manage the cluster's nodes through the server running on this host.
+    #[command(subcommand)]
+    Node(NodeCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCmd {
+    /// List every node with its addresses and pod CIDRs.
+    List(ServerFlags),
+    /// Delete a node: its lease is released and every agent removes its routes.
+    Delete {
+        /// The node name.
+        name: String,
+        #[command(flatten)]
+        flags: ServerFlags,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Cmd::Validate(flags) => run::validate(&flags),
+        None => run::server(&cli.flags),
+        Some(Cmd::Run(flags)) => run::server(&flags),
+        Some(Cmd::Validate(flags)) => run::validate(&flags),
+        Some(Cmd::Node(NodeCmd::List(flags))) => run::node_list(&flags),
+        Some(Cmd::Node(NodeCmd::Delete { name, flags })) => run::node_delete(&flags, &name),
     };
     match outcome {
         Ok(code) => code,

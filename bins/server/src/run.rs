@@ -1,9 +1,23 @@
-//! Wiring for `weft-server`'s subcommands: load through the real host, print, pick the exit code.
+//! Wiring for `weft-server`'s subcommands: load the configuration through the real host, start
+//! weft-control and the embedded agent, print, and pick the exit code.
 
 use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 
-use weft_config::{ServerFlags, System, load_server};
+use anyhow::Context;
+use weft_api::JoinToken;
+use weft_api::client::AdminClient;
+use weft_api::pki::CertifiedKey;
+use weft_config::{ServerConfig, ServerFlags, System, load_server};
+use weft_control::{ServerSettings, servers};
+use weft_kernel::Kernel;
+use weft_node::ApiSource;
+use weft_node::agent;
+use weft_node::daemon;
+use weft_node::identity::NodeIdentity;
+use weft_node::settings::{agent_settings, node_name};
+use weft_store::Datastore;
 
 /// `weft-server validate`: prints the effective configuration, or every error.
 pub(crate) fn validate(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
@@ -20,6 +34,207 @@ pub(crate) fn validate(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The server: control plane, then the embedded agent, until SIGTERM or Ctrl-C.
+pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
+    let Some(config) = load(flags) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    daemon::init_logging(config.node.log_format);
+    let rt = daemon::runtime().context("starting the tokio runtime")?;
+    rt.block_on(async {
+        let started = match weft_control::start(settings(&config)?).await {
+            Ok(s) => s,
+            Err(e) => {
+                write_stderr(
+                    &e.to_string()
+                        .lines()
+                        .map(|l| format!("error: {l}"))
+                        .collect::<Vec<_>>(),
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        let url = started.url.clone();
+        let store = started.store.clone();
+        let token = started.bootstrap.token.clone();
+        tracing::info!(%url, token_file = %started.bootstrap.paths.token.display(), "serving");
+        let tls = weft_api::tls::server_config(
+            started.bootstrap.ca.cert_pem(),
+            &started.bootstrap.serving,
+        )?;
+        let serve = tokio::spawn(weft_api::http::serve(
+            started.listener,
+            tls,
+            started.plane.clone(),
+        ));
+
+        let outcome = if config.disable_agent {
+            daemon::shutdown_signal().await;
+            Ok(())
+        } else {
+            embedded_agent(&config, url.clone(), token).await
+        };
+        serve.abort();
+        if let Err(e) = servers::unregister_server(&store, &url).await {
+            tracing::warn!(error = %e, "could not remove this server's record");
+        }
+        match outcome {
+            Ok(()) => {
+                tracing::info!("stopped");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Err(e),
+        }
+    })
+}
+
+/// Runs the embedded agent against this server until a stop signal.
+async fn embedded_agent(
+    config: &ServerConfig,
+    url: String,
+    token: JoinToken,
+) -> anyhow::Result<()> {
+    let node = &config.node;
+    let settings = agent_settings(node, node_name(node)?);
+    let identity = NodeIdentity::load_or_create(&settings.dir)?;
+    let mut source = ApiSource::new(&settings.dir, vec![url], token, identity);
+    let kernel = Kernel::connect()?;
+    let (fabric, cluster) = agent::join(&mut source, settings, kernel).await?;
+    let (errors, warnings) = node.check_cluster(&cluster);
+    write_stderr(
+        &warnings
+            .iter()
+            .map(|w| format!("warning: {w}"))
+            .collect::<Vec<_>>(),
+    );
+    if !errors.is_empty() {
+        anyhow::bail!(
+            "{}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    agent::run(&mut source, fabric, daemon::shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `weft-server node list`.
+pub(crate) fn node_list(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
+    let Some(config) = load(flags) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let (client, url) = admin(&config)?;
+    let nodes = daemon::runtime()?.block_on(client.list_nodes(&url))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<30} {:<32} {:<20} IPV6-CIDR", "NAME", "NODE-IPS", "IPV4-CIDR")?;
+    for n in nodes {
+        let ips: Vec<String> = n["node-ips"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{:<30} {:<32} {:<20} {}",
+            n["name"].as_str().unwrap_or("?"),
+            ips.join(","),
+            n["ipv4-cidr"].as_str().unwrap_or("-"),
+            n["ipv6-cidr"].as_str().unwrap_or("-"),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weft-server node delete NAME`.
+pub(crate) fn node_delete(flags: &ServerFlags, name: &str) -> anyhow::Result<ExitCode> {
+    let Some(config) = load(flags) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let (client, url) = admin(&config)?;
+    daemon::runtime()?.block_on(client.delete_node(&url, name))?;
+    writeln!(std::io::stdout().lock(), "deleted node {name}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The admin client from this server's files, and the local server's URL.
+fn admin(config: &ServerConfig) -> anyhow::Result<(AdminClient, String)> {
+    let tls = config.node.data_dir.join("server").join("tls");
+    let read = |name: &str| {
+        std::fs::read_to_string(tls.join(name)).with_context(|| {
+            format!(
+                "reading {} (is this the server's --data-dir?)",
+                tls.join(name).display()
+            )
+        })
+    };
+    let identity = CertifiedKey {
+        cert_pem: read("client-admin.crt")?,
+        key_pem: read("client-admin.key")?,
+    };
+    let client = AdminClient::new(&read("server-ca.crt")?, &identity)?;
+    let local = match config.node.bind_address {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        other => other,
+    };
+    Ok((
+        client,
+        url_of(SocketAddr::new(local, config.supervisor_port)),
+    ))
+}
+
+/// The control plane's settings from the configuration.
+fn settings(config: &ServerConfig) -> anyhow::Result<ServerSettings> {
+    let node = &config.node;
+    let token = match (&node.token, &node.token_file) {
+        (Some(t), _) => Some(JoinToken::parse(t.expose())?),
+        (None, Some(path)) => Some(JoinToken::parse(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading token-file {}", path.display()))?,
+        )?),
+        (None, None) => None,
+    };
+    let datastore = Datastore::from_flags(
+        &node.data_dir,
+        config.datastore_endpoint.as_ref().map(|e| e.expose()),
+    )?;
+    let mut ips = node.node_ips.addrs.clone();
+    ips.extend(node.node_external_ips.iter().copied());
+    ips.push(config.advertise_address);
+    Ok(ServerSettings {
+        dir: node.data_dir.join("server"),
+        datastore,
+        network: config.network.clone(),
+        token,
+        bind: SocketAddr::new(node.bind_address, config.supervisor_port),
+        url: url_of(SocketAddr::new(
+            config.advertise_address,
+            config.supervisor_port,
+        )),
+        names: vec![node.node_name.as_str().to_owned()],
+        ips,
+    })
+}
+
+/// `https://IP:PORT`, with brackets for IPv6.
+fn url_of(addr: SocketAddr) -> String {
+    format!("https://{addr}")
+}
+
+/// Loads and checks the configuration; prints warnings, and errors when it is invalid.
+fn load(flags: &ServerFlags) -> Option<ServerConfig> {
+    let loaded = load_server(&flags.0, System::os());
+    let report = loaded.report(|_| serde_json::Value::Null);
+    write_stderr(&report.stderr);
+    loaded.result.ok()
 }
 
 /// Writes lines to stderr; a closed stderr is ignored, as there is nowhere left to report it.

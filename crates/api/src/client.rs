@@ -14,7 +14,8 @@ use crate::http::{read_body, send};
 use crate::pki::{CertifiedKey, ca_hash};
 use crate::protocol::{
     CACERTS_PATH, CONFIG_PATH, ErrorBody, LEASES_PATH, LeaseEvent, LeaseSnapshot,
-    NODE_PASSWORD_HEADER, REGISTER_PATH, RegisterRequest, RegisterResponse, SERVERS_PATH,
+    NODE_PASSWORD_HEADER, NODES_PATH, REGISTER_PATH, RegisterRequest, RegisterResponse,
+    SERVERS_PATH,
 };
 use crate::tls::{bootstrap_client_config, client_config};
 use crate::{ApiError, JoinToken};
@@ -274,5 +275,46 @@ async fn rejected(server: &str, response: Response<Incoming>) -> ApiError {
         server: server.to_owned(),
         status,
         message,
+    }
+}
+
+/// The admin's client (`system:masters` certificate): node management on a server.
+#[derive(Clone)]
+pub struct AdminClient {
+    tls: Arc<ClientConfig>,
+}
+
+// === impl AdminClient ===
+
+impl AdminClient {
+    /// A client that trusts `ca_pem` and presents the admin certificate `identity`.
+    pub fn new(ca_pem: &str, identity: &CertifiedKey) -> Result<AdminClient, ApiError> {
+        Ok(AdminClient {
+            tls: client_config(ca_pem, Some(identity))?,
+        })
+    }
+
+    /// Every node with its addresses and pod CIDRs, as JSON objects.
+    pub async fn list_nodes(&self, server: &str) -> Result<Vec<serde_json::Value>, ApiError> {
+        let response = send(
+            self.tls.clone(),
+            &url(server, NODES_PATH),
+            get_path(server, NODES_PATH),
+        )
+        .await?;
+        json(server, response).await
+    }
+
+    /// Deletes node `name`: its record and lease go, and every agent removes its routes.
+    pub async fn delete_node(&self, server: &str, name: &str) -> Result<(), ApiError> {
+        let path = format!("{NODES_PATH}/{name}");
+        let req = Request::builder()
+            .method(Method::DELETE)
+            .uri(&path)
+            .header(hyper::header::HOST, host_header(server))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ApiError::Protocol(e.to_string()))?;
+        let response = send(self.tls.clone(), &url(server, &path), req).await?;
+        checked(server, response).await.map(|_| ())
     }
 }

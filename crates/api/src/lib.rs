@@ -7,6 +7,7 @@
 //! - [`client`]: the agent's side: [`client::fetch_ca`] checks the server's CA against the
 //!   token before anything secret is sent, [`client::register`], then [`client::NodeClient`]
 //!   lists and watches leases with the node's own certificate.
+//! - [`files`]: atomic writes of small state files, for both daemons' data dirs.
 //! - [`http`] and [`tls`]: HTTPS plumbing (hyper 1, rustls with ring) both sides share;
 //!   [`http::serve`] hands each request its peer's verified [`pki::ClientIdentity`].
 //!
@@ -19,6 +20,7 @@
 
 pub mod client;
 mod error;
+pub mod files;
 pub mod http;
 pub mod pki;
 pub mod protocol;

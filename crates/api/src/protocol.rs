@@ -8,6 +8,8 @@
 //! | `GET /v1-weft/leases` | node certificate | | [`LeaseSnapshot`] |
 //! | `GET /v1-weft/leases?watch=<revision>` | node certificate | | [`LeaseEvent`]s as JSON lines, from after `revision` |
 //! | `GET /v1-weft/servers` | node certificate | | the servers' URLs |
+//! | `GET /v1-weft/nodes` | admin certificate | | every node, with its pod CIDRs |
+//! | `DELETE /v1-weft/nodes/<name>` | admin certificate | | deletes the node and its lease |
 //!
 //! Errors are JSON [`ErrorBody`]s with a matching status.
 
@@ -26,6 +28,8 @@ pub const REGISTER_PATH: &str = "/v1-weft/register";
 pub const LEASES_PATH: &str = "/v1-weft/leases";
 /// Where agents learn every server.
 pub const SERVERS_PATH: &str = "/v1-weft/servers";
+/// Where the admin lists nodes (`GET`) and deletes one (`DELETE /v1-weft/nodes/<name>`).
+pub const NODES_PATH: &str = "/v1-weft/nodes";
 /// The header that carries the node password at registration.
 pub const NODE_PASSWORD_HEADER: &str = "weft-node-password";
 

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod daemon;
 mod error;
 pub mod files;
 pub mod identity;

@@ -1,0 +1,229 @@
+//! The cluster's trust, made once and shared by every server: the cluster CA lives in the
+//! store, sealed with a key derived from the join token's secret (as K3s seals its bootstrap
+//! data), so a server given another token can't join. Each server then writes its own files:
+//! the CA, a serving certificate for its addresses, the admin/egress client certificate and the
+//! token file.
+//!
+//! Files under `<data-dir>/server/`:
+//!
+//! | file | mode | what |
+//! |---|---|---|
+//! | `token` | 0600 | `K10<ca-hash>::server:<secret>`, for agents and joining servers |
+//! | `tls/server-ca.crt` | 0644 | the cluster CA |
+//! | `tls/server-ca.key` | 0600 | its key |
+//! | `tls/serving.crt`, `tls/serving.key` | 0644/0600 | this server's TLS certificate |
+//! | `tls/client-admin.crt`, `tls/client-admin.key` | 0644/0600 | the `system:masters` client: `node list/delete`, HTTP CONNECT |
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use weft_api::JoinToken;
+use weft_api::pki::{CertifiedKey, ClusterCa};
+use weft_api::token::random_secret;
+use weft_store::{Compare, Store, Txn};
+
+use crate::ControlError;
+use crate::files::{read_optional, write_file};
+
+/// The store key of the sealed bootstrap record.
+pub const BOOTSTRAP_KEY: &str = "/weft/bootstrap/ca";
+/// PBKDF2 rounds for the sealing key (the secret is usually 32 random bytes; the rounds are
+/// for a weak `--token` a user chose).
+const PBKDF2_ROUNDS: u32 = 20_000;
+
+/// What a server has after bootstrap.
+pub struct Bootstrap {
+    /// The cluster CA.
+    pub ca: ClusterCa,
+    /// The server token (`K10<ca-hash>::server:<secret>`).
+    pub token: JoinToken,
+    /// This server's serving certificate.
+    pub serving: CertifiedKey,
+    /// The `system:masters` client certificate.
+    pub admin: CertifiedKey,
+    /// Paths of the files written.
+    pub paths: BootstrapPaths,
+}
+
+/// Where the bootstrap files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapPaths {
+    /// The token file.
+    pub token: PathBuf,
+    /// The CA certificate.
+    pub ca_cert: PathBuf,
+    /// The admin/egress client certificate.
+    pub admin_cert: PathBuf,
+    /// Its key.
+    pub admin_key: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Sealed {
+    v: u32,
+    salt: String,
+    nonce: String,
+    data: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CaRecord {
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// Bootstraps a server whose state dir is `dir` (`<data-dir>/server`): reads the cluster CA
+/// from the store (or creates it on the very first start of the cluster), checks the token,
+/// and writes this server's files. `names` and `ips` go into the serving certificate.
+pub async fn bootstrap(
+    store: &Store,
+    dir: &Path,
+    given: Option<&JoinToken>,
+    names: &[String],
+    ips: &[IpAddr],
+) -> Result<Bootstrap, ControlError> {
+    let paths = BootstrapPaths {
+        token: dir.join("token"),
+        ca_cert: dir.join("tls").join("server-ca.crt"),
+        admin_cert: dir.join("tls").join("client-admin.crt"),
+        admin_key: dir.join("tls").join("client-admin.key"),
+    };
+    let saved = read_optional(&paths.token)?
+        .map(|text| JoinToken::parse(&text).map_err(ControlError::Api))
+        .transpose()?;
+    let secret = match (given, &saved) {
+        (Some(t), _) => t.secret.clone(),
+        (None, Some(t)) => t.secret.clone(),
+        (None, None) => random_secret(),
+    };
+    let ca = load_or_create_ca(store, &secret).await?;
+    let hash = ca.hash();
+    if let Some(pinned) = given.and_then(|t| t.ca_hash.as_ref())
+        && *pinned != hash
+    {
+        return Err(ControlError::TokenCaMismatch {
+            pinned: pinned.clone(),
+            actual: hash,
+        });
+    }
+    let token = JoinToken::server(&hash, &secret);
+    write_file(&paths.token, format!("{token}\n").as_bytes(), 0o600)?;
+    write_file(&paths.ca_cert, ca.cert_pem().as_bytes(), 0o644)?;
+    write_file(
+        &dir.join("tls").join("server-ca.key"),
+        ca.key_pem().as_bytes(),
+        0o600,
+    )?;
+    let serving = ca.issue_server(names, ips)?;
+    write_file(
+        &dir.join("tls").join("serving.crt"),
+        serving.cert_pem.as_bytes(),
+        0o644,
+    )?;
+    write_file(
+        &dir.join("tls").join("serving.key"),
+        serving.key_pem.as_bytes(),
+        0o600,
+    )?;
+    let admin = match (
+        read_optional(&paths.admin_cert)?,
+        read_optional(&paths.admin_key)?,
+    ) {
+        // Keep a certificate this CA issued, so files handed to a kube-apiserver stay valid.
+        (Some(cert_pem), Some(key_pem)) if issued_by(&ca, &cert_pem) => {
+            CertifiedKey { cert_pem, key_pem }
+        }
+        _ => {
+            let admin = ca.issue_egress()?;
+            write_file(&paths.admin_cert, admin.cert_pem.as_bytes(), 0o644)?;
+            write_file(&paths.admin_key, admin.key_pem.as_bytes(), 0o600)?;
+            admin
+        }
+    };
+    Ok(Bootstrap {
+        ca,
+        token,
+        serving,
+        admin,
+        paths,
+    })
+}
+
+/// Reads the sealed CA from the store, or creates and stores it when there is none.
+async fn load_or_create_ca(store: &Store, secret: &str) -> Result<ClusterCa, ControlError> {
+    loop {
+        if let Some(kv) = store.kv().get(BOOTSTRAP_KEY).await? {
+            let record: CaRecord = unseal(&kv.value, secret)?;
+            return Ok(ClusterCa::from_pem(&record.cert_pem, &record.key_pem)?);
+        }
+        let ca = ClusterCa::generate()?;
+        let record = CaRecord {
+            cert_pem: ca.cert_pem().to_owned(),
+            key_pem: ca.key_pem(),
+        };
+        let sealed = seal(&record, secret)?;
+        let txn = Txn::new()
+            .when(Compare::absent(BOOTSTRAP_KEY))
+            .put(BOOTSTRAP_KEY, sealed);
+        if store.kv().txn(txn).await?.succeeded {
+            tracing::info!("created the cluster CA");
+            return Ok(ca);
+        }
+        // Another server created it first: read theirs.
+    }
+}
+
+fn issued_by(ca: &ClusterCa, cert_pem: &str) -> bool {
+    weft_api::tls::verify_client_cert(ca.cert_pem(), cert_pem)
+}
+
+fn key_for(secret: &str, salt: &[u8]) -> Key {
+    let mut key = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(secret.as_bytes(), salt, PBKDF2_ROUNDS, &mut key);
+    Key::from(key)
+}
+
+fn seal<T: Serialize>(value: &T, secret: &str) -> Result<Vec<u8>, ControlError> {
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; 12];
+    rand::rng().fill_bytes(&mut salt);
+    rand::rng().fill_bytes(&mut nonce);
+    let plain = serde_json::to_vec(value).map_err(|e| ControlError::Bootstrap(e.to_string()))?;
+    let data = ChaCha20Poly1305::new(&key_for(secret, &salt))
+        .encrypt(Nonce::from_slice(&nonce), plain.as_slice())
+        .map_err(|_| ControlError::Bootstrap("sealing the bootstrap record failed".into()))?;
+    serde_json::to_vec(&Sealed {
+        v: 1,
+        salt: hex::encode(salt),
+        nonce: hex::encode(nonce),
+        data: hex::encode(data),
+    })
+    .map_err(|e| ControlError::Bootstrap(e.to_string()))
+}
+
+fn unseal<T: for<'de> Deserialize<'de>>(bytes: &[u8], secret: &str) -> Result<T, ControlError> {
+    let corrupt = |what: &str| {
+        ControlError::Bootstrap(format!(
+            "the bootstrap record at {BOOTSTRAP_KEY} is damaged ({what})"
+        ))
+    };
+    let sealed: Sealed = serde_json::from_slice(bytes).map_err(|e| corrupt(&e.to_string()))?;
+    if sealed.v != 1 {
+        return Err(corrupt(&format!("unknown version {}", sealed.v)));
+    }
+    let salt = hex::decode(&sealed.salt).map_err(|_| corrupt("salt"))?;
+    let nonce = hex::decode(&sealed.nonce).map_err(|_| corrupt("nonce"))?;
+    let data = hex::decode(&sealed.data).map_err(|_| corrupt("data"))?;
+    if nonce.len() != 12 {
+        return Err(corrupt("nonce length"));
+    }
+    let plain = ChaCha20Poly1305::new(&key_for(secret, &salt))
+        .decrypt(Nonce::from_slice(&nonce), data.as_slice())
+        .map_err(|_| ControlError::WrongToken)?;
+    serde_json::from_slice(&plain).map_err(|e| corrupt(&e.to_string()))
+}

@@ -1,0 +1,63 @@
+//! The one error type of weft-control.
+
+use std::path::PathBuf;
+
+/// What stops a server.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] weft_store::StoreError),
+    /// Certificates, tokens or TLS failed.
+    #[error(transparent)]
+    Api(#[from] weft_api::ApiError),
+    /// This server's critical settings differ from the cluster's.
+    #[error("{}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    CriticalMismatch {
+        /// One error per differing setting.
+        errors: Vec<weft_config::ConfigError>,
+    },
+    /// The cluster network stored by the first server can't be read.
+    #[error("the cluster network in the store can't be used: {reason}")]
+    StoredNetwork {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The token does not open the cluster's bootstrap record.
+    #[error(
+        "the token does not match this cluster's: use the token from the first server's <data-dir>/server/token"
+    )]
+    WrongToken,
+    /// A `K10` token pins another CA than the cluster's.
+    #[error(
+        "the token pins CA hash {pinned}, but this cluster's CA hash is {actual}: use the token from this cluster's <data-dir>/server/token"
+    )]
+    TokenCaMismatch {
+        /// The hash in the token.
+        pinned: String,
+        /// The cluster's CA hash.
+        actual: String,
+    },
+    /// The bootstrap record can't be made or read.
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
+    /// A file of the server's could not be read or written.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        reason: String,
+    },
+    /// The API port could not be bound.
+    #[error(
+        "can't listen on {addr}: {reason}; is another server running, or is supervisor-port taken?"
+    )]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The underlying error.
+        reason: String,
+    },
+}

@@ -1,0 +1,137 @@
+//! The server's control plane: what `weft-server` runs besides its embedded agent.
+//!
+//! [`start`] opens the store, stores the cluster network on the first start (and refuses a
+//! later start or a joining server whose critical settings differ, naming each one),
+//! bootstraps the cluster's trust ([`bootstrap`]: the CA sealed in the store with the token),
+//! starts the lease fan-out ([`hub::LeaseHub`]), binds the API port, and records the server in
+//! the store so agents learn it. [`service::ControlPlane`] answers the API.
+//!
+//! It deliberately runs no agent and no tunnel: `weft-server` composes those around it.
+//!
+//! Read [`start`], then [`service`].
+
+#![forbid(unsafe_code)]
+
+pub mod bootstrap;
+mod error;
+mod files;
+pub mod hub;
+pub mod servers;
+pub mod service;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use weft_api::JoinToken;
+use weft_config::ClusterNetwork;
+use weft_store::{Created, Datastore, Store};
+
+pub use error::ControlError;
+
+use crate::bootstrap::Bootstrap;
+use crate::hub::LeaseHub;
+use crate::service::ControlPlane;
+
+/// What a server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The server's state dir (`<data-dir>/server`).
+    pub dir: PathBuf,
+    /// Where cluster state lives.
+    pub datastore: Datastore,
+    /// This server's cluster network settings.
+    pub network: ClusterNetwork,
+    /// `--token`, when given.
+    pub token: Option<JoinToken>,
+    /// Where the API listens (`bind-address:supervisor-port`).
+    pub bind: SocketAddr,
+    /// The URL agents reach this server at (`https://advertise-address:supervisor-port`).
+    pub url: String,
+    /// Names and addresses for the serving certificate.
+    pub names: Vec<String>,
+    /// Addresses for the serving certificate.
+    pub ips: Vec<IpAddr>,
+}
+
+/// A started control plane: bound, bootstrapped, following the store; not yet serving.
+pub struct Started {
+    /// The store.
+    pub store: Store,
+    /// The cluster's trust and this server's certificates.
+    pub bootstrap: Bootstrap,
+    /// The API handler.
+    pub plane: Arc<ControlPlane>,
+    /// The bound API listener.
+    pub listener: TcpListener,
+    /// The URL agents reach this server at.
+    pub url: String,
+}
+
+/// Starts the control plane (see the crate docs). Nothing is served until the caller serves
+/// [`Started::listener`].
+pub async fn start(settings: ServerSettings) -> Result<Started, ControlError> {
+    let store = settings.datastore.open().await?;
+    check_network(&store, &settings.network).await?;
+    let bootstrap = bootstrap::bootstrap(
+        &store,
+        &settings.dir,
+        settings.token.as_ref(),
+        &settings.names,
+        &settings.ips,
+    )
+    .await?;
+    let hub = LeaseHub::start(store.clone()).await?;
+    let listener = TcpListener::bind(settings.bind)
+        .await
+        .map_err(|e| ControlError::Listen {
+            addr: settings.bind,
+            reason: e.to_string(),
+        })?;
+    let plane = Arc::new(ControlPlane::new(
+        store.clone(),
+        hub,
+        Arc::new(weft_api::pki::ClusterCa::from_pem(
+            bootstrap.ca.cert_pem(),
+            &bootstrap.ca.key_pem(),
+        )?),
+        bootstrap.token.secret.clone(),
+        settings.network.clone(),
+    ));
+    servers::register_server(&store, &settings.url).await?;
+    Ok(Started {
+        store,
+        bootstrap,
+        plane,
+        listener,
+        url: settings.url,
+    })
+}
+
+/// Stores the cluster network on the cluster's first start; later, compares this server's
+/// critical settings with the stored ones and refuses any difference.
+pub async fn check_network(store: &Store, network: &ClusterNetwork) -> Result<(), ControlError> {
+    match store
+        .create_cluster_config_if_absent(&network.to_json())
+        .await?
+    {
+        Created::Created(_) => {
+            tracing::info!("stored the cluster network settings");
+            Ok(())
+        }
+        Created::Existing(stored) => {
+            let cluster = ClusterNetwork::from_json(&stored.value).map_err(|e| {
+                ControlError::StoredNetwork {
+                    reason: e.to_string(),
+                }
+            })?;
+            let errors = network.compare_critical(&cluster);
+            if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(ControlError::CriticalMismatch { errors })
+            }
+        }
+    }
+}

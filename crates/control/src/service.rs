@@ -1,0 +1,416 @@
+//! The server's HTTPS API: what agents, joining servers and the admin CLI call.
+//!
+//! Paths and messages are weft-api's [`protocol`](weft_api::protocol); this module decides who
+//! may call what: `/cacerts` is public (agents check it against their token), `/v1-weft/config`
+//! and `/v1-weft/register` need the token's secret, lease and server lists need a node
+//! certificate, and node management needs the admin (`system:masters`) certificate.
+
+// Checks return the refusal response itself as their error: it is built once per refused
+// request, and boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Future;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use weft_api::http::{Body, Handler, Peer, error_response, full, json_response, read_body};
+use weft_api::pki::{ClientIdentity, ClusterCa};
+use weft_api::protocol::{
+    CACERTS_PATH, CONFIG_PATH, LEASES_PATH, LeaseEvent, NODE_PASSWORD_HEADER, NODES_PATH,
+    REGISTER_PATH, RegisterRequest, RegisterResponse, SERVERS_PATH,
+};
+use weft_api::token::{hash_node_password, secrets_equal, verify_node_password};
+use weft_config::{ClusterNetwork, is_dns1123_subdomain};
+use weft_store::{Created, LeaseAttrs, NodeMaskSizes, NodeRecord, Store, StoreError, UnixTime};
+
+use crate::hub::LeaseHub;
+use crate::servers::list_servers;
+
+/// How often an idle lease watch gets a bookmark, so both ends notice a dead connection.
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
+/// The largest request body the API reads.
+const MAX_REQUEST: usize = 64 << 10;
+
+/// The control plane's request handler.
+pub struct ControlPlane {
+    store: Store,
+    hub: LeaseHub,
+    ca: Arc<ClusterCa>,
+    token_secret: String,
+    network: ClusterNetwork,
+}
+
+// === impl ControlPlane ===
+
+impl ControlPlane {
+    /// A handler over `store` and `hub`, signing node certificates with `ca`, accepting agents
+    /// that know `token_secret`, and handing out `network`.
+    pub fn new(
+        store: Store,
+        hub: LeaseHub,
+        ca: Arc<ClusterCa>,
+        token_secret: String,
+        network: ClusterNetwork,
+    ) -> ControlPlane {
+        ControlPlane {
+            store,
+            hub,
+            ca,
+            token_secret,
+            network,
+        }
+    }
+
+    /// The lease hub.
+    pub fn hub(&self) -> &LeaseHub {
+        &self.hub
+    }
+
+    async fn route(&self, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let method = req.method().clone();
+        match (method, path.as_str()) {
+            (Method::GET, CACERTS_PATH) => Response::new(full(self.ca.cert_pem().to_owned())),
+            (Method::GET, CONFIG_PATH) => match self.check_token(&req) {
+                Ok(()) => json_response(StatusCode::OK, &self.network.to_json()),
+                Err(r) => r,
+            },
+            (Method::POST, REGISTER_PATH) => match self.check_token(&req) {
+                Ok(()) => self.register(req).await,
+                Err(r) => r,
+            },
+            (Method::GET, LEASES_PATH) => match node_only(&peer) {
+                Ok(_) => self.leases(req.uri().query()),
+                Err(r) => r,
+            },
+            (Method::GET, SERVERS_PATH) => match node_only(&peer) {
+                Ok(_) => match list_servers(&self.store).await {
+                    Ok(servers) => json_response(StatusCode::OK, &servers),
+                    Err(e) => store_error(&e),
+                },
+                Err(r) => r,
+            },
+            (Method::GET, NODES_PATH) => match admin_only(&peer) {
+                Ok(()) => self.list_nodes().await,
+                Err(r) => r,
+            },
+            (Method::DELETE, p) if p.starts_with(NODES_PATH) && p.len() > NODES_PATH.len() + 1 => {
+                match admin_only(&peer) {
+                    Ok(()) => self.delete_node(&p[NODES_PATH.len() + 1..]).await,
+                    Err(r) => r,
+                }
+            }
+            _ => error_response(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+        }
+    }
+
+    fn check_token(&self, req: &Request<Incoming>) -> Result<(), Response<Body>> {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(secret) if secrets_equal(secret, &self.token_secret) => Ok(()),
+            _ => Err(error_response(
+                StatusCode::UNAUTHORIZED,
+                "the token is wrong: use the token from the server's <data-dir>/server/token",
+            )),
+        }
+    }
+
+    async fn register(&self, req: Request<Incoming>) -> Response<Body> {
+        let password = req
+            .headers()
+            .get(NODE_PASSWORD_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = match read_body(req.into_body(), MAX_REQUEST).await {
+            Ok(b) => b,
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        let request: RegisterRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error_response(StatusCode::BAD_REQUEST, format!("bad registration: {e}"));
+            }
+        };
+        let Some(password) = password.filter(|p| !p.is_empty() && p.len() <= 256) else {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!("the {NODE_PASSWORD_HEADER} header is missing"),
+            );
+        };
+        match self.admit(&request, &password).await {
+            Ok(response) => json_response(StatusCode::OK, &response),
+            Err(response) => response,
+        }
+    }
+
+    async fn admit(
+        &self,
+        request: &RegisterRequest,
+        password: &str,
+    ) -> Result<RegisterResponse, Response<Body>> {
+        let name = &request.node_name;
+        if !is_dns1123_subdomain(name) {
+            return Err(error_response(
+                StatusCode::BAD_REQUEST,
+                format!("node name {name:?} is not a valid RFC 1123 subdomain; set --node-name"),
+            ));
+        }
+        let record = NodeRecord {
+            name: name.clone(),
+            password_hash: hash_node_password(password),
+            node_ips: request.node_ips.clone(),
+            external_ips: request.external_ips.clone(),
+            created_at: UnixTime::now(),
+        };
+        let existing = match self.store.create_node(&record).await {
+            Ok(Created::Created(_)) => {
+                tracing::info!(node = %name, "node joined");
+                None
+            }
+            Ok(Created::Existing(v)) => Some(v.value),
+            Err(e) => return Err(store_error(&e)),
+        };
+        if let Some(existing) = existing {
+            if !verify_node_password(&existing.password_hash, password) {
+                tracing::warn!(node = %name, "refused a node whose password does not match");
+                return Err(error_response(
+                    StatusCode::FORBIDDEN,
+                    "Node password rejected, duplicate hostname or contents of '<data-dir>/agent/node-password' may not match server node-passwd entry, try enabling a unique node name with the --with-node-id flag",
+                ));
+            }
+            if existing.node_ips != request.node_ips
+                || existing.external_ips != request.external_ips
+            {
+                let updated = NodeRecord {
+                    node_ips: request.node_ips.clone(),
+                    external_ips: request.external_ips.clone(),
+                    ..existing
+                };
+                self.store
+                    .put_node(&updated)
+                    .await
+                    .map_err(|e| store_error(&e))?;
+            }
+        }
+        let attrs = LeaseAttrs {
+            public_ipv4: public_ip(request, self.network.flannel_external_ip, true).and_then(
+                |ip| match ip {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(_) => None,
+                },
+            ),
+            public_ipv6: public_ip(request, self.network.flannel_external_ip, false).and_then(
+                |ip| match ip {
+                    IpAddr::V6(v6) => Some(v6),
+                    IpAddr::V4(_) => None,
+                },
+            ),
+            backend: request.backend.clone(),
+        };
+        let masks = NodeMaskSizes {
+            ipv4: self.network.node_cidr_mask_size_ipv4,
+            ipv6: self.network.node_cidr_mask_size_ipv6,
+        };
+        let allocation = self
+            .store
+            .allocate_lease(name, &self.network.cluster_cidr, masks, &attrs)
+            .await
+            .map_err(|e| store_error(&e))?;
+        if allocation.created {
+            tracing::info!(node = %name, ipv4 = ?allocation.lease.ipv4_cidr.map(|c| c.to_string()), ipv6 = ?allocation.lease.ipv6_cidr.map(|c| c.to_string()), "allocated a lease");
+        }
+        let cert = self
+            .ca
+            .issue_node(name)
+            .map_err(|e| error_response(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let servers = list_servers(&self.store)
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok(RegisterResponse {
+            lease: allocation.lease,
+            cluster: self.network.to_json(),
+            node_cert_pem: cert.cert_pem,
+            node_key_pem: cert.key_pem,
+            servers,
+        })
+    }
+
+    fn leases(&self, query: Option<&str>) -> Response<Body> {
+        let watch = query
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("watch=")))
+            .map(str::parse::<u64>);
+        match watch {
+            None => json_response(StatusCode::OK, &self.hub.snapshot()),
+            Some(Err(_)) => {
+                error_response(StatusCode::BAD_REQUEST, "watch= must be a revision number")
+            }
+            Some(Ok(from)) => self.watch(from),
+        }
+    }
+
+    /// A streaming response of JSON lines: the backlog, then live events, with bookmarks.
+    fn watch(&self, from: u64) -> Response<Body> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        match self.hub.subscribe(from) {
+            Err(oldest) => {
+                let line = event_line(&LeaseEvent::Compacted { oldest });
+                return Response::new(full(line));
+            }
+            Ok(sub) => {
+                tokio::spawn(async move {
+                    let mut feed = sub.feed;
+                    let mut revision = sub.revision;
+                    for event in sub.backlog {
+                        if tx.send(event_line(&event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Say where the backlog ended, so the agent can resume from there.
+                    if tx
+                        .send(event_line(&LeaseEvent::Bookmark { revision }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    loop {
+                        let next = tokio::time::timeout(BOOKMARK_INTERVAL, feed.recv()).await;
+                        let line = match next {
+                            Ok(Ok(event)) => {
+                                if event.revision() <= revision
+                                    && !matches!(*event, LeaseEvent::Bookmark { .. })
+                                {
+                                    // Already in the backlog.
+                                    continue;
+                                }
+                                revision = revision.max(event.revision());
+                                event_line(&event)
+                            }
+                            // Too slow to keep up: end the stream; the agent resumes from its
+                            // revision, or lists again.
+                            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => return,
+                            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
+                            Err(_) => event_line(&LeaseEvent::Bookmark { revision }),
+                        };
+                        if tx.send(line).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|bytes| (Ok::<_, std::io::Error>(Frame::data(bytes)), rx))
+        });
+        let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/x-ndjson"),
+        );
+        response
+    }
+
+    async fn list_nodes(&self) -> Response<Body> {
+        match self.store.list_nodes().await {
+            Ok(nodes) => {
+                let leases = self.hub.snapshot();
+                let rows: Vec<serde_json::Value> = nodes
+                    .items
+                    .into_iter()
+                    .map(|n| {
+                        let lease = leases.leases.iter().find(|l| l.node_name == n.value.name);
+                        serde_json::json!({
+                            "name": n.value.name,
+                            "node-ips": n.value.node_ips,
+                            "external-ips": n.value.external_ips,
+                            "ipv4-cidr": lease.and_then(|l| l.ipv4_cidr).map(|c| c.to_string()),
+                            "ipv6-cidr": lease.and_then(|l| l.ipv6_cidr).map(|c| c.to_string()),
+                            "created-at": n.value.created_at.0,
+                        })
+                    })
+                    .collect();
+                json_response(StatusCode::OK, &rows)
+            }
+            Err(e) => store_error(&e),
+        }
+    }
+
+    async fn delete_node(&self, name: &str) -> Response<Body> {
+        match self.store.delete_node(name).await {
+            Ok(true) => {
+                tracing::info!(node = %name, "node deleted; its lease is released");
+                json_response(StatusCode::OK, &serde_json::json!({ "deleted": name }))
+            }
+            Ok(false) => error_response(StatusCode::NOT_FOUND, format!("no node named {name}")),
+            Err(e) => store_error(&e),
+        }
+    }
+}
+
+impl Handler for ControlPlane {
+    fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: Peer,
+    ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + '_>> {
+        Box::pin(self.route(request, peer))
+    }
+}
+
+/// The address peers send a node's fabric traffic to: its external IP of the family with
+/// `flannel-external-ip` (when it has one), else its node IP of the family.
+fn public_ip(request: &RegisterRequest, external: bool, ipv4: bool) -> Option<IpAddr> {
+    let of_family = |ips: &[IpAddr]| ips.iter().copied().find(|ip| ip.is_ipv4() == ipv4);
+    external
+        .then(|| of_family(&request.external_ips))
+        .flatten()
+        .or_else(|| of_family(&request.node_ips))
+}
+
+fn node_only(peer: &Peer) -> Result<String, Response<Body>> {
+    match &peer.identity {
+        Some(ClientIdentity::Node(name)) => Ok(name.clone()),
+        _ => Err(error_response(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint needs a node certificate: register first",
+        )),
+    }
+}
+
+fn admin_only(peer: &Peer) -> Result<(), Response<Body>> {
+    match &peer.identity {
+        Some(ClientIdentity::Egress) => Ok(()),
+        _ => Err(error_response(
+            StatusCode::FORBIDDEN,
+            "this endpoint needs the admin certificate (<data-dir>/server/tls/client-admin.crt)",
+        )),
+    }
+}
+
+fn store_error(e: &StoreError) -> Response<Body> {
+    let status = match e {
+        StoreError::Ipam(_) => StatusCode::SERVICE_UNAVAILABLE,
+        StoreError::InvalidName { .. } => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    tracing::warn!(error = %e, "store request failed");
+    error_response(status, e.to_string())
+}
+
+fn event_line(event: &LeaseEvent) -> Bytes {
+    let mut line = serde_json::to_vec(event).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
