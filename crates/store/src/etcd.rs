@@ -83,13 +83,23 @@ impl EtcdStore {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let client = call("connect", Client::connect(endpoints, Some(options))).await?;
-        let store = EtcdStore {
+        let client = call("connect", || {
+            Client::connect(endpoints, Some(options.clone()))
+        })
+        .await?;
+        // The client connects lazily: ask etcd something so a wrong endpoint fails here.
+        call("connect", || {
+            let mut kv = client.kv_client();
+            async move {
+                let options = GetOptions::new().with_count_only();
+                kv.get(keys::ROOT, Some(options)).await
+            }
+        })
+        .await?;
+        Ok(EtcdStore {
             client,
             endpoints: endpoints.into(),
-        };
-        store.revision().await?;
-        Ok(store)
+        })
     }
 
     /// The endpoints this handle talks to.
@@ -100,7 +110,6 @@ impl EtcdStore {
     async fn list_at_one_revision(&self, prefix: &str) -> Result<Listing, StoreError> {
         /// Keys per page: bounds each response far below gRPC's 4 MiB message limit.
         const PAGE: i64 = 500;
-        let mut kv = self.client.kv_client();
         let end = keys::prefix_end(prefix);
         let mut start = if prefix.is_empty() {
             vec![0]
@@ -114,7 +123,12 @@ impl EtcdStore {
             if let Some(revision) = at {
                 options = options.with_revision(revision);
             }
-            let response = call("list", kv.get(start.clone(), Some(options))).await?;
+            let response = call("list", || {
+                let (mut kv, start, options) =
+                    (self.client.kv_client(), start.clone(), options.clone());
+                async move { kv.get(start, Some(options)).await }
+            })
+            .await?;
             let revision = *at.get_or_insert(header_revision(response.header()));
             for kv in response.kvs() {
                 items.push(key_value(kv)?);
@@ -138,8 +152,11 @@ impl EtcdStore {
 impl Kv for EtcdStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>> {
         Box::pin(async move {
-            let mut kv = self.client.kv_client();
-            let response = call("get", kv.get(key, None)).await?;
+            let response = call("get", || {
+                let mut kv = self.client.kv_client();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
             response.kvs().first().map(key_value).transpose()
         })
     }
@@ -187,8 +204,11 @@ impl Kv for EtcdStore {
                 })
                 .collect();
             let request = etcd_client::Txn::new().when(compares).and_then(ops);
-            let mut kv = self.client.kv_client();
-            let response = call("txn", kv.txn(request)).await?;
+            let response = call("txn", || {
+                let (mut kv, request) = (self.client.kv_client(), request.clone());
+                async move { kv.txn(request).await }
+            })
+            .await?;
             Ok(TxnOutcome {
                 succeeded: response.succeeded(),
                 revision: revision_from(header_revision(response.header())),
@@ -217,12 +237,11 @@ impl Kv for EtcdStore {
             if revision == Revision::ZERO {
                 return Ok(());
             }
-            let mut kv = self.client.kv_client();
-            let options = CompactionOptions::new().with_physical();
-            let compacted = call(
-                "compact",
-                kv.compact(revision_to_etcd(revision), Some(options)),
-            )
+            let compacted = call("compact", || {
+                let mut kv = self.client.kv_client();
+                let options = CompactionOptions::new().with_physical();
+                async move { kv.compact(revision_to_etcd(revision), Some(options)).await }
+            })
             .await;
             match compacted {
                 Ok(_) => Ok(()),
@@ -240,9 +259,12 @@ impl Kv for EtcdStore {
 
     fn revision(&self) -> BoxFuture<'_, Result<Revision, StoreError>> {
         Box::pin(async move {
-            let mut kv = self.client.kv_client();
-            let options = GetOptions::new().with_count_only();
-            let response = call("get", kv.get(keys::ROOT, Some(options))).await?;
+            let response = call("get", || {
+                let mut kv = self.client.kv_client();
+                let options = GetOptions::new().with_count_only();
+                async move { kv.get(keys::ROOT, Some(options)).await }
+            })
+            .await?;
             Ok(revision_from(header_revision(response.header())))
         })
     }
@@ -294,10 +316,13 @@ impl EtcdWatch {
                 let options = WatchOptions::new()
                     .with_prefix()
                     .with_start_revision(revision_to_etcd(self.last.next()));
-                let mut client = self.client.watch_client();
-                let prefix = self.prefix.clone();
-                self.stream
-                    .insert(call("watch", client.watch(prefix, Some(options))).await?)
+                let stream = call("watch", || {
+                    let (mut client, prefix) = (self.client.watch_client(), self.prefix.clone());
+                    let options = options.clone();
+                    async move { client.watch(prefix, Some(options)).await }
+                })
+                .await?;
+                self.stream.insert(stream)
             }
         };
         let response = match stream.message().await {
@@ -352,22 +377,44 @@ impl EtcdWatch {
     }
 }
 
-/// Runs one etcd request with [`ETCD_REQUEST_TIMEOUT`].
-async fn call<T>(
-    op: &'static str,
-    request: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(ETCD_REQUEST_TIMEOUT, request).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(StoreError::Etcd {
-            op,
-            source: Arc::new(e),
-        }),
-        Err(_) => Err(StoreError::EtcdTimeout {
-            op,
-            seconds: ETCD_REQUEST_TIMEOUT.as_secs(),
-        }),
+/// Runs one etcd request within [`ETCD_REQUEST_TIMEOUT`].
+///
+/// A request that could not connect (it never reached etcd) is sent again, a few times: the
+/// client balances over every endpoint and may have picked one that is down.
+async fn call<T, F>(op: &'static str, mut request: impl FnMut() -> F) -> Result<T, StoreError>
+where
+    F: Future<Output = Result<T, etcd_client::Error>>,
+{
+    /// How often a request that could not connect is sent again.
+    const CONNECT_RETRIES: u64 = 8;
+    let deadline = tokio::time::Instant::now() + ETCD_REQUEST_TIMEOUT;
+    let mut attempt = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, request()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) if attempt < CONNECT_RETRIES && is_connect_error(&e) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+            }
+            Ok(Err(e)) => {
+                return Err(StoreError::Etcd {
+                    op,
+                    source: Arc::new(e),
+                });
+            }
+            Err(_) => {
+                return Err(StoreError::EtcdTimeout {
+                    op,
+                    seconds: ETCD_REQUEST_TIMEOUT.as_secs(),
+                });
+            }
+        }
     }
+}
+
+/// Whether a request failed to connect, so it never reached etcd and can be sent again.
+fn is_connect_error(e: &etcd_client::Error) -> bool {
+    grpc_message_contains(e, "connect error")
 }
 
 /// Whether etcd refused a request because its revision was compacted.

@@ -221,7 +221,7 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 }
 
 /// Two distinct loopback ports that were free a moment ago.
-fn free_ports() -> [u16; 2] {
+pub(crate) fn free_ports() -> [u16; 2] {
     let bind = || TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a loopback port");
     let (a, b) = (bind(), bind());
     let port = |l: &TcpListener| l.local_addr().expect("a bound address").port();

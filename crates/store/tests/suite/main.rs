@@ -6,6 +6,7 @@
 //! fail with a message saying so.
 
 mod embedded;
+mod etcd;
 mod harness;
 mod kv;
 mod typed;
