@@ -40,7 +40,7 @@ pub use kv::{
     WatchStream,
 };
 pub use records::{
-    Created, Event, LeaseAllocation, LeaseAttrs, Listed, NodeMaskSizes, NodeRecord, PodRecord,
-    TypedBatch, TypedWatch, UnixTime, Versioned,
+    CorruptRecord, Created, Event, LeaseAllocation, LeaseAttrs, Listed, NodeMaskSizes, NodeRecord,
+    PodRecord, TypedBatch, TypedWatch, UnixTime, Versioned,
 };
 pub use store::{Datastore, MAX_ATTEMPTS, Store};

@@ -1,6 +1,7 @@
 //! The records of cluster state and the typed views the [`Store`](crate::Store) returns: nodes,
 //! pods and leases (the lease type itself is [`weft_fabric::Lease`]), each with its revision.
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -72,6 +73,20 @@ pub struct Listed<T> {
     pub items: Vec<Versioned<T>>,
     /// The store revision of the read: watch from it to follow every later change.
     pub revision: Revision,
+    /// Records that did not parse, left out of `items` so one damaged record does not hide
+    /// the others. Log them; deleting the node removes them.
+    pub corrupt: Vec<CorruptRecord>,
+}
+
+/// A stored record that does not parse, or does not match its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptRecord {
+    /// The key.
+    pub key: String,
+    /// What the record should be, e.g. `lease`.
+    pub what: &'static str,
+    /// What failed.
+    pub reason: String,
 }
 
 /// A change to one record.
@@ -146,6 +161,25 @@ pub struct LeaseAllocation {
     pub revision: Revision,
     /// Whether CIDRs were allocated now (else the node already had this lease).
     pub created: bool,
+}
+
+// === impl CorruptRecord ===
+
+impl CorruptRecord {
+    /// The record as an error, with the same message as [`StoreError::Corrupt`].
+    pub fn into_error(self) -> StoreError {
+        StoreError::Corrupt {
+            key: self.key,
+            what: self.what,
+            reason: self.reason,
+        }
+    }
+}
+
+impl fmt::Display for CorruptRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.clone().into_error().fmt(f)
+    }
 }
 
 // === impl UnixTime ===

@@ -13,9 +13,9 @@ use weft_ipam::{Cidr, CidrList, DualStackAllocator, IpamError, NodeCidrs};
 
 use crate::records::{Record, decode, decode_json, encode, name_of};
 use crate::{
-    Compare, Created, EmbeddedStore, EtcdStore, Event, KeyValue, Kv, LeaseAllocation, LeaseAttrs,
-    Listed, NodeMaskSizes, NodeRecord, PodRecord, Revision, StoreError, Txn, TypedBatch,
-    TypedWatch, Versioned, WatchEvent, keys, parse_endpoints,
+    Compare, CorruptRecord, Created, EmbeddedStore, EtcdStore, Event, KeyValue, Kv,
+    LeaseAllocation, LeaseAttrs, Listed, NodeMaskSizes, NodeRecord, PodRecord, Revision,
+    StoreError, Txn, TypedBatch, TypedWatch, Versioned, WatchEvent, keys, parse_endpoints,
 };
 
 #[cfg(test)]
@@ -48,8 +48,9 @@ pub enum Datastore {
 /// etcd (two servers) never hand out the same CIDR: every allocation is one transaction that
 /// requires the CIDRs' index keys to be absent.
 ///
-/// Reads of a corrupt record fail with [`StoreError::Corrupt`] naming the key (a list fails
-/// on the first one); typed watches report it as an error item and go on. Deleting the node
+/// Reading a corrupt record fails with [`StoreError::Corrupt`] naming the key; lists return
+/// corrupt records apart ([`Listed::corrupt`]) and typed watches report each as an error item
+/// and go on, so one damaged record never hides the others. Deleting the node
 /// ([`Store::delete_node`]) or releasing its lease removes a corrupt record.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -400,13 +401,24 @@ impl Store {
         self.kv.get(key).await?.as_ref().map(decode).transpose()
     }
 
-    /// Every record of a kind; the first corrupt one fails the whole list, naming its key.
+    /// Every record of a kind; corrupt ones are listed apart.
     async fn list<T: Record>(&self) -> Result<Listed<T>, StoreError> {
         let listing = self.kv.list(T::PREFIX).await?;
-        Ok(Listed {
-            items: listing.items.iter().map(decode).collect::<Result<_, _>>()?,
+        let mut listed = Listed {
+            items: Vec::with_capacity(listing.items.len()),
             revision: listing.revision,
-        })
+            corrupt: Vec::new(),
+        };
+        for kv in &listing.items {
+            match decode(kv) {
+                Ok(record) => listed.items.push(record),
+                Err(StoreError::Corrupt { key, what, reason }) => {
+                    listed.corrupt.push(CorruptRecord { key, what, reason });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(listed)
     }
 
     async fn put<T: Record>(&self, value: &T) -> Result<Revision, StoreError> {
