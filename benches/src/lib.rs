@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fabric;
 #[cfg(test)]
 mod tests;
 

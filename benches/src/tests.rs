@@ -31,3 +31,16 @@ fn every_node_cidr_is_handed_out_once() {
     let all: HashSet<Ipv4Cidr> = (0..65_536).map(|_| allocator.allocate().unwrap()).collect();
     assert_eq!(all.len(), 65_536);
 }
+
+/// The fabric workload plans 3 objects per peer from scratch, and 3 operations for one peer
+/// whose MAC changed (FDB delete, neighbour replace, FDB replace).
+#[test]
+fn fabric_workload_plans_what_it_claims() {
+    let mut w = crate::fabric::FabricWorkload::new(300);
+    let scratch = w.plan_from_scratch();
+    // 3 per peer, plus the link, its address, the sysctl and the firewall table.
+    assert_eq!(scratch.len(), 3 * 300 + 4);
+    let before = w.desired();
+    let changed = w.plan_one_changed(&before, 7);
+    assert_eq!(changed.len(), 3, "{changed}");
+}

@@ -1,0 +1,93 @@
+//! The planning workload: a vxlan node with 5,000 peers (15,000 kernel objects), planned from
+//! an empty kernel and after one peer changed.
+
+use weft_fabric::{
+    BackendData, DesiredState, ExternalInterface, FabricConfig, KernelState, Lease, MacAddr,
+    MasqMode, Plan, Vxlan, desired_state, plan,
+};
+use weft_ipam::CidrList;
+
+/// A node and its peers, as the agent holds them.
+pub struct FabricWorkload {
+    backend: Vxlan,
+    local: Lease,
+    peers: Vec<Lease>,
+    config: FabricConfig,
+}
+
+/// Peer `i`'s lease: pod CIDR `10.a.b.0/24` (`a = 1 + i / 256`, `b = i % 256`), VTEP MAC
+/// `02:00:00:00:hh:ll`, underlay address in 100.64.0.0/10.
+fn peer(i: usize) -> Lease {
+    let (a, b) = (1 + i / 256, i % 256);
+    let mac = MacAddr([2, 0, 0, 0, (i >> 8) as u8, i as u8]);
+    Lease {
+        node_name: format!("node-{i}"),
+        ipv4_cidr: format!("10.{a}.{b}.0/24").parse().ok(),
+        ipv6_cidr: None,
+        public_ipv4: Some(std::net::Ipv4Addr::from(0x6440_0000u32 + i as u32)),
+        public_ipv6: None,
+        backend: BackendData::Vxlan {
+            vtep_mac_ipv4: Some(mac),
+            vtep_mac_ipv6: None,
+        },
+    }
+}
+
+// === impl FabricWorkload ===
+
+impl FabricWorkload {
+    /// This node plus `peers` peers in `10.0.0.0/8`.
+    pub fn new(peers: usize) -> FabricWorkload {
+        let local = Lease {
+            node_name: "local".into(),
+            ipv4_cidr: "10.0.0.0/24".parse().ok(),
+            ipv6_cidr: None,
+            public_ipv4: Some([192, 0, 2, 1].into()),
+            public_ipv6: None,
+            backend: BackendData::None,
+        };
+        FabricWorkload {
+            backend: Vxlan {
+                mac_v4: MacAddr([2, 0, 0, 0xff, 0, 1]),
+                mac_v6: MacAddr([2, 0, 0, 0xff, 0, 2]),
+            },
+            local,
+            peers: (0..peers).map(peer).collect(),
+            config: FabricConfig {
+                cluster: CidrList::parse("cluster-cidr", &["10.0.0.0/8"])
+                    .expect("the workload's cluster CIDR parses"),
+                ipv6_masq: false,
+                masq_mode: MasqMode::Nftables,
+                fully_random: true,
+                external: ExternalInterface {
+                    name: "eth0".into(),
+                    mtu: 1500,
+                    onlink: vec![],
+                },
+            },
+        }
+    }
+
+    /// The desired state for every peer.
+    pub fn desired(&self) -> DesiredState {
+        desired_state(&self.backend, &self.local, &self.peers, &self.config)
+            .expect("the workload's leases are valid")
+            .state
+    }
+
+    /// Plans every peer from an empty kernel: desired state, then the diff.
+    pub fn plan_from_scratch(&self) -> Plan {
+        plan(&KernelState::default(), &self.desired())
+    }
+
+    /// Changes peer `i`'s VTEP MAC (as after a peer's data dir was lost) and plans from the
+    /// state that holds every peer as before: desired state again, then the diff.
+    pub fn plan_one_changed(&mut self, before: &KernelState, i: usize) -> Plan {
+        let peer = &mut self.peers[i];
+        peer.backend = BackendData::Vxlan {
+            vtep_mac_ipv4: Some(MacAddr([2, 0, 0, 0xee, (i >> 8) as u8, i as u8])),
+            vtep_mac_ipv6: None,
+        };
+        plan(before, &self.desired())
+    }
+}
