@@ -417,9 +417,8 @@ impl Session {
         }
         if state.fin == Fin::Open {
             state.fin = Fin::Pending;
-            if state.phase != (Phase::Dialing { sent: true })
-                && state.phase != (Phase::Dialing { sent: false })
-            {
+            // A stream still dialing sends its fin once the dial succeeds.
+            if !matches!(state.phase, Phase::Dialing { .. }) {
                 self.mark_ready(stream);
             }
         }

@@ -852,3 +852,55 @@ fn invalid_configs_are_refused() {
         ConfigError::DialTimeout,
     );
 }
+
+#[test]
+fn an_idle_stream_costs_little_memory() {
+    // The target is 8 KiB per idle stream; the state is a few hundred bytes, and its
+    // queues allocate only while they hold data.
+    let size = std::mem::size_of::<crate::proto::stream::Stream>();
+    assert!(size <= 256, "a stream's state is {size} bytes");
+    let mut pair = Pair::default();
+    let streams: Vec<StreamId> = (0..100).map(|i| pair.open("10.0.0.1", 1 + i)).collect();
+    for endpoint in [&pair.server, &pair.agent] {
+        let stats = endpoint.session.stats();
+        assert_eq!(stats.streams, streams.len());
+        assert_eq!((stats.recv_buffered, stats.send_buffered), (0, 0));
+    }
+}
+
+#[test]
+fn the_session_send_buffer_bounds_writes_and_wakes_writers() {
+    let window = 16 * 1024;
+    let mut pair = pair_with(config(window, u64::from(window) * 2, 8), Config::default());
+    pair.agent.stalled = true;
+    let streams: Vec<StreamId> = (0..3)
+        .map(|i| {
+            pair.agent.stalled = false;
+            let stream = pair.open("10.0.0.1", 1 + i);
+            pair.agent.stalled = true;
+            stream
+        })
+        .collect();
+    let data = pattern(9, window as usize);
+    for &stream in &streams[..2] {
+        assert_eq!(pair.server.write_available(stream, &data), window as usize);
+    }
+    // The session holds two windows to send: the third stream has credit but no room.
+    assert_eq!(
+        pair.server.session.write(streams[2], &data),
+        Err(StreamError::Blocked)
+    );
+    assert_eq!(
+        pair.server.session.stats().send_buffered,
+        u64::from(window) * 2
+    );
+    pair.server.take_events();
+    pair.drive();
+    // Once frames go out, the blocked writer hears it has room.
+    assert!(
+        pair.server
+            .take_events()
+            .contains(&Event::Writable { stream: streams[2] })
+    );
+    assert_invariants(&pair);
+}
