@@ -9,4 +9,5 @@ mod embedded;
 mod etcd;
 mod harness;
 mod kv;
+mod model;
 mod typed;
