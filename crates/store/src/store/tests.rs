@@ -162,3 +162,21 @@ fn cidrs_print_for_messages() {
     };
     assert_eq!(cidrs_text(cidrs), "10.42.0.0/24,fd00::/64");
 }
+
+proptest::proptest! {
+    /// Whatever the attempts, picking hands out each node CIDR once until the cluster CIDR is
+    /// exhausted, and gives back the candidates it did not choose.
+    #[test]
+    fn picks_never_repeat(attempts in proptest::collection::vec(0u32..20, 64)) {
+        let mut a = allocator("10.42.0.0/18,fd00:42::/58");
+        let mut seen = std::collections::BTreeSet::new();
+        for attempt in attempts {
+            let cidrs = pick(&mut a, attempt).unwrap();
+            proptest::prop_assert!(seen.insert(cidrs.ipv4.unwrap()));
+            proptest::prop_assert_eq!(a.ipv4().unwrap().allocated(), seen.len() as u64);
+            proptest::prop_assert_eq!(a.ipv6().unwrap().allocated(), seen.len() as u64);
+        }
+        let exhausted = matches!(pick(&mut a, 3), Err(IpamError::Exhausted { .. }));
+        proptest::prop_assert!(exhausted);
+    }
+}
