@@ -405,6 +405,16 @@ pub enum ConfigError {
         /// The primary service CIDR.
         service: Cidr,
     },
+    /// `token-file` names a file that can't be read or is empty.
+    #[error(
+        "token-file {path} can't be used: {reason}; point it at a file holding the token from the server's <data-dir>/server/token"
+    )]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Both `token` and `token-file` are set.
     #[error("token and token-file are both set: keep one")]
     TokenAndTokenFile,

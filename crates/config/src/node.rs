@@ -240,6 +240,19 @@ pub(crate) fn build(
     if token.is_some() && token_file.is_some() {
         errors.push(ConfigError::TokenAndTokenFile);
     }
+    if let Some(path) = &token_file {
+        match sys.files.read(path) {
+            Ok(text) if text.trim().is_empty() => errors.push(ConfigError::TokenFile {
+                path: path.clone(),
+                reason: "it is empty".into(),
+            }),
+            Ok(_) => {}
+            Err(e) => errors.push(ConfigError::TokenFile {
+                path: path.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
     let server = r
         .text(Key::Server)
         .and_then(|s| s.parse::<ServerUrl>().map_err(|e| errors.push(e)).ok());

@@ -110,10 +110,13 @@ fn server_json_has_every_setting_and_derived() {
 #[test]
 fn agent_json() {
     let sys = system(
-        &[(
-            "/w/agent.toml",
-            "server = \"https://10.0.0.1:9345\"\ntoken-file = \"/etc/weft/token\"\n\"node-ip+\" = [\"10.0.0.2\"]\n",
-        )],
+        &[
+            (
+                "/w/agent.toml",
+                "server = \"https://10.0.0.1:9345\"\ntoken-file = \"/etc/weft/token\"\n\"node-ip+\" = [\"10.0.0.2\"]\n",
+            ),
+            ("/etc/weft/token", "secret\n"),
+        ],
         &[("K3S_CONFIG_FILE", "/w/agent.toml")],
     );
     let loaded = agent(&["--node-ip=fd00::2", "--with-node-id"], &sys);

@@ -387,6 +387,8 @@ fn agent_join_and_file_rules() {
         &[
             ("/etc/flannel.json", "{\"Network\": \"10.42.0.0/16\"}"),
             ("/etc/bad.json", "{"),
+            ("/t", "K10secret\n"),
+            ("/empty-token", "\n"),
         ],
         &[],
     );
@@ -708,4 +710,28 @@ fn wireguard_implementation_without_wireguard_warns() {
         warns.iter().map(ToString::to_string).collect::<Vec<_>>(),
         [warn("host-gw")]
     );
+}
+
+#[test]
+fn token_file_must_hold_a_token() {
+    let sys = system(&[("/empty-token", "\n"), ("/good-token", "K10abc\n")], &[]);
+    let base = ["--server=https://10.0.0.1:9345", "--node-ip=10.0.0.2"];
+    let with = |extra: &str| {
+        let mut args: Vec<&str> = base.to_vec();
+        args.push(extra);
+        errors(&agent(&args, &sys))
+    };
+    assert_eq!(
+        with("--token-file=/missing"),
+        [
+            "token-file /missing can't be used: entity not found; point it at a file holding the token from the server's <data-dir>/server/token"
+        ]
+    );
+    assert_eq!(
+        with("--token-file=/empty-token"),
+        [
+            "token-file /empty-token can't be used: it is empty; point it at a file holding the token from the server's <data-dir>/server/token"
+        ]
+    );
+    assert!(with("--token-file=/good-token").is_empty());
 }
