@@ -18,10 +18,16 @@ pub(crate) fn run(root: &Path, bench: Bench) -> anyhow::Result<()> {
     let criterion = criterion_benches(root)?;
     let cargo_bench = cargo(root).args(["bench", "--package", BENCH_PACKAGE]);
     match bench.name {
+        // Applying 5,000 vxlan peers to a real kernel (in fresh network namespaces, as root)
+        // against `ip -batch` + `bridge -batch` for the same objects.
+        Some(name) if name == "fabric" => cargo(root)
+            .args(["run", "--release", "--package", "weft-kernel", "--features", "test-util"])
+            .args(["--example", "apply_bench", "--", "5000", "5"])
+            .run(),
         None => cargo_bench.run(),
         Some(name) if criterion.contains(&name) => cargo_bench.args(["--bench", &name]).run(),
         Some(name) => bail!(
-            "unknown bench `{name}`; the benches are: {}",
+            "unknown bench `{name}`; the benches are: fabric, {}",
             criterion.join(", ")
         ),
     }

@@ -1,4 +1,5 @@
-//! Planning for 5,000 vxlan peers: from scratch, and after one peer changed.
+//! Planning for 5,000 vxlan peers: from scratch, and after one peer changed (`cargo xtask bench
+//! plan`; `cargo xtask bench fabric` applies them to a real kernel).
 
 use std::hint::black_box;
 
