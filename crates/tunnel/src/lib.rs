@@ -7,17 +7,31 @@
 //!   keepalive. No sockets, no runtime, no clock.
 //! - [`pair`]: a deterministic in-memory pair of sessions with a virtual clock, latency and
 //!   stall/sever knobs, for tests and benches.
+//! - [`transport`]: the thin tokio shell: a [`transport::Connection`] drives a session over a
+//!   WebSocket, and [`transport::TunnelStream`] is one stream as `AsyncRead + AsyncWrite`.
+//! - [`server`]: the tunnel endpoint (node certificates only) and the HTTP CONNECT front door
+//!   (the egress certificate only), routing by [`policy::RoutingTable`].
+//! - [`agent`]: one tunnel to every server with reconnects, and a dialer that dials only what
+//!   the [`policy::Authorizer`] allows.
 //!
-//! It deliberately does not (yet) hold the transport: the WebSocket driver, the HTTP CONNECT
-//! front door, routing by egress-selector mode and the agent's dial authorizer come next, as
-//! thin shells around [`proto::Session`]. It makes no routing or policy decision itself: which
-//! node to open a stream to, and whether to accept a dial, are the caller's.
+//! It deliberately knows nothing of the cluster's state: the server binary hands
+//! [`server::TunnelServer`] the nodes to route by and the agent hands [`agent::AgentDialer`]
+//! its node's addresses; where those come from (the store, the CNI) is theirs. It does not
+//! write the apiserver's EgressSelectorConfiguration either.
 //!
-//! Read [`proto::Session`] first, then [`proto::Frame`] and [`pair::Pair`].
+//! Read [`proto::Session`] first, then [`proto::Frame`], [`transport::Connection`] and
+//! [`server::TunnelServer`].
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
+mod error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 pub mod pair;
+pub mod policy;
 pub mod proto;
+pub mod server;
+pub mod transport;
+
+pub use error::{ConnectError, ConnectionError, OpenError};

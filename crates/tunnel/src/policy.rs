@@ -1,0 +1,202 @@
+//! Which tunnel a connection takes, and which dials an agent allows, by egress-selector mode
+//! (`k3s-network-options.md`, "Control-Plane Egress Selector configuration"). Pure: the server
+//! and the agent hand in what they know of the nodes; nothing here does I/O.
+//!
+//! Read [`RoutingTable::route`] (the server's CONNECT front door) and [`Authorizer::allows`]
+//! (the agent's check of every dial, whatever the server asks).
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnetwork::IpNetwork;
+pub use weft_config::EgressSelectorMode;
+
+use crate::proto::Target;
+
+/// The kubelet's default port.
+pub const KUBELET_PORT: u16 = 10250;
+
+/// The port of the kubelet's streaming server (exec, attach, port-forward), tunnelled like the
+/// kubelet's own, as K3s does.
+pub const STREAM_SERVER_PORT: u16 = 10010;
+
+/// What the server knows of one node for routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRoute {
+    /// The node's name; its tunnel session is bound to it.
+    pub name: String,
+    /// The node's internal and external IPs.
+    pub addresses: Vec<IpAddr>,
+    /// The node's kubelet port.
+    pub kubelet_port: u16,
+    /// The node's pod CIDRs (its lease), routed in `pod` mode.
+    pub pod_cidrs: Vec<IpNetwork>,
+    /// The pod IPs the node's agent reported, routed in `cluster` mode.
+    pub pods: Vec<IpAddr>,
+}
+
+/// The server's routing state: the mode, its own node, and every node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingTable {
+    /// The egress-selector mode.
+    pub mode: EgressSelectorMode,
+    /// The node this server runs on (its embedded agent), dialed locally.
+    pub local_node: Option<String>,
+    /// Every node.
+    pub nodes: Vec<NodeRoute>,
+}
+
+/// Where a CONNECT target goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Through `node`'s tunnel; the agent dials `target`.
+    Tunnel {
+        /// The node.
+        node: String,
+        /// What its agent dials.
+        target: Target,
+    },
+    /// The server dials `host:port` itself.
+    Direct {
+        /// The host.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+    /// The target names a node that does not exist: `502` naming it.
+    UnknownNode {
+        /// The name.
+        name: String,
+    },
+}
+
+/// The agent's rules for which dials it performs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorizer {
+    /// The egress-selector mode (the servers').
+    pub mode: EgressSelectorMode,
+    /// This node's kubelet port.
+    pub kubelet_port: u16,
+    /// This node's IPs.
+    pub node_ips: Vec<IpAddr>,
+    /// This node's pod CIDRs, allowed in `pod` mode.
+    pub pod_cidrs: Vec<IpNetwork>,
+    /// This node's pod IPs, allowed in `cluster` mode.
+    pub pods: Vec<IpAddr>,
+}
+
+// === impl RoutingTable ===
+
+impl RoutingTable {
+    /// Routes a CONNECT to `host:port`:
+    ///
+    /// - `disabled`: always direct.
+    /// - a host that is no IP names a node: its kubelet, through its tunnel as `127.0.0.1:port`.
+    /// - a node IP on the kubelet or streaming port, through that node's tunnel (`cluster`
+    ///   mode: on any port).
+    /// - `pod` mode: an address in a node's pod CIDR, through that node's tunnel.
+    /// - `cluster` mode: a pod IP a node reported, through that node's tunnel.
+    /// - anything else, and anything on the server's own node, direct.
+    pub fn route(&self, host: &str, port: u16) -> Route {
+        let direct = || Route::Direct {
+            host: host.to_owned(),
+            port,
+        };
+        if self.mode == EgressSelectorMode::Disabled {
+            return direct();
+        }
+        let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        else {
+            let Some(node) = self.nodes.iter().find(|node| node.name == host) else {
+                return Route::UnknownNode {
+                    name: host.to_owned(),
+                };
+            };
+            let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+            return self.via(node, loopback, port);
+        };
+        let by_address = self.nodes.iter().find(|node| node.addresses.contains(&ip));
+        if let Some(node) = by_address {
+            let kubelet = port == node.kubelet_port || port == STREAM_SERVER_PORT;
+            if kubelet || self.mode == EgressSelectorMode::Cluster {
+                return self.via(node, ip, port);
+            }
+        }
+        let owner = match self.mode {
+            EgressSelectorMode::Pod => self
+                .nodes
+                .iter()
+                .find(|node| node.pod_cidrs.iter().any(|cidr| cidr.contains(ip))),
+            EgressSelectorMode::Cluster => self.nodes.iter().find(|node| node.pods.contains(&ip)),
+            _ => None,
+        };
+        match owner {
+            Some(node) => self.via(node, ip, port),
+            None => direct(),
+        }
+    }
+
+    /// Through `node`'s tunnel, or direct when `node` is this server's own.
+    fn via(&self, node: &NodeRoute, ip: IpAddr, port: u16) -> Route {
+        if self.local_node.as_deref() == Some(node.name.as_str()) {
+            return Route::Direct {
+                host: ip.to_string(),
+                port,
+            };
+        }
+        match Target::new(ip.to_string(), port) {
+            Ok(target) => Route::Tunnel {
+                node: node.name.clone(),
+                target,
+            },
+            // Only port 0 fails, and no node listens there: let the direct dial fail.
+            Err(_) => Route::Direct {
+                host: ip.to_string(),
+                port,
+            },
+        }
+    }
+}
+
+// === impl Authorizer ===
+
+impl Authorizer {
+    /// An authorizer for `mode` that allows only the kubelet on loopback until the node's IPs
+    /// and pods are known.
+    pub fn new(mode: EgressSelectorMode, kubelet_port: u16) -> Authorizer {
+        Authorizer {
+            mode,
+            kubelet_port,
+            node_ips: Vec::new(),
+            pod_cidrs: Vec::new(),
+            pods: Vec::new(),
+        }
+    }
+
+    /// Whether this agent dials `target`. In every mode: the kubelet and streaming ports on
+    /// loopback and on the node's own IPs. In `pod` mode also any address in the node's pod
+    /// CIDRs; in `cluster` mode also the node's IPs on any port and its reported pods. Host
+    /// names are never dialed, so a name cannot smuggle in another address.
+    pub fn allows(&self, target: &Target) -> bool {
+        let Ok(ip) = target.host().parse::<IpAddr>() else {
+            return false;
+        };
+        let port = target.port();
+        let kubelet = port == self.kubelet_port || port == STREAM_SERVER_PORT;
+        let loopback =
+            ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || ip == IpAddr::V6(Ipv6Addr::LOCALHOST);
+        if kubelet && (loopback || self.node_ips.contains(&ip)) {
+            return true;
+        }
+        match self.mode {
+            EgressSelectorMode::Pod => self.pod_cidrs.iter().any(|cidr| cidr.contains(ip)),
+            EgressSelectorMode::Cluster => self.node_ips.contains(&ip) || self.pods.contains(&ip),
+            _ => false,
+        }
+    }
+}

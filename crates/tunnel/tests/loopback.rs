@@ -1,0 +1,334 @@
+//! Real servers and agents on loopback, over TLS with the cluster CA: a CONNECT client reaches a
+//! target through an agent's tunnel; dials the agent refuses, unknown nodes and nodes without a
+//! tunnel are `502`s that say why; no node certificate means no tunnel and no egress
+//! certificate means no CONNECT; an agent reconnects after its server restarts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use weft_api::pki::{CertifiedKey, ClusterCa};
+use weft_api::tls;
+use weft_tunnel::agent::{AgentDialer, AgentTunnels, Backoff};
+use weft_tunnel::policy::{Authorizer, EgressSelectorMode, NodeRoute, RoutingTable};
+use weft_tunnel::proto::Config;
+use weft_tunnel::server::TunnelServer;
+use weft_tunnel::transport::websocket;
+
+const NODE: &str = "agent-1";
+
+struct Cluster {
+    ca: ClusterCa,
+    server_cert: CertifiedKey,
+    server: TunnelServer,
+    addr: SocketAddr,
+    serve: JoinHandle<()>,
+}
+
+impl Cluster {
+    /// A server on a free loopback port, routing `target_port` on 127.0.0.1 to `agent-1`'s kubelet.
+    async fn start(target_port: u16) -> Cluster {
+        let ca = ClusterCa::generate().expect("a CA");
+        let server_cert = ca.issue_server(&[], &[]).expect("a server certificate");
+        let routes = RoutingTable {
+            mode: EgressSelectorMode::Agent,
+            local_node: Some("server-0".to_owned()),
+            nodes: vec![NodeRoute {
+                name: NODE.to_owned(),
+                addresses: vec!["127.0.0.1".parse().expect("ip")],
+                kubelet_port: target_port,
+                pod_cidrs: Vec::new(),
+                pods: Vec::new(),
+            }],
+        };
+        let server = TunnelServer::new(Config::default(), routes);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let serve = serve(&ca, &server_cert, &server, listener);
+        Cluster {
+            ca,
+            server_cert,
+            server,
+            addr,
+            serve,
+        }
+    }
+
+    /// Tunnels for `agent-1`, allowing the kubelet port `allowed_port` on loopback.
+    fn agent(&self, allowed_port: u16) -> AgentTunnels {
+        let node = self.ca.issue_node(NODE).expect("a node certificate");
+        let tls = tls::client_config(self.ca.cert_pem(), Some(&node)).expect("client tls");
+        let dialer = AgentDialer::new(Authorizer::new(EgressSelectorMode::Agent, allowed_port));
+        let backoff = Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+        };
+        let tunnels = AgentTunnels::new(tls, Arc::new(dialer), Config::default(), backoff);
+        tunnels.set_servers(&[self.addr.to_string()]);
+        tunnels
+    }
+
+    /// Waits until the server has a tunnel from `agent-1`.
+    async fn wait_for_tunnel(&self) {
+        for _ in 0..500 {
+            if self.server.connected_nodes() == [NODE] {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("agent-1's tunnel never came up");
+    }
+
+    /// Sends `CONNECT target` with `identity`'s certificate; returns the status line's code and
+    /// the connection, past the response head.
+    async fn connect(
+        &self,
+        target: &str,
+        identity: Option<&CertifiedKey>,
+    ) -> (u16, String, impl AsyncRead + AsyncWrite + Unpin + use<>) {
+        let tls = tls::client_config(self.ca.cert_pem(), identity).expect("client tls");
+        let tcp = TcpStream::connect(self.addr).await.expect("connect");
+        let name = ServerName::try_from("localhost").expect("name");
+        let mut conn = TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .expect("tls");
+        let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+        conn.write_all(request.as_bytes()).await.expect("write");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            if conn.read(&mut byte).await.expect("read") == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let length = head
+            .lines()
+            .find_map(|line| {
+                line.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(str::to_owned)
+            })
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        conn.read_exact(&mut body).await.expect("read the body");
+        (status, String::from_utf8_lossy(&body).into_owned(), conn)
+    }
+
+    fn egress(&self) -> CertifiedKey {
+        self.ca.issue_egress().expect("an egress certificate")
+    }
+}
+
+fn serve(
+    ca: &ClusterCa,
+    cert: &CertifiedKey,
+    server: &TunnelServer,
+    listener: TcpListener,
+) -> JoinHandle<()> {
+    let config = tls::server_config(ca.cert_pem(), cert).expect("server tls");
+    tokio::spawn(weft_api::http::serve(
+        listener,
+        config,
+        Arc::new(server.clone()),
+    ))
+}
+
+/// An echo server on loopback; returns its port.
+async fn echo() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = conn.split();
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                let _ = writer.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_reaches_the_target_through_the_agents_tunnel() {
+    let port = echo().await;
+    let cluster = Cluster::start(port).await;
+    let _agent = cluster.agent(port);
+    cluster.wait_for_tunnel().await;
+
+    let (status, body, mut conn) = cluster
+        .connect(&format!("127.0.0.1:{port}"), Some(&cluster.egress()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // 4 MiB there and back, written and read concurrently.
+    let data: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let (mut reader, mut writer) = tokio::io::split(&mut conn);
+    let sent = data.clone();
+    let write = async move {
+        writer.write_all(&sent).await.expect("write");
+        writer.shutdown().await.expect("shutdown");
+    };
+    let read = async {
+        let mut back = Vec::new();
+        reader.read_to_end(&mut back).await.expect("read");
+        back
+    };
+    let ((), back) = tokio::join!(write, read);
+    assert!(back == data, "the echo came back whole and in order");
+
+    // Also by node name: the agent dials its kubelet on loopback.
+    let (status, body, mut conn) = cluster
+        .connect(&format!("{NODE}:{port}"), Some(&cluster.egress()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    conn.write_all(b"ping").await.expect("write");
+    let mut pong = [0u8; 4];
+    conn.read_exact(&mut pong).await.expect("read");
+    assert_eq!(&pong, b"ping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_502s_that_say_why() {
+    let port = echo().await;
+    let cluster = Cluster::start(port).await;
+    let egress = cluster.egress();
+
+    // No tunnel from agent-1 yet.
+    let (status, body, _) = cluster
+        .connect(&format!("127.0.0.1:{port}"), Some(&egress))
+        .await;
+    assert_eq!(status, 502);
+    assert!(body.contains("no tunnel to node agent-1"), "{body}");
+    let (status, body, _) = cluster.connect("agent-9:10250", Some(&egress)).await;
+    assert_eq!(status, 502);
+    assert!(body.contains("unknown node agent-9"), "{body}");
+
+    // The agent allows another port than the one the server routes: it refuses the dial, and
+    // only that stream fails.
+    let _agent = cluster.agent(port + 1);
+    cluster.wait_for_tunnel().await;
+    let (status, body, _) = cluster
+        .connect(&format!("127.0.0.1:{port}"), Some(&egress))
+        .await;
+    assert_eq!(status, 502);
+    assert!(body.contains("does not allow"), "{body}");
+    assert_eq!(cluster.server.connected_nodes(), [NODE]);
+
+    // Direct dials to a closed port fail with the OS's reason.
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let closed_port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let (status, body, _) = cluster
+        .connect(&format!("127.0.0.1:{closed_port}"), Some(&egress))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("refused"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_right_certificate_is_required() {
+    let port = echo().await;
+    let cluster = Cluster::start(port).await;
+    let url = format!(
+        "wss://{}{}",
+        cluster.addr,
+        weft_tunnel::server::CONNECT_PATH
+    );
+
+    // No client certificate, or the egress one: no tunnel.
+    for identity in [None, Some(cluster.egress())] {
+        let tls = tls::client_config(cluster.ca.cert_pem(), identity.as_ref()).expect("tls");
+        let error = websocket::connect(&url, tls)
+            .await
+            .expect_err("no tunnel without a node certificate");
+        assert!(
+            error.to_string().contains("401") || error.to_string().contains("403"),
+            "{error}"
+        );
+    }
+    // No certificate, or a node's: no CONNECT.
+    let node = cluster.ca.issue_node(NODE).expect("node cert");
+    let (status, _, _) = cluster.connect(&format!("127.0.0.1:{port}"), None).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = cluster
+        .connect(&format!("127.0.0.1:{port}"), Some(&node))
+        .await;
+    assert_eq!(status, 403);
+    // A certificate of another CA is no identity at all.
+    let other = ClusterCa::generate().expect("CA");
+    let tls = tls::client_config(
+        cluster.ca.cert_pem(),
+        Some(&other.issue_node(NODE).expect("cert")),
+    )
+    .expect("tls");
+    assert!(websocket::connect(&url, tls).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_reconnects_after_its_server_restarts() {
+    let port = echo().await;
+    let cluster = Cluster::start(port).await;
+    let agent = cluster.agent(port);
+    cluster.wait_for_tunnel().await;
+    assert_eq!(agent.connected(), [cluster.addr.to_string()]);
+
+    // The server goes away, tunnels and all.
+    cluster.serve.abort();
+    cluster.server.close_all("restarting");
+    for _ in 0..500 {
+        if agent.connected().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        agent.connected().is_empty(),
+        "the agent saw its tunnel close"
+    );
+
+    // A new server process on the same address.
+    let listener = TcpListener::bind(cluster.addr).await.expect("rebind");
+    let server = TunnelServer::new(Config::default(), RoutingTable::default());
+    let restarted = Cluster {
+        serve: serve(&cluster.ca, &cluster.server_cert, &server, listener),
+        server,
+        ..cluster
+    };
+    restarted.server.set_routes(RoutingTable {
+        mode: EgressSelectorMode::Agent,
+        local_node: None,
+        nodes: vec![NodeRoute {
+            name: NODE.to_owned(),
+            addresses: vec!["127.0.0.1".parse().expect("ip")],
+            kubelet_port: port,
+            pod_cidrs: Vec::new(),
+            pods: Vec::new(),
+        }],
+    });
+    restarted.wait_for_tunnel().await;
+    let (status, body, mut conn) = restarted
+        .connect(&format!("127.0.0.1:{port}"), Some(&restarted.egress()))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    conn.write_all(b"again").await.expect("write");
+    let mut back = [0u8; 5];
+    conn.read_exact(&mut back).await.expect("read");
+    assert_eq!(&back, b"again");
+}
