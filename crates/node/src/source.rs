@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use weft_api::client::{self, LeaseWatch, NodeClient, TrustedCa};
-use weft_api::protocol::{LeaseEvent, RegisterRequest};
+use weft_api::protocol::{LeaseEvent, RegisterRequest, WATCH_IDLE_TIMEOUT};
 use weft_api::{ApiError, JoinToken};
 use weft_config::ClusterNetwork;
 use weft_fabric::Lease;
@@ -52,6 +52,11 @@ pub trait LeaseSource: Send {
 /// token trusts it on first use, with a warning); registration returns a node certificate, kept
 /// in the data dir, that authenticates every later request. The watch resumes from the last
 /// revision after a reconnect, on whichever server answers, so no event is missed or repeated.
+///
+/// Liveness: servers send a bookmark on an idle watch every
+/// [`BOOKMARK_INTERVAL`](weft_api::protocol::BOOKMARK_INTERVAL); a watch that yields no byte for
+/// [`WATCH_IDLE_TIMEOUT`] (three intervals) is taken for dead (a server or path that vanished
+/// without closing the connection) and the source reconnects.
 pub struct ApiSource {
     dir: PathBuf,
     token: JoinToken,
@@ -63,6 +68,7 @@ pub struct ApiSource {
     revision: Option<u64>,
     watch: Option<LeaseWatch>,
     failures: u32,
+    idle_timeout: Duration,
 }
 
 /// The static file [`StaticSource`] reads.
@@ -105,7 +111,15 @@ impl ApiSource {
             revision: None,
             watch: None,
             failures: 0,
+            idle_timeout: WATCH_IDLE_TIMEOUT,
         }
+    }
+
+    /// Sets how long a lease watch may stay silent before the source reconnects (default
+    /// [`WATCH_IDLE_TIMEOUT`]). Keep it above the servers' bookmark interval.
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> ApiSource {
+        self.idle_timeout = timeout;
+        self
     }
 
     /// The server currently in use.
@@ -253,17 +267,34 @@ impl LeaseSource for ApiSource {
                     }
                 }
             };
+            let idle = self.idle_timeout;
             let watch = match self.watch.as_mut() {
                 Some(w) => w,
-                None => match client.watch_leases(&server, revision).await {
-                    Ok(w) => self.watch.insert(w),
-                    Err(e) => {
-                        self.fail_over(&e).await;
-                        continue;
+                None => {
+                    match tokio::time::timeout(idle, client.watch_leases(&server, revision)).await {
+                        Ok(Ok(w)) => self.watch.insert(w),
+                        Ok(Err(e)) => {
+                            self.fail_over(&e).await;
+                            continue;
+                        }
+                        Err(_) => {
+                            self.fail_over(&"the lease watch request got no answer")
+                                .await;
+                            continue;
+                        }
                     }
-                },
+                }
             };
-            match watch.next().await {
+            let Ok(next) = tokio::time::timeout(idle, watch.next()).await else {
+                self.watch = None;
+                let silent = format!(
+                    "the lease watch was silent for {:.1} s (no bookmark)",
+                    idle.as_secs_f64()
+                );
+                self.fail_over(&silent).await;
+                continue;
+            };
+            match next {
                 Ok(Some(event)) => {
                     self.failures = 0;
                     match event {
@@ -335,6 +366,13 @@ impl StaticSource {
     }
 }
 
+impl StaticSource {
+    /// Every lease in the file.
+    pub fn leases(&self) -> &[Lease] {
+        &self.file.leases
+    }
+}
+
 impl LeaseSource for StaticSource {
     async fn cluster(&mut self) -> Result<ClusterNetwork, NodeError> {
         ClusterNetwork::from_json(&self.file.cluster).map_err(|e| NodeError::BadClusterConfig {
@@ -362,3 +400,6 @@ impl LeaseSource for StaticSource {
         std::future::pending().await
     }
 }
+
+#[cfg(test)]
+mod tests;
