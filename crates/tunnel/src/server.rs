@@ -216,7 +216,7 @@ impl TunnelServer {
                     return bad_gateway(format!("no tunnel to node {node}"));
                 };
                 match connection.open(target.clone()).await {
-                    Ok(stream) => splice(upgrade, stream),
+                    Ok(stream) => answer_and_splice(upgrade, stream),
                     Err(error) => {
                         bad_gateway(format!("dial {target} through node {node}: {error}"))
                     }
@@ -229,7 +229,7 @@ impl TunnelServer {
                 )
                 .await;
                 match dialed {
-                    Ok(Ok(tcp)) => splice(upgrade, tcp),
+                    Ok(Ok(tcp)) => answer_and_splice(upgrade, tcp),
                     Ok(Err(error)) => bad_gateway(format!("dial {host}:{port}: {error}")),
                     Err(_) => bad_gateway(format!("dial {host}:{port}: timed out")),
                 }
@@ -258,7 +258,7 @@ impl std::fmt::Debug for TunnelServer {
 }
 
 /// `200`, then the client's connection and `target` are joined once hyper hands it over.
-fn splice<T>(upgrade: hyper::upgrade::OnUpgrade, mut target: T) -> Response<Body>
+fn answer_and_splice<T>(upgrade: hyper::upgrade::OnUpgrade, mut target: T) -> Response<Body>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -266,7 +266,7 @@ where
         match upgrade.await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
-                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut target).await {
+                if let Err(error) = crate::transport::splice(&mut client, &mut target).await {
                     tracing::debug!(%error, "CONNECT relay ended with an error");
                 }
             }

@@ -374,9 +374,23 @@ async fn dial(shared: Arc<Shared>, dialer: Arc<dyn Dialer>, stream: StreamId, ta
         shared,
         finished: false,
     };
-    if let Err(error) = tokio::io::copy_bidirectional(&mut tcp, &mut tunnel).await {
+    if let Err(error) = splice(&mut tcp, &mut tunnel).await {
         tracing::debug!(%target, %error, "tunnelled connection ended with an error");
     }
+}
+
+/// The buffer size of each direction of a splice: large enough that one read fills most of a
+/// data frame, so the session is not locked once per 8 KiB.
+const SPLICE_BUFFER: usize = 64 * 1024;
+
+/// Copies both ways between `a` and `b` until both directions ended, half-closing each side as
+/// its source ends.
+pub async fn splice<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    tokio::io::copy_bidirectional_with_sizes(a, b, SPLICE_BUFFER, SPLICE_BUFFER).await
 }
 
 // === impl TunnelStream ===

@@ -9,4 +9,4 @@
 mod connection;
 pub mod websocket;
 
-pub use connection::{Connection, Dialer, TunnelStream};
+pub use connection::{Connection, Dialer, TunnelStream, splice};
