@@ -46,6 +46,8 @@ pub enum BackendKind {
     Vxlan,
     /// Routes to each peer's pod CIDR via its node IP; needs one layer-2 network.
     HostGw,
+    /// Encrypted WireGuard tunnels to every peer.
+    WireguardNative,
 }
 
 /// What the fabric needs to know about the node and the cluster, besides leases.
@@ -107,6 +109,8 @@ pub enum PeerProblemReason {
         /// The family.
         family: Family,
     },
+    /// The peer published no WireGuard public key (it runs another backend, or an old agent).
+    NoWireguardKey,
     /// host-gw: the peer's address is not on a network directly connected to the interface.
     NotAdjacent {
         /// The peer's address.
@@ -262,6 +266,7 @@ impl fmt::Display for BackendKind {
             BackendKind::None => "none",
             BackendKind::Vxlan => "vxlan",
             BackendKind::HostGw => "host-gw",
+            BackendKind::WireguardNative => "wireguard-native",
         })
     }
 }
@@ -279,6 +284,10 @@ impl fmt::Display for PeerProblem {
             PeerProblemReason::NoVtepMac { family } => write!(
                 f,
                 "node {node} is skipped: it published no {family} VTEP MAC; every node must run the vxlan backend"
+            ),
+            PeerProblemReason::NoWireguardKey => write!(
+                f,
+                "node {node} is skipped: it published no WireGuard public key; every node must run the wireguard-native backend"
             ),
             PeerProblemReason::NotAdjacent { ip, interface } => write!(
                 f,

@@ -51,6 +51,14 @@ pub enum FabricError {
         /// The value as given.
         value: String,
     },
+    /// A WireGuard public key that does not parse.
+    #[error(
+        "invalid WireGuard public key {value:?}: write 32 bytes in base64 (44 characters), as `wg pubkey` prints it"
+    )]
+    InvalidWgKey {
+        /// The value as given.
+        value: String,
+    },
     /// An unknown masquerade mode.
     #[error("invalid masq-mode {value:?}: use nftables or iptables")]
     InvalidMasqMode {

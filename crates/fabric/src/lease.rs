@@ -53,6 +53,18 @@ pub enum BackendData {
     },
     /// host-gw publishes nothing beyond the public IPs.
     HostGw,
+    /// wireguard-native: the public key of both devices and their listen ports (flannel's
+    /// `{"PublicKey": ..., "Port": ...}` of backend-data and backend-v6-data).
+    Wireguard {
+        /// The devices' public key.
+        public_key: crate::WgPublicKey,
+        /// The port of `flannel-wg`; 0 means the peer's own.
+        #[serde(default)]
+        port_ipv4: u16,
+        /// The port of `flannel-wg-v6`; 0 means the peer's own.
+        #[serde(default)]
+        port_ipv6: u16,
+    },
 }
 
 /// An Ethernet MAC address, printed lowercase with colons like `ip link`.

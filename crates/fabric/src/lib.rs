@@ -1,8 +1,9 @@
 //! The pod network planner: turns leases into the kernel state a node needs, and diffs that
 //! against what the kernel holds.
 //!
-//! A [`Backend`] (vxlan, host-gw, none) says what this node publishes for peers
-//! ([`BackendData`]) and which links, addresses, neighbours, FDB entries and routes it wants.
+//! A [`Backend`] (vxlan, host-gw, wireguard-native, none) says what this node publishes for peers
+//! ([`BackendData`]) and which links, addresses, neighbours, FDB entries, WireGuard peers and
+//! routes it wants.
 //! [`desired_state`] adds the node-wide parts (forwarding sysctls, flannel's masquerade and
 //! forward rules) and returns the complete [`DesiredState`]. [`plan`] computes the ordered
 //! [`Op`]s that take an observed [`KernelState`] there; [`files`] renders `subnet.env` and the
@@ -25,6 +26,7 @@ mod lease;
 mod plan;
 mod state;
 pub mod vxlan;
+pub mod wireguard;
 
 pub use backend::{
     Backend, BackendKind, Desired, ExternalInterface, FabricConfig, PeerProblem, PeerProblemReason,
@@ -38,6 +40,7 @@ pub use state::{
     Address, DesiredState, FirewallTable, KernelState, Link, LinkKind, MasqMode, Route,
 };
 pub use vxlan::Vxlan;
+pub use wireguard::{WgImplementation, WgPeer, WgPublicKey, WireguardNative};
 
 /// The `none` backend: no pod network. Nothing is programmed and no CNI config is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

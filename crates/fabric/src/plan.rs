@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use weft_ipam::Family;
 
-use crate::MacAddr;
 use crate::state::{Address, FirewallTable, KernelState, Link, MasqMode, Route};
+use crate::{MacAddr, WgPeer, WgPublicKey};
 
 #[cfg(test)]
 mod tests;
@@ -39,6 +39,13 @@ pub enum Op {
         mac: MacAddr,
         /// The underlay destination it had.
         dst: IpAddr,
+    },
+    /// `wg set DEV peer KEY remove`.
+    DeleteWgPeer {
+        /// The WireGuard device.
+        dev: String,
+        /// The peer's public key.
+        public_key: WgPublicKey,
     },
     /// `ip addr del ADDR/PREFIX dev LINK`.
     DeleteAddress(Address),
@@ -93,7 +100,17 @@ pub enum Op {
         /// The underlay destination.
         dst: IpAddr,
     },
-    /// `ip route replace DST [via GW] dev DEV [onlink] proto 87`.
+    /// `wg set DEV peer KEY endpoint IP:PORT allowed-ips CIDR,... persistent-keepalive N`: adds
+    /// the peer, or changes it in place; no other peer of the device is touched.
+    ReplaceWgPeer {
+        /// The WireGuard device.
+        dev: String,
+        /// The peer's public key.
+        public_key: WgPublicKey,
+        /// What the peer should be.
+        peer: WgPeer,
+    },
+    /// `ip route replace DST [via GW] dev DEV [onlink|scope link] proto 87`.
     ReplaceRoute(Route),
     /// Replaces weft's firewall table of a family in one transaction.
     ReplaceFirewall {
@@ -108,9 +125,10 @@ pub enum Op {
 
 /// An ordered list of operations.
 ///
-/// The order is fixed: deletions first (routes, then the neighbours and FDB entries they used,
-/// then addresses, links and firewall tables), then sysctls, links, addresses, neighbours and
-/// FDB entries, and routes last, so a route never points at a neighbour that is not there yet.
+/// The order is fixed: deletions first (routes, then the neighbours, FDB entries and WireGuard
+/// peers they used, then addresses, links and firewall tables), then sysctls, links, addresses,
+/// neighbours, FDB entries and WireGuard peers, and routes last, so a route never points at a
+/// neighbour or peer that is not there yet.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
     /// The operations, in the order they must be applied.
@@ -161,6 +179,14 @@ pub fn plan(observed: &KernelState, desired: &KernelState) -> Plan {
                 dev: dev.clone(),
                 mac: *mac,
                 dst: *dst,
+            });
+        }
+    }
+    for (dev, public_key) in observed.wg_peers.keys() {
+        if !desired.wg_peers.contains_key(&(dev.clone(), *public_key)) {
+            ops.push(Op::DeleteWgPeer {
+                dev: dev.clone(),
+                public_key: *public_key,
             });
         }
     }
@@ -215,6 +241,15 @@ pub fn plan(observed: &KernelState, desired: &KernelState) -> Plan {
             });
         }
     }
+    for ((dev, public_key), peer) in &desired.wg_peers {
+        if observed.wg_peers.get(&(dev.clone(), *public_key)) != Some(peer) {
+            ops.push(Op::ReplaceWgPeer {
+                dev: dev.clone(),
+                public_key: *public_key,
+                peer: peer.clone(),
+            });
+        }
+    }
     for (dst, route) in &desired.routes {
         if observed.routes.get(dst) != Some(route) {
             ops.push(Op::ReplaceRoute(route.clone()));
@@ -241,6 +276,7 @@ fn without_links(state: &KernelState, names: &[&String]) -> KernelState {
     out.routes.retain(|_, r| !gone(&r.dev));
     out.neighbours.retain(|(dev, _), _| !gone(dev));
     out.fdb.retain(|(dev, _), _| !gone(dev));
+    out.wg_peers.retain(|(dev, _), _| !gone(dev));
     out
 }
 
@@ -283,6 +319,9 @@ impl KernelState {
             Op::DeleteFdb { dev, mac, .. } => {
                 self.fdb.remove(&(dev.clone(), *mac));
             }
+            Op::DeleteWgPeer { dev, public_key } => {
+                self.wg_peers.remove(&(dev.clone(), *public_key));
+            }
             Op::DeleteAddress(address) => {
                 self.addresses.remove(address);
             }
@@ -310,6 +349,14 @@ impl KernelState {
             }
             Op::ReplaceFdb { dev, mac, dst } => {
                 self.fdb.insert((dev.clone(), *mac), *dst);
+            }
+            Op::ReplaceWgPeer {
+                dev,
+                public_key,
+                peer,
+            } => {
+                self.wg_peers
+                    .insert((dev.clone(), *public_key), peer.clone());
             }
             Op::ReplaceRoute(route) => self.add_route(route.clone()),
             Op::ReplaceFirewall {
@@ -346,6 +393,9 @@ impl fmt::Display for Op {
             Op::DeleteFdb { dev, mac, dst } => {
                 write!(f, "bridge fdb del {mac} dev {dev} dst {dst} self")
             }
+            Op::DeleteWgPeer { dev, public_key } => {
+                write!(f, "wg set {dev} peer {public_key} remove")
+            }
             Op::DeleteAddress(a) => {
                 write!(f, "ip addr del {}/{} dev {}", a.addr, a.prefix_len, a.link)
             }
@@ -377,6 +427,11 @@ impl fmt::Display for Op {
                     "bridge fdb replace {mac} dev {dev} dst {dst} self permanent"
                 )
             }
+            Op::ReplaceWgPeer {
+                dev,
+                public_key,
+                peer,
+            } => write!(f, "wg set {dev} peer {public_key} {}", peer.wg_args()),
             Op::ReplaceRoute(r) => {
                 write!(f, "ip route replace {}", r.dst)?;
                 if let Some(gw) = r.gateway {
@@ -385,6 +440,8 @@ impl fmt::Display for Op {
                 write!(f, " dev {}", r.dev)?;
                 if r.onlink {
                     f.write_str(" onlink")?;
+                } else if r.gateway.is_none() {
+                    f.write_str(" scope link")?;
                 }
                 write!(f, " proto {ROUTE_PROTOCOL}")
             }

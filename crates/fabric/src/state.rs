@@ -10,12 +10,13 @@ use std::net::IpAddr;
 use weft_ipam::{Cidr, Family};
 
 use crate::MacAddr;
+use crate::wireguard::{WgImplementation, WgPeer, WgPublicKey};
 
 /// A set of kernel objects, keyed the way the kernel keys them.
 ///
 /// Observed state holds only objects in weft's scope: links weft names, routes with weft's route
-/// protocol, neighbours and FDB entries on weft's links, the sysctls weft sets and weft's own
-/// firewall tables.
+/// protocol, neighbours and FDB entries on weft's links, the peers of weft's WireGuard devices,
+/// the sysctls weft sets and weft's own firewall tables.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KernelState {
     /// Links by name.
@@ -32,6 +33,8 @@ pub struct KernelState {
     pub sysctls: BTreeMap<String, String>,
     /// weft's firewall rules by family and the tool that holds them.
     pub firewall: BTreeMap<(Family, MasqMode), FirewallTable>,
+    /// WireGuard peers by (device, public key).
+    pub wg_peers: BTreeMap<(String, WgPublicKey), WgPeer>,
 }
 
 /// The desired kernel state, as a backend computes it.
@@ -70,6 +73,17 @@ pub enum LinkKind {
         underlay: String,
         /// The device MAC (the VTEP MAC peers put in their FDB).
         mac: MacAddr,
+    },
+    /// A WireGuard device: `ip link add NAME type wireguard` (or a TUN device run by the
+    /// userspace implementation inside the agent), then `wg set NAME listen-port PORT
+    /// private-key KEY` with the private key of `public_key`, which the agent holds.
+    Wireguard {
+        /// Who runs the device.
+        implementation: WgImplementation,
+        /// The UDP port it listens on.
+        listen_port: u16,
+        /// The public key of its private key.
+        public_key: WgPublicKey,
     },
     /// A device of a type weft does not create, found under one of weft's names (observed
     /// only). It never equals a desired kind, so planning deletes it and creates weft's.
@@ -133,7 +147,7 @@ pub enum MasqMode {
 
 impl KernelState {
     /// How many objects the state holds (links, addresses, routes, neighbours, FDB entries,
-    /// sysctls and firewall tables).
+    /// sysctls, firewall tables and WireGuard peers).
     pub fn object_count(&self) -> usize {
         self.links.len()
             + self.addresses.len()
@@ -142,6 +156,7 @@ impl KernelState {
             + self.fdb.len()
             + self.sysctls.len()
             + self.firewall.len()
+            + self.wg_peers.len()
     }
 
     /// Adds a route, keyed by destination.
@@ -157,7 +172,7 @@ impl Link {
     pub fn mac(&self) -> Option<MacAddr> {
         match &self.kind {
             LinkKind::Vxlan { mac, .. } => Some(*mac),
-            LinkKind::Other { .. } => None,
+            LinkKind::Wireguard { .. } | LinkKind::Other { .. } => None,
         }
     }
 }
@@ -175,6 +190,14 @@ impl fmt::Display for LinkKind {
             } => write!(
                 f,
                 "type vxlan id {vni} local {local} dev {underlay} dstport {port} nolearning address {mac}"
+            ),
+            LinkKind::Wireguard {
+                implementation,
+                listen_port,
+                public_key,
+            } => write!(
+                f,
+                "type wireguard ({implementation}) listen-port {listen_port} public-key {public_key}"
             ),
             LinkKind::Other { kind } => write!(f, "type {kind}"),
         }

@@ -7,9 +7,16 @@ use proptest::prelude::*;
 use weft_ipam::{Cidr, Family};
 
 use crate::state::{Address, FirewallTable, KernelState, Link, LinkKind, MasqMode, Route};
-use crate::{MacAddr, Op, plan};
+use crate::{MacAddr, Op, WgImplementation, WgPeer, WgPublicKey, plan};
 
-const LINKS: [&str; 3] = ["flannel.1", "flannel-v6.1", "eth0"];
+const LINKS: [&str; 5] = [
+    "flannel.1",
+    "flannel-v6.1",
+    "flannel-wg",
+    "flannel-wg-v6",
+    "eth0",
+];
+const WG_LINKS: [&str; 2] = ["flannel-wg", "flannel-wg-v6"];
 
 fn link_name() -> impl Strategy<Value = String> {
     prop::sample::select(&LINKS[..]).prop_map(str::to_owned)
@@ -28,7 +35,54 @@ fn cidr() -> impl Strategy<Value = Cidr> {
     (0u8..4).prop_map(|n| format!("10.42.{n}.0/24").parse().unwrap())
 }
 
+fn wg_key() -> impl Strategy<Value = WgPublicKey> {
+    (0u8..3).prop_map(|n| WgPublicKey([n; 32]))
+}
+
+fn wg_peer() -> impl Strategy<Value = WgPeer> {
+    (
+        0u8..2,
+        prop::collection::btree_set(cidr(), 0..2),
+        prop::sample::select(vec![0u16, 25]),
+    )
+        .prop_map(|(host, allowed_ips, keepalive)| WgPeer {
+            endpoint: std::net::SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, host)), 51820),
+            allowed_ips,
+            keepalive,
+        })
+}
+
+/// vxlan and WireGuard links under any of weft's names (a wireguard kind under a vxlan name is
+/// as good a test of the planner as any).
 fn link() -> impl Strategy<Value = Link> {
+    prop_oneof![vxlan_link_strategy(), wg_link_strategy()]
+}
+
+fn wg_link_strategy() -> impl Strategy<Value = Link> {
+    (
+        link_name(),
+        prop::sample::select(vec![1420u32, 1500]),
+        any::<bool>(),
+        any::<bool>(),
+        wg_key(),
+    )
+        .prop_map(|(name, mtu, up, kernel, public_key)| Link {
+            name,
+            mtu,
+            up,
+            kind: LinkKind::Wireguard {
+                implementation: if kernel {
+                    WgImplementation::Kernel
+                } else {
+                    WgImplementation::Userspace
+                },
+                listen_port: 51820,
+                public_key,
+            },
+        })
+}
+
+fn vxlan_link_strategy() -> impl Strategy<Value = Link> {
     (
         link_name(),
         prop::sample::select(vec![1450u32, 1500]),
@@ -62,8 +116,12 @@ fn state() -> impl Strategy<Value = KernelState> {
         prop::collection::vec((link_name(), mac(), ip()), 0..4),
         prop::collection::vec((0u8..2, prop::sample::select(vec!["0", "1"])), 0..2),
         prop::collection::vec((any::<bool>(), any::<bool>(), 0u8..2), 0..3),
+        prop::collection::vec(
+            (prop::sample::select(&WG_LINKS[..]), wg_key(), wg_peer()),
+            0..4,
+        ),
     )
-        .prop_map(|(links, addrs, routes, neighs, fdb, sysctls, fw)| {
+        .prop_map(|(links, addrs, routes, neighs, fdb, sysctls, fw, peers)| {
             let mut s = KernelState::default();
             for l in links {
                 s.links.insert(l.name.clone(), l);
@@ -105,6 +163,9 @@ fn state() -> impl Strategy<Value = KernelState> {
                 };
                 s.firewall.insert((family, mode), table);
             }
+            for (dev, key, peer) in peers {
+                s.wg_peers.insert((dev.to_owned(), key), peer);
+            }
             s
         })
 }
@@ -137,11 +198,23 @@ fn consistent(mut s: KernelState) -> KernelState {
         .filter(|((d, _), _)| exists(d))
         .map(|(k, v)| (k.clone(), *v))
         .collect();
+    // Peers live only on WireGuard devices.
+    let keep_peers: Vec<_> = s
+        .wg_peers
+        .iter()
+        .filter(|((d, _), _)| {
+            s.links
+                .get(d)
+                .is_some_and(|l| matches!(l.kind, LinkKind::Wireguard { .. }))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     s.links.remove("eth0");
     s.addresses = keep_addr.into_iter().collect();
     s.routes = keep_routes.into_iter().map(|r| (r.dst, r)).collect();
     s.neighbours = keep_neigh.into_iter().collect();
     s.fdb = keep_fdb.into_iter().collect();
+    s.wg_peers = keep_peers.into_iter().collect();
     s
 }
 
@@ -149,14 +222,14 @@ fn consistent(mut s: KernelState) -> KernelState {
 fn phase(op: &Op) -> u8 {
     match op {
         Op::DeleteRoute(_) => 0,
-        Op::DeleteNeighbour { .. } | Op::DeleteFdb { .. } => 1,
+        Op::DeleteNeighbour { .. } | Op::DeleteFdb { .. } | Op::DeleteWgPeer { .. } => 1,
         Op::DeleteAddress(_) => 2,
         Op::DeleteLink { .. } => 3,
         Op::DeleteFirewall { .. } => 4,
         Op::SetSysctl { .. } => 5,
         Op::AddLink(_) | Op::SetLink { .. } => 6,
         Op::AddAddress(_) => 7,
-        Op::ReplaceNeighbour { .. } | Op::ReplaceFdb { .. } => 8,
+        Op::ReplaceNeighbour { .. } | Op::ReplaceFdb { .. } | Op::ReplaceWgPeer { .. } => 8,
         Op::ReplaceRoute(_) => 9,
         Op::ReplaceFirewall { .. } => 10,
     }
@@ -194,6 +267,35 @@ proptest! {
         let p = plan(&consistent(observed), &consistent(desired));
         let phases: Vec<u8> = p.ops.iter().map(phase).collect();
         prop_assert!(phases.windows(2).all(|w| w[0] <= w[1]), "{phases:?}");
+    }
+
+    /// Changing, adding or removing one WireGuard peer is one operation on that peer alone.
+    #[test]
+    fn one_peer_change_is_one_op(s in state(), key in wg_key(), peer in wg_peer(), remove in any::<bool>()) {
+        let s = consistent(s);
+        let Some(dev) = s
+            .links
+            .iter()
+            .find(|(_, l)| matches!(l.kind, LinkKind::Wireguard { .. }))
+            .map(|(name, _)| name.clone())
+        else {
+            return Ok(());
+        };
+        let mut changed = s.clone();
+        let k = (dev.clone(), key);
+        if remove {
+            changed.wg_peers.remove(&k);
+        } else {
+            changed.wg_peers.insert(k.clone(), peer.clone());
+        }
+        let p = plan(&s, &changed);
+        let expected: Vec<Op> = match (s.wg_peers.get(&k), remove) {
+            (None, true) => vec![],
+            (Some(_), true) => vec![Op::DeleteWgPeer { dev, public_key: key }],
+            (Some(old), false) if *old == peer => vec![],
+            _ => vec![Op::ReplaceWgPeer { dev, public_key: key, peer }],
+        };
+        prop_assert_eq!(p.ops, expected);
     }
 }
 

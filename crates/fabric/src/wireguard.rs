@@ -1,0 +1,343 @@
+//! The wireguard-native backend: `flannel-wg` (IPv4, UDP 51820) and `flannel-wg-v6` (IPv6, UDP
+//! 51821), flannel's `separate` mode. Each device holds this node's pod-CIDR address (`/32`,
+//! `/128`), one route for the whole cluster CIDR of its family (`scope link`), and one peer per
+//! other node: its public key, its public IP and port as the endpoint, its pod CIDR as the only
+//! allowed IP, and a persistent keepalive of 25 seconds (K3s's net-conf).
+//!
+//! What a node publishes is its public key and both listen ports ([`BackendData::Wireguard`]).
+//! The private key never enters this crate: a [`LinkKind::Wireguard`] names the device's public
+//! key, and weft-kernel, which the agent gave the private key, configures the device with the
+//! matching one. So `weft-agent plan` can print a plan without printing a secret.
+//!
+//! Whether the kernel module or the userspace implementation inside the agent runs a device is
+//! part of the desired state ([`WgImplementation`]): the agent resolves `auto` before it plans,
+//! and a device of the other implementation is replaced.
+//!
+//! Read [`WireguardNative`], [`WgPeer`] and [`WgPublicKey`] first.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use weft_ipam::{Cidr, Family};
+
+use crate::backend::{PeerProblem, PeerProblemReason, lease_cidr, peer_public_ip};
+use crate::state::{Address, KernelState, Link, LinkKind, Route};
+use crate::{Backend, BackendData, BackendKind, FabricConfig, FabricError, Lease};
+
+#[cfg(test)]
+mod tests;
+
+/// The IPv4 device.
+pub const DEVICE_V4: &str = "flannel-wg";
+/// The IPv6 device.
+pub const DEVICE_V6: &str = "flannel-wg-v6";
+/// The IPv4 device's UDP port (flannel's `ListenPort`).
+pub const PORT_V4: u16 = 51820;
+/// The IPv6 device's UDP port (flannel's `ListenPortV6`).
+pub const PORT_V6: u16 = 51821;
+/// The persistent keepalive K3s configures, in seconds.
+pub const KEEPALIVE: u16 = 25;
+/// What WireGuard adds to a packet: the outer IPv6 header (40), UDP (8), type (4), key index
+/// (4), nonce (8) and authentication tag (16). flannel subtracts 80 for both families.
+pub const OVERHEAD: u32 = 80;
+
+/// The wireguard-native backend, with this node's public key and the implementation the agent
+/// picked for its devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireguardNative {
+    /// The public key of this node's devices (both share one key pair, as in flannel).
+    pub public_key: WgPublicKey,
+    /// Who runs the devices.
+    pub implementation: WgImplementation,
+    /// The persistent keepalive of every peer, in seconds (0: none).
+    pub keepalive: u16,
+}
+
+/// Who runs a WireGuard device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WgImplementation {
+    /// The kernel module (`ip link add NAME type wireguard`).
+    Kernel,
+    /// The userspace implementation inside the agent process, on a TUN device.
+    Userspace,
+}
+
+/// A WireGuard public key (Curve25519, 32 bytes), printed in base64 like `wg show`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WgPublicKey(pub [u8; 32]);
+
+/// One peer of a WireGuard device: `wg set DEV peer KEY endpoint IP:PORT allowed-ips CIDR,...
+/// persistent-keepalive N`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WgPeer {
+    /// Where the peer's device listens.
+    pub endpoint: SocketAddr,
+    /// The destinations routed to this peer (its pod CIDRs of the device's family).
+    pub allowed_ips: BTreeSet<Cidr>,
+    /// The persistent keepalive in seconds (0: off).
+    pub keepalive: u16,
+}
+
+/// The device of `family`.
+pub fn device(family: Family) -> &'static str {
+    match family {
+        Family::Ipv4 => DEVICE_V4,
+        Family::Ipv6 => DEVICE_V6,
+    }
+}
+
+/// The listen port of `family`'s device.
+pub fn port(family: Family) -> u16 {
+    match family {
+        Family::Ipv4 => PORT_V4,
+        Family::Ipv6 => PORT_V6,
+    }
+}
+
+// === impl WireguardNative ===
+
+impl Backend for WireguardNative {
+    fn kind(&self) -> BackendKind {
+        BackendKind::WireguardNative
+    }
+
+    fn backend_data(&self) -> BackendData {
+        BackendData::Wireguard {
+            public_key: self.public_key,
+            port_ipv4: PORT_V4,
+            port_ipv6: PORT_V6,
+        }
+    }
+
+    fn mtu(&self, external_mtu: u32, _family: Family) -> u32 {
+        external_mtu.saturating_sub(OVERHEAD)
+    }
+
+    fn program(
+        &self,
+        local: &Lease,
+        peers: &[Lease],
+        config: &FabricConfig,
+        state: &mut KernelState,
+        problems: &mut Vec<PeerProblem>,
+    ) -> Result<(), FabricError> {
+        for family in [Family::Ipv4, Family::Ipv6] {
+            let (Some(own), Some(cluster)) =
+                (lease_cidr(local, family), config.cluster.get(family))
+            else {
+                continue;
+            };
+            let dev = device(family);
+            state.links.insert(
+                dev.to_owned(),
+                Link {
+                    name: dev.to_owned(),
+                    mtu: self.mtu(config.external.mtu, family),
+                    up: true,
+                    kind: LinkKind::Wireguard {
+                        implementation: self.implementation,
+                        listen_port: port(family),
+                        public_key: self.public_key,
+                    },
+                },
+            );
+            state.addresses.insert(Address {
+                link: dev.to_owned(),
+                addr: own.network(),
+                prefix_len: match family {
+                    Family::Ipv4 => 32,
+                    Family::Ipv6 => 128,
+                },
+            });
+            // `ip route replace CLUSTER dev flannel-wg scope link`: one route for every peer;
+            // the peers' allowed IPs pick the peer.
+            state.add_route(Route {
+                dst: cluster,
+                gateway: None,
+                dev: dev.to_owned(),
+                onlink: false,
+            });
+            for peer in peers {
+                let Some(cidr) = lease_cidr(peer, family) else {
+                    continue;
+                };
+                match self.peer(peer, family, cidr) {
+                    Ok((key, wg_peer)) => {
+                        state.wg_peers.insert((dev.to_owned(), key), wg_peer);
+                    }
+                    Err(problem) => problems.push(problem),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WireguardNative {
+    /// The peer entry of `peer` on `family`'s device.
+    fn peer(
+        &self,
+        peer: &Lease,
+        family: Family,
+        cidr: Cidr,
+    ) -> Result<(WgPublicKey, WgPeer), PeerProblem> {
+        let ip = peer_public_ip(peer, family)?;
+        let BackendData::Wireguard {
+            public_key,
+            port_ipv4,
+            port_ipv6,
+        } = &peer.backend
+        else {
+            return Err(PeerProblem {
+                node: peer.node_name.clone(),
+                reason: PeerProblemReason::NoWireguardKey,
+            });
+        };
+        // A peer that published no port (an old flannel) listens where we do.
+        let published = match family {
+            Family::Ipv4 => *port_ipv4,
+            Family::Ipv6 => *port_ipv6,
+        };
+        let port = if published == 0 {
+            port(family)
+        } else {
+            published
+        };
+        Ok((
+            *public_key,
+            WgPeer {
+                endpoint: SocketAddr::new(ip, port),
+                allowed_ips: BTreeSet::from([cidr]),
+                keepalive: self.keepalive,
+            },
+        ))
+    }
+}
+
+// === impl WgImplementation ===
+
+impl fmt::Display for WgImplementation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WgImplementation::Kernel => "kernel",
+            WgImplementation::Userspace => "userspace",
+        })
+    }
+}
+
+// === impl WgPublicKey ===
+
+impl fmt::Display for WgPublicKey {
+    /// Standard base64 with padding (44 characters), as `wg` prints keys.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&base64_encode(&self.0))
+    }
+}
+
+impl fmt::Debug for WgPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WgPublicKey({self})")
+    }
+}
+
+impl FromStr for WgPublicKey {
+    type Err = FabricError;
+
+    fn from_str(s: &str) -> Result<WgPublicKey, FabricError> {
+        base64_decode_key(s)
+            .map(WgPublicKey)
+            .ok_or_else(|| FabricError::InvalidWgKey {
+                value: s.to_owned(),
+            })
+    }
+}
+
+impl Serialize for WgPublicKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for WgPublicKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<WgPublicKey, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+// === impl WgPeer ===
+
+impl WgPeer {
+    /// The `wg set` arguments after the key: `endpoint IP:PORT allowed-ips A,B
+    /// [persistent-keepalive N]`.
+    pub(crate) fn wg_args(&self) -> String {
+        let ips: Vec<String> = self.allowed_ips.iter().map(ToString::to_string).collect();
+        let mut out = format!(
+            "endpoint {} allowed-ips {}",
+            self.endpoint,
+            if ips.is_empty() {
+                "\"\"".to_owned()
+            } else {
+                ips.join(",")
+            }
+        );
+        if self.keepalive != 0 {
+            out.push_str(&format!(" persistent-keepalive {}", self.keepalive));
+        }
+        out
+    }
+}
+
+const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A 32-byte key from standard base64 (44 characters, one `=`), or `None`.
+fn base64_decode_key(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    let body = s.strip_suffix('=')?;
+    if s.len() != 44 || body.contains('=') {
+        return None;
+    }
+    let mut bits: u64 = 0;
+    let mut nbits = 0;
+    let mut out = Vec::with_capacity(33);
+    for c in body.bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c)? as u64;
+        bits = (bits << 6) | v;
+        nbits += 6;
+        if nbits >= 8 {
+            nbits -= 8;
+            out.push((bits >> nbits) as u8);
+            bits &= (1 << nbits) - 1;
+        }
+    }
+    // 43 characters carry 258 bits: 32 bytes and 2 bits that must be zero.
+    if bits != 0 {
+        return None;
+    }
+    out.try_into().ok()
+}

@@ -1,0 +1,293 @@
+//! Tests of the wireguard-native backend's desired state, its plans and its lease data.
+
+use crate::vxlan::tests::{config, lease as vxlan_lease};
+use crate::{
+    BackendData, FabricError, Lease, Op, PeerProblemReason, WgImplementation, WgPublicKey,
+    WireguardNative, desired_state, plan,
+};
+
+fn key(n: u8) -> WgPublicKey {
+    WgPublicKey([n; 32])
+}
+
+/// Node `n` as the vxlan tests have it, publishing WireGuard key `n`.
+fn lease(n: u8, dual: bool) -> Lease {
+    Lease {
+        backend: BackendData::Wireguard {
+            public_key: key(n),
+            port_ipv4: 51820,
+            port_ipv6: 51821,
+        },
+        ..vxlan_lease(n, dual)
+    }
+}
+
+fn backend(n: u8) -> WireguardNative {
+    WireguardNative {
+        public_key: key(n),
+        implementation: WgImplementation::Userspace,
+        keepalive: 25,
+    }
+}
+
+/// The plan from an empty kernel, without the firewall line.
+fn fresh_plan(local: &Lease, peers: &[Lease], cluster: &str) -> String {
+    let desired = desired_state(&backend(1), local, peers, &config(cluster)).unwrap();
+    assert!(desired.problems.is_empty(), "{:?}", desired.problems);
+    plan(&Default::default(), &desired.state)
+        .ops
+        .iter()
+        .map(ToString::to_string)
+        .filter(|l| !l.starts_with("nft "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn ipv4_objects_in_order() {
+    let k2 = key(2);
+    let k3 = key(3);
+    let k1 = key(1);
+    assert_eq!(
+        fresh_plan(
+            &lease(1, false),
+            &[lease(2, false), lease(3, false)],
+            "10.42.0.0/16"
+        ),
+        format!(
+            "sysctl -w net/ipv4/ip_forward=1\n\
+             ip link add flannel-wg mtu 1420 up type wireguard (userspace) listen-port 51820 public-key {k1}\n\
+             ip addr add 10.42.1.0/32 dev flannel-wg\n\
+             wg set flannel-wg peer {k2} endpoint 192.0.2.2:51820 allowed-ips 10.42.2.0/24 persistent-keepalive 25\n\
+             wg set flannel-wg peer {k3} endpoint 192.0.2.3:51820 allowed-ips 10.42.3.0/24 persistent-keepalive 25\n\
+             ip route replace 10.42.0.0/16 dev flannel-wg scope link proto 87"
+        )
+    );
+}
+
+#[test]
+fn dual_stack_has_a_device_per_family() {
+    let (k1, k2) = (key(1), key(2));
+    assert_eq!(
+        fresh_plan(
+            &lease(1, true),
+            &[lease(2, true)],
+            "10.42.0.0/16,fd00:42::/56"
+        ),
+        format!(
+            "sysctl -w net/ipv4/ip_forward=1\n\
+             sysctl -w net/ipv6/conf/all/forwarding=1\n\
+             ip link add flannel-wg mtu 1420 up type wireguard (userspace) listen-port 51820 public-key {k1}\n\
+             ip link add flannel-wg-v6 mtu 1420 up type wireguard (userspace) listen-port 51821 public-key {k1}\n\
+             ip addr add 10.42.1.0/32 dev flannel-wg\n\
+             ip addr add fd00:42:0:1::/128 dev flannel-wg-v6\n\
+             wg set flannel-wg peer {k2} endpoint 192.0.2.2:51820 allowed-ips 10.42.2.0/24 persistent-keepalive 25\n\
+             wg set flannel-wg-v6 peer {k2} endpoint [2001:db8::2]:51821 allowed-ips fd00:42:0:2::/64 persistent-keepalive 25\n\
+             ip route replace 10.42.0.0/16 dev flannel-wg scope link proto 87\n\
+             ip route replace fd00:42::/56 dev flannel-wg-v6 scope link proto 87"
+        )
+    );
+}
+
+#[test]
+fn one_peer_changes_touch_only_that_peer() {
+    let config = config("10.42.0.0/16");
+    let desired = |peers: &[Lease]| {
+        desired_state(&backend(1), &lease(1, false), peers, &config)
+            .unwrap()
+            .state
+    };
+    let before = desired(&[lease(2, false), lease(3, false)]);
+
+    // Node 3 leaves: only its peer goes.
+    let after = desired(&[lease(2, false)]);
+    assert_eq!(
+        plan(&before, &after).ops,
+        [Op::DeleteWgPeer {
+            dev: "flannel-wg".into(),
+            public_key: key(3)
+        }]
+    );
+
+    // Node 4 joins: only its peer comes.
+    let after = desired(&[lease(2, false), lease(3, false), lease(4, false)]);
+    let p = plan(&before, &after);
+    assert_eq!(p.len(), 1, "{p}");
+    assert!(matches!(&p.ops[0], Op::ReplaceWgPeer { public_key, .. } if *public_key == key(4)));
+
+    // Node 2 moves to another address: its peer is replaced in place, nothing else.
+    let mut moved = lease(2, false);
+    moved.public_ipv4 = Some("192.0.2.22".parse().unwrap());
+    let after = desired(&[moved, lease(3, false)]);
+    assert_eq!(
+        plan(&before, &after).to_string(),
+        format!(
+            "wg set flannel-wg peer {} endpoint 192.0.2.22:51820 allowed-ips 10.42.2.0/24 persistent-keepalive 25\n",
+            key(2)
+        )
+    );
+
+    // Node 2 gets a new key: the old peer goes, the new one comes.
+    let mut rekeyed = lease(2, false);
+    rekeyed.backend = BackendData::Wireguard {
+        public_key: key(9),
+        port_ipv4: 0,
+        port_ipv6: 0,
+    };
+    let after = desired(&[rekeyed, lease(3, false)]);
+    assert_eq!(
+        plan(&before, &after).to_string(),
+        format!(
+            "wg set flannel-wg peer {} remove\n\
+             wg set flannel-wg peer {} endpoint 192.0.2.2:51820 allowed-ips 10.42.2.0/24 persistent-keepalive 25\n",
+            key(2),
+            key(9)
+        )
+    );
+}
+
+#[test]
+fn switching_backends_replaces_every_object() {
+    let config = config("10.42.0.0/16");
+    let vxlan = crate::Vxlan {
+        mac_v4: crate::MacAddr([2, 0, 0, 0, 1, 4]),
+        mac_v6: crate::MacAddr([2, 0, 0, 0, 1, 6]),
+    };
+    let vx = desired_state(
+        &vxlan,
+        &vxlan_lease(1, false),
+        &[vxlan_lease(2, false)],
+        &config,
+    )
+    .unwrap()
+    .state;
+    let wg = desired_state(&backend(1), &lease(1, false), &[lease(2, false)], &config)
+        .unwrap()
+        .state;
+    let to_wg = plan(&vx, &wg);
+    let text = to_wg.to_string();
+    // The link takes its neighbours, FDB entries and routes along.
+    assert!(
+        text.starts_with("ip link del flannel.1\nip link add flannel-wg "),
+        "{text}"
+    );
+    let mut reached = vx.clone();
+    reached.apply_plan(&to_wg);
+    assert_eq!(reached, wg);
+    let back = plan(&wg, &vx);
+    assert!(
+        back.to_string()
+            .starts_with("ip link del flannel-wg\nip link add flannel.1 "),
+        "{back}"
+    );
+    let mut reached = wg.clone();
+    reached.apply_plan(&back);
+    assert_eq!(reached, vx);
+
+    // Another implementation, or another key, is another device.
+    let mut kernel = backend(1);
+    kernel.implementation = WgImplementation::Kernel;
+    let wg_kernel = desired_state(&kernel, &lease(1, false), &[lease(2, false)], &config)
+        .unwrap()
+        .state;
+    let p = plan(&wg, &wg_kernel);
+    assert!(
+        matches!(&p.ops[0], Op::DeleteLink { name } if name == "flannel-wg"),
+        "{p}"
+    );
+    assert!(p.to_string().contains("type wireguard (kernel)"), "{p}");
+}
+
+#[test]
+fn peers_without_a_key_or_address_are_reported() {
+    let mut no_ip = lease(3, false);
+    no_ip.public_ipv4 = None;
+    let desired = desired_state(
+        &backend(1),
+        &lease(1, false),
+        &[vxlan_lease(2, false), no_ip, lease(4, false)],
+        &config("10.42.0.0/16"),
+    )
+    .unwrap();
+    let problems: Vec<String> = desired.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            "node node-2 is skipped: it published no WireGuard public key; every node must run the wireguard-native backend",
+            "node node-3 is skipped: its lease has no IPv4 public address; set --node-ip (or --node-external-ip with flannel-external-ip) on that node",
+        ]
+    );
+    assert_eq!(
+        desired.problems[0].reason,
+        PeerProblemReason::NoWireguardKey
+    );
+    assert_eq!(desired.state.wg_peers.len(), 1);
+}
+
+#[test]
+fn keys_print_and_parse_as_base64() {
+    let check = |bytes: [u8; 32], text: &str| {
+        assert_eq!(WgPublicKey(bytes).to_string(), text);
+        assert_eq!(text.parse::<WgPublicKey>().unwrap(), WgPublicKey(bytes));
+    };
+    check([0; 32], "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    check([0xff; 32], "//////////////////////////////////////////8=");
+    let mut counting = [0u8; 32];
+    for (i, b) in counting.iter_mut().enumerate() {
+        *b = u8::try_from(i).unwrap();
+    }
+    check(counting, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+    for bad in [
+        "",
+        "AAAA",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh9=",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdH*8=",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh==",
+    ] {
+        assert_eq!(
+            bad.parse::<WgPublicKey>(),
+            Err(FabricError::InvalidWgKey {
+                value: bad.to_owned()
+            }),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn lease_json_round_trips() {
+    let l = lease(2, false);
+    let text = serde_json::to_string(&l.backend).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            r#"{{"type":"wireguard","public_key":"{}","port_ipv4":51820,"port_ipv6":51821}}"#,
+            key(2)
+        )
+    );
+    assert_eq!(
+        serde_json::from_str::<Lease>(&serde_json::to_string(&l).unwrap()).unwrap(),
+        l
+    );
+    let old = format!(r#"{{"type":"wireguard","public_key":"{}"}}"#, key(2));
+    assert_eq!(
+        serde_json::from_str::<BackendData>(&old).unwrap(),
+        BackendData::Wireguard {
+            public_key: key(2),
+            port_ipv4: 0,
+            port_ipv6: 0
+        }
+    );
+    assert!(
+        serde_json::from_str::<BackendData>(r#"{"type":"wireguard","public_key":"nope"}"#).is_err()
+    );
+}
+
+#[test]
+fn mtu_is_the_external_one_minus_80() {
+    use crate::Backend as _;
+    assert_eq!(backend(1).mtu(1500, weft_ipam::Family::Ipv4), 1420);
+    assert_eq!(backend(1).mtu(1500, weft_ipam::Family::Ipv6), 1420);
+    assert_eq!(backend(1).kind().to_string(), "wireguard-native");
+}
