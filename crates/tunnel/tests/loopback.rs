@@ -332,3 +332,52 @@ async fn an_agent_reconnects_after_its_server_restarts() {
     conn.read_exact(&mut back).await.expect("read");
     assert_eq!(&back, b"again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_stalls_only_its_own_stream() {
+    let port = echo().await;
+    let cluster = Cluster::start(port).await;
+    let _agent = cluster.agent(port);
+    cluster.wait_for_tunnel().await;
+    let egress = cluster.egress();
+    let target = format!("127.0.0.1:{port}");
+
+    // One client sends 128 MiB to the echo target and never reads the echo: once the socket
+    // buffers and its stream's windows are full, it stalls.
+    let (status, _, stalled) = cluster.connect(&target, Some(&egress)).await;
+    assert_eq!(status, 200);
+    let (_stalled_reader, mut stalled_writer) = tokio::io::split(stalled);
+    let stuck = tokio::spawn(async move {
+        let chunk = vec![7u8; 64 * 1024];
+        for _ in 0..2048 {
+            if stalled_writer.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!stuck.is_finished(), "the stalled client's writes block");
+
+    // Meanwhile another stream on the same tunnel moves 8 MiB both ways.
+    let (status, body, conn) = cluster.connect(&target, Some(&egress)).await;
+    assert_eq!(status, 200, "{body}");
+    let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let (mut reader, mut writer) = tokio::io::split(conn);
+    let sent = data.clone();
+    let write = async move {
+        writer.write_all(&sent).await.expect("write");
+        writer.shutdown().await.expect("shutdown");
+    };
+    let read = async {
+        let mut back = Vec::new();
+        reader.read_to_end(&mut back).await.expect("read");
+        back
+    };
+    let ((), back) =
+        tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(write, read) })
+            .await
+            .expect("the other stream is not blocked");
+    assert!(back == data, "the other stream's bytes came back whole");
+    assert_eq!(cluster.server.connected_nodes(), [NODE]);
+    stuck.abort();
+}
