@@ -16,8 +16,8 @@
 //!
 //! It deliberately knows nothing of the cluster's state: the server binary hands
 //! [`server::TunnelServer`] the nodes to route by and the agent hands [`agent::AgentDialer`]
-//! its node's addresses; where those come from (the store, the CNI) is theirs. It does not
-//! write the apiserver's EgressSelectorConfiguration either.
+//! its node's addresses; where those come from (the store, the CNI) is theirs. [`egress`] renders
+//! and writes the apiserver's EgressSelectorConfiguration; when to write it is the server's.
 //!
 //! Read [`proto::Session`] first, then [`proto::Frame`], [`transport::Connection`] and
 //! [`server::TunnelServer`].
@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod egress;
 mod error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
