@@ -131,7 +131,11 @@ pub(crate) fn node_list(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
     let (client, url) = admin(&config)?;
     let nodes = daemon::runtime()?.block_on(client.list_nodes(&url))?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<30} {:<32} {:<20} IPV6-CIDR", "NAME", "NODE-IPS", "IPV4-CIDR")?;
+    writeln!(
+        out,
+        "{:<30} {:<32} {:<20} IPV6-CIDR",
+        "NAME", "NODE-IPS", "IPV4-CIDR"
+    )?;
     for n in nodes {
         let ips: Vec<String> = n["node-ips"]
             .as_array()
@@ -221,6 +225,7 @@ fn settings(config: &ServerConfig) -> anyhow::Result<ServerSettings> {
         )),
         names: vec![node.node_name.as_str().to_owned()],
         ips,
+        bookmark_interval: weft_api::protocol::BOOKMARK_INTERVAL,
     })
 }
 

@@ -14,6 +14,7 @@
 //! Errors are JSON [`ErrorBody`]s with a matching status.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use weft_fabric::{BackendData, Lease};
@@ -32,6 +33,12 @@ pub const SERVERS_PATH: &str = "/v1-weft/servers";
 pub const NODES_PATH: &str = "/v1-weft/nodes";
 /// The header that carries the node password at registration.
 pub const NODE_PASSWORD_HEADER: &str = "weft-node-password";
+/// How often a server sends a [`LeaseEvent::Bookmark`] on an idle lease watch, so both ends
+/// notice a dead connection: an agent that reads nothing for [`WATCH_IDLE_TIMEOUT`] reconnects.
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
+/// How long an agent waits for any byte of a lease watch (three bookmark intervals) before it
+/// takes the connection for dead and reconnects.
+pub const WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(3 * BOOKMARK_INTERVAL.as_secs());
 
 /// An agent's registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -96,8 +96,18 @@ impl LeaseHub {
 
     /// Subscribes from after `from`, or returns the oldest revision one can watch from.
     pub fn subscribe(&self, from: u64) -> Result<Subscription, u64> {
+        self.subscribe_within(from, 0)
+    }
+
+    /// As [`LeaseHub::subscribe`], but also accepts a `from` ahead of the hub, up to
+    /// `store_revision`, a revision the store is known to have reached.
+    ///
+    /// Such a `from` comes from another server (an agent failing over): that server had seen
+    /// every lease change up to it, and this hub, following the same store, will deliver those
+    /// changes again, so the watch skips everything up to `from`.
+    pub fn subscribe_within(&self, from: u64, store_revision: u64) -> Result<Subscription, u64> {
         let state = self.lock();
-        if from < state.oldest || from > state.revision {
+        if from < state.oldest || from > state.revision.max(store_revision) {
             return Err(state.oldest);
         }
         // Subscribing under the lock: no event can slip between the backlog and the feed.
@@ -111,7 +121,7 @@ impl LeaseHub {
         Ok(Subscription {
             backlog,
             feed,
-            revision: state.revision,
+            revision: state.revision.max(from),
         })
     }
 

@@ -22,6 +22,7 @@ pub mod service;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use weft_api::JoinToken;
@@ -53,6 +54,10 @@ pub struct ServerSettings {
     pub names: Vec<String>,
     /// Addresses for the serving certificate.
     pub ips: Vec<IpAddr>,
+    /// How often an idle lease watch gets a bookmark: weft-api's
+    /// [`BOOKMARK_INTERVAL`](weft_api::protocol::BOOKMARK_INTERVAL), which agents expect; tests
+    /// shorten it.
+    pub bookmark_interval: Duration,
 }
 
 /// A started control plane: bound, bootstrapped, following the store; not yet serving.
@@ -89,16 +94,19 @@ pub async fn start(settings: ServerSettings) -> Result<Started, ControlError> {
             addr: settings.bind,
             reason: e.to_string(),
         })?;
-    let plane = Arc::new(ControlPlane::new(
-        store.clone(),
-        hub,
-        Arc::new(weft_api::pki::ClusterCa::from_pem(
-            bootstrap.ca.cert_pem(),
-            &bootstrap.ca.key_pem(),
-        )?),
-        bootstrap.token.secret.clone(),
-        settings.network.clone(),
-    ));
+    let plane = Arc::new(
+        ControlPlane::new(
+            store.clone(),
+            hub,
+            Arc::new(weft_api::pki::ClusterCa::from_pem(
+                bootstrap.ca.cert_pem(),
+                &bootstrap.ca.key_pem(),
+            )?),
+            bootstrap.token.secret.clone(),
+            settings.network.clone(),
+        )
+        .with_bookmark_interval(settings.bookmark_interval),
+    );
     servers::register_server(&store, &settings.url).await?;
     Ok(Started {
         store,

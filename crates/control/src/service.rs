@@ -27,13 +27,13 @@ use weft_api::protocol::{
 };
 use weft_api::token::{hash_node_password, secrets_equal, verify_node_password};
 use weft_config::{ClusterNetwork, is_dns1123_subdomain};
+use weft_ipam::Family;
 use weft_store::{Created, LeaseAttrs, NodeMaskSizes, NodeRecord, Store, StoreError, UnixTime};
 
 use crate::hub::LeaseHub;
 use crate::servers::list_servers;
 
-/// How often an idle lease watch gets a bookmark, so both ends notice a dead connection.
-pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
+pub use weft_api::protocol::BOOKMARK_INTERVAL;
 /// The largest request body the API reads.
 const MAX_REQUEST: usize = 64 << 10;
 
@@ -44,6 +44,7 @@ pub struct ControlPlane {
     ca: Arc<ClusterCa>,
     token_secret: String,
     network: ClusterNetwork,
+    bookmark_interval: Duration,
 }
 
 // === impl ControlPlane ===
@@ -64,7 +65,15 @@ impl ControlPlane {
             ca,
             token_secret,
             network,
+            bookmark_interval: BOOKMARK_INTERVAL,
         }
+    }
+
+    /// Sets how often an idle lease watch gets a bookmark (default [`BOOKMARK_INTERVAL`], which
+    /// agents expect: they reconnect after three silent intervals).
+    pub fn with_bookmark_interval(mut self, interval: Duration) -> ControlPlane {
+        self.bookmark_interval = interval;
+        self
     }
 
     /// The lease hub.
@@ -86,7 +95,7 @@ impl ControlPlane {
                 Err(r) => r,
             },
             (Method::GET, LEASES_PATH) => match node_only(&peer) {
-                Ok(_) => self.leases(req.uri().query()),
+                Ok(_) => self.leases(req.uri().query()).await,
                 Err(r) => r,
             },
             (Method::GET, SERVERS_PATH) => match node_only(&peer) {
@@ -202,19 +211,21 @@ impl ControlPlane {
                     .map_err(|e| store_error(&e))?;
             }
         }
+        // Only the enabled families get a fabric address, as flannel's lease attributes.
+        let cluster = &self.network.cluster_cidr;
         let attrs = LeaseAttrs {
-            public_ipv4: public_ip(request, self.network.flannel_external_ip, true).and_then(
-                |ip| match ip {
+            public_ipv4: public_ip(request, self.network.flannel_external_ip, true)
+                .filter(|_| cluster.get(Family::Ipv4).is_some())
+                .and_then(|ip| match ip {
                     IpAddr::V4(v4) => Some(v4),
                     IpAddr::V6(_) => None,
-                },
-            ),
-            public_ipv6: public_ip(request, self.network.flannel_external_ip, false).and_then(
-                |ip| match ip {
+                }),
+            public_ipv6: public_ip(request, self.network.flannel_external_ip, false)
+                .filter(|_| cluster.get(Family::Ipv6).is_some())
+                .and_then(|ip| match ip {
                     IpAddr::V6(v6) => Some(v6),
                     IpAddr::V4(_) => None,
-                },
-            ),
+                }),
             backend: request.backend.clone(),
         };
         let masks = NodeMaskSizes {
@@ -245,7 +256,7 @@ impl ControlPlane {
         })
     }
 
-    fn leases(&self, query: Option<&str>) -> Response<Body> {
+    async fn leases(&self, query: Option<&str>) -> Response<Body> {
         let watch = query
             .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("watch=")))
             .map(str::parse::<u64>);
@@ -254,14 +265,24 @@ impl ControlPlane {
             Some(Err(_)) => {
                 error_response(StatusCode::BAD_REQUEST, "watch= must be a revision number")
             }
-            Some(Ok(from)) => self.watch(from),
+            Some(Ok(from)) => self.watch(from).await,
         }
     }
 
     /// A streaming response of JSON lines: the backlog, then live events, with bookmarks.
-    fn watch(&self, from: u64) -> Response<Body> {
+    async fn watch(&self, from: u64) -> Response<Body> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
-        match self.hub.subscribe(from) {
+        let bookmark_interval = self.bookmark_interval;
+        let subscribed = match self.hub.subscribe(from) {
+            // A revision ahead of this server's: an agent failing over from a server that is
+            // further along. It is good if the store has reached it.
+            Err(_) if from > self.hub.revision() => {
+                let store = self.store.kv().revision().await.map_or(0, |r| r.get());
+                self.hub.subscribe_within(from, store)
+            }
+            other => other,
+        };
+        match subscribed {
             Err(oldest) => {
                 let line = event_line(&LeaseEvent::Compacted { oldest });
                 return Response::new(full(line));
@@ -284,7 +305,7 @@ impl ControlPlane {
                         return;
                     }
                     loop {
-                        let next = tokio::time::timeout(BOOKMARK_INTERVAL, feed.recv()).await;
+                        let next = tokio::time::timeout(bookmark_interval, feed.recv()).await;
                         let line = match next {
                             Ok(Ok(event)) => {
                                 if event.revision() <= revision

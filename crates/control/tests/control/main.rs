@@ -1,0 +1,15 @@
+//! Integration tests of the control plane: servers (weft-control's `start` and weft-api's
+//! `serve`) and agents (weft-node's `ApiSource`, weft-api's client) on loopback, with the
+//! embedded store and with a real etcd. Nothing here needs root or the kernel.
+//!
+//! - `join`: registration and leases, identity and trust (node passwords, tokens, the CA pin).
+//! - `restart`: a server's restart keeps leases, the CA and the token; critical settings.
+//! - `watch`: lease changes and deletions reach watchers, resume after a reconnect, liveness.
+//! - `ha`: three servers on one etcd: fail-over, joining through a survivor, and concurrent
+//!   allocation without duplicates.
+
+mod ha;
+mod harness;
+mod join;
+mod restart;
+mod watch;
