@@ -34,8 +34,10 @@ use rtnetlink::packet_route::neighbour::{
 };
 use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol, RouteScope};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::{AddressMessageBuilder, LinkUnspec, LinkVxlan, RouteMessageBuilder};
-use weft_fabric::{Address, Link, LinkKind, MacAddr, Op, Plan, ROUTE_PROTOCOL, Route};
+use rtnetlink::{AddressMessageBuilder, LinkUnspec, LinkVxlan, LinkWireguard, RouteMessageBuilder};
+use weft_fabric::{
+    Address, Link, LinkKind, MacAddr, Op, Plan, ROUTE_PROTOCOL, Route, WgImplementation,
+};
 
 use crate::batch::Request;
 use crate::cmd::run_blocking;
@@ -76,25 +78,62 @@ impl Kernel {
                         }
                     }
                 }
+                Op::ReplaceWgPeer { .. } | Op::DeleteWgPeer { .. } => {
+                    failed.extend(self.apply_wg_peers(phase).await);
+                }
+                Op::AddLink(_) => {
+                    // Userspace WireGuard devices are TUNs this process makes; the rest are
+                    // netlink requests, and kernel WireGuard links get their key afterwards.
+                    let (userspace, netlink): (Vec<&Op>, Vec<&Op>) =
+                        phase.iter().partition(|op| is_userspace_link(op));
+                    let netlink: Vec<Op> = netlink.into_iter().cloned().collect();
+                    failed.extend(self.apply_netlink(&netlink, &index).await?);
+                    let kernel_wg: Vec<Link> = netlink
+                        .iter()
+                        .filter_map(|op| match op {
+                            Op::AddLink(link)
+                                if matches!(link.kind, LinkKind::Wireguard { .. }) =>
+                            {
+                                Some(link.clone())
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    if !kernel_wg.is_empty() {
+                        failed.extend(self.configure_kernel_links(kernel_wg).await);
+                    }
+                    let userspace: Vec<Link> = userspace
+                        .into_iter()
+                        .filter_map(|op| match op {
+                            Op::AddLink(link) => Some(link.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    if !userspace.is_empty() {
+                        failed.extend(self.add_userspace_links(userspace).await);
+                    }
+                    let added = phase.iter().filter_map(|op| match op {
+                        Op::AddLink(link) => Some(link.name.clone()),
+                        _ => None,
+                    });
+                    index.extend(self.resolve(added).await?);
+                }
                 _ => {
-                    failed.extend(self.apply_netlink(phase, &index).await?);
-                    // Links that came or went change the names' indices.
-                    match &phase[0] {
-                        Op::DeleteLink { .. } => {
-                            for op in phase {
-                                if let Op::DeleteLink { name } = op {
-                                    index.remove(name);
-                                }
+                    if let Op::DeleteLink { .. } = &phase[0] {
+                        // A userspace WireGuard device stops with its TUN; the delete request
+                        // then finds nothing, which is fine.
+                        for op in phase {
+                            if let Op::DeleteLink { name } = op {
+                                self.wireguard.stop_device(name);
                             }
                         }
-                        Op::AddLink(_) => {
-                            let added = phase.iter().filter_map(|op| match op {
-                                Op::AddLink(link) => Some(link.name.clone()),
-                                _ => None,
-                            });
-                            index.extend(self.resolve(added).await?);
+                    }
+                    failed.extend(self.apply_netlink(phase, &index).await?);
+                    // Links that went change the names' indices.
+                    for op in phase {
+                        if let Op::DeleteLink { name } = op {
+                            index.remove(name);
                         }
-                        _ => {}
                     }
                 }
             }
@@ -145,7 +184,7 @@ impl Kernel {
 
     /// Sends one netlink request per operation of `phase`, pipelined (see [`crate::batch`]),
     /// and returns the failures, in plan order. An `Err` means the socket itself failed.
-    async fn apply_netlink(
+    pub(crate) async fn apply_netlink(
         &self,
         phase: &[Op],
         index: &HashMap<String, u32>,
@@ -182,6 +221,20 @@ impl Kernel {
         }
         Ok(failed)
     }
+}
+
+/// Whether `op` adds a WireGuard link the userspace implementation runs.
+fn is_userspace_link(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::AddLink(Link {
+            kind: LinkKind::Wireguard {
+                implementation: WgImplementation::Userspace,
+                ..
+            },
+            ..
+        })
+    )
 }
 
 /// The one netlink request of `op` (message and flags), or `None` when there is nothing to
@@ -353,6 +406,16 @@ fn link_message(
             let builder = if link.up { builder.up() } else { builder };
             Ok(builder.build())
         }
+        // `ip link add NAME mtu MTU up type wireguard`; the key and port follow by generic
+        // netlink.
+        LinkKind::Wireguard {
+            implementation: WgImplementation::Kernel,
+            ..
+        } => {
+            let builder = LinkWireguard::new(&link.name).mtu(link.mtu);
+            let builder = if link.up { builder.up() } else { builder };
+            Ok(builder.build())
+        }
         _ => Err(KernelError::Unsupported {
             op: Op::AddLink(link.clone()).to_string(),
         }),
@@ -455,6 +518,15 @@ pub(crate) fn describe(op: &Op) -> String {
         Op::DeleteLink { name } | Op::SetLink { name, .. } => format!("link {name}"),
         Op::AddLink(link) => format!("link {} ({})", link.name, link.kind),
         Op::SetSysctl { key, .. } => format!("sysctl {key}"),
+        Op::DeleteWgPeer { dev, public_key } => format!("WireGuard peer {public_key} dev {dev}"),
+        Op::ReplaceWgPeer {
+            dev,
+            public_key,
+            peer,
+        } => format!(
+            "WireGuard peer {public_key} endpoint {} dev {dev}",
+            peer.endpoint
+        ),
         Op::DeleteFirewall { family, mode } | Op::ReplaceFirewall { family, mode, .. } => {
             format!("{family} {mode} rules")
         }
@@ -491,6 +563,9 @@ fn route_message(route: &Route, oif: u32, object: &str) -> Result<RouteMessage, 
     }
     if route.onlink {
         builder = builder.onlink();
+    } else if route.gateway.is_none() {
+        // `ip route add DST dev DEV` is `scope link`, as iproute2 makes it.
+        builder = builder.scope(RouteScope::Link);
     }
     Ok(builder.build())
 }

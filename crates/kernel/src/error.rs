@@ -149,6 +149,32 @@ pub enum KernelError {
         /// The error.
         kind: io::ErrorKind,
     },
+    /// A WireGuard device or peer could not be created, configured or read.
+    #[error("{object}: {reason}")]
+    Wireguard {
+        /// The device or peer, e.g. `WireGuard device flannel-wg`.
+        object: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The plan wants a WireGuard device whose private key this agent was not given.
+    #[error(
+        "WireGuard device {device}: no private key for public key {public_key}; the agent must load its key (the wireguard-key file in its data dir) before applying"
+    )]
+    NoPrivateKey {
+        /// The device.
+        device: String,
+        /// The public key the plan names.
+        public_key: weft_fabric::WgPublicKey,
+    },
+    /// Kernel WireGuard was asked for, and this kernel has none.
+    #[error(
+        "wireguard-implementation is kernel, but this kernel can't make WireGuard links ({reason}); `modprobe wireguard`, or set wireguard-implementation to auto or userspace"
+    )]
+    NoKernelWireguard {
+        /// The kernel's answer to a probe link.
+        reason: String,
+    },
     /// Some operations of a plan failed; the others were applied.
     #[error("{} of {total} operations failed; the first: {}", failed.len(), first_of(failed))]
     Apply {

@@ -1,6 +1,8 @@
 //! weft's kernel shell: observes the Linux networking state weft owns and applies the plans
 //! weft-fabric computes, through rtnetlink (links, addresses, routes, neighbours, FDB entries),
-//! `/proc/sys` (sysctls) and `nft`/`iptables-restore` (masquerade and forward rules).
+//! `/proc/sys` (sysctls), `nft`/`iptables-restore` (masquerade and forward rules), and
+//! WireGuard (devices and peers: the kernel module through defguard_wireguard_rs, or the
+//! userspace implementation inside this process; see [`Wireguard`]).
 //!
 //! The loop an agent runs is: [`Kernel::observe`] the [`Scope`] weft owns into a
 //! [`weft_fabric::KernelState`], let [`weft_fabric::plan`] diff it against the desired state, and
@@ -36,11 +38,13 @@ pub mod netns;
 mod observe;
 mod probe;
 mod sysctl;
+mod wireguard;
 
 pub use error::KernelError;
 pub use interface::DefaultInterface;
 pub use observe::Scope;
 pub use probe::Capability;
+pub use wireguard::{WgPrivateKey, Wireguard};
 
 use std::sync::{Arc, Mutex};
 
@@ -55,6 +59,8 @@ pub struct Kernel {
     handle: rtnetlink::Handle,
     /// Pipelined requests of [`Kernel::apply`], used from the blocking pool.
     batcher: Arc<Mutex<batch::Batcher>>,
+    /// The agent's WireGuard keys and userspace devices.
+    wireguard: Wireguard,
 }
 
 // === impl Kernel ===
@@ -62,6 +68,7 @@ pub struct Kernel {
 impl Kernel {
     /// Opens route netlink sockets in the calling thread's network namespace and spawns the
     /// driver of the asynchronous one on the current tokio runtime (so call it inside one).
+    /// It starts with no WireGuard keys or devices; see [`Kernel::with_wireguard`].
     pub fn connect() -> Result<Kernel, KernelError> {
         let connect = |e: std::io::Error| KernelError::Connect { kind: e.kind() };
         let (connection, handle, _) = rtnetlink::new_connection().map_err(connect)?;
@@ -70,6 +77,7 @@ impl Kernel {
         Ok(Kernel {
             handle,
             batcher: Arc::new(Mutex::new(batcher)),
+            wireguard: Wireguard::new(),
         })
     }
 

@@ -1,6 +1,6 @@
 //! Reading the kernel back into a [`KernelState`]: the links weft names, their addresses,
-//! neighbours and FDB entries, weft's routes (protocol 87), the sysctls weft sets and weft's
-//! firewall rules. Objects outside that [`Scope`] are never looked at, so they are never
+//! neighbours, FDB entries and WireGuard peers, weft's routes (protocol 87), the sysctls weft
+//! sets and weft's firewall rules. Objects outside that [`Scope`] are never looked at, so they are never
 //! planned away.
 
 use std::collections::HashMap;
@@ -18,10 +18,14 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteVia,
 };
-use weft_fabric::{Address, KernelState, Link, LinkKind, MacAddr, MasqMode, ROUTE_PROTOCOL, Route};
+use weft_fabric::{
+    Address, KernelState, Link, LinkKind, MacAddr, MasqMode, ROUTE_PROTOCOL, Route,
+    WgImplementation,
+};
 use weft_ipam::{Cidr, Family, Ipv4Cidr, Ipv6Cidr};
 
 use crate::cmd::run_blocking;
+use crate::wireguard::Candidate;
 use crate::{Kernel, KernelError, firewall, sysctl};
 
 #[cfg(test)]
@@ -31,7 +35,7 @@ mod tests;
 /// modes it may have used. [`Kernel::observe`] reads exactly this.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
-    /// Device names weft creates (`flannel.1`, `flannel-v6.1`).
+    /// Device names weft creates (`flannel.1`, `flannel-v6.1`, `flannel-wg`, `flannel-wg-v6`).
     pub links: Vec<String>,
     /// Sysctl keys in slash form (`net/ipv4/ip_forward`).
     pub sysctls: Vec<String>,
@@ -43,13 +47,16 @@ pub struct Scope {
 // === impl Scope ===
 
 impl Scope {
-    /// Everything weft-fabric's backends create: the vxlan devices, the forwarding sysctls and
-    /// the rules of both firewall modes.
+    /// Everything weft-fabric's backends create: the vxlan and WireGuard devices (every
+    /// backend's, so an agent restarted with another backend removes the old one's), the
+    /// forwarding sysctls and the rules of both firewall modes.
     pub fn weft() -> Scope {
         Scope {
             links: vec![
                 weft_fabric::vxlan::DEVICE_V4.to_owned(),
                 weft_fabric::vxlan::DEVICE_V6.to_owned(),
+                weft_fabric::wireguard::DEVICE_V4.to_owned(),
+                weft_fabric::wireguard::DEVICE_V6.to_owned(),
             ],
             sysctls: vec![
                 "net/ipv4/ip_forward".to_owned(),
@@ -80,15 +87,29 @@ impl Kernel {
             .filter_map(|m| Some((m.header.index, link_name(m)?)))
             .collect();
         let mut weft_links: HashMap<u32, String> = HashMap::new();
+        let mut wireguard = Vec::new();
         for msg in &links {
             let Some(name) = link_name(msg) else { continue };
             if scope.links.contains(&name) {
                 weft_links.insert(msg.header.index, name.clone());
+                let implementation = match info_kind(msg) {
+                    Some(InfoKind::Wireguard) => Some(WgImplementation::Kernel),
+                    Some(InfoKind::Tun) => Some(WgImplementation::Userspace),
+                    _ => None,
+                };
+                if let Some(implementation) = implementation {
+                    wireguard.push(Candidate {
+                        name: name.clone(),
+                        ifindex: msg.header.index,
+                        implementation,
+                    });
+                }
                 state
                     .links
                     .insert(name.clone(), observed_link(name, msg, &names));
             }
         }
+        self.observe_wireguard(wireguard, &mut state).await?;
 
         // One dump at a time: the kernel refuses a second dump on a socket (EBUSY) while one
         // is in progress.
@@ -203,6 +224,17 @@ pub(crate) fn link_name(msg: &LinkMessage) -> Option<String> {
     })
 }
 
+/// The `IFLA_INFO_KIND` of a link.
+fn info_kind(msg: &LinkMessage) -> Option<&InfoKind> {
+    msg.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(kind) => Some(kind),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
 /// The MTU of a link.
 pub(crate) fn link_mtu(msg: &LinkMessage) -> Option<u32> {
     msg.attributes.iter().find_map(|a| match a {
@@ -212,7 +244,8 @@ pub(crate) fn link_mtu(msg: &LinkMessage) -> Option<u32> {
 }
 
 /// A weft link as the kernel holds it. A device of a type weft does not create keeps its name
-/// but gets [`LinkKind::Other`], so the plan replaces it.
+/// but gets [`LinkKind::Other`], so the plan replaces it. WireGuard devices get their kind once
+/// their configuration is read (`Kernel::observe_wireguard`); until then they are `Other`.
 fn observed_link(name: String, msg: &LinkMessage, names: &HashMap<u32, String>) -> Link {
     let mac = msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),

@@ -151,7 +151,7 @@ impl Kernel {
     }
 
     /// Creates the link of `message` and deletes it again (`ip link add`, `ip link del`).
-    async fn probe_link(
+    pub(crate) async fn probe_link(
         &self,
         message: rtnetlink::packet_route::link::LinkMessage,
         name: &str,

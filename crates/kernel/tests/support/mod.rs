@@ -7,6 +7,10 @@
 //! `Kernel::observe`, `weft_fabric::plan` and `Kernel::apply`. Everything is removed on drop
 //! (CNI DEL, then the namespaces, which take their links along), also when a test fails.
 //!
+//! Each node keeps its own `weft_kernel::Wireguard` (its keys and userspace WireGuard devices)
+//! across convergences, as an agent process does; [`Cluster::restart`] drops it and starts a new
+//! one with the same key, as an agent restart does.
+//!
 //! Addresses: segment 0 is 192.0.2.0/24 and 2001:db8::/64, segment 1 198.51.100.0/24 and
 //! 2001:db8:1::/64; node `n` (from 1) takes host number `n` on its segment and pod CIDRs
 //! 10.42.n.0/24 and fd42:0:0:n::/64; the outside namespace is 192.0.2.200 and 2001:db8::200.
@@ -22,12 +26,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use weft_fabric::{
-    Backend, BackendData, FabricConfig, HostGw, Lease, MacAddr, MasqMode, PeerProblem, Plan, Vxlan,
-    desired_state, plan,
+    Backend, FabricConfig, HostGw, Lease, MacAddr, MasqMode, PeerProblem, Plan, Vxlan,
+    WgImplementation, WireguardNative, desired_state, plan,
 };
 use weft_ipam::{CidrList, Family};
 use weft_kernel::netns::{Namespace, veth};
-use weft_kernel::{Kernel, KernelError, Scope};
+use weft_kernel::{Kernel, KernelError, Scope, WgPrivateKey, Wireguard};
 
 /// The address families a cluster uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +51,8 @@ pub enum Kind {
     Vxlan,
     /// host-gw.
     HostGw,
+    /// wireguard-native, on the userspace implementation (this kernel has no WireGuard).
+    Wireguard,
 }
 
 /// What one convergence of a node did.
@@ -62,6 +68,13 @@ pub struct Converged {
 
 /// A node: its namespace, its pod and its lease.
 pub struct Node {
+    /// The agent's WireGuard state: its key and the userspace devices it runs. First, so the
+    /// devices stop before the namespace goes.
+    pub wg: Wireguard,
+    /// The agent's WireGuard key (what the data dir keeps).
+    pub wg_key: WgPrivateKey,
+    /// The backend the node's agent runs.
+    pub kind: Kind,
     /// 1-based node number.
     pub n: u8,
     /// The node's network namespace.
@@ -195,6 +208,9 @@ impl Cluster {
                 mac_v4: vtep_mac(n, Family::Ipv4, 0),
                 mac_v6: vtep_mac(n, Family::Ipv6, 0),
             };
+            let wg_key = WgPrivateKey::generate();
+            let wg = Wireguard::new();
+            wg.add_key(wg_key.clone());
             let lease = Lease {
                 node_name: format!("node-{n}"),
                 ipv4_cidr: stack
@@ -215,16 +231,13 @@ impl Cluster {
                         IpAddr::V4(_) => unreachable!(),
                     }
                 }),
-                backend: match kind {
-                    Kind::Vxlan => vxlan.backend_data(),
-                    Kind::HostGw => BackendData::HostGw,
-                },
+                backend: backend(kind, &vxlan, &wg_key).backend_data(),
             };
             let pod = Namespace::new(&format!("p{n}")).unwrap();
             let mtu = stack
                 .families()
                 .into_iter()
-                .map(|f| backend(kind, &vxlan).mtu(1500, f))
+                .map(|f| backend(kind, &vxlan, &wg_key).mtu(1500, f))
                 .min()
                 .unwrap();
             let ipam_dir = dir.path.join(format!("ipam-{n}"));
@@ -232,6 +245,9 @@ impl Cluster {
                 weft_fabric::files::cni_conflist(&lease, mtu, &ipam_dir.to_string_lossy());
             let cni_config = plugin_config(&conflist);
             nodes.push(Node {
+                wg,
+                wg_key,
+                kind,
                 n,
                 ns,
                 pod,
@@ -285,13 +301,19 @@ impl Cluster {
         let local = node.lease.clone();
         let peers = peers.to_vec();
         let (kind, stack, masq_mode, vxlan) =
-            (self.kind, self.stack, self.masq_mode, node.vxlan.clone());
+            (node.kind, self.stack, self.masq_mode, node.vxlan.clone());
+        let (wg, wg_key) = (node.wg.clone(), node.wg_key.clone());
         node.ns
             .run(move |kernel| async move {
+                let kernel = kernel.with_wireguard(wg);
                 let config = fabric_config(&kernel, stack, masq_mode).await?;
-                let desired =
-                    desired_state(backend(kind, &vxlan).as_ref(), &local, &peers, &config)
-                        .expect("desired state");
+                let desired = desired_state(
+                    backend(kind, &vxlan, &wg_key).as_ref(),
+                    &local,
+                    &peers,
+                    &config,
+                )
+                .expect("desired state");
                 let observed = kernel.observe(&Scope::weft()).await?;
                 let plan = plan(&observed, &desired.state);
                 kernel.apply(&plan).await?;
@@ -312,13 +334,19 @@ impl Cluster {
         let local = node.lease.clone();
         let peers = self.leases();
         let (kind, stack, masq_mode, vxlan) =
-            (self.kind, self.stack, self.masq_mode, node.vxlan.clone());
+            (node.kind, self.stack, self.masq_mode, node.vxlan.clone());
+        let (wg, wg_key) = (node.wg.clone(), node.wg_key.clone());
         node.ns
             .run(move |kernel| async move {
+                let kernel = kernel.with_wireguard(wg);
                 let config = fabric_config(&kernel, stack, masq_mode).await?;
-                let desired =
-                    desired_state(backend(kind, &vxlan).as_ref(), &local, &peers, &config)
-                        .expect("desired state");
+                let desired = desired_state(
+                    backend(kind, &vxlan, &wg_key).as_ref(),
+                    &local,
+                    &peers,
+                    &config,
+                )
+                .expect("desired state");
                 let observed = kernel.observe(&Scope::weft()).await?;
                 Ok::<_, KernelError>(plan(&observed, &desired.state))
             })
@@ -328,15 +356,37 @@ impl Cluster {
 
     /// Removes everything weft made on node `i`; returns what it removed and what is left.
     pub fn cleanup(&self, i: usize) -> (Plan, weft_fabric::KernelState) {
+        let wg = self.nodes[i].wg.clone();
         self.nodes[i]
             .ns
             .run(|kernel| async move {
+                let kernel = kernel.with_wireguard(wg);
                 let plan = kernel.cleanup(&Scope::weft()).await?;
                 let left = kernel.observe(&Scope::weft()).await?;
                 Ok::<_, KernelError>((plan, left))
             })
             .unwrap()
             .unwrap()
+    }
+
+    /// Restarts node `i`'s agent without converging: its userspace WireGuard devices stop
+    /// (their TUNs go, as when the agent process exits) and a new agent state with the same
+    /// key takes over.
+    pub fn restart(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        node.wg.stop();
+        node.wg = Wireguard::new();
+        node.wg.add_key(node.wg_key.clone());
+    }
+
+    /// Restarts node `i`'s agent with backend `kind`: its lease publishes the new backend's
+    /// data, and it converges.
+    pub fn switch(&mut self, i: usize, kind: Kind) -> Converged {
+        self.restart(i);
+        let node = &mut self.nodes[i];
+        node.kind = kind;
+        node.lease.backend = backend(kind, &node.vxlan, &node.wg_key).backend_data();
+        self.converge(i)
     }
 }
 
@@ -366,10 +416,15 @@ async fn fabric_config(
     })
 }
 
-fn backend(kind: Kind, vxlan: &Vxlan) -> Box<dyn Backend + Send> {
+fn backend(kind: Kind, vxlan: &Vxlan, wg_key: &WgPrivateKey) -> Box<dyn Backend + Send> {
     match kind {
         Kind::Vxlan => Box::new(vxlan.clone()),
         Kind::HostGw => Box::new(HostGw),
+        Kind::Wireguard => Box::new(WireguardNative {
+            public_key: wg_key.public_key(),
+            implementation: WgImplementation::Userspace,
+            keepalive: weft_fabric::wireguard::KEEPALIVE,
+        }),
     }
 }
 
