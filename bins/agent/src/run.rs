@@ -77,17 +77,46 @@ pub(crate) fn plan(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
 
 /// `weft-agent check`: host preflight.
 ///
-/// It needs no server or token: the configuration is read only for `masq-mode`, and its errors
-/// do not stop the check.
+/// It needs no server or token: configuration errors do not stop the check. With a server and
+/// a token it asks the server for the cluster's backend (for at most 5 s), so it checks what that
+/// backend needs; otherwise it checks for vxlan, the default.
 pub(crate) fn check(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
-    let masq_mode = load_agent(&flags.0, System::os())
-        .result
+    let config = load_agent(&flags.0, System::os()).result.ok();
+    let masq_mode = config
+        .as_ref()
         .map(|c| c.node.masq_mode)
         .unwrap_or_default();
     runtime()?.block_on(async {
-        let kernel = Kernel::connect()?;
-        let report = weft_node::preflight::check(&kernel, masq_mode).await;
+        let backend = match &config {
+            Some(config) => {
+                // Only the token's CA check and the config read: nothing is written.
+                let asked = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                    let server = config.node.server.as_ref()?.as_str().to_owned();
+                    let token = join_token(&config.node).ok()?;
+                    let ca = weft_api::client::fetch_ca(&server, &token).await.ok()?;
+                    let json = weft_api::client::cluster_config(&server, &ca, &token)
+                        .await
+                        .ok()?;
+                    weft_config::ClusterNetwork::from_json(&json).ok()
+                })
+                .await;
+                match asked {
+                    Ok(Some(cluster)) => Some(cluster.flannel_backend),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
         let mut out = std::io::stdout().lock();
+        match backend {
+            Some(b) => writeln!(out, "backend: {b} (from the server)")?,
+            None => writeln!(
+                out,
+                "backend: unknown (no server answered), checking for vxlan"
+            )?,
+        }
+        let kernel = Kernel::connect()?;
+        let report = weft_node::preflight::check(&kernel, masq_mode, backend).await;
         write!(out, "{report}")?;
         out.flush()?;
         Ok(if report.ok() {

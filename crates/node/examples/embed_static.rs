@@ -13,6 +13,7 @@
 //! implements [`weft_node::LeaseSource`] over its API directly). Needs root; `--once` applies
 //! once and prints the plan instead of running until Ctrl-C.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,9 +57,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let snapshot = source.next().await?;
             fabric.update(snapshot);
             let done = fabric.reconcile().await?;
-            print!("{}", done.plan);
+            std::io::stdout().write_all(done.plan.to_string().as_bytes())?;
             for problem in done.problems {
-                eprintln!("warning: {problem}");
+                writeln!(std::io::stderr(), "warning: {problem}")?;
             }
             return Ok(());
         }
