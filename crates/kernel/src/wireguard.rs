@@ -133,6 +133,25 @@ impl Wireguard {
         names
     }
 
+    /// When each peer of userspace device `dev` last completed a handshake (`wg show DEV
+    /// latest-handshakes`). Blocking; `None` when this process runs no such device.
+    pub fn latest_handshakes(
+        &self,
+        dev: &str,
+    ) -> Option<Result<Vec<(WgPublicKey, Option<std::time::SystemTime>)>, KernelError>> {
+        let mut inner = self.lock();
+        let device = inner.devices.get_mut(dev)?;
+        Some(device.get().map(|host| {
+            let mut out: Vec<_> = host
+                .peers
+                .iter()
+                .map(|(key, peer)| (WgPublicKey(key.as_array()), peer.last_handshake))
+                .collect();
+            out.sort();
+            out
+        }))
+    }
+
     /// Stops every userspace device (what the agent's exit does); their TUNs go with them.
     pub fn stop(&self) {
         let devices: Vec<UserspaceDevice> = self.lock().devices.drain().map(|(_, d)| d).collect();
@@ -306,7 +325,7 @@ impl Kernel {
                     // A device of ours under the name (its TUN deleted behind our back) goes
                     // first, or the new TUN could not take the name.
                     wireguard.stop_device(&link.name);
-                    let device = UserspaceDevice::start(&link.name, &key, *listen_port)?;
+                    let device = start_retrying(&link.name, &key, *listen_port)?;
                     wireguard.lock().devices.insert(link.name.clone(), device);
                     Ok(link)
                 })
@@ -430,6 +449,23 @@ impl Kernel {
             failed
         })
         .await
+    }
+}
+
+/// Starts a userspace device, trying again for up to a second: the kernel unregisters the TUN
+/// of a device that just stopped a few milliseconds after its last descriptor closes, and the
+/// name is taken until then.
+fn start_retrying(name: &str, key: &Key, port: u16) -> Result<UserspaceDevice, KernelError> {
+    let mut tries = 0;
+    loop {
+        match UserspaceDevice::start(name, key, port) {
+            Ok(device) => return Ok(device),
+            Err(e) if tries >= 10 => return Err(e),
+            Err(_) => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
     }
 }
 

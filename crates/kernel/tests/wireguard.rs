@@ -11,9 +11,12 @@
 
 mod support;
 
-use support::{Cluster, Kind, Stack, ping, tcp};
-use weft_fabric::{LinkKind, MasqMode, WgImplementation};
+use std::time::{Duration, Instant};
+
+use support::{Cluster, Kind, Stack, ping, pings, tcp};
+use weft_fabric::{LinkKind, MasqMode, Op, WgImplementation};
 use weft_ipam::Family;
+use weft_kernel::netns::Namespace;
 
 /// Pings between every pair of pods, in every family of the cluster.
 fn ping_all(cluster: &Cluster) {
@@ -70,5 +73,254 @@ fn ipv4_two_nodes() {
         routes.contains("10.42.0.0/16 dev flannel-wg scope link"),
         "{routes}"
     );
-    let _ = Family::Ipv4;
+}
+
+#[test]
+fn ipv6_two_nodes() {
+    let cluster = Cluster::new(Kind::Wireguard, Stack::V6, MasqMode::Nftables, &[0, 0]);
+    ping_all(&cluster);
+    tcp_all(&cluster);
+    let node = &cluster.nodes[1];
+    let links = node.ns.ip(&["-o", "link", "show"]).unwrap();
+    assert!(links.contains("flannel-wg-v6:"), "{links}");
+    assert!(!links.contains("flannel-wg:"), "{links}");
+    let routes = node.ns.ip(&["-6", "route", "show", "proto", "87"]).unwrap();
+    assert!(routes.contains("fd42::/56 dev flannel-wg-v6"), "{routes}");
+    assert!(cluster.pending(1).is_empty());
+}
+
+#[test]
+fn dual_stack_three_nodes_only_wireguard_crosses_the_underlay() {
+    let cluster = Cluster::new(Kind::Wireguard, Stack::Dual, MasqMode::Nftables, &[0, 0, 0]);
+    ping_all(&cluster);
+    let counters = Counters::install(&cluster.underlay);
+    tcp_all(&cluster);
+    ping_all(&cluster);
+    let (wg, pod, other) = counters.read();
+    assert!(wg >= 24, "only {wg} WireGuard packets crossed the underlay");
+    assert_eq!(
+        pod, 0,
+        "{pod} packets with pod addresses crossed the underlay in the clear"
+    );
+    assert_eq!(other, 0, "{other} other IP packets crossed the underlay");
+
+    for node in &cluster.nodes {
+        let links = node.ns.ip(&["link", "show"]).unwrap();
+        assert!(links.contains("flannel-wg:") && links.contains("flannel-wg-v6:"));
+        assert!(links.contains("mtu 1420"), "{links}");
+    }
+    let state = cluster.converge(0).after;
+    assert_eq!(state.wg_peers.len(), 4, "{:?}", state.wg_peers);
+}
+
+#[test]
+fn removed_node_loses_its_peer_only() {
+    let cluster = Cluster::new(Kind::Wireguard, Stack::V4, MasqMode::Nftables, &[0, 0, 0]);
+    ping_all(&cluster);
+    let gone = cluster.nodes[2].wg_key.public_key();
+    let remaining: Vec<_> = cluster.leases().into_iter().take(2).collect();
+    let removed = cluster.converge_with(0, &remaining);
+    assert_eq!(
+        removed.plan.ops,
+        [Op::DeleteWgPeer {
+            dev: "flannel-wg".into(),
+            public_key: gone
+        }]
+    );
+    assert_eq!(removed.after.wg_peers.len(), 1);
+    assert!(!pings(
+        &cluster.nodes[0].pod,
+        cluster.nodes[2].pod_ip(Family::Ipv4)
+    ));
+    ping(&cluster.nodes[0].pod, cluster.nodes[1].pod_ip(Family::Ipv4));
+    // And it comes back as one peer.
+    let back = cluster.converge(0);
+    assert_eq!(back.plan.len(), 1, "{}", back.plan);
+    ping(&cluster.nodes[0].pod, cluster.nodes[2].pod_ip(Family::Ipv4));
+
+    // Cleanup stops the device and removes every object.
+    let (done, left) = cluster.cleanup(0);
+    assert!(
+        done.ops
+            .iter()
+            .any(|op| matches!(op, Op::DeleteLink { name } if name == "flannel-wg"))
+    );
+    assert!(
+        left.links.is_empty() && left.routes.is_empty() && left.wg_peers.is_empty(),
+        "{left:?}"
+    );
+    assert!(cluster.nodes[0].wg.userspace_devices().is_empty());
+}
+
+#[test]
+fn restart_keeps_the_key_and_the_peers_sessions() {
+    let mut cluster = Cluster::new(Kind::Wireguard, Stack::V4, MasqMode::Nftables, &[0, 0]);
+    ping_all(&cluster);
+    let before = handshake(&cluster, 1, 0);
+    // Handshake times have a resolution the restart must outlast.
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // The agent of node 1 stops: its device and TUN go (the kernel unregisters the TUN a few
+    // milliseconds after its last file descriptor closes).
+    cluster.restart(0);
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        cluster.nodes[0].link_index("flannel-wg").is_none()
+    });
+    assert!(gone, "the TUN of a stopped device is still there");
+    // It starts again: the device comes back with the same key and the peer.
+    let again = cluster.converge(0);
+    let adds: Vec<&Op> = again
+        .plan
+        .ops
+        .iter()
+        .filter(|op| matches!(op, Op::AddLink(_) | Op::ReplaceWgPeer { .. }))
+        .collect();
+    assert_eq!(adds.len(), 2, "{}", again.plan);
+    assert!(matches!(
+        &again.after.links["flannel-wg"].kind,
+        LinkKind::Wireguard { public_key, .. } if *public_key == cluster.nodes[0].wg_key.public_key()
+    ));
+    // Node 2 keeps its peer entry as it was: nothing to do there.
+    assert!(cluster.pending(1).is_empty(), "{}", cluster.pending(1));
+    let started = Instant::now();
+    ping(&cluster.nodes[0].pod, cluster.nodes[1].pod_ip(Family::Ipv4));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    tcp_all(&cluster);
+    let after = handshake(&cluster, 1, 0);
+    assert!(
+        after > before,
+        "node 2 saw no new handshake from node 1: {before:?} then {after:?}"
+    );
+    assert!(cluster.pending(0).is_empty());
+}
+
+#[test]
+fn stale_tun_under_the_name_is_replaced() {
+    let cluster = Cluster::new(Kind::Vxlan, Stack::V4, MasqMode::Nftables, &[0, 0]);
+    let mut cluster = cluster;
+    // A persistent TUN named like weft's device (a crashed agent's, or someone else's).
+    cluster.nodes[0]
+        .ns
+        .ip(&["tuntap", "add", "flannel-wg", "mode", "tun"])
+        .unwrap();
+    let observed = cluster.converge(1).after;
+    assert!(!observed.links.contains_key("flannel-wg"));
+    cluster.switch(1, Kind::Wireguard);
+    let switched = cluster.switch(0, Kind::Wireguard);
+    assert!(
+        matches!(&switched.plan.ops[..2], [Op::DeleteLink { name }, _] if name == "flannel-wg")
+            || switched
+                .plan
+                .ops
+                .iter()
+                .any(|op| matches!(op, Op::DeleteLink { name } if name == "flannel-wg")),
+        "{}",
+        switched.plan
+    );
+    cluster.converge(1);
+    ping_all(&cluster);
+    assert!(cluster.pending(0).is_empty(), "{}", cluster.pending(0));
+}
+
+#[test]
+fn backend_switch_vxlan_wireguard_vxlan() {
+    let mut cluster = Cluster::new(Kind::Vxlan, Stack::Dual, MasqMode::Nftables, &[0, 0]);
+    ping_all(&cluster);
+
+    // vxlan -> wireguard-native: each agent restarts with the new backend; when both have,
+    // pods reach each other again.
+    for i in 0..2 {
+        let switched = cluster.switch(i, Kind::Wireguard);
+        let text = switched.plan.to_string();
+        assert!(text.contains("ip link del flannel.1\n"), "{text}");
+        assert!(text.contains("ip link del flannel-v6.1\n"), "{text}");
+        assert!(text.contains("ip link add flannel-wg "), "{text}");
+    }
+    for i in 0..2 {
+        cluster.converge(i);
+        let after = cluster.converge(i).after;
+        assert!(!after.links.contains_key("flannel.1"));
+        assert!(after.fdb.is_empty() && after.neighbours.is_empty());
+        assert_eq!(after.wg_peers.len(), 2);
+    }
+    ping_all(&cluster);
+    tcp_all(&cluster);
+
+    // And back to vxlan.
+    for i in 0..2 {
+        let switched = cluster.switch(i, Kind::Vxlan);
+        assert!(
+            switched.plan.to_string().contains("ip link add flannel.1 "),
+            "{}",
+            switched.plan
+        );
+        assert!(cluster.nodes[i].wg.userspace_devices().is_empty());
+    }
+    for i in 0..2 {
+        cluster.converge(i);
+        let after = cluster.converge(i).after;
+        assert!(!after.links.contains_key("flannel-wg"));
+        assert!(after.wg_peers.is_empty());
+    }
+    ping_all(&cluster);
+    tcp_all(&cluster);
+}
+
+/// When node `i`'s device last completed a handshake with node `peer` (both 0-based).
+fn handshake(cluster: &Cluster, i: usize, peer: usize) -> std::time::SystemTime {
+    let key = cluster.nodes[peer].wg_key.public_key();
+    cluster.nodes[i]
+        .wg
+        .latest_handshakes("flannel-wg")
+        .expect("a userspace device")
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, at)| at)
+        .expect("a handshake with the peer")
+}
+
+/// nftables counters on the underlay's bridges: WireGuard's UDP, packets with pod addresses in
+/// the clear, and any other IP packet (ICMPv6, which neighbour discovery needs, aside).
+struct Counters<'a> {
+    ns: &'a Namespace,
+}
+
+impl<'a> Counters<'a> {
+    fn install(ns: &'a Namespace) -> Counters<'a> {
+        let script = "table bridge weftcount {\n\
+             counter wg {}\n\
+             counter pod {}\n\
+             counter other {}\n\
+             chain forward {\n\
+               type filter hook forward priority 0; policy accept;\n\
+               ip saddr 10.42.0.0/16 counter name pod\n\
+               ip daddr 10.42.0.0/16 counter name pod\n\
+               ip6 saddr fd42::/56 counter name pod\n\
+               ip6 daddr fd42::/56 counter name pod\n\
+               meta l4proto udp udp dport { 51820, 51821 } counter name wg accept\n\
+               meta l4proto ipv6-icmp accept\n\
+               meta protocol { ip, ip6 } counter name other\n\
+             }\n\
+           }\n";
+        ns.exec_with(&["nft", "-f", "-"], &[], script).unwrap();
+        Counters { ns }
+    }
+
+    /// (WireGuard, pod, other) packet counts.
+    fn read(&self) -> (u64, u64, u64) {
+        let count = |name: &str| -> u64 {
+            let out = self
+                .ns
+                .exec(&["nft", "list", "counter", "bridge", "weftcount", name])
+                .unwrap();
+            out.split_whitespace()
+                .skip_while(|w| *w != "packets")
+                .nth(1)
+                .and_then(|w| w.parse().ok())
+                .unwrap_or_else(|| panic!("no packet count in {out}"))
+        };
+        (count("wg"), count("pod"), count("other"))
+    }
 }
