@@ -61,6 +61,9 @@ struct Inner {
     devices: HashMap<String, UserspaceDevice>,
 }
 
+/// A peer's public key and when its latest handshake completed (`None`: never).
+pub type Handshake = (WgPublicKey, Option<std::time::SystemTime>);
+
 /// A WireGuard link found by observing, before its device is read.
 #[derive(Debug, Clone)]
 pub(crate) struct Candidate {
@@ -138,7 +141,7 @@ impl Wireguard {
     pub fn latest_handshakes(
         &self,
         dev: &str,
-    ) -> Option<Result<Vec<(WgPublicKey, Option<std::time::SystemTime>)>, KernelError>> {
+    ) -> Option<Result<Vec<Handshake>, KernelError>> {
         let mut inner = self.lock();
         let device = inner.devices.get_mut(dev)?;
         Some(device.get().map(|host| {
