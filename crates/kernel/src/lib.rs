@@ -44,7 +44,7 @@ pub use error::KernelError;
 pub use interface::DefaultInterface;
 pub use observe::Scope;
 pub use probe::Capability;
-pub use wireguard::{WgPrivateKey, Wireguard};
+pub use wireguard::{Handshake, WgPrivateKey, Wireguard};
 
 use std::sync::{Arc, Mutex};
 
