@@ -65,6 +65,11 @@ pub(crate) fn plan(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
         let snapshot = source.next().await?;
         fabric.update(snapshot);
         let (plan, problems) = fabric.plan().await?;
+        if let Some(implementation) = fabric.wireguard_implementation() {
+            write_stderr(&[format!(
+                "wireguard-native: the {implementation} implementation runs the WireGuard devices"
+            )]);
+        }
         for problem in problems {
             write_stderr(&[format!("warning: {problem}")]);
         }
@@ -116,7 +121,10 @@ pub(crate) fn check(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
             )?,
         }
         let kernel = Kernel::connect()?;
-        let report = weft_node::preflight::check(&kernel, masq_mode, backend).await;
+        let wireguard = config
+            .as_ref()
+            .and_then(|c| weft_node::settings::wireguard_implementation(&c.node));
+        let report = weft_node::preflight::check(&kernel, masq_mode, backend, wireguard).await;
         write!(out, "{report}")?;
         out.flush()?;
         Ok(if report.ok() {

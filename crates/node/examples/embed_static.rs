@@ -49,6 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         flannel_cni_conf: None,
         masq_mode: MasqMode::Nftables,
         reconcile_interval: Duration::from_secs(10),
+        wireguard_implementation: None,
     };
     daemon::runtime()?.block_on(async {
         let kernel = Kernel::connect()?;

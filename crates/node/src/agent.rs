@@ -12,7 +12,7 @@ use weft_config::{ClusterNetwork, FlannelBackend};
 use weft_fabric::files::{CNI_CONFLIST_NAME, cni_conflist, subnet_env};
 use weft_fabric::{
     Backend, BackendKind, Desired, ExternalInterface, FabricConfig, HostGw, Lease, MasqMode,
-    NoBackend, PeerProblem, Plan, Vxlan, desired_state, plan,
+    NoBackend, PeerProblem, Plan, Vxlan, WgImplementation, WireguardNative, desired_state, plan,
 };
 use weft_ipam::Family;
 use weft_kernel::{Kernel, Scope};
@@ -45,6 +45,9 @@ pub struct AgentSettings {
     pub masq_mode: MasqMode,
     /// How often the kernel is checked even when nothing changed.
     pub reconcile_interval: Duration,
+    /// `wireguard-implementation`: who runs wireguard-native's devices; `None` is auto (the
+    /// kernel module when there is one, else the userspace implementation inside the agent).
+    pub wireguard_implementation: Option<WgImplementation>,
 }
 
 /// A joined node: its backend, lease and peers, and the kernel to program.
@@ -57,6 +60,7 @@ pub struct Fabric {
     local: Lease,
     peers: BTreeMap<String, Lease>,
     reported: Vec<PeerProblem>,
+    wireguard: Option<WgImplementation>,
 }
 
 /// What one reconcile did.
@@ -79,7 +83,8 @@ pub async fn join<S: LeaseSource>(
 ) -> Result<(Fabric, ClusterNetwork), NodeError> {
     let identity = NodeIdentity::load_or_create(&settings.dir)?;
     let cluster = source.cluster().await?;
-    let backend = backend(cluster.flannel_backend, &identity)?;
+    let (backend, wireguard) =
+        backend(cluster.flannel_backend, &identity, &kernel, &settings).await?;
     let config = fabric_config(&kernel, &settings, &cluster).await?;
     let request = RegisterRequest {
         node_name: settings.node_name.clone(),
@@ -104,6 +109,7 @@ pub async fn join<S: LeaseSource>(
         local,
         peers: BTreeMap::new(),
         reported: Vec::new(),
+        wireguard,
     };
     Ok((fabric, cluster))
 }
@@ -166,6 +172,11 @@ impl Fabric {
     /// The backend in use.
     pub fn backend_kind(&self) -> BackendKind {
         self.backend.kind()
+    }
+
+    /// Who runs the WireGuard devices, with the wireguard-native backend.
+    pub fn wireguard_implementation(&self) -> Option<WgImplementation> {
+        self.wireguard
     }
 
     /// Applies a lease update; returns whether this node's own lease was deleted.
@@ -300,18 +311,54 @@ pub fn written_files(settings: &AgentSettings) -> Vec<PathBuf> {
     ]
 }
 
-/// The backend for the cluster's `flannel-backend`.
-fn backend(
+/// The backend for the cluster's `flannel-backend`, and for wireguard-native the
+/// implementation its devices run on.
+///
+/// wireguard-native hands the node's private key to `kernel`, which configures the devices
+/// with it, and picks the implementation: the one `wireguard-implementation` names, or with
+/// auto the kernel module when this kernel can make a WireGuard link, else the userspace one
+/// inside the agent. One log line says which.
+async fn backend(
     kind: FlannelBackend,
     identity: &NodeIdentity,
-) -> Result<Box<dyn Backend + Send + Sync>, NodeError> {
+    kernel: &Kernel,
+    settings: &AgentSettings,
+) -> Result<(Box<dyn Backend + Send + Sync>, Option<WgImplementation>), NodeError> {
     match kind {
-        FlannelBackend::None => Ok(Box::new(NoBackend)),
-        FlannelBackend::Vxlan => Ok(Box::new(Vxlan {
-            mac_v4: identity.vtep_mac_v4,
-            mac_v6: identity.vtep_mac_v6,
-        })),
-        FlannelBackend::HostGw => Ok(Box::new(HostGw)),
+        FlannelBackend::None => Ok((Box::new(NoBackend), None)),
+        FlannelBackend::Vxlan => Ok((
+            Box::new(Vxlan {
+                mac_v4: identity.vtep_mac_v4,
+                mac_v6: identity.vtep_mac_v6,
+            }),
+            None,
+        )),
+        FlannelBackend::HostGw => Ok((Box::new(HostGw), None)),
+        FlannelBackend::WireguardNative => {
+            let (implementation, missing) = kernel
+                .wireguard_implementation(settings.wireguard_implementation)
+                .await?;
+            match (missing, settings.wireguard_implementation) {
+                (Some(reason), _) => tracing::info!(
+                    %reason,
+                    "this kernel has no WireGuard; wireguard-native runs on the userspace implementation inside the agent"
+                ),
+                (None, Some(_)) => tracing::info!(
+                    %implementation,
+                    "wireguard-native runs on the implementation wireguard-implementation names"
+                ),
+                (None, None) => tracing::info!("wireguard-native runs on the kernel's WireGuard"),
+            }
+            kernel.wireguard().add_key(identity.wireguard_key.clone());
+            Ok((
+                Box::new(WireguardNative {
+                    public_key: identity.wireguard_key.public_key(),
+                    implementation,
+                    keepalive: weft_fabric::wireguard::KEEPALIVE,
+                }),
+                Some(implementation),
+            ))
+        }
         other => Err(NodeError::UnsupportedBackend {
             backend: other.to_string(),
         }),

@@ -1,6 +1,8 @@
 //! What makes a node the same node across restarts and reboots, kept in the agent's data dir:
 //! its node password (the server refuses another machine claiming the name), its VTEP MACs
-//! (peers keep their FDB entries), and the credentials registration returned.
+//! (peers keep their FDB entries), its WireGuard private key (peers keep their peer entries,
+//! unlike flannel's key on tmpfs, which changes at every boot), and the credentials
+//! registration returned.
 
 use std::path::{Path, PathBuf};
 
@@ -8,9 +10,13 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use weft_api::pki::CertifiedKey;
 use weft_fabric::MacAddr;
+use weft_kernel::WgPrivateKey;
 
 use crate::NodeError;
 use crate::files::{read_optional, write_atomic};
+
+#[cfg(test)]
+mod tests;
 
 /// The node's own secrets and addresses.
 #[derive(Clone, PartialEq, Eq)]
@@ -21,6 +27,8 @@ pub struct NodeIdentity {
     pub vtep_mac_v4: MacAddr,
     /// The MAC of `flannel-v6.1`.
     pub vtep_mac_v6: MacAddr,
+    /// The private key of `flannel-wg` and `flannel-wg-v6` (file `wireguard-key`, mode 0600).
+    pub wireguard_key: WgPrivateKey,
 }
 
 /// What registration gave the node, so a restart can reconnect without the token.
@@ -92,10 +100,23 @@ impl NodeIdentity {
                 (v4, v6)
             }
         };
+        let key_file = dir.join("wireguard-key");
+        let wireguard_key = match read_optional(&key_file)? {
+            Some(text) => WgPrivateKey::from_base64(&text).ok_or_else(|| NodeError::Corrupt {
+                path: key_file.clone(),
+                reason: "it must hold a base64 WireGuard private key (`wg genkey`); delete it and the agent makes a new one (peers learn it from the lease)".into(),
+            })?,
+            None => {
+                let key = WgPrivateKey::generate();
+                write_atomic(&key_file, format!("{}\n", key.to_base64()).as_bytes(), 0o600)?;
+                key
+            }
+        };
         Ok(NodeIdentity {
             password,
             vtep_mac_v4,
             vtep_mac_v6,
+            wireguard_key,
         })
     }
 }
@@ -106,6 +127,7 @@ impl std::fmt::Debug for NodeIdentity {
             .field("password", &"********")
             .field("vtep_mac_v4", &self.vtep_mac_v4)
             .field("vtep_mac_v6", &self.vtep_mac_v6)
+            .field("wireguard_key", &self.wireguard_key)
             .finish()
     }
 }

@@ -60,6 +60,18 @@ pub fn agent_settings(node: &NodeConfig, node_name: String) -> AgentSettings {
             _ => weft_fabric::MasqMode::Nftables,
         },
         reconcile_interval: node.reconcile_interval,
+        wireguard_implementation: wireguard_implementation(node),
+    }
+}
+
+/// `wireguard-implementation`: the implementation it forces, or `None` for auto.
+pub fn wireguard_implementation(node: &NodeConfig) -> Option<weft_fabric::WgImplementation> {
+    match node.wireguard_implementation {
+        weft_config::WireguardImplementation::Kernel => Some(weft_fabric::WgImplementation::Kernel),
+        weft_config::WireguardImplementation::Userspace => {
+            Some(weft_fabric::WgImplementation::Userspace)
+        }
+        _ => None,
     }
 }
 
