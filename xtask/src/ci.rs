@@ -114,7 +114,7 @@ fn steps(root: &Path) -> Vec<Step> {
 }
 
 /// Whether this process runs with an effective user id of 0.
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     effective_uid(&status) == Some(0)
 }

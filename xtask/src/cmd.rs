@@ -7,8 +7,9 @@ use std::env;
 use std::ffi::OsStr;
 use std::fmt;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 
 use anyhow::{Context, bail};
 
@@ -104,6 +105,56 @@ impl Cmd {
             bail!("`{self}` failed: {}", output.status);
         }
         String::from_utf8(output.stdout).with_context(|| format!("`{self}` printed non-UTF-8"))
+    }
+
+    /// Runs to the end and returns its stdout, stderr and exit status, whatever the status; `stdin`
+    /// is written to the child's standard input (`/dev/null` when `None`).
+    pub(crate) fn output(mut self, stdin: Option<&[u8]>) -> anyhow::Result<Output> {
+        let input = match stdin {
+            Some(_) => Stdio::piped(),
+            None => Stdio::null(),
+        };
+        let mut child = self
+            .inner
+            .stdin(input)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("could not start `{self}`"))?;
+        // Written from a thread of its own, so a child that prints before it has read all of
+        // its input cannot deadlock against us.
+        let writer = match (stdin, child.stdin.take()) {
+            (Some(bytes), Some(mut pipe)) => {
+                let bytes = bytes.to_vec();
+                Some(std::thread::spawn(move || pipe.write_all(&bytes)))
+            }
+            _ => None,
+        };
+        let output = child
+            .wait_with_output()
+            .with_context(|| format!("waiting for `{self}`"))?;
+        if let Some(writer) = writer {
+            // A child that exits without reading its input is judged by its exit status.
+            let _ = writer.join();
+        }
+        Ok(output)
+    }
+
+    /// Starts the child in the background, in a process group of its own so that a Ctrl-C at
+    /// the terminal reaches only xtask, which decides what happens to its children.
+    pub(crate) fn spawn_detached(
+        mut self,
+        stdin: Stdio,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> anyhow::Result<Child> {
+        self.inner
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("could not start `{self}`"))
     }
 
     /// Runs with stderr inherited and stdout piped: every stdout line is echoed to our stdout as it

@@ -3,6 +3,8 @@
 #[cfg(test)]
 mod tests;
 
+use std::path::PathBuf;
+
 use anyhow::{Context, bail};
 
 /// Printed by `cargo xtask help` and after a usage error.
@@ -17,7 +19,17 @@ tasks:
   fuzz <target> [--seconds N] run a cargo-fuzz target from fuzz/ for N seconds (default 60)
   fuzz --list                 list the fuzz targets
   bench [NAME]                run the benches in benches/: all of them, or the one named
-  help                        print this text";
+  e2e [--only NAME]... [--bin-dir DIR]
+                              run whole clusters in network namespaces (root; installs the
+                              Debian packages it needs); the last line is `N passed, N failed`
+  e2e --list                  list the end-to-end scenarios
+  demo [--once] [--bin-dir DIR]
+                              run a three-node cluster with two pods per node, print its
+                              nodes, pods and connectivity, and keep it up until Enter (root)
+  help                        print this text
+
+e2e and demo build weft-server and weft-agent in release mode first; `--bin-dir DIR` uses the
+binaries in DIR instead.";
 
 /// Seconds a fuzz run lasts when `--seconds` is not given.
 const DEFAULT_FUZZ_SECONDS: u64 = 60;
@@ -30,6 +42,8 @@ pub(crate) enum Task {
     Tidy,
     Fuzz(Fuzz),
     Bench(Bench),
+    E2e(E2e),
+    Demo(Demo),
 }
 
 /// `cargo xtask fuzz`.
@@ -46,6 +60,29 @@ pub(crate) enum Fuzz {
 pub(crate) struct Bench {
     /// The bench to run; every bench when `None`.
     pub(crate) name: Option<String>,
+}
+
+/// `cargo xtask e2e`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct E2e {
+    /// `--list`: print the scenarios and run nothing.
+    pub(crate) list: bool,
+    /// `--only NAME` (repeatable): run these scenarios; every scenario when empty.
+    pub(crate) only: Vec<String>,
+    /// `--bin-dir DIR`: take the weft binaries from DIR instead of building them.
+    pub(crate) bin_dir: Option<PathBuf>,
+    /// `--reap PID` (internal, not in the usage text): run as the guardian of e2e run PID,
+    /// which removes what that run left behind once it exits (see `e2e/reaper.rs`).
+    pub(crate) reap: Option<u32>,
+}
+
+/// `cargo xtask demo`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Demo {
+    /// `--once`: exit after printing the tables instead of waiting for Enter.
+    pub(crate) once: bool,
+    /// `--bin-dir DIR`: take the weft binaries from DIR instead of building them.
+    pub(crate) bin_dir: Option<PathBuf>,
 }
 
 /// Parses the arguments after `cargo xtask`.
@@ -68,6 +105,8 @@ pub(crate) fn parse(args: &[String]) -> anyhow::Result<Task> {
         }
         "fuzz" => Task::Fuzz(parse_fuzz(rest)?),
         "bench" => Task::Bench(parse_bench(rest)?),
+        "e2e" => Task::E2e(parse_e2e(rest)?),
+        "demo" => Task::Demo(parse_demo(rest)?),
         other => bail!("unknown task `{other}`"),
     };
     Ok(task)
@@ -120,6 +159,53 @@ fn parse_bench(args: &[String]) -> anyhow::Result<Bench> {
         [flag] => bail!("unknown bench flag `{flag}`"),
         [_, extra, ..] => bail!("unexpected argument `{extra}`: bench takes at most one name"),
     }
+}
+
+fn parse_e2e(args: &[String]) -> anyhow::Result<E2e> {
+    let mut e2e = E2e::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--list" => e2e.list = true,
+            "--only" => e2e.only.push(
+                args.next()
+                    .context("`--only` needs a scenario name")?
+                    .clone(),
+            ),
+            "--bin-dir" => {
+                e2e.bin_dir = Some(args.next().context("`--bin-dir` needs a directory")?.into());
+            }
+            "--reap" => {
+                let pid = args.next().context("`--reap` needs a process id")?;
+                e2e.reap = Some(
+                    pid.parse()
+                        .with_context(|| format!("`--reap` needs a process id, not `{pid}`"))?,
+                );
+            }
+            _ if arg.starts_with('-') => bail!("unknown e2e flag `{arg}`"),
+            _ => bail!("unexpected argument `{arg}`: name a scenario with `--only {arg}`"),
+        }
+    }
+    if e2e.list && (!e2e.only.is_empty() || e2e.bin_dir.is_some()) {
+        bail!("`--list` takes no other flag");
+    }
+    Ok(e2e)
+}
+
+fn parse_demo(args: &[String]) -> anyhow::Result<Demo> {
+    let mut demo = Demo::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--once" => demo.once = true,
+            "--bin-dir" => {
+                demo.bin_dir = Some(args.next().context("`--bin-dir` needs a directory")?.into());
+            }
+            _ if arg.starts_with('-') => bail!("unknown demo flag `{arg}`"),
+            _ => bail!("unexpected argument `{arg}`"),
+        }
+    }
+    Ok(demo)
 }
 
 fn no_more_args(rest: &[String]) -> anyhow::Result<()> {

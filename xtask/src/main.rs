@@ -14,6 +14,7 @@
 mod bench;
 mod ci;
 mod cmd;
+mod e2e;
 mod flags;
 mod fuzz;
 mod metadata;
@@ -53,6 +54,9 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
         Task::Tidy => tidy::run(&root)?,
         Task::Fuzz(fuzz) => fuzz::run(&root, fuzz)?,
         Task::Bench(bench) => bench::run(&root, bench)?,
+        // Both print their own verdict and report failure through the code.
+        Task::E2e(e2e) => return e2e::run(&root, e2e),
+        Task::Demo(demo) => return e2e::demo::run(&root, demo),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -22,7 +22,7 @@ fn tasks() {
     check("help", Ok(Task::Help));
     check("--help", Ok(Task::Help));
     check("", Err("no task given"));
-    check("demo", Err("unknown task `demo`"));
+    check("deploy", Err("unknown task `deploy`"));
     check("ci --fast", Err("unexpected argument `--fast`"));
 }
 
@@ -67,4 +67,51 @@ fn bench() {
         "bench ipam fabric",
         Err("unexpected argument `fabric`: bench takes at most one name"),
     );
+}
+
+#[test]
+fn e2e() {
+    let e2e = |f: fn(&mut E2e)| {
+        let mut e2e = E2e::default();
+        f(&mut e2e);
+        Ok(Task::E2e(e2e))
+    };
+    check("e2e", e2e(|_| {}));
+    check("e2e --list", e2e(|e| e.list = true));
+    check(
+        "e2e --only vxlan-ipv4 --only restart",
+        e2e(|e| e.only = vec!["vxlan-ipv4".to_owned(), "restart".to_owned()]),
+    );
+    check(
+        "e2e --bin-dir /opt/weft",
+        e2e(|e| e.bin_dir = Some("/opt/weft".into())),
+    );
+    check("e2e --reap 42", e2e(|e| e.reap = Some(42)));
+    check("e2e --only", Err("`--only` needs a scenario name"));
+    check(
+        "e2e --reap me",
+        Err("`--reap` needs a process id, not `me`"),
+    );
+    check(
+        "e2e --list --only restart",
+        Err("`--list` takes no other flag"),
+    );
+    check("e2e --fast", Err("unknown e2e flag `--fast`"));
+    check(
+        "e2e restart",
+        Err("unexpected argument `restart`: name a scenario with `--only restart`"),
+    );
+}
+
+#[test]
+fn demo() {
+    check("demo", Ok(Task::Demo(Demo::default())));
+    check(
+        "demo --once",
+        Ok(Task::Demo(Demo {
+            once: true,
+            bin_dir: None,
+        })),
+    );
+    check("demo --nodes 5", Err("unknown demo flag `--nodes`"));
 }

@@ -1,0 +1,173 @@
+//! Issue 8, scenario 1: each backend × IPv4, dual-stack and IPv6-only.
+//!
+//! A server `n1` and an agent `n2` on one segment, an outside host on the same segment, a pod on
+//! each node made by the CNI plugins. For each family: the fabric points at the peer's node IP
+//! (vxlan: the FDB entry's `dst`; host-gw: the route's gateway); the pods ping each other; a TCP
+//! transfer between them arrives whole and the receiver sees the sender's pod IP (pod to pod is
+//! not masqueraded); a transfer from each pod to the outside host arrives with the node's IP as
+//! its source (masqueraded; IPv6 with `flannel-ipv6-masq`, which every cluster with IPv6 here
+//! sets). Then the pods are deleted through CNI `DEL` and the daemons stop cleanly on SIGTERM.
+//!
+//! wireguard-native joins as three more rows once `--flannel-backend wireguard-native` runs
+//! (issue 5); [`check_path`] then needs its arm (the peer's endpoint in `wg show`).
+
+use anyhow::{bail, ensure};
+
+use crate::e2e::cluster::{self, Node, NodeRow, Settings, row};
+use crate::e2e::cni::Pod;
+use crate::e2e::inspect;
+use crate::e2e::lab::{Families, Lab, family_name};
+use crate::e2e::probe::{ping, transfer};
+
+use super::Scenario;
+
+/// The fabric matrix.
+pub(crate) const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "vxlan-ipv4",
+        about: "vxlan, IPv4: pod<->pod across nodes, masquerade to the outside, none between pods",
+        run: |lab| run(lab, "vxlan", Families::V4),
+    },
+    Scenario {
+        name: "vxlan-dual",
+        about: "vxlan, dual-stack: the same for each family",
+        run: |lab| run(lab, "vxlan", Families::Dual),
+    },
+    Scenario {
+        name: "vxlan-ipv6",
+        about: "vxlan, IPv6 only (flannel-ipv6-masq)",
+        run: |lab| run(lab, "vxlan", Families::V6),
+    },
+    Scenario {
+        name: "host-gw-ipv4",
+        about: "host-gw, IPv4: pod<->pod across nodes, masquerade to the outside, none between pods",
+        run: |lab| run(lab, "host-gw", Families::V4),
+    },
+    Scenario {
+        name: "host-gw-dual",
+        about: "host-gw, dual-stack: the same for each family",
+        run: |lab| run(lab, "host-gw", Families::Dual),
+    },
+    Scenario {
+        name: "host-gw-ipv6",
+        about: "host-gw, IPv6 only (flannel-ipv6-masq)",
+        run: |lab| run(lab, "host-gw", Families::V6),
+    },
+];
+
+fn run(lab: &Lab<'_>, backend: &'static str, families: Families) -> anyhow::Result<()> {
+    let segment = lab.segment(0, families)?;
+    let settings = Settings::new(backend, families);
+    let (mut nodes, rows) = cluster::start(lab, &segment, &settings, 1, &[])?;
+    let outside = lab.host("out", &[(&segment, 100)])?;
+    for v6 in families.each() {
+        check_path(backend, &nodes[0], row(&rows, "n2")?, v6)?;
+        check_path(backend, &nodes[1], row(&rows, "n1")?, v6)?;
+    }
+    lab.step(format!("{backend} points at the peers' node IPs"));
+
+    let p1 = Pod::add(lab, &nodes[0], "p1")?;
+    let p2 = Pod::add(lab, &nodes[1], "p2")?;
+    lab.step(format!(
+        "pods: p1 {:?} on n1, p2 {:?} on n2",
+        p1.ips, p2.ips
+    ));
+    for v6 in families.each() {
+        let family = family_name(v6);
+        let (a, b) = (p1.ip(v6)?, p2.ip(v6)?);
+        ping(&p1.ns, b, 3)?;
+        ping(&p2.ns, a, 3)?;
+        let seen = transfer(lab, &p1.ns, &p2.ns, b)?.peer;
+        ensure!(
+            seen == a,
+            "{family}: p2 saw p1's transfer come from {seen}, not p1's {a}: pod-to-pod traffic was masqueraded"
+        );
+        let seen = transfer(lab, &p2.ns, &p1.ns, a)?.peer;
+        ensure!(
+            seen == b,
+            "{family}: p1 saw p2's transfer come from {seen}, not p2's {b}"
+        );
+        lab.step(format!(
+            "{family}: p1 <-> p2 ping and TCP, each side sees the other's pod IP"
+        ));
+        for (pod, node) in [(&p1, &nodes[0]), (&p2, &nodes[1])] {
+            let node_ip = node.host.ip(v6)?;
+            let seen = transfer(lab, &pod.ns, &outside.ns, outside.ip(v6)?)?.peer;
+            ensure!(
+                seen == node_ip,
+                "{family}: the outside host saw {}'s transfer come from {seen}, not from {}'s node IP {node_ip}",
+                pod.name,
+                node.name
+            );
+        }
+        lab.step(format!(
+            "{family}: p1, p2 -> outside arrive from the node IPs (masqueraded)"
+        ));
+    }
+    p1.delete()?;
+    p2.delete()?;
+    lab.step("pods deleted through CNI DEL");
+    for node in nodes.iter_mut().rev() {
+        node.stop()?;
+    }
+    Ok(())
+}
+
+/// Checks that `node`'s fabric sends `peer`'s pod traffic of a family to the peer's node IP.
+pub(crate) fn check_path(
+    backend: &str,
+    node: &Node,
+    peer: &NodeRow,
+    v6: bool,
+) -> anyhow::Result<()> {
+    let family = family_name(v6);
+    let Some(want) = peer.node_ips.iter().copied().find(|ip| ip.is_ipv6() == v6) else {
+        bail!("{} has no {family} node IP", peer.name);
+    };
+    check_path_to(backend, node, peer, v6, want)
+}
+
+/// Checks that `node`'s fabric sends `peer`'s pod traffic of a family to `want`.
+pub(crate) fn check_path_to(
+    backend: &str,
+    node: &Node,
+    peer: &NodeRow,
+    v6: bool,
+    want: std::net::IpAddr,
+) -> anyhow::Result<()> {
+    let family = family_name(v6);
+    let cidr = if v6 { &peer.ipv6_cidr } else { &peer.ipv4_cidr };
+    let Some(cidr) = cidr else {
+        bail!("{} has no {family} pod CIDR", peer.name);
+    };
+    let route = inspect::route(&node.host.ns, cidr)?;
+    match backend {
+        "vxlan" => {
+            let dev = inspect::vxlan_dev(v6);
+            ensure!(
+                route.contains(&format!("dev {dev}")),
+                "{}: the route to {} ({cidr}) is `{route}`, not through {dev}",
+                node.name,
+                peer.name
+            );
+            let dsts = inspect::fdb_dsts(&node.host.ns, dev)?;
+            ensure!(
+                dsts.contains(&want),
+                "{}: {dev}'s FDB sends to {dsts:?}, not to {}'s {want}",
+                node.name,
+                peer.name
+            );
+        }
+        "host-gw" => {
+            let via = inspect::route_via(&route);
+            ensure!(
+                via == Some(want),
+                "{}: the route to {} ({cidr}) is `{route}`, not via {want}",
+                node.name,
+                peer.name
+            );
+        }
+        other => bail!("no path check for backend {other}"),
+    }
+    Ok(())
+}
