@@ -24,6 +24,12 @@ pub(crate) fn run(root: &Path, bench: Bench) -> anyhow::Result<()> {
             .args(["run", "--release", "--package", "weft-kernel", "--features", "test-util"])
             .args(["--example", "apply_bench", "--", "5000", "5"])
             .run(),
+        // Pod-to-pod TCP throughput (iperf3) over vxlan and over userspace WireGuard, in the
+        // same network namespaces (root).
+        Some(name) if name == "wireguard" => cargo(root)
+            .args(["run", "--release", "--package", "weft-kernel", "--features", "test-util"])
+            .args(["--example", "wireguard_bench", "--", "5"])
+            .run(),
         None => cargo_bench.run(),
         Some(name) if criterion.contains(&name) => cargo_bench.args(["--bench", &name]).run(),
         Some(name) => bail!(

@@ -38,6 +38,8 @@ pub mod netns;
 mod observe;
 mod probe;
 mod sysctl;
+#[cfg(feature = "test-util")]
+pub mod throughput;
 mod wireguard;
 
 pub use error::KernelError;
