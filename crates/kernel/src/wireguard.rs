@@ -15,12 +15,19 @@
 //! under weft's name (a persistent one, or one a hung agent still holds) is observed as
 //! [`LinkKind::Other`], so the plan deletes it and creates weft's.
 //!
+//! Another process of the same agent (`weft-agent plan` beside the daemon) can't reach those
+//! socket pairs. With [`Wireguard::set_socket_dir`] (the agent's data dir) each userspace
+//! device also answers `get=1`, and nothing else, on `<dir>/<ifname>.sock`: a path per agent,
+//! so agents still never collide, and observing falls back to it for a TUN this process does
+//! not run.
+//!
 //! Routes are not defguard's job here (its peer routing only warns when a route fails): the
 //! plan's cluster route goes through rtnetlink like every other route.
 //!
 //! Everything in defguard and boringtun blocks, so it runs on tokio's blocking pool, in the
 //! network namespace of the runtime's threads.
 
+mod socket;
 mod userspace;
 
 use std::collections::{BTreeSet, HashMap};
@@ -56,9 +63,11 @@ pub struct Wireguard {
 }
 
 #[derive(Default)]
-struct Inner {
+pub(crate) struct Inner {
     keys: Vec<WgPrivateKey>,
     devices: HashMap<String, UserspaceDevice>,
+    socket_dir: Option<std::path::PathBuf>,
+    sockets: HashMap<String, socket::ReadOnlySocket>,
 }
 
 /// A peer's public key and when its latest handshake completed (`None`: never).
@@ -138,10 +147,7 @@ impl Wireguard {
 
     /// When each peer of userspace device `dev` last completed a handshake (`wg show DEV
     /// latest-handshakes`). Blocking; `None` when this process runs no such device.
-    pub fn latest_handshakes(
-        &self,
-        dev: &str,
-    ) -> Option<Result<Vec<Handshake>, KernelError>> {
+    pub fn latest_handshakes(&self, dev: &str) -> Option<Result<Vec<Handshake>, KernelError>> {
         let mut inner = self.lock();
         let device = inner.devices.get_mut(dev)?;
         Some(device.get().map(|host| {
@@ -155,15 +161,34 @@ impl Wireguard {
         }))
     }
 
+    /// Serves `get=1` of every userspace device made from now on at `<dir>/<ifname>.sock`,
+    /// and reads devices this process does not run from there (see the module docs). `dir`
+    /// should be the agent's own (its data dir); it is made with mode 0700.
+    pub fn set_socket_dir(&self, dir: std::path::PathBuf) {
+        self.lock().socket_dir = Some(dir);
+    }
+
     /// Stops every userspace device (what the agent's exit does); their TUNs go with them.
     pub fn stop(&self) {
-        let devices: Vec<UserspaceDevice> = self.lock().devices.drain().map(|(_, d)| d).collect();
+        let (devices, sockets): (Vec<UserspaceDevice>, Vec<socket::ReadOnlySocket>) = {
+            let mut inner = self.lock();
+            (
+                inner.devices.drain().map(|(_, d)| d).collect(),
+                inner.sockets.drain().map(|(_, s)| s).collect(),
+            )
+        };
+        // The sockets' threads take the lock to answer: stop them without holding it.
+        drop(sockets);
         drop(devices);
     }
 
     /// Stops the userspace device `name`, if this process runs it.
     pub(crate) fn stop_device(&self, name: &str) {
-        let device = self.lock().devices.remove(name);
+        let (device, socket) = {
+            let mut inner = self.lock();
+            (inner.devices.remove(name), inner.sockets.remove(name))
+        };
+        drop(socket);
         drop(device);
     }
 
@@ -176,9 +201,7 @@ impl Wireguard {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner)
     }
 }
 
@@ -187,7 +210,8 @@ impl fmt::Debug for Inner {
         f.debug_struct("Inner")
             .field("keys", &self.keys)
             .field("devices", &self.devices)
-            .finish()
+            .field("socket_dir", &self.socket_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -329,7 +353,23 @@ impl Kernel {
                     // first, or the new TUN could not take the name.
                     wireguard.stop_device(&link.name);
                     let device = start_retrying(&link.name, &key, *listen_port)?;
-                    wireguard.lock().devices.insert(link.name.clone(), device);
+                    let dir = {
+                        let mut inner = wireguard.lock();
+                        inner.devices.insert(link.name.clone(), device);
+                        inner.socket_dir.clone()
+                    };
+                    if let Some(dir) = dir {
+                        let served = socket::ReadOnlySocket::serve(
+                            dir.join(format!("{}.sock", link.name)),
+                            link.name.clone(),
+                            Arc::downgrade(&wireguard.inner),
+                        )
+                        .map_err(|e| KernelError::Wireguard {
+                            object: format!("userspace WireGuard device {}", link.name),
+                            reason: format!("could not serve its socket in {}: {e}", dir.display()),
+                        })?;
+                        wireguard.lock().sockets.insert(link.name.clone(), served);
+                    }
                     Ok(link)
                 })
                 .collect::<Vec<_>>()
@@ -455,6 +495,21 @@ impl Kernel {
     }
 }
 
+/// Locks the state, also after a panic elsewhere (it holds no invariant a panic breaks).
+pub(crate) fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    inner
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The text of `get=1` of this process's userspace device `name`.
+pub(crate) fn device_text(inner: &Mutex<Inner>, name: &str) -> Option<Result<String, KernelError>> {
+    lock(inner)
+        .devices
+        .get_mut(name)
+        .map(UserspaceDevice::get_text)
+}
+
 /// Starts a userspace device, trying again for up to a second: the kernel unregisters the TUN
 /// of a device that just stopped a few milliseconds after its last descriptor closes, and the
 /// name is taken until then.
@@ -490,7 +545,12 @@ fn read_userspace(
     netns: Option<u64>,
 ) -> Option<Host> {
     let mut inner = wireguard.lock();
-    let device = inner.devices.get_mut(name)?;
+    let Some(device) = inner.devices.get_mut(name) else {
+        // Another process of this agent may run it.
+        let dir = inner.socket_dir.clone()?;
+        drop(inner);
+        return socket::read(&dir.join(format!("{name}.sock")));
+    };
     if device.ifindex != Some(ifindex) || device.netns != netns {
         return None;
     }

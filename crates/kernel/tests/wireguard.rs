@@ -17,6 +17,7 @@ use support::{Cluster, Kind, Stack, ping, pings, tcp};
 use weft_fabric::{LinkKind, MasqMode, Op, WgImplementation};
 use weft_ipam::Family;
 use weft_kernel::netns::Namespace;
+use weft_kernel::{Scope, Wireguard};
 
 /// Pings between every pair of pods, in every family of the cluster.
 fn ping_all(cluster: &Cluster) {
@@ -192,6 +193,59 @@ fn restart_keeps_the_key_and_the_peers_sessions() {
         after > before,
         "node 2 saw no new handshake from node 1: {before:?} then {after:?}"
     );
+    assert!(cluster.pending(0).is_empty());
+}
+
+#[test]
+fn another_process_of_the_agent_observes_its_devices() {
+    let cluster = Cluster::new(Kind::Wireguard, Stack::Dual, MasqMode::Nftables, &[0, 0]);
+    let node = &cluster.nodes[0];
+    let daemon = cluster.converge(0).after;
+    // `weft-agent plan` beside the daemon: the same data dir, no devices of its own.
+    let plan_process = Wireguard::new();
+    plan_process.set_socket_dir(cluster.dir.path.join("agent-1").join("wireguard"));
+    let seen = node
+        .ns
+        .run(move |kernel| async move {
+            kernel
+                .with_wireguard(plan_process)
+                .observe(&Scope::weft())
+                .await
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, daemon);
+    assert!(matches!(
+        seen.links["flannel-wg-v6"].kind,
+        LinkKind::Wireguard {
+            implementation: WgImplementation::Userspace,
+            ..
+        }
+    ));
+    // A process with another directory doesn't take the TUN for a device of its agent.
+    let stranger = Wireguard::new();
+    stranger.set_socket_dir(cluster.dir.path.join("agent-9").join("wireguard"));
+    let seen = node
+        .ns
+        .run(move |kernel| async move {
+            kernel
+                .with_wireguard(stranger)
+                .observe(&Scope::weft())
+                .await
+        })
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        seen.links["flannel-wg"].kind,
+        LinkKind::Other { .. }
+    ));
+    // The socket answers nothing but `get=1`.
+    let path = cluster.dir.path.join("agent-1/wireguard/flannel-wg.sock");
+    let mut conn = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    std::io::Write::write_all(&mut conn, b"set=1\nlisten_port=1\n\n").unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut reply).unwrap();
+    assert_eq!(reply, "errno=1\n\n");
     assert!(cluster.pending(0).is_empty());
 }
 

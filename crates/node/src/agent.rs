@@ -20,6 +20,7 @@ use weft_kernel::{Kernel, Scope};
 use crate::NodeError;
 use crate::files::write_atomic;
 use crate::identity::NodeIdentity;
+use crate::metrics::AgentMetrics;
 use crate::source::{LeaseSource, LeaseUpdate};
 
 /// What the agent needs besides the cluster network it gets from the servers.
@@ -61,6 +62,7 @@ pub struct Fabric {
     peers: BTreeMap<String, Lease>,
     reported: Vec<PeerProblem>,
     wireguard: Option<WgImplementation>,
+    metrics: AgentMetrics,
 }
 
 /// What one reconcile did.
@@ -110,6 +112,7 @@ pub async fn join<S: LeaseSource>(
         peers: BTreeMap::new(),
         reported: Vec::new(),
         wireguard,
+        metrics: AgentMetrics::default(),
     };
     Ok((fabric, cluster))
 }
@@ -159,6 +162,12 @@ pub async fn run<S: LeaseSource>(
 // === impl Fabric ===
 
 impl Fabric {
+    /// Keeps `metrics` (reconciles, operations, peers, lease updates) from now on.
+    pub fn with_metrics(mut self, metrics: AgentMetrics) -> Fabric {
+        self.metrics = metrics;
+        self
+    }
+
     /// This node's lease.
     pub fn local(&self) -> &Lease {
         &self.local
@@ -181,6 +190,13 @@ impl Fabric {
 
     /// Applies a lease update; returns whether this node's own lease was deleted.
     pub fn update(&mut self, update: LeaseUpdate) -> bool {
+        self.metrics.lease_update(&update);
+        let own_deleted = self.apply_update(update);
+        self.metrics.set_peers(self.peers.len());
+        own_deleted
+    }
+
+    fn apply_update(&mut self, update: LeaseUpdate) -> bool {
         let me = self.local.node_name.clone();
         match update {
             LeaseUpdate::Snapshot(leases) => {
@@ -237,6 +253,15 @@ impl Fabric {
 
     /// Observes the kernel, applies what differs from the desired state, and writes the files.
     pub async fn reconcile(&mut self) -> Result<Reconciled, NodeError> {
+        let reconciled = self.reconcile_once().await;
+        match &reconciled {
+            Ok(done) => self.metrics.reconciled(done.took, &done.plan),
+            Err(_) => self.metrics.reconcile_failed(),
+        }
+        reconciled
+    }
+
+    async fn reconcile_once(&mut self) -> Result<Reconciled, NodeError> {
         let started = Instant::now();
         let desired = self.desired()?;
         let observed = self
@@ -350,6 +375,10 @@ async fn backend(
                 (None, None) => tracing::info!("wireguard-native runs on the kernel's WireGuard"),
             }
             kernel.wireguard().add_key(identity.wireguard_key.clone());
+            // `weft-agent plan` beside the daemon reads the daemon's userspace devices here.
+            kernel
+                .wireguard()
+                .set_socket_dir(settings.dir.join("wireguard"));
             Ok((
                 Box::new(WireguardNative {
                     public_key: identity.wireguard_key.public_key(),

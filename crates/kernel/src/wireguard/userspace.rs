@@ -86,10 +86,15 @@ impl UserspaceDevice {
 
     /// `get=1`: the device's key, port and peers.
     pub(crate) fn get(&mut self) -> Result<Host, KernelError> {
+        let body = self.get_text()?;
+        Host::parse_uapi(body.as_bytes()).map_err(|e| self.error(e.to_string()))
+    }
+
+    /// `get=1`, the answer's text before its `errno` line.
+    pub(crate) fn get_text(&mut self) -> Result<String, KernelError> {
         // boringtun takes `get=1` without the blank line; sending one could be read as a
         // second, empty request.
-        let body = self.request("get=1\n")?;
-        Host::parse_uapi(body.as_bytes()).map_err(|e| self.error(e.to_string()))
+        self.request("get=1\n")
     }
 
     /// `set=1` with `body` (lines ending in `\n`).

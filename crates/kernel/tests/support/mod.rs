@@ -105,7 +105,13 @@ pub struct Cluster {
     pub outside: Namespace,
     /// The underlay: bridges `br0`, `br1`.
     pub underlay: Namespace,
-    dir: TempDir,
+    /// The nodes' data dirs and CNI state.
+    pub dir: TempDir,
+}
+
+/// Where node `n`'s agent serves its userspace devices' read-only sockets (its data dir).
+fn socket_dir(dir: &TempDir, n: u8) -> PathBuf {
+    dir.path.join(format!("agent-{n}")).join("wireguard")
 }
 
 /// The cluster CIDRs of a stack.
@@ -211,6 +217,7 @@ impl Cluster {
             let wg_key = WgPrivateKey::generate();
             let wg = Wireguard::new();
             wg.add_key(wg_key.clone());
+            wg.set_socket_dir(socket_dir(&dir, n));
             let lease = Lease {
                 node_name: format!("node-{n}"),
                 ipv4_cidr: stack
@@ -377,6 +384,7 @@ impl Cluster {
         node.wg.stop();
         node.wg = Wireguard::new();
         node.wg.add_key(node.wg_key.clone());
+        node.wg.set_socket_dir(socket_dir(&self.dir, node.n));
     }
 
     /// Restarts node `i`'s agent with backend `kind`: its lease publishes the new backend's
@@ -566,8 +574,9 @@ fn peer_address(log: &str) -> Option<IpAddr> {
 }
 
 /// A directory removed on drop.
-struct TempDir {
-    path: PathBuf,
+pub struct TempDir {
+    /// The directory.
+    pub path: PathBuf,
 }
 
 impl TempDir {
