@@ -8,9 +8,18 @@ use super::implementation;
 fn implementation_line() {
     let check = |wanted, kernel, ok, detail: &str| {
         let c = implementation(wanted, kernel);
-        assert_eq!((c.ok, c.detail.as_str()), (ok, detail), "{wanted:?} {kernel}");
+        assert_eq!(
+            (c.ok, c.detail.as_str()),
+            (ok, detail),
+            "{wanted:?} {kernel}"
+        );
     };
-    check(None, true, true, "wireguard-native runs on the kernel's WireGuard");
+    check(
+        None,
+        true,
+        true,
+        "wireguard-native runs on the kernel's WireGuard",
+    );
     check(
         None,
         false,
