@@ -2,10 +2,14 @@
 //! tests check them: a bench that panics or measures the wrong thing fails `cargo xtask ci`, not
 //! only the next person who runs `cargo xtask bench`.
 //!
-//! It holds no timing code; `benches/*.rs` do that with criterion. Read [`Allocation`] first.
+//! It holds no timing code; `benches/*.rs` do that with criterion. The exception is
+//! [`control_plane`], a swarm of simulated agents whose figures (per-watcher propagation times)
+//! are no criterion measurement; `cargo xtask bench control-plane` runs it through
+//! `examples/control_plane.rs`. Read [`Allocation`] first.
 
 #![forbid(unsafe_code)]
 
+pub mod control_plane;
 pub mod fabric;
 #[cfg(test)]
 mod tests;

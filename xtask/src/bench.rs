@@ -4,6 +4,8 @@
 //! criterion's (a whole fabric at scale, the control plane under load) gets its own arm in
 //! [`run`], ahead of the criterion lookup.
 
+mod control_plane;
+
 use std::path::Path;
 
 use anyhow::bail;
@@ -21,19 +23,35 @@ pub(crate) fn run(root: &Path, bench: Bench) -> anyhow::Result<()> {
         // Applying 5,000 vxlan peers to a real kernel (in fresh network namespaces, as root)
         // against `ip -batch` + `bridge -batch` for the same objects.
         Some(name) if name == "fabric" => cargo(root)
-            .args(["run", "--release", "--package", "weft-kernel", "--features", "test-util"])
+            .args([
+                "run",
+                "--release",
+                "--package",
+                "weft-kernel",
+                "--features",
+                "test-util",
+            ])
             .args(["--example", "apply_bench", "--", "5000", "5"])
             .run(),
         // Pod-to-pod TCP throughput (iperf3) over vxlan and over userspace WireGuard, in the
         // same network namespaces (root).
         Some(name) if name == "wireguard" => cargo(root)
-            .args(["run", "--release", "--package", "weft-kernel", "--features", "test-util"])
+            .args([
+                "run",
+                "--release",
+                "--package",
+                "weft-kernel",
+                "--features",
+                "test-util",
+            ])
             .args(["--example", "wireguard_bench", "--", "5"])
             .run(),
+        // 5,000 simulated agents registering with and watching one weft-server process.
+        Some(name) if name == "control-plane" => control_plane::run(root),
         None => cargo_bench.run(),
         Some(name) if criterion.contains(&name) => cargo_bench.args(["--bench", &name]).run(),
         Some(name) => bail!(
-            "unknown bench `{name}`; the benches are: fabric, {}",
+            "unknown bench `{name}`; the benches are: fabric, control-plane, {}",
             criterion.join(", ")
         ),
     }

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use weft_config::{AgentConfig, AgentFlags, System, load_agent};
@@ -10,6 +11,7 @@ use weft_kernel::{Kernel, Scope};
 use weft_node::agent::{self, AgentSettings};
 use weft_node::daemon;
 use weft_node::identity::NodeIdentity;
+use weft_node::metrics::{self, AgentMetrics, Registry};
 use weft_node::settings::{agent_settings, join_token, node_name};
 use weft_node::{ApiSource, LeaseSource};
 
@@ -36,14 +38,25 @@ pub(crate) fn daemon(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     daemon::init_logging(config.node.log_format);
+    daemon::raise_nofile_limit();
     runtime()?.block_on(async {
-        let (mut source, settings) = source(&config)?;
+        let agent_metrics = AgentMetrics::new();
+        let mut registry = Registry::default();
+        agent_metrics.register(&mut registry);
+        metrics::register_process(&mut registry);
+        let listener = metrics::bind(config.node.metrics_address).await?;
+        let serving = tokio::spawn(metrics::serve(listener, Arc::new(registry)));
+
+        let (source, settings) = source(&config)?;
+        let mut source = source.with_metrics(agent_metrics.clone());
         let kernel = Kernel::connect()?;
         let (fabric, cluster) = agent::join(&mut source, settings, kernel).await?;
         if !cluster_ok(&config, &cluster) {
             return Ok(ExitCode::FAILURE);
         }
+        let fabric = fabric.with_metrics(agent_metrics);
         agent::run(&mut source, fabric, daemon::shutdown_signal()).await?;
+        serving.abort();
         tracing::info!("stopping; the pod network stays in place");
         Ok(ExitCode::SUCCESS)
     })

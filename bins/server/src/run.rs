@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use weft_api::JoinToken;
@@ -16,6 +17,7 @@ use weft_node::ApiSource;
 use weft_node::agent;
 use weft_node::daemon;
 use weft_node::identity::NodeIdentity;
+use weft_node::metrics::{self, AgentMetrics, Registry};
 use weft_node::settings::{agent_settings, node_name};
 use weft_store::Datastore;
 
@@ -42,6 +44,8 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     daemon::init_logging(config.node.log_format);
+    let open_files = daemon::raise_nofile_limit();
+    tracing::debug!(open_files, "open-files limit");
     let rt = daemon::runtime().context("starting the tokio runtime")?;
     rt.block_on(async {
         let started = match weft_control::start(settings(&config)?).await {
@@ -69,14 +73,32 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
             tls,
             started.plane.clone(),
         ));
+        // One /metrics for the control plane and the embedded agent.
+        let agent_metrics = AgentMetrics::new();
+        let mut registry = Registry::default();
+        started.metrics.register(&mut registry);
+        if !config.disable_agent {
+            agent_metrics.register(&mut registry);
+        }
+        metrics::register_process(&mut registry);
+        let metrics_listener = match metrics::bind(config.node.metrics_address).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                serve.abort();
+                write_stderr(&[format!("error: {e}")]);
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        let metrics_task = tokio::spawn(metrics::serve(metrics_listener, Arc::new(registry)));
 
         let outcome = if config.disable_agent {
             daemon::shutdown_signal().await;
             Ok(())
         } else {
-            embedded_agent(&config, url.clone(), token).await
+            embedded_agent(&config, url.clone(), token, agent_metrics).await
         };
         serve.abort();
+        metrics_task.abort();
         if let Err(e) = servers::unregister_server(&store, &url).await {
             tracing::warn!(error = %e, "could not remove this server's record");
         }
@@ -95,13 +117,16 @@ async fn embedded_agent(
     config: &ServerConfig,
     url: String,
     token: JoinToken,
+    metrics: AgentMetrics,
 ) -> anyhow::Result<()> {
     let node = &config.node;
     let settings = agent_settings(node, node_name(node)?);
     let identity = NodeIdentity::load_or_create(&settings.dir)?;
-    let mut source = ApiSource::new(&settings.dir, vec![url], token, identity);
+    let mut source =
+        ApiSource::new(&settings.dir, vec![url], token, identity).with_metrics(metrics.clone());
     let kernel = Kernel::connect()?;
     let (fabric, cluster) = agent::join(&mut source, settings, kernel).await?;
+    let fabric = fabric.with_metrics(metrics);
     let (errors, warnings) = node.check_cluster(&cluster);
     write_stderr(
         &warnings

@@ -4,17 +4,21 @@
 //! the latest events. An agent watching from revision `r` gets the ring's events after `r`,
 //! then every new one as it happens, then a bookmark whenever nothing happened for a while.
 //! If `r` is older than the ring, the agent is told to list again ([`LeaseEvent::Compacted`]).
-//! 5,000 agents cost 5,000 channel receivers, not 5,000 store watches.
+//! 5,000 agents cost 5,000 channel receivers, not 5,000 store watches, and each event is
+//! encoded once ([`HubEvent::line`]), not once per agent.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::broadcast;
 use weft_api::protocol::{LeaseEvent, LeaseSnapshot};
 use weft_fabric::Lease;
 use weft_store::{Event, Revision, Store, StoreError};
+
+use crate::metrics::{ControlMetrics, count};
 
 /// How many recent events the hub keeps for agents that reconnect.
 pub const RING_EVENTS: usize = 16_384;
@@ -23,23 +27,35 @@ pub const RING_EVENTS: usize = 16_384;
 #[derive(Clone)]
 pub struct LeaseHub {
     state: Arc<Mutex<HubState>>,
-    feed: broadcast::Sender<Arc<LeaseEvent>>,
+    feed: broadcast::Sender<Arc<HubEvent>>,
+    metrics: ControlMetrics,
 }
 
 struct HubState {
     leases: BTreeMap<String, Lease>,
     revision: u64,
-    ring: VecDeque<Arc<LeaseEvent>>,
+    ring: VecDeque<Arc<HubEvent>>,
     /// Agents may watch from any revision at or after this one.
     oldest: u64,
+}
+
+/// A lease event as the hub publishes it.
+#[derive(Debug)]
+pub struct HubEvent {
+    /// The event.
+    pub event: LeaseEvent,
+    /// The event as one JSON line of a watch, encoded once for every watcher.
+    pub line: Bytes,
+    /// When the hub received it from the store.
+    pub published: Instant,
 }
 
 /// What a new watcher starts with.
 pub struct Subscription {
     /// Events after the watcher's revision that happened already.
-    pub backlog: Vec<Arc<LeaseEvent>>,
+    pub backlog: Vec<Arc<HubEvent>>,
     /// Every later event.
-    pub feed: broadcast::Receiver<Arc<LeaseEvent>>,
+    pub feed: broadcast::Receiver<Arc<HubEvent>>,
     /// The revision the backlog ends at.
     pub revision: u64,
 }
@@ -47,8 +63,8 @@ pub struct Subscription {
 // === impl LeaseHub ===
 
 impl LeaseHub {
-    /// Lists every lease and starts following the store.
-    pub async fn start(store: Store) -> Result<LeaseHub, StoreError> {
+    /// Lists every lease and starts following the store, keeping `metrics`' lease gauges.
+    pub async fn start(store: Store, metrics: ControlMetrics) -> Result<LeaseHub, StoreError> {
         let listed = store.list_leases().await?;
         let leases = listed
             .items
@@ -65,7 +81,9 @@ impl LeaseHub {
                 oldest: revision,
             })),
             feed,
+            metrics,
         };
+        hub.update_gauges(&hub.lock());
         tokio::spawn(hub.clone().follow(store));
         Ok(hub)
     }
@@ -77,6 +95,11 @@ impl LeaseHub {
             revision: state.revision,
             leases: state.leases.values().cloned().collect(),
         }
+    }
+
+    /// The metrics the hub and the API keep.
+    pub fn metrics(&self) -> &ControlMetrics {
+        &self.metrics
     }
 
     /// How many leases there are.
@@ -115,7 +138,7 @@ impl LeaseHub {
         let backlog = state
             .ring
             .iter()
-            .filter(|e| e.revision() > from)
+            .filter(|e| e.event.revision() > from)
             .cloned()
             .collect();
         Ok(Subscription {
@@ -187,23 +210,37 @@ impl LeaseHub {
             }
         };
         state.revision = state.revision.max(event.revision());
-        self.publish(&mut state, Arc::new(event));
+        self.publish(&mut state, event);
     }
 
     fn advance(&self, revision: u64) {
         let mut state = self.lock();
         state.revision = state.revision.max(revision);
+        self.update_gauges(&state);
     }
 
-    fn publish(&self, state: &mut HubState, event: Arc<LeaseEvent>) {
+    fn publish(&self, state: &mut HubState, event: LeaseEvent) {
+        let event = Arc::new(HubEvent {
+            line: event_line(&event),
+            event,
+            published: Instant::now(),
+        });
         if state.ring.len() == RING_EVENTS
             && let Some(old) = state.ring.pop_front()
         {
-            state.oldest = old.revision();
+            state.oldest = old.event.revision();
         }
         state.ring.push_back(event.clone());
+        self.update_gauges(state);
         // No receivers is fine: nobody watches yet.
         let _ = self.feed.send(event);
+    }
+
+    fn update_gauges(&self, state: &HubState) {
+        self.metrics.leases.set(count(state.leases.len()));
+        self.metrics
+            .hub_revision
+            .set(i64::try_from(state.revision).unwrap_or(i64::MAX));
     }
 
     /// After compaction: lists again and turns the difference into events.
@@ -226,19 +263,27 @@ impl LeaseHub {
             state.leases.remove(&name);
             self.publish(
                 &mut state,
-                Arc::new(LeaseEvent::Delete {
+                LeaseEvent::Delete {
                     revision,
                     node_name: name,
-                }),
+                },
             );
         }
         for (name, lease) in fresh {
             if state.leases.get(&name) != Some(&lease) {
                 state.leases.insert(name, lease.clone());
-                self.publish(&mut state, Arc::new(LeaseEvent::Put { revision, lease }));
+                self.publish(&mut state, LeaseEvent::Put { revision, lease });
             }
         }
         state.revision = state.revision.max(revision);
+        self.update_gauges(&state);
         Ok(())
     }
+}
+
+/// One JSON line of a lease watch.
+pub(crate) fn event_line(event: &LeaseEvent) -> Bytes {
+    let mut line = serde_json::to_vec(event).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
 }

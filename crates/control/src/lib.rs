@@ -4,7 +4,8 @@
 //! later start or a joining server whose critical settings differ, naming each one),
 //! bootstraps the cluster's trust ([`bootstrap`]: the CA sealed in the store with the token),
 //! starts the lease fan-out ([`hub::LeaseHub`]), binds the API port, and records the server in
-//! the store so agents learn it. [`service::ControlPlane`] answers the API.
+//! the store so agents learn it. [`service::ControlPlane`] answers the API; [`metrics`] holds
+//! what it counts for `/metrics`.
 //!
 //! It deliberately runs no agent and no tunnel: `weft-server` composes those around it.
 //!
@@ -16,6 +17,7 @@ pub mod bootstrap;
 mod error;
 mod files;
 pub mod hub;
+pub mod metrics;
 pub mod servers;
 pub mod service;
 
@@ -33,6 +35,7 @@ pub use error::ControlError;
 
 use crate::bootstrap::Bootstrap;
 use crate::hub::LeaseHub;
+use crate::metrics::ControlMetrics;
 use crate::service::ControlPlane;
 
 /// What a server needs to start.
@@ -72,6 +75,8 @@ pub struct Started {
     pub listener: TcpListener,
     /// The URL agents reach this server at.
     pub url: String,
+    /// The control plane's metrics; the daemon registers them for `/metrics`.
+    pub metrics: ControlMetrics,
 }
 
 /// Starts the control plane (see the crate docs). Nothing is served until the caller serves
@@ -87,7 +92,8 @@ pub async fn start(settings: ServerSettings) -> Result<Started, ControlError> {
         &settings.ips,
     )
     .await?;
-    let hub = LeaseHub::start(store.clone()).await?;
+    let metrics = ControlMetrics::new();
+    let hub = LeaseHub::start(store.clone(), metrics.clone()).await?;
     let listener = TcpListener::bind(settings.bind)
         .await
         .map_err(|e| ControlError::Listen {
@@ -108,12 +114,15 @@ pub async fn start(settings: ServerSettings) -> Result<Started, ControlError> {
         .with_bookmark_interval(settings.bookmark_interval),
     );
     servers::register_server(&store, &settings.url).await?;
+    metrics.refresh(&store).await;
+    tokio::spawn(metrics.clone().refresh_forever(store.clone()));
     Ok(Started {
         store,
         bootstrap,
         plane,
         listener,
         url: settings.url,
+        metrics,
     })
 }
 

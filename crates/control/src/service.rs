@@ -14,6 +14,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::broadcast;
+
 use bytes::Bytes;
 use futures::Future;
 use http_body_util::{BodyExt, StreamBody};
@@ -30,7 +32,8 @@ use weft_config::{ClusterNetwork, is_dns1123_subdomain};
 use weft_ipam::Family;
 use weft_store::{Created, LeaseAttrs, NodeMaskSizes, NodeRecord, Store, StoreError, UnixTime};
 
-use crate::hub::LeaseHub;
+use crate::hub::{HubEvent, LeaseHub, Subscription, event_line};
+use crate::metrics::{ControlMetrics, Registration};
 use crate::servers::list_servers;
 
 pub use weft_api::protocol::BOOKMARK_INTERVAL;
@@ -90,10 +93,20 @@ impl ControlPlane {
                 Ok(()) => json_response(StatusCode::OK, &self.network.to_json()),
                 Err(r) => r,
             },
-            (Method::POST, REGISTER_PATH) => match self.check_token(&req) {
-                Ok(()) => self.register(req).await,
-                Err(r) => r,
-            },
+            (Method::POST, REGISTER_PATH) => {
+                let response = match self.check_token(&req) {
+                    Ok(()) => self.register(req).await,
+                    Err(r) => r,
+                };
+                self.hub.metrics().registration(match response.status() {
+                    StatusCode::OK => Registration::Ok,
+                    StatusCode::BAD_REQUEST => Registration::BadRequest,
+                    StatusCode::UNAUTHORIZED => Registration::Unauthorized,
+                    StatusCode::FORBIDDEN => Registration::PasswordRejected,
+                    _ => Registration::Error,
+                });
+                response
+            }
             (Method::GET, LEASES_PATH) => match node_only(&peer) {
                 Ok(_) => self.leases(req.uri().query()).await,
                 Err(r) => r,
@@ -183,6 +196,7 @@ impl ControlPlane {
         };
         let existing = match self.store.create_node(&record).await {
             Ok(Created::Created(_)) => {
+                self.hub.metrics().nodes.inc();
                 tracing::info!(node = %name, "node joined");
                 None
             }
@@ -270,9 +284,10 @@ impl ControlPlane {
     }
 
     /// A streaming response of JSON lines: the backlog, then live events, with bookmarks.
+    ///
+    /// The body is a stream over the hub's feed that hyper polls when the connection can take
+    /// more: no task and no queue per watcher, and every event's line is the hub's, shared.
     async fn watch(&self, from: u64) -> Response<Body> {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
-        let bookmark_interval = self.bookmark_interval;
         let subscribed = match self.hub.subscribe(from) {
             // A revision ahead of this server's: an agent failing over from a server that is
             // further along. It is good if the store has reached it.
@@ -282,58 +297,17 @@ impl ControlPlane {
             }
             other => other,
         };
-        match subscribed {
+        let sub = match subscribed {
+            Ok(sub) => sub,
             Err(oldest) => {
                 let line = event_line(&LeaseEvent::Compacted { oldest });
                 return Response::new(full(line));
             }
-            Ok(sub) => {
-                tokio::spawn(async move {
-                    let mut feed = sub.feed;
-                    let mut revision = sub.revision;
-                    for event in sub.backlog {
-                        if tx.send(event_line(&event)).await.is_err() {
-                            return;
-                        }
-                    }
-                    // Say where the backlog ended, so the agent can resume from there.
-                    if tx
-                        .send(event_line(&LeaseEvent::Bookmark { revision }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    loop {
-                        let next = tokio::time::timeout(bookmark_interval, feed.recv()).await;
-                        let line = match next {
-                            Ok(Ok(event)) => {
-                                if event.revision() <= revision
-                                    && !matches!(*event, LeaseEvent::Bookmark { .. })
-                                {
-                                    // Already in the backlog.
-                                    continue;
-                                }
-                                revision = revision.max(event.revision());
-                                event_line(&event)
-                            }
-                            // Too slow to keep up: end the stream; the agent resumes from its
-                            // revision, or lists again.
-                            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => return,
-                            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => return,
-                            Err(_) => event_line(&LeaseEvent::Bookmark { revision }),
-                        };
-                        if tx.send(line).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        }
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv()
-                .await
-                .map(|bytes| (Ok::<_, std::io::Error>(Frame::data(bytes)), rx))
+        };
+        let watching = Watching::new(sub, self.bookmark_interval, self.hub.metrics().clone());
+        let stream = futures::stream::unfold(watching, |mut watching| async move {
+            let line = watching.next_line().await?;
+            Some((Ok::<_, std::io::Error>(Frame::data(line)), watching))
         });
         let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
         response.headers_mut().insert(
@@ -371,6 +345,8 @@ impl ControlPlane {
     async fn delete_node(&self, name: &str) -> Response<Body> {
         match self.store.delete_node(name).await {
             Ok(true) => {
+                self.hub.metrics().node_deletions.inc();
+                self.hub.metrics().nodes.dec();
                 tracing::info!(node = %name, "node deleted; its lease is released");
                 json_response(StatusCode::OK, &serde_json::json!({ "deleted": name }))
             }
@@ -430,8 +406,79 @@ fn store_error(e: &StoreError) -> Response<Body> {
     error_response(status, e.to_string())
 }
 
-fn event_line(event: &LeaseEvent) -> Bytes {
-    let mut line = serde_json::to_vec(event).unwrap_or_default();
-    line.push(b'\n');
-    Bytes::from(line)
+/// One agent's lease watch: the backlog, a bookmark where it ends, then the hub's feed with a
+/// bookmark whenever it was quiet for a bookmark interval.
+struct Watching {
+    backlog: std::vec::IntoIter<Arc<HubEvent>>,
+    bookmarked: bool,
+    feed: broadcast::Receiver<Arc<HubEvent>>,
+    /// The revision the agent has everything up to.
+    revision: u64,
+    bookmark_interval: Duration,
+    metrics: ControlMetrics,
+}
+
+// === impl Watching ===
+
+impl Watching {
+    fn new(sub: Subscription, bookmark_interval: Duration, metrics: ControlMetrics) -> Watching {
+        metrics.lease_watchers.inc();
+        Watching {
+            backlog: sub.backlog.into_iter(),
+            bookmarked: false,
+            feed: sub.feed,
+            revision: sub.revision,
+            bookmark_interval,
+            metrics,
+        }
+    }
+
+    /// The next line to send; `None` ends the watch.
+    async fn next_line(&mut self) -> Option<Bytes> {
+        if let Some(event) = self.backlog.next() {
+            return Some(self.deliver(&event));
+        }
+        if !self.bookmarked {
+            // Say where the backlog ended, so the agent can resume from there.
+            self.bookmarked = true;
+            return Some(self.bookmark());
+        }
+        loop {
+            match tokio::time::timeout(self.bookmark_interval, self.feed.recv()).await {
+                // Already in the backlog, or known to the agent.
+                Ok(Ok(event)) if event.event.revision() <= self.revision => {}
+                Ok(Ok(event)) => {
+                    self.revision = event.event.revision();
+                    return Some(self.deliver(&event));
+                }
+                // Too slow to keep up: end the stream; the agent resumes from its revision,
+                // or lists again.
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    self.metrics.watch_lagged.inc();
+                    return None;
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => return None,
+                Err(_) => return Some(self.bookmark()),
+            }
+        }
+    }
+
+    fn deliver(&self, event: &HubEvent) -> Bytes {
+        self.metrics
+            .event_delivery
+            .observe(event.published.elapsed().as_secs_f64());
+        event.line.clone()
+    }
+
+    fn bookmark(&self) -> Bytes {
+        event_line(&LeaseEvent::Bookmark {
+            revision: self.revision,
+        })
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.metrics.lease_watchers.dec();
+    }
 }

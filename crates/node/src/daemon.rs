@@ -1,4 +1,5 @@
-//! What both daemons do the same way: logging, the runtime, and waiting for a stop signal.
+//! What both daemons do the same way: logging, the runtime, the open-files limit, and waiting
+//! for a stop signal.
 
 use weft_config::LogFormat;
 
@@ -35,6 +36,30 @@ pub async fn shutdown_signal() {
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the soft limit in effect.
+///
+/// A server holds one connection per agent (lease watches, later tunnels), and Linux's
+/// default soft limit of 1,024 stops it near a thousand agents; the hard limit is what the
+/// administrator allows (systemd's `LimitNOFILE`). Safe: weft uses no `select(2)`, whose
+/// descriptor sets stop at 1,024.
+pub fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "could not raise the open-files limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the open-files limit");
+            0
         }
     }
 }

@@ -56,6 +56,16 @@ pub enum NodeError {
     /// The fabric can't compute this node's state.
     #[error(transparent)]
     Fabric(#[from] weft_fabric::FabricError),
+    /// The metrics endpoint could not be bound.
+    #[error(
+        "can't serve metrics on {addr}: {reason}; set metrics-address to a free address (or port)"
+    )]
+    MetricsListen {
+        /// `metrics-address`.
+        addr: std::net::SocketAddr,
+        /// The underlying error.
+        reason: String,
+    },
     /// Programming the kernel failed.
     #[error(transparent)]
     Kernel(#[from] weft_kernel::KernelError),

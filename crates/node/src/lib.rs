@@ -10,6 +10,8 @@
 //! - [`agent`]: [`agent::join`], then [`agent::run`]: on every lease change and every
 //!   `reconcile-interval`, observe the kernel (weft-kernel), plan (weft-fabric) and apply only
 //!   the difference, then write `subnet.env` and the CNI config atomically.
+//! - [`metrics`]: the agent's Prometheus metrics and the `/metrics` endpoint both daemons
+//!   serve.
 //!
 //! It deliberately holds no flags and reads no environment: the bins resolve configuration
 //! with weft-config and hand over [`agent::AgentSettings`].
@@ -23,6 +25,7 @@ pub mod daemon;
 mod error;
 pub mod files;
 pub mod identity;
+pub mod metrics;
 pub mod preflight;
 pub mod settings;
 pub mod source;

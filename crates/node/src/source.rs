@@ -15,6 +15,7 @@ use weft_fabric::Lease;
 
 use crate::NodeError;
 use crate::identity::{Credentials, NodeIdentity};
+use crate::metrics::AgentMetrics;
 
 /// A change to the set of leases.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +70,7 @@ pub struct ApiSource {
     watch: Option<LeaseWatch>,
     failures: u32,
     idle_timeout: Duration,
+    metrics: AgentMetrics,
 }
 
 /// The static file [`StaticSource`] reads.
@@ -112,7 +114,14 @@ impl ApiSource {
             watch: None,
             failures: 0,
             idle_timeout: WATCH_IDLE_TIMEOUT,
+            metrics: AgentMetrics::default(),
         }
+    }
+
+    /// Counts reconnects in `metrics` from now on.
+    pub fn with_metrics(mut self, metrics: AgentMetrics) -> ApiSource {
+        self.metrics = metrics;
+        self
     }
 
     /// Sets how long a lease watch may stay silent before the source reconnects (default
@@ -140,6 +149,7 @@ impl ApiSource {
     /// Switches to the next server and waits a jittered, growing back-off.
     async fn fail_over(&mut self, error: &(dyn std::fmt::Display + Sync)) {
         tracing::warn!(server = %self.server(), %error, "server connection failed; trying the next server");
+        self.metrics.reconnect();
         self.current = (self.current + 1) % self.servers.len().max(1);
         self.failures = self.failures.saturating_add(1);
         let base =

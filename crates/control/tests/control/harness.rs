@@ -37,6 +37,7 @@ use weft_api::protocol::{NODE_PASSWORD_HEADER, RegisterRequest, RegisterResponse
 use weft_api::{ApiError, JoinToken};
 use weft_config::ClusterNetwork;
 use weft_control::hub::LeaseHub;
+use weft_control::metrics::ControlMetrics;
 use weft_control::service::ControlPlane;
 use weft_control::{ControlError, ServerSettings};
 use weft_fabric::{BackendData, Lease, MacAddr};
@@ -171,6 +172,8 @@ pub(crate) struct TestServer {
     pub(crate) admin: CertifiedKey,
     /// The lease fan-out (its state outlives a stop; it holds no store).
     pub(crate) hub: LeaseHub,
+    /// The control plane's metrics.
+    pub(crate) metrics: ControlMetrics,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
@@ -254,6 +257,7 @@ impl TestServer {
             ca_pem: started.bootstrap.ca.cert_pem().to_owned(),
             admin: started.bootstrap.admin.clone(),
             hub: started.plane.hub().clone(),
+            metrics: started.metrics.clone(),
             seen,
             options,
             runtime: Some(runtime),

@@ -5,11 +5,13 @@
 //! - `join`: registration and leases, identity and trust (node passwords, tokens, the CA pin).
 //! - `restart`: a server's restart keeps leases, the CA and the token; critical settings.
 //! - `watch`: lease changes and deletions reach watchers, resume after a reconnect, liveness.
+//! - `metrics`: `/metrics` serves the control plane's and the agent's metrics.
 //! - `ha`: three servers on one etcd: fail-over, joining through a survivor, and concurrent
 //!   allocation without duplicates.
 
 mod ha;
 mod harness;
 mod join;
+mod metrics;
 mod restart;
 mod watch;

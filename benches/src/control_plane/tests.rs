@@ -1,0 +1,123 @@
+//! Checks that the control-plane swarm registers every agent, opens every watch and times each
+//! change at every watcher, against a server in this process.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use weft_config::ClusterNetwork;
+use weft_control::ServerSettings;
+use weft_fabric::BackendData;
+use weft_store::Datastore;
+
+use super::*;
+
+fn network() -> ClusterNetwork {
+    ClusterNetwork::from_json(&serde_json::json!({
+        "cluster-cidr": ["10.42.0.0/16"],
+        "service-cidr": ["10.43.0.0/16"],
+        "cluster-dns": ["10.43.0.10"],
+        "cluster-domain": "cluster.local",
+        "node-cidr-mask-size-ipv4": 24,
+        "node-cidr-mask-size-ipv6": 64,
+        "flannel-backend": "vxlan",
+        "flannel-ipv6-masq": false,
+        "flannel-external-ip": false,
+        "egress-selector-mode": "agent",
+        "disable-network-policy": false,
+    }))
+    .expect("the test network validates")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_swarm_registers_watches_and_times_every_change() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("https://127.0.0.1:{port}");
+    let started = weft_control::start(ServerSettings {
+        dir: dir.path().join("server"),
+        datastore: Datastore::Embedded {
+            data_dir: dir.path().to_owned(),
+        },
+        network: network(),
+        token: None,
+        bind: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        url: url.clone(),
+        names: vec!["localhost".to_owned()],
+        ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        bookmark_interval: weft_api::protocol::BOOKMARK_INTERVAL,
+    })
+    .await
+    .expect("the server starts");
+    let tls =
+        weft_api::tls::server_config(started.bootstrap.ca.cert_pem(), &started.bootstrap.serving)
+            .expect("TLS");
+    let hub = started.plane.hub().clone();
+    let serving = tokio::spawn(weft_api::http::serve(
+        started.listener,
+        tls,
+        started.plane.clone(),
+    ));
+
+    let swarm = Swarm {
+        server: url,
+        token: started.bootstrap.token.clone(),
+        agents: 20,
+        rounds: 3,
+        concurrency: 8,
+    };
+    let report = swarm.run().await.expect("the swarm runs");
+    serving.abort();
+
+    assert_eq!(report.agents, 20);
+    assert_eq!(report.rounds.len(), 3);
+    for round in &report.rounds {
+        assert_eq!(round.latencies.len(), 20, "every watcher read the change");
+        assert!(round.latencies.is_sorted());
+        assert!(round.percentile(50.0) <= round.percentile(99.0));
+    }
+    let leases = hub.snapshot().leases;
+    assert_eq!(leases.len(), 20);
+    let changed = leases
+        .iter()
+        .find(|l| l.node_name == "agent-00000")
+        .expect("agent 0's lease");
+    assert_eq!(
+        changed.backend,
+        BackendData::Vxlan {
+            vtep_mac_ipv4: Some(vtep_mac(0, 3)),
+            vtep_mac_ipv6: None,
+        },
+        "the last round's MAC"
+    );
+}
+
+#[test]
+fn percentiles_are_nearest_rank() {
+    let round = Round {
+        request: Duration::ZERO,
+        latencies: (1..=100).map(Duration::from_millis).collect(),
+    };
+    assert_eq!(round.percentile(50.0), Duration::from_millis(50));
+    assert_eq!(round.percentile(99.0), Duration::from_millis(99));
+    assert_eq!(round.percentile(100.0), Duration::from_millis(100));
+    assert_eq!(round.percentile(0.0), Duration::from_millis(1));
+    let empty = Round {
+        request: Duration::ZERO,
+        latencies: Vec::new(),
+    };
+    assert_eq!(empty.percentile(99.0), Duration::ZERO);
+}
+
+#[test]
+fn five_thousand_agents_have_distinct_addresses_and_macs() {
+    let ips: HashSet<IpAddr> = (0..5_000).map(agent_ip).collect();
+    assert_eq!(ips.len(), 5_000);
+    let macs: HashSet<MacAddr> = (0..5_000)
+        .map(|i| vtep_mac(i, 0))
+        .chain((1..=10).map(|r| vtep_mac(0, r)))
+        .collect();
+    assert_eq!(macs.len(), 5_010);
+}
