@@ -63,6 +63,7 @@ impl FabricWorkload {
                     name: "eth0".into(),
                     mtu: 1500,
                     onlink: vec![],
+                    addresses: vec![],
                 },
             },
         }

@@ -75,6 +75,9 @@ pub struct ExternalInterface {
     /// The networks directly reachable through it (its connected routes), used to tell
     /// whether a host-gw peer is on the same layer-2 network.
     pub onlink: Vec<Cidr>,
+    /// Its own addresses, link-local ones left out, permanent ones first (`ip addr show dev
+    /// NAME`): where fabric traffic is sent from. Empty when unknown.
+    pub addresses: Vec<IpAddr>,
 }
 
 /// The complete desired kernel state of a node, and the peers left out of it.
@@ -255,6 +258,30 @@ pub(crate) fn lease_cidr(lease: &Lease, family: Family) -> Option<Cidr> {
     match family {
         Family::Ipv4 => lease.ipv4_cidr.map(Cidr::V4),
         Family::Ipv6 => lease.ipv6_cidr.map(Cidr::V6),
+    }
+}
+
+// === impl ExternalInterface ===
+
+impl ExternalInterface {
+    /// The interface's first address of `family` (flannel's `IfaceAddr`).
+    pub fn address(&self, family: Family) -> Option<IpAddr> {
+        self.addresses
+            .iter()
+            .copied()
+            .find(|ip| Family::of(*ip) == family)
+    }
+
+    /// The address this node sends `family` fabric traffic from: its public IP (the one peers
+    /// send to) when the interface holds it or nothing is known about the interface's
+    /// addresses, else the interface's first address of the family, as flannel does. The two
+    /// differ with `flannel-external-ip` when the external IP belongs to a NAT in front of the
+    /// node: the kernel sends nothing from an address the node does not have.
+    pub fn source_for(&self, public: IpAddr) -> IpAddr {
+        if self.addresses.is_empty() || self.addresses.contains(&public) {
+            return public;
+        }
+        self.address(Family::of(public)).unwrap_or(public)
     }
 }
 

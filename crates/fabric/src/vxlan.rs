@@ -88,13 +88,15 @@ impl Backend for Vxlan {
                 continue;
             };
             let dev = device(family);
-            let local_ip =
+            let public =
                 local
                     .public_ip(family == Family::Ipv6)
                     .ok_or(FabricError::NoLocalAddress {
                         family,
                         backend: BackendKind::Vxlan,
                     })?;
+            // Peers send to the public IP; the VTEP sends from an address this node has.
+            let local_ip = config.external.source_for(public);
             state.links.insert(
                 dev.to_owned(),
                 Link {

@@ -200,6 +200,7 @@ fn config() -> FabricConfig {
             name: "ul0".to_owned(),
             mtu: 1500,
             onlink: Vec::new(),
+            addresses: Vec::new(),
         },
     }
 }

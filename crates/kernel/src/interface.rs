@@ -56,6 +56,7 @@ impl Kernel {
             name: name.to_owned(),
             mtu,
             onlink,
+            addresses: own_addresses(&addresses, index, None),
         })
     }
 
@@ -75,24 +76,11 @@ impl Kernel {
             .find(|m| m.header.index == oif)
             .and_then(link_name)
             .ok_or(KernelError::NoDefaultRoute { family })?;
-        let mut addresses: Vec<(bool, IpAddr)> = self
-            .dump_addresses()
-            .await?
-            .iter()
-            .filter(|a| a.header.index == oif)
-            .filter_map(|a| {
-                let ip = address_ip(a)?;
-                let right_family = Family::of(ip) == family;
-                let link_local = matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
-                (right_family && !link_local).then_some((!is_permanent(a), ip))
-            })
-            .collect();
-        // Stable: the kernel's order within permanent and within dynamic addresses.
-        addresses.sort_by_key(|(dynamic, _)| *dynamic);
+        let addresses = own_addresses(&self.dump_addresses().await?, oif, Some(family));
         Ok(DefaultInterface {
             name,
             gateway,
-            addresses: addresses.into_iter().map(|(_, ip)| ip).collect(),
+            addresses,
         })
     }
 }
@@ -164,6 +152,24 @@ fn address_network(msg: &AddressMessage, index: u32) -> Option<Cidr> {
         }
     };
     cidr(network, prefix)
+}
+
+/// The addresses of interface `index` (of `family`, or all), link-local ones left out,
+/// permanent ones first, each group in the kernel's order (flannel takes the first).
+fn own_addresses(messages: &[AddressMessage], index: u32, family: Option<Family>) -> Vec<IpAddr> {
+    let mut addresses: Vec<(bool, IpAddr)> = messages
+        .iter()
+        .filter(|a| a.header.index == index)
+        .filter_map(|a| {
+            let ip = address_ip(a)?;
+            let right_family = family.is_none_or(|f| Family::of(ip) == f);
+            let link_local = matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local());
+            (right_family && !link_local).then_some((!is_permanent(a), ip))
+        })
+        .collect();
+    // Stable: the kernel's order within permanent and within dynamic addresses.
+    addresses.sort_by_key(|(dynamic, _)| *dynamic);
+    addresses.into_iter().map(|(_, ip)| ip).collect()
 }
 
 /// The interface's own address of an address message.

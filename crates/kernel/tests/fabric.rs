@@ -382,6 +382,8 @@ fn interfaces_are_described_from_the_kernel() {
         .unwrap();
     let ext = ext.unwrap();
     assert_eq!(ext.mtu, 1400);
+    let addresses: Vec<String> = ext.addresses.iter().map(ToString::to_string).collect();
+    assert_eq!(addresses, ["192.0.2.1", "2001:db8::1"]);
     let onlink: Vec<String> = ext.onlink.iter().map(ToString::to_string).collect();
     for net in ["192.0.2.0/24", "198.51.100.0/24", "2001:db8::/64"] {
         assert!(onlink.iter().any(|n| n == net), "{onlink:?}");

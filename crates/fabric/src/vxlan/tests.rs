@@ -20,6 +20,7 @@ pub(crate) fn config(cluster: &str) -> FabricConfig {
                 "192.0.2.0/24".parse().unwrap(),
                 "2001:db8::/64".parse().unwrap(),
             ],
+            addresses: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
         },
     }
 }
@@ -156,15 +157,41 @@ fn removed_peer_loses_every_object() {
     );
 }
 
-#[test]
-fn external_ip_is_the_vtep_local_address() {
+/// The `local` address of node 1's `flannel.1` when its public IP is `public` and `eth0` holds
+/// `addresses`.
+fn vtep_local(public: &str, addresses: &[&str]) -> String {
     let mut local = lease(1, false);
-    local.public_ipv4 = Some("198.51.100.1".parse().unwrap());
-    let desired = desired_state(&backend(1), &local, &[], &config("10.42.0.0/16")).unwrap();
-    let link = &desired.state.links["flannel.1"];
-    assert!(
-        matches!(link.kind, crate::LinkKind::Vxlan { local, .. } if local.to_string() == "198.51.100.1")
+    local.public_ipv4 = Some(public.parse().unwrap());
+    let mut config = config("10.42.0.0/16");
+    config.external.addresses = addresses.iter().map(|a| a.parse().unwrap()).collect();
+    let desired = desired_state(&backend(1), &local, &[], &config).unwrap();
+    match desired.state.links["flannel.1"].kind {
+        crate::LinkKind::Vxlan { local, .. } => local.to_string(),
+        ref other => panic!("flannel.1 is {other:?}"),
+    }
+}
+
+#[test]
+fn an_external_ip_the_node_holds_is_the_vtep_local_address() {
+    assert_eq!(
+        vtep_local("198.51.100.1", &["192.0.2.1", "198.51.100.1"]),
+        "198.51.100.1"
     );
+    // Nothing known about the interface: the public IP, as before addresses were observed.
+    assert_eq!(vtep_local("198.51.100.1", &[]), "198.51.100.1");
+}
+
+#[test]
+fn a_nated_external_ip_is_not_the_vtep_local_address() {
+    // flannel-external-ip with a NAT's address: peers send there, the VTEP sends from eth0's
+    // own IPv4 address (flannel's IfaceAddr), since the kernel sends nothing from an address
+    // the node does not have.
+    assert_eq!(
+        vtep_local("198.51.100.1", &["2001:db8::1", "192.0.2.1", "192.0.2.9"]),
+        "192.0.2.1"
+    );
+    // No address of the family on the interface: the public IP, and the kernel says why.
+    assert_eq!(vtep_local("198.51.100.1", &["2001:db8::1"]), "198.51.100.1");
 }
 
 #[test]
