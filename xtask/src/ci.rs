@@ -6,8 +6,9 @@
 //! that fails without reporting a failed test (a build error, a crashed test binary) counts as one
 //! failure, so the exit status is non-zero exactly when the last line shows a failure.
 //!
-//! The privileged network-namespace tests are a step of their own that runs only as root (CI
-//! runs as root); otherwise the step says it was skipped, and every other test still runs.
+//! The privileged network-namespace tests and the end-to-end clusters (`cargo xtask e2e`, each
+//! scenario counted) are steps of their own that run only as root (CI runs as root); otherwise
+//! each says it was skipped, and every other test still runs.
 
 #[cfg(test)]
 mod tests;
@@ -66,7 +67,7 @@ pub(crate) fn run(root: &Path) -> ExitCode {
     }
 }
 
-/// The steps, in order. `cargo xtask e2e` joins as the last one when it lands.
+/// The steps, in order.
 fn steps(root: &Path) -> Vec<Step> {
     vec![
         Step {
@@ -110,7 +111,24 @@ fn steps(root: &Path) -> Vec<Step> {
                 ])
                 .args(["--test", "*", "--no-fail-fast"]),
         },
+        Step {
+            // Whole clusters in network namespaces: root only. Each scenario counts, read from
+            // the run's last line.
+            name: "e2e",
+            kind: Kind::Summary,
+            needs_root: true,
+            cmd: cargo(root).args(["xtask", "e2e"]),
+        },
     ]
+}
+
+/// Reads a run's own verdict line, `12 passed, 0 failed`, as `cargo xtask e2e` prints it.
+fn parse_summary(line: &str) -> Option<Tally> {
+    let (passed, failed) = line.split_once(" passed, ")?;
+    Some(Tally {
+        passed: passed.parse().ok()?,
+        failed: failed.strip_suffix(" failed")?.parse().ok()?,
+    })
 }
 
 /// Whether this process runs with an effective user id of 0.
@@ -141,6 +159,8 @@ enum Kind {
     Check,
     /// Runs libtest binaries: each test counts, read from the `test result:` lines.
     Tests,
+    /// Prints its own `N passed, N failed` line (`cargo xtask e2e`): the last one counts.
+    Summary,
 }
 
 /// Tests (or checks) that passed and failed.
@@ -163,6 +183,11 @@ impl Step {
                     tally.failed += result.failed;
                 }
             }),
+            Kind::Summary => self.cmd.stream_stdout(|line| {
+                if let Some(result) = parse_summary(line) {
+                    tally = result;
+                }
+            }),
         };
         let success = match status {
             Ok(status) => status.success(),
@@ -174,8 +199,8 @@ impl Step {
         match self.kind {
             Kind::Check if success => tally.passed = 1,
             Kind::Check => tally.failed = 1,
-            Kind::Tests if !success && tally.failed == 0 => tally.failed = 1,
-            Kind::Tests => {}
+            Kind::Tests | Kind::Summary if !success && tally.failed == 0 => tally.failed = 1,
+            Kind::Tests | Kind::Summary => {}
         }
         tally
     }

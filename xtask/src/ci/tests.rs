@@ -1,4 +1,4 @@
-//! Tests for reading libtest's summary lines and `/proc/self/status`.
+//! Tests for reading libtest's summary lines, e2e's verdict line and `/proc/self/status`.
 
 use super::*;
 
@@ -38,4 +38,18 @@ fn effective_uid_is_the_second_id() {
     assert_eq!(effective_uid("Uid:\t0\t1000\t1000\t1000\n"), Some(1000));
     assert_eq!(effective_uid("Name:\tcargo\n"), None);
     assert_eq!(effective_uid(""), None);
+}
+
+#[test]
+fn e2e_summary_lines() {
+    let check = |line: &str, expect: Option<(u64, u64)>| {
+        let got = parse_summary(line).map(|tally| (tally.passed, tally.failed));
+        assert_eq!(got, expect, "line: {line:?}");
+    };
+    check("12 passed, 0 failed", Some((12, 0)));
+    check("9 passed, 3 failed", Some((9, 3)));
+    check("e2e took 62s", None);
+    check("--- restart: ok (11.3s)", None);
+    check("12 passed, 0 failed; 1 ignored", None);
+    check("test result: ok. 1 passed; 0 failed", None);
 }
