@@ -165,14 +165,17 @@ impl Env {
         }
         if !is_root {
             let missing: Vec<&str> = deps::missing(&wanted).iter().map(|p| p.name).collect();
-            let missing = if missing.is_empty() {
-                "none".to_owned()
+            let packages = if missing.is_empty() {
+                "every Debian package it needs is installed".to_owned()
             } else {
-                missing.join(" ")
+                format!(
+                    "it also needs these Debian packages, which root can install with \
+                     `apt-get install {}` (or it installs them itself when run as root)",
+                    missing.join(" ")
+                )
             };
             bail!(
-                "this needs root: it makes network namespaces, links and firewall rules \
-                 (missing Debian packages: {missing})"
+                "this needs root: it makes network namespaces, links and firewall rules; {packages}"
             );
         }
         deps::ensure(&wanted, true)?;
