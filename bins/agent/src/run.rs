@@ -3,7 +3,6 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use weft_config::{AgentConfig, AgentFlags, System, load_agent};
@@ -44,8 +43,7 @@ pub(crate) fn daemon(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
         let mut registry = Registry::default();
         agent_metrics.register(&mut registry);
         metrics::register_process(&mut registry);
-        let listener = metrics::bind(config.node.metrics_address).await?;
-        let serving = tokio::spawn(metrics::serve(listener, Arc::new(registry)));
+        let metrics_endpoint = metrics::spawn(config.node.metrics_address, registry).await;
 
         let (source, settings) = source(&config)?;
         let mut source = source.with_metrics(agent_metrics.clone());
@@ -56,7 +54,7 @@ pub(crate) fn daemon(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
         }
         let fabric = fabric.with_metrics(agent_metrics);
         agent::run(&mut source, fabric, daemon::shutdown_signal()).await?;
-        serving.abort();
+        drop(metrics_endpoint);
         tracing::info!("stopping; the pod network stays in place");
         Ok(ExitCode::SUCCESS)
     })

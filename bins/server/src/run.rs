@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use weft_api::JoinToken;
@@ -81,15 +80,7 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
             agent_metrics.register(&mut registry);
         }
         metrics::register_process(&mut registry);
-        let metrics_listener = match metrics::bind(config.node.metrics_address).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                serve.abort();
-                write_stderr(&[format!("error: {e}")]);
-                return Ok(ExitCode::FAILURE);
-            }
-        };
-        let metrics_task = tokio::spawn(metrics::serve(metrics_listener, Arc::new(registry)));
+        let metrics_endpoint = metrics::spawn(config.node.metrics_address, registry).await;
 
         let outcome = if config.disable_agent {
             daemon::shutdown_signal().await;
@@ -98,7 +89,7 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
             embedded_agent(&config, url.clone(), token, agent_metrics).await
         };
         serve.abort();
-        metrics_task.abort();
+        drop(metrics_endpoint);
         if let Err(e) = servers::unregister_server(&store, &url).await {
             tracing::warn!(error = %e, "could not remove this server's record");
         }

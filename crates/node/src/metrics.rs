@@ -3,7 +3,7 @@
 //!
 //! A daemon builds one [`Registry`], registers [`AgentMetrics`] (and, in `weft-server`,
 //! weft-control's metrics, so the embedded agent shares the server's endpoint) and
-//! [`register_process`], then runs [`serve`].
+//! [`register_process`], then [`spawn`]s the endpoint.
 //!
 //! | metric | type | what |
 //! |---|---|---|
@@ -254,6 +254,42 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
             addr,
             reason: e.to_string(),
         })
+}
+
+/// Serves `registry` on `addr` in a task until the returned handle is dropped.
+///
+/// When `addr` can't be bound, it logs why and serves nothing: a daemon's network matters
+/// more than its metrics.
+pub async fn spawn(addr: SocketAddr, registry: Registry) -> Serving {
+    match bind(addr).await {
+        Ok(listener) => {
+            tracing::debug!(%addr, "serving /metrics");
+            Serving(Some(tokio::spawn(serve(listener, Arc::new(registry)))))
+        }
+        Err(e) => {
+            tracing::error!("{e}; running without /metrics");
+            Serving(None)
+        }
+    }
+}
+
+/// The task serving `/metrics`, stopped when dropped.
+#[derive(Debug)]
+pub struct Serving(Option<tokio::task::JoinHandle<()>>);
+
+impl Serving {
+    /// Whether the endpoint is served (its address could be bound).
+    pub fn is_serving(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 /// Serves `GET /metrics` (plain HTTP/1.1) on `listener` until the future is dropped.
