@@ -24,14 +24,14 @@ pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
     let mut settings = Settings::new("vxlan", families);
     settings
         .extra
-        .extend(["--datastore-endpoint".to_owned(), endpoint.clone()]);
-    let mut servers = Vec::new();
+        .extend(["--datastore-endpoint".to_owned(), endpoint]);
+    let mut servers: Vec<Node> = Vec::new();
     for n in 1..=3u8 {
         let name = format!("s{n}");
         let host = lab.host(&name, &[(&segment, n)])?;
         let extra: Vec<String> = match servers.first() {
             None => Vec::new(),
-            Some(first) => vec!["--token".to_owned(), Node::token(first)?],
+            Some(first) => vec!["--token".to_owned(), first.token()?],
         };
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let mut server = Node::server(lab, &name, host, &settings, &extra);
