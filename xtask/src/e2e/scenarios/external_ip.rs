@@ -3,10 +3,14 @@
 //! The nodes sit on segment 0 (`192.0.2.0/24`) with their node IPs. Their external IPs are on
 //! segment 1 (`198.51.100.0/24`), behind a router that owns them and translates each one to its
 //! node (one-to-one NAT, as a cloud's elastic IPs do); the nodes' default route is that router.
-//! Each node drops vxlan packets (UDP 8472) sent straight to another node's internal address,
-//! so pods can only reach each other if the fabric sends to the external addresses, through the
-//! router. Checked: each agent's FDB entry for the peer has the peer's external IP as `dst`,
-//! and pods on the two nodes ping each other and move data over TCP.
+//! The router also hairpins (a node's traffic to an external IP is masqueraded to the router),
+//! as cloud NATs do; weft needs that today, because a server's embedded agent dials the
+//! server's advertise address, which defaults to its external IP, rather than the server
+//! locally as K3s's does. Each node drops vxlan packets (UDP 8472) sent straight to another
+//! node's internal address, so pods can only reach each other if the fabric sends to the
+//! external addresses, through the router. Checked: each agent's FDB entry for the peer has
+//! the peer's external IP as `dst`, and pods on the two nodes ping each other and move data
+//! over TCP.
 
 use anyhow::ensure;
 
