@@ -531,6 +531,19 @@ pub enum ConfigError {
     },
 
     // --- Between servers.
+    /// A server's CIDRs cover other IP families than the cluster's: dual-stack (or a family
+    /// switch) can only be chosen when the cluster is first created.
+    #[error(
+        "{setting} of this server is {this}, but the cluster was created as {cluster}: dual-stack must be configured when the cluster is first created and can't be enabled (or removed) on an existing cluster; keep the cluster's {setting}, or create a new cluster"
+    )]
+    FamiliesChanged {
+        /// The setting (`cluster-cidr` or `service-cidr`).
+        setting: &'static str,
+        /// This server's families.
+        this: weft_ipam::IpFamilies,
+        /// The cluster's families.
+        cluster: weft_ipam::IpFamilies,
+    },
     /// A critical setting differs between this server and the cluster.
     #[error(
         "critical configuration value mismatch between servers: {setting} (this server: {this}, cluster: {cluster})"

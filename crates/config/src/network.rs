@@ -215,8 +215,12 @@ impl ClusterNetwork {
 
     /// Compares this server's network with the cluster's and returns one
     /// [`ConfigError::CriticalMismatch`] per differing setting; empty when they agree.
+    ///
+    /// When the CIDRs cover other families (IPv4-only to dual-stack, say), a
+    /// [`ConfigError::FamiliesChanged`] follows the mismatch and says why that can't be done.
     pub fn compare_critical(&self, cluster: &ClusterNetwork) -> Vec<ConfigError> {
-        self.critical_fields()
+        let mut errors: Vec<ConfigError> = self
+            .critical_fields()
             .into_iter()
             .zip(cluster.critical_fields())
             .filter(|((_, this), (_, theirs))| this != theirs)
@@ -227,7 +231,29 @@ impl ClusterNetwork {
                     cluster,
                 },
             )
-            .collect()
+            .collect();
+        for (setting, this, theirs) in [
+            (
+                Key::ClusterCidr.name(),
+                &self.cluster_cidr,
+                &cluster.cluster_cidr,
+            ),
+            (
+                Key::ServiceCidr.name(),
+                &self.service_cidr,
+                &cluster.service_cidr,
+            ),
+        ] {
+            let (a, b) = (this.families(), theirs.families());
+            if a.has_ipv4() != b.has_ipv4() || a.has_ipv6() != b.has_ipv6() {
+                errors.push(ConfigError::FamiliesChanged {
+                    setting,
+                    this: a,
+                    cluster: b,
+                });
+            }
+        }
+        errors
     }
 
     /// What follows from these settings.

@@ -1000,3 +1000,30 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn adding_a_family_to_a_cluster_says_why_it_cannot_be_done() {
+    let v4 = ok(server(&[], &system(&[], &[]))).network;
+    let dual = ok(server(
+        &[
+            "--cluster-cidr=10.42.0.0/16,fd00:42::/56",
+            "--service-cidr=10.43.0.0/16,fd00:43::/112",
+            "--disable-agent",
+        ],
+        &system(&[], &[]),
+    ))
+    .network;
+    let got: Vec<String> = dual
+        .compare_critical(&v4)
+        .iter()
+        .map(ToString::to_string)
+        .filter(|e| !e.starts_with("critical configuration value mismatch"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "cluster-cidr of this server is dual-stack, but the cluster was created as IPv4: dual-stack must be configured when the cluster is first created and can't be enabled (or removed) on an existing cluster; keep the cluster's cluster-cidr, or create a new cluster",
+            "service-cidr of this server is dual-stack, but the cluster was created as IPv4: dual-stack must be configured when the cluster is first created and can't be enabled (or removed) on an existing cluster; keep the cluster's service-cidr, or create a new cluster",
+        ]
+    );
+}

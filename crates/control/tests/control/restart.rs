@@ -166,4 +166,8 @@ async fn dual_stack_cannot_be_added_to_a_single_stack_cluster() {
             "{setting} is not named in:\n{text}"
         );
     }
+    assert!(
+        text.contains("cluster-cidr of this server is dual-stack, but the cluster was created as IPv4: dual-stack must be configured when the cluster is first created"),
+        "the reason is missing from:\n{text}"
+    );
 }
