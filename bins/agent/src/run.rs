@@ -9,6 +9,7 @@ use weft_config::{AgentConfig, AgentFlags, System, load_agent};
 use weft_kernel::{Kernel, Scope};
 use weft_node::agent::{self, AgentSettings};
 use weft_node::daemon;
+use weft_node::egress::{self, EgressSettings};
 use weft_node::identity::NodeIdentity;
 use weft_node::metrics::{self, AgentMetrics, Registry};
 use weft_node::settings::{agent_settings, join_token, node_name};
@@ -48,12 +49,20 @@ pub(crate) fn daemon(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
         let (source, settings) = source(&config)?;
         let mut source = source.with_metrics(agent_metrics.clone());
         let kernel = Kernel::connect()?;
+        let egress_settings = EgressSettings::for_agent(&settings, config.node.kubelet_port);
         let (fabric, cluster) = agent::join(&mut source, settings, kernel).await?;
         if !cluster_ok(&config, &cluster) {
             return Ok(ExitCode::FAILURE);
         }
         let fabric = fabric.with_metrics(agent_metrics);
-        agent::run(&mut source, fabric, daemon::shutdown_signal()).await?;
+        // Tunnels to every server, whatever the backend (`none` too).
+        let egress = egress::start(egress_settings, &cluster, fabric.local())?;
+        agent::run(
+            &mut egress.track(&mut source),
+            fabric,
+            daemon::shutdown_signal(),
+        )
+        .await?;
         drop(metrics_endpoint);
         tracing::info!("stopping; the pod network stays in place");
         Ok(ExitCode::SUCCESS)

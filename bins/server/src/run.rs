@@ -10,11 +10,13 @@ use weft_api::JoinToken;
 use weft_api::client::AdminClient;
 use weft_api::pki::CertifiedKey;
 use weft_config::{ServerConfig, ServerFlags, System, load_server};
+use weft_control::egress as server_egress;
 use weft_control::{ServerSettings, servers};
 use weft_kernel::Kernel;
 use weft_node::ApiSource;
 use weft_node::agent;
 use weft_node::daemon;
+use weft_node::egress;
 use weft_node::identity::NodeIdentity;
 use weft_node::metrics::{self, AgentMetrics, Registry};
 use weft_node::settings::{agent_settings, node_name};
@@ -67,10 +69,25 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
             started.bootstrap.ca.cert_pem(),
             &started.bootstrap.serving,
         )?;
+        // The embedded agent's node name, made once (--with-node-id makes a random id once).
+        let local_node = (!config.disable_agent)
+            .then(|| node_name(&config.node))
+            .transpose()?;
+        let egress_settings = server_egress::EgressSettings::for_server(
+            &config.node.data_dir.join("server"),
+            &started.bootstrap.paths,
+            SocketAddr::new(config.node.bind_address, config.supervisor_port),
+            &config.network,
+            local_node.clone(),
+            config.node.kubelet_port,
+        );
+        let mut egress =
+            server_egress::start(store.clone(), started.plane.hub().clone(), egress_settings)
+                .await?;
         let serve = tokio::spawn(weft_api::http::serve(
             started.listener,
             tls,
-            started.plane.clone(),
+            egress.front(started.plane.clone()),
         ));
         // One /metrics for the control plane and the embedded agent.
         let agent_metrics = AgentMetrics::new();
@@ -86,10 +103,18 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
             daemon::shutdown_signal().await;
             Ok(())
         } else {
-            embedded_agent(&config, url.clone(), token, agent_metrics).await
+            embedded_agent(
+                &config,
+                local_node.unwrap_or_default(),
+                url.clone(),
+                token,
+                agent_metrics,
+            )
+            .await
         };
         serve.abort();
         drop(metrics_endpoint);
+        egress.stop();
         if let Err(e) = servers::unregister_server(&store, &url).await {
             tracing::warn!(error = %e, "could not remove this server's record");
         }
@@ -106,12 +131,14 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
 /// Runs the embedded agent against this server until a stop signal.
 async fn embedded_agent(
     config: &ServerConfig,
+    name: String,
     url: String,
     token: JoinToken,
     metrics: AgentMetrics,
 ) -> anyhow::Result<()> {
     let node = &config.node;
-    let settings = agent_settings(node, node_name(node)?);
+    let settings = agent_settings(node, name);
+    let egress_settings = egress::EgressSettings::for_agent(&settings, node.kubelet_port);
     let identity = NodeIdentity::load_or_create(&settings.dir)?;
     let mut source =
         ApiSource::new(&settings.dir, vec![url], token, identity).with_metrics(metrics.clone());
@@ -135,7 +162,14 @@ async fn embedded_agent(
                 .join("; ")
         );
     }
-    agent::run(&mut source, fabric, daemon::shutdown_signal()).await?;
+    // Tunnels to every server, whatever the backend (`none` too).
+    let egress = egress::start(egress_settings, &cluster, fabric.local())?;
+    agent::run(
+        &mut egress.track(&mut source),
+        fabric,
+        daemon::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

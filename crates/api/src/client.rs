@@ -14,8 +14,8 @@ use crate::http::{read_body, send};
 use crate::pki::{CertifiedKey, ca_hash};
 use crate::protocol::{
     CACERTS_PATH, CONFIG_PATH, ErrorBody, LEASES_PATH, LeaseEvent, LeaseSnapshot,
-    NODE_PASSWORD_HEADER, NODES_PATH, REGISTER_PATH, RegisterRequest, RegisterResponse,
-    SERVERS_PATH,
+    NODE_PASSWORD_HEADER, NODES_PATH, PODS_PATH, PodReport, REGISTER_PATH, RegisterRequest,
+    RegisterResponse, SERVERS_PATH,
 };
 use crate::tls::{bootstrap_client_config, client_config};
 use crate::{ApiError, JoinToken};
@@ -162,6 +162,21 @@ impl NodeClient {
         )
         .await?;
         json(server, response).await
+    }
+
+    /// Reports every pod on this node (egress `cluster` mode); the server replaces the node's
+    /// earlier report with it.
+    pub async fn report_pods(&self, server: &str, report: &PodReport) -> Result<(), ApiError> {
+        let body = serde_json::to_vec(report).map_err(|e| ApiError::Protocol(e.to_string()))?;
+        let request = Request::builder()
+            .method(Method::PUT)
+            .uri(PODS_PATH)
+            .header(hyper::header::HOST, host_header(server))
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ApiError::Protocol(e.to_string()))?;
+        let response = send(self.tls.clone(), &url(server, PODS_PATH), request).await?;
+        checked(server, response).await.map(|_| ())
     }
 
     /// Watches leases from after `revision`.

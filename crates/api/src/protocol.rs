@@ -10,6 +10,7 @@
 //! | `GET /v1-weft/servers` | node certificate | | the servers' URLs |
 //! | `GET /v1-weft/nodes` | admin certificate | | every node, with its pod CIDRs |
 //! | `DELETE /v1-weft/nodes/<name>` | admin certificate | | deletes the node and its lease |
+//! | `PUT /v1-weft/pods` | node certificate | [`PodReport`] | replaces the calling node's pods (egress `cluster` mode) |
 //!
 //! Errors are JSON [`ErrorBody`]s with a matching status.
 
@@ -31,6 +32,11 @@ pub const LEASES_PATH: &str = "/v1-weft/leases";
 pub const SERVERS_PATH: &str = "/v1-weft/servers";
 /// Where the admin lists nodes (`GET`) and deletes one (`DELETE /v1-weft/nodes/<name>`).
 pub const NODES_PATH: &str = "/v1-weft/nodes";
+/// Where an agent reports the pods on its node (`PUT`), for the egress selector's `cluster`
+/// mode; the report replaces every pod the node reported before.
+pub const PODS_PATH: &str = "/v1-weft/pods";
+/// The most pods one report may hold.
+pub const MAX_REPORTED_PODS: usize = 4096;
 /// The header that carries the node password at registration.
 pub const NODE_PASSWORD_HEADER: &str = "weft-node-password";
 /// How often a server sends a [`LeaseEvent::Bookmark`] on an idle lease watch, so both ends
@@ -111,6 +117,24 @@ pub enum LeaseEvent {
         /// The oldest revision still watchable.
         oldest: u64,
     },
+}
+
+/// The pods running on the reporting node, as its CNI's IPAM recorded them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PodReport {
+    /// Every pod on the node now, at most [`MAX_REPORTED_PODS`].
+    pub pods: Vec<ReportedPod>,
+}
+
+/// One pod of a [`PodReport`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ReportedPod {
+    /// The pod's id on its node: the container id the CNI plugins were given.
+    pub id: String,
+    /// The pod's IPs.
+    pub ips: Vec<IpAddr>,
 }
 
 /// An error response.

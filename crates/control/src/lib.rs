@@ -7,17 +7,23 @@
 //! the store so agents learn it. [`service::ControlPlane`] answers the API; [`metrics`] holds
 //! what it counts for `/metrics`.
 //!
-//! It deliberately runs no agent and no tunnel: `weft-server` composes those around it.
+//! [`egress`] adds the egress selector: weft-tunnel's tunnel endpoint and CONNECT front door,
+//! routed by the store's nodes, leases and the pods agents report, behind one handler with the
+//! API, and the kube-apiserver's EgressSelectorConfiguration.
 //!
-//! Read [`start`], then [`service`].
+//! It deliberately runs no agent: `weft-server` composes the embedded one around it.
+//!
+//! Read [`start`], then [`service`] and [`egress`].
 
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+pub mod egress;
 mod error;
 mod files;
 pub mod hub;
 pub mod metrics;
+mod pods;
 pub mod servers;
 pub mod service;
 

@@ -2,8 +2,10 @@
 //!
 //! Paths and messages are weft-api's [`protocol`](weft_api::protocol); this module decides who
 //! may call what: `/cacerts` is public (agents check it against their token), `/v1-weft/config`
-//! and `/v1-weft/register` need the token's secret, lease and server lists need a node
-//! certificate, and node management needs the admin (`system:masters`) certificate.
+//! and `/v1-weft/register` need the token's secret, lease and server lists and pod reports need
+//! a node certificate (a node reports only its own pods), and node management needs the admin
+//! (`system:masters`) certificate. The tunnel endpoint and CONNECT are weft-tunnel's, behind
+//! [`Front`](crate::egress::Front), and check the same identities.
 
 // Checks return the refusal response itself as their error: it is built once per refused
 // request, and boxing it would only add an allocation.
@@ -25,7 +27,7 @@ use weft_api::http::{Body, Handler, Peer, error_response, full, json_response, r
 use weft_api::pki::{ClientIdentity, ClusterCa};
 use weft_api::protocol::{
     CACERTS_PATH, CONFIG_PATH, LEASES_PATH, LeaseEvent, NODE_PASSWORD_HEADER, NODES_PATH,
-    REGISTER_PATH, RegisterRequest, RegisterResponse, SERVERS_PATH,
+    PODS_PATH, REGISTER_PATH, RegisterRequest, RegisterResponse, SERVERS_PATH,
 };
 use weft_api::token::{hash_node_password, secrets_equal, verify_node_password};
 use weft_config::{ClusterNetwork, is_dns1123_subdomain};
@@ -116,6 +118,10 @@ impl ControlPlane {
                     Ok(servers) => json_response(StatusCode::OK, &servers),
                     Err(e) => store_error(&e),
                 },
+                Err(r) => r,
+            },
+            (Method::PUT, PODS_PATH) => match node_only(&peer) {
+                Ok(node) => crate::pods::report(&self.store, &node, req.into_body()).await,
                 Err(r) => r,
             },
             (Method::GET, NODES_PATH) => match admin_only(&peer) {

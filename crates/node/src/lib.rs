@@ -10,6 +10,8 @@
 //! - [`agent`]: [`agent::join`], then [`agent::run`]: on every lease change and every
 //!   `reconcile-interval`, observe the kernel (weft-kernel), plan (weft-fabric) and apply only
 //!   the difference, then write `subnet.env` and the CNI config atomically.
+//! - [`egress`]: the egress selector's agent side: a tunnel to every server, the dial
+//!   authorizer, and in `cluster` mode the report of this node's pods from the CNI's IPAM state.
 //! - [`metrics`]: the agent's Prometheus metrics and the `/metrics` endpoint both daemons
 //!   serve.
 //!
@@ -22,6 +24,7 @@
 
 pub mod agent;
 pub mod daemon;
+pub mod egress;
 mod error;
 pub mod files;
 pub mod identity;

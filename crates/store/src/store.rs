@@ -378,6 +378,14 @@ impl Store {
         self.list().await
     }
 
+    /// The pod records of one namespace (weft's agents report their pods under their node's
+    /// name).
+    pub async fn list_pods_in(&self, namespace: &str) -> Result<Listed<PodRecord>, StoreError> {
+        keys::check_name("pod namespace", namespace)?;
+        self.list_prefix(&format!("{}{namespace}/", keys::PODS))
+            .await
+    }
+
     /// Writes a pod record, whatever was there.
     pub async fn put_pod(&self, pod: &PodRecord) -> Result<Revision, StoreError> {
         self.put(pod).await
@@ -403,7 +411,12 @@ impl Store {
 
     /// Every record of a kind; corrupt ones are listed apart.
     async fn list<T: Record>(&self) -> Result<Listed<T>, StoreError> {
-        let listing = self.kv.list(T::PREFIX).await?;
+        self.list_prefix(T::PREFIX).await
+    }
+
+    /// The records of a kind under `prefix` (which starts with the kind's prefix).
+    async fn list_prefix<T: Record>(&self, prefix: &str) -> Result<Listed<T>, StoreError> {
+        let listing = self.kv.list(prefix).await?;
         let mut listed = Listed {
             items: Vec::with_capacity(listing.items.len()),
             revision: listing.revision,

@@ -50,6 +50,17 @@ pub fn selector_config(mode: EgressSelectorMode, url: &str, files: &EgressFiles)
     .to_string()
 }
 
+/// Writes the configuration to `config` (mode 0600) and nothing else: for a server whose CA and
+/// egress certificate files exist already. Directories are created.
+pub fn write_config(
+    config: &Path,
+    files: &EgressFiles,
+    mode: EgressSelectorMode,
+    url: &str,
+) -> io::Result<()> {
+    write_private(config, &selector_config(mode, url, files))
+}
+
 /// Writes the CA, the egress certificate and key into `files`' paths, and the configuration to
 /// `config`, every file mode 0600; returns `config`. Directories are created.
 pub fn write(

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use weft_api::http::{Body, Handler, Peer, error_response, full};
 use weft_api::pki::ClientIdentity;
 
-use crate::policy::{Route, RoutingTable};
+use crate::policy::{EgressSelectorMode, Route, Routes, RoutingTable};
 use crate::proto::{Config, Role};
 use crate::transport::{Connection, websocket};
 
@@ -30,6 +30,15 @@ pub const CONNECT_PATH: &str = "/v1-weft/connect";
 /// How long the server waits for a direct dial.
 const DIRECT_DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Live sessions and streams of a [`TunnelServer`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Agents' tunnels.
+    pub sessions: usize,
+    /// Streams across them (open, dialing, or closing).
+    pub streams: usize,
+}
+
 /// The tunnel endpoint and the CONNECT front door of one server; clones share it.
 #[derive(Clone)]
 pub struct TunnelServer {
@@ -38,7 +47,7 @@ pub struct TunnelServer {
 
 struct Inner {
     config: Config,
-    routes: RwLock<RoutingTable>,
+    routes: RwLock<Arc<Routes>>,
     /// Each node's live sessions, oldest first, with a number to remove them by.
     sessions: Mutex<HashMap<String, Vec<(u64, Connection)>>>,
     next: AtomicU64,
@@ -52,7 +61,7 @@ impl TunnelServer {
         TunnelServer {
             inner: Arc::new(Inner {
                 config,
-                routes: RwLock::new(routes),
+                routes: RwLock::new(Arc::new(Routes::new(routes))),
                 sessions: Mutex::new(HashMap::new()),
                 next: AtomicU64::new(0),
             }),
@@ -61,11 +70,34 @@ impl TunnelServer {
 
     /// Replaces the routing state (nodes joined, left, got pods).
     pub fn set_routes(&self, routes: RoutingTable) {
+        let routes = Arc::new(Routes::new(routes));
         *self
             .inner
             .routes
             .write()
             .unwrap_or_else(PoisonError::into_inner) = routes;
+    }
+
+    /// The routing state in use.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.inner
+            .routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How many tunnel sessions are live, and how many streams they carry, for metrics.
+    pub fn stats(&self) -> ServerStats {
+        let sessions = self.sessions();
+        let mut stats = ServerStats::default();
+        for connection in sessions.values().flatten().map(|(_, c)| c) {
+            if !connection.is_closed() {
+                stats.sessions += 1;
+                stats.streams += connection.stats().streams;
+            }
+        }
+        stats
     }
 
     /// Whether `request` is this server's: a CONNECT, or the tunnel endpoint.
@@ -142,6 +174,12 @@ impl TunnelServer {
                 );
             }
         };
+        if self.routes().table().mode == EgressSelectorMode::Disabled {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "egress-selector-mode is disabled: the servers dial nodes directly and take no tunnels",
+            );
+        }
         let (response, socket) = match websocket::accept(&mut request) {
             Ok(accepted) => accepted,
             Err(response) => return response,
@@ -203,12 +241,7 @@ impl TunnelServer {
         else {
             return error_response(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target");
         };
-        let route = self
-            .inner
-            .routes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .route(&host, port);
+        let route = self.routes().route(&host, port);
         let upgrade = hyper::upgrade::on(&mut request);
         match route {
             Route::Tunnel { node, target } => {

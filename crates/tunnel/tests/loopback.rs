@@ -33,6 +33,11 @@ struct Cluster {
 impl Cluster {
     /// A server on a free loopback port, routing `target_port` on 127.0.0.1 to `agent-1`'s kubelet.
     async fn start(target_port: u16) -> Cluster {
+        Cluster::start_with(target_port, Config::default()).await
+    }
+
+    /// [`Cluster::start`] with the server's sessions on `config`.
+    async fn start_with(target_port: u16, config: Config) -> Cluster {
         let ca = ClusterCa::generate().expect("a CA");
         let server_cert = ca.issue_server(&[], &[]).expect("a server certificate");
         let routes = RoutingTable {
@@ -46,7 +51,7 @@ impl Cluster {
                 pods: Vec::new(),
             }],
         };
-        let server = TunnelServer::new(Config::default(), routes);
+        let server = TunnelServer::new(config, routes);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let serve = serve(&ca, &server_cert, &server, listener);
@@ -61,6 +66,11 @@ impl Cluster {
 
     /// Tunnels for `agent-1`, allowing the kubelet port `allowed_port` on loopback.
     fn agent(&self, allowed_port: u16) -> AgentTunnels {
+        self.agent_with(allowed_port, Config::default())
+    }
+
+    /// [`Cluster::agent`] with the agent's session on `config`.
+    fn agent_with(&self, allowed_port: u16, config: Config) -> AgentTunnels {
         let node = self.ca.issue_node(NODE).expect("a node certificate");
         let tls = tls::client_config(self.ca.cert_pem(), Some(&node)).expect("client tls");
         let dialer = AgentDialer::new(Authorizer::new(EgressSelectorMode::Agent, allowed_port));
@@ -68,7 +78,7 @@ impl Cluster {
             initial: Duration::from_millis(50),
             max: Duration::from_millis(200),
         };
-        let tunnels = AgentTunnels::new(tls, Arc::new(dialer), Config::default(), backoff);
+        let tunnels = AgentTunnels::new(tls, Arc::new(dialer), config, backoff);
         tunnels.set_servers(&[self.addr.to_string()]);
         tunnels
     }
@@ -100,6 +110,8 @@ impl Cluster {
             .expect("tls");
         let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
         conn.write_all(request.as_bytes()).await.expect("write");
+        // TLS may hold the request until flushed.
+        conn.flush().await.expect("flush");
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {
             let mut byte = [0u8; 1];
@@ -380,4 +392,55 @@ async fn a_client_that_stops_reading_stalls_only_its_own_stream() {
     assert!(back == data, "the other stream's bytes came back whole");
     assert_eq!(cluster.server.connected_nodes(), [NODE]);
     stuck.abort();
+}
+
+/// A sink on loopback: reads everything, then answers `done`; returns its port.
+async fn sink() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                let _ = conn.write_all(b"done").await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_streams_share_a_small_session_buffer_and_all_finish() {
+    let port = sink().await;
+    // Room for four streams' windows on each side: the others wait for credit.
+    let config = Config {
+        max_session_buffer: 4 * 256 * 1024,
+        ..Config::default()
+    };
+    let cluster = Cluster::start_with(port, config.clone()).await;
+    let _agent = cluster.agent_with(port, config);
+    cluster.wait_for_tunnel().await;
+    let egress = cluster.egress();
+    let target = format!("127.0.0.1:{port}");
+    let (cluster, target, egress) = (&cluster, &target, &egress);
+    let streams = (0..200).map(|_| async move {
+        let (status, body, conn) = cluster.connect(target, Some(egress)).await;
+        assert_eq!(status, 200, "{body}");
+        let (mut reader, mut writer) = tokio::io::split(conn);
+        let chunk = vec![1u8; 64 * 1024];
+        for _ in 0..4 {
+            writer.write_all(&chunk).await.expect("write");
+        }
+        writer.shutdown().await.expect("shutdown");
+        let mut done = [0u8; 4];
+        reader
+            .read_exact(&mut done)
+            .await
+            .expect("the sink's answer");
+        assert_eq!(&done, b"done");
+    });
+    tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(streams))
+        .await
+        .expect("every stream finished");
 }

@@ -215,7 +215,31 @@ async fn pods(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!((got.value.clone(), got.revision), (pod.clone(), put));
-    assert_eq!(store.list_pods().await.unwrap().items, vec![got]);
+    assert_eq!(store.list_pods().await.unwrap().items, vec![got.clone()]);
+    // One namespace's pods only: a namespace that is a prefix of another's is not mixed in.
+    let other = PodRecord {
+        namespace: "kube-system-2".to_owned(),
+        ..pod.clone()
+    };
+    store.put_pod(&other).await.unwrap();
+    assert_eq!(
+        store.list_pods_in("kube-system").await.unwrap().items,
+        vec![got]
+    );
+    assert!(
+        store
+            .list_pods_in("default")
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        store
+            .delete_pod("kube-system-2", "coredns-1")
+            .await
+            .unwrap()
+    );
     assert!(store.delete_pod("kube-system", "coredns-1").await.unwrap());
     assert!(!store.delete_pod("kube-system", "coredns-1").await.unwrap());
 
@@ -228,6 +252,9 @@ async fn pods(backend: Backend) {
             revision: put,
         }]
     );
+    // The other namespace's put and delete come between.
+    let _ = next(&mut watch).await.unwrap();
+    let _ = next(&mut watch).await.unwrap();
     let second = next(&mut watch).await.unwrap();
     assert!(matches!(
         &second.events[..],

@@ -88,3 +88,26 @@ fn write_creates_private_files() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn write_config_writes_only_the_configuration() {
+    let dir = std::env::temp_dir().join(format!("weft-egress-config-{}", std::process::id()));
+    let files = files(&dir);
+    let config = dir.join("etc/egress-selector-config.yaml");
+    write_config(
+        &config,
+        &files,
+        EgressSelectorMode::Agent,
+        "https://127.0.0.1:9345",
+    )
+    .expect("written");
+    let text = std::fs::read_to_string(&config).expect("read");
+    assert!(text.contains("client-egress.crt"), "{text}");
+    let mode = std::fs::metadata(&config)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(!files.ca_bundle.exists(), "the CA was not written");
+    let _ = std::fs::remove_dir_all(&dir);
+}

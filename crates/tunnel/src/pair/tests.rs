@@ -393,3 +393,86 @@ proptest! {
         harness.finish();
     }
 }
+
+#[test]
+fn streams_beyond_the_session_buffer_wait_for_credit_and_all_finish() {
+    // Room for four streams' windows on each side; forty streams each send a window's worth,
+    // and the agent answers each fin with a small reply, as a sink does.
+    let config = Config {
+        max_session_buffer: 4 * 256 * 1024,
+        ..Config::default()
+    };
+    let mut pair = Pair::new(config.clone(), config).expect("valid configs");
+    let data = vec![7u8; 256 * 1024];
+    let mut streams = Vec::new();
+    for _ in 0..40 {
+        let target = Target::new("10.0.0.1", 10250).expect("valid");
+        streams.push(pair.server.session.open(target).expect("open"));
+    }
+    let mut sent = vec![0usize; streams.len()];
+    let mut agent_done = vec![false; streams.len()];
+    let mut replied = vec![false; streams.len()];
+    let mut server_done = vec![false; streams.len()];
+    for _round in 0..10_000 {
+        pair.drive();
+        for event in pair.agent.take_events() {
+            if let Event::DialRequested { stream, .. } = event {
+                pair.agent.session.accept_dial(stream).expect("accept");
+            }
+        }
+        pair.server.take_events();
+        for (i, &stream) in streams.iter().enumerate() {
+            if sent[i] < data.len() {
+                match pair.server.session.write(stream, &data[sent[i]..]) {
+                    Ok(n) => sent[i] += n,
+                    Err(StreamError::Blocked | StreamError::NotConnected { .. }) => {}
+                    Err(e) => panic!("write {stream}: {e}"),
+                }
+                if sent[i] == data.len() {
+                    pair.server.session.finish(stream).expect("finish");
+                }
+            }
+            if !agent_done[i] {
+                match pair.agent.session.read(stream, usize::MAX) {
+                    Ok(Some(_)) | Err(StreamError::Blocked | StreamError::UnknownStream { .. }) => {
+                    }
+                    Ok(None) => agent_done[i] = true,
+                    Err(e) => panic!("agent read {stream}: {e}"),
+                }
+            }
+            if agent_done[i] && !replied[i] {
+                // The reply waits for credit like any write.
+                match pair.agent.session.write(stream, b"done") {
+                    Ok(4) => {
+                        replied[i] = true;
+                        pair.agent.session.finish(stream).expect("finish");
+                    }
+                    Ok(n) => panic!("a partial reply of {n} bytes"),
+                    Err(StreamError::Blocked) => {}
+                    Err(e) => panic!("reply on {stream}: {e}"),
+                }
+            }
+            if !server_done[i] {
+                match pair.server.session.read(stream, usize::MAX) {
+                    Ok(Some(_)) | Err(StreamError::Blocked) => {}
+                    Ok(None) => server_done[i] = true,
+                    Err(e) => panic!("server read {stream}: {e}"),
+                }
+            }
+        }
+        if server_done.iter().all(|done| *done) {
+            return;
+        }
+    }
+    let stuck: Vec<_> = streams
+        .iter()
+        .zip(&server_done)
+        .filter(|(_, done)| !**done)
+        .map(|(s, _)| s)
+        .collect();
+    panic!(
+        "streams never finished: {stuck:?}; server {:?}, agent {:?}",
+        pair.server.session.stats(),
+        pair.agent.session.stats()
+    );
+}

@@ -180,3 +180,25 @@ fn the_authorizer_allows_only_its_own_node() {
     assert!(fresh.allows(&Target::new("127.0.0.1", KUBELET_PORT).expect("valid")));
     assert!(!fresh.allows(&Target::new("10.0.0.2", KUBELET_PORT).expect("valid")));
 }
+
+#[test]
+fn the_first_node_listed_wins_an_address_claimed_twice() {
+    let mut table = table(EgressSelectorMode::Cluster);
+    let mut twin = table.nodes[1].clone();
+    twin.name = "agent-2".to_owned();
+    table.nodes.push(twin);
+    let routes = Routes::new(table);
+    assert_eq!(
+        routes.route("10.0.0.2", 22),
+        tunnel("agent-1", "10.0.0.2", 22)
+    );
+    assert_eq!(
+        routes.route("10.99.1.7", 80),
+        tunnel("agent-1", "10.99.1.7", 80)
+    );
+    assert_eq!(
+        routes.route("agent-2", 11250),
+        tunnel("agent-2", "127.0.0.1", 11250)
+    );
+    assert_eq!(routes.table().nodes.len(), 3);
+}
