@@ -54,9 +54,10 @@ pub(crate) fn daemon(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
         if !cluster_ok(&config, &cluster) {
             return Ok(ExitCode::FAILURE);
         }
-        let fabric = fabric.with_metrics(agent_metrics);
+        let fabric = fabric.with_metrics(agent_metrics.clone());
         // Tunnels to every server, whatever the backend (`none` too).
-        let egress = egress::start(egress_settings, &cluster, fabric.local())?;
+        let mut egress = egress::start(egress_settings, &cluster, fabric.local())?;
+        egress.export_metrics(agent_metrics);
         agent::run(
             &mut egress.track(&mut source),
             fabric,

@@ -84,6 +84,7 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
         let mut egress =
             server_egress::start(store.clone(), started.plane.hub().clone(), egress_settings)
                 .await?;
+        egress.export_metrics(started.metrics.clone());
         let serve = tokio::spawn(weft_api::http::serve(
             started.listener,
             tls,
@@ -144,7 +145,7 @@ async fn embedded_agent(
         ApiSource::new(&settings.dir, vec![url], token, identity).with_metrics(metrics.clone());
     let kernel = Kernel::connect()?;
     let (fabric, cluster) = agent::join(&mut source, settings, kernel).await?;
-    let fabric = fabric.with_metrics(metrics);
+    let fabric = fabric.with_metrics(metrics.clone());
     let (errors, warnings) = node.check_cluster(&cluster);
     write_stderr(
         &warnings
@@ -163,7 +164,8 @@ async fn embedded_agent(
         );
     }
     // Tunnels to every server, whatever the backend (`none` too).
-    let egress = egress::start(egress_settings, &cluster, fabric.local())?;
+    let mut egress = egress::start(egress_settings, &cluster, fabric.local())?;
+    egress.export_metrics(metrics);
     agent::run(
         &mut egress.track(&mut source),
         fabric,

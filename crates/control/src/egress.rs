@@ -41,6 +41,7 @@ use weft_tunnel::server::TunnelServer;
 use crate::ControlError;
 use crate::bootstrap::BootstrapPaths;
 use crate::hub::LeaseHub;
+use crate::metrics::{ControlMetrics, count};
 use crate::service::ControlPlane;
 
 /// How long route changes gather before the routing table is rebuilt once for all of them.
@@ -48,6 +49,9 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// How long the route follower waits after a store error before it lists again.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// How often the tunnel gauges are read.
+const METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the egress selector needs besides the store.
 #[derive(Debug, Clone)]
@@ -72,6 +76,7 @@ pub struct EgressSettings {
 pub struct Egress {
     tunnel: TunnelServer,
     follower: Option<JoinHandle<()>>,
+    metrics: Option<JoinHandle<()>>,
 }
 
 /// The server's HTTPS handler: tunnel requests to the tunnel server, the rest to the API.
@@ -154,7 +159,11 @@ pub async fn start(
         };
         tokio::spawn(follower.run())
     });
-    Ok(Egress { tunnel, follower })
+    Ok(Egress {
+        tunnel,
+        follower,
+        metrics: None,
+    })
 }
 
 impl Egress {
@@ -171,21 +180,44 @@ impl Egress {
         })
     }
 
+    /// Keeps `metrics`' tunnel gauges (sessions, streams) current, read every few seconds.
+    pub fn export_metrics(&mut self, metrics: ControlMetrics) {
+        let tunnel = self.tunnel.clone();
+        let task = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(METRICS_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let stats = tunnel.stats();
+                metrics.tunnel_sessions().set(count(stats.sessions));
+                metrics.tunnel_streams().set(count(stats.streams));
+            }
+        });
+        if let Some(old) = self.metrics.replace(task) {
+            old.abort();
+        }
+    }
+
     /// Stops following the store and closes every tunnel (the server is stopping); agents
     /// reconnect to the other servers.
     pub fn stop(&mut self) {
-        if let Some(follower) = self.follower.take() {
-            follower.abort();
-        }
+        self.abort_tasks();
         self.tunnel.close_all("the server is stopping");
+    }
+
+    fn abort_tasks(&mut self) {
+        for task in [self.follower.take(), self.metrics.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+        }
     }
 }
 
 impl Drop for Egress {
     fn drop(&mut self) {
-        if let Some(follower) = self.follower.take() {
-            follower.abort();
-        }
+        self.abort_tasks();
     }
 }
 

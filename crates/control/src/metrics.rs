@@ -12,7 +12,8 @@
 //! | `weft_server_lease_watch_lagged_total` | counter | watches ended because the agent read too slowly (it resumes or lists again) |
 //! | `weft_server_registrations_total{result}` | counter | registrations: `ok`, `bad_request`, `unauthorized` (wrong token), `password_rejected` (another machine's name), `error` |
 //! | `weft_server_node_deletions_total` | counter | nodes deleted through this server |
-//! | `weft_server_tunnel_sessions` | gauge | agents' tunnel sessions to this server (stays 0 until the tunnel server uses it) |
+//! | `weft_server_tunnel_sessions` | gauge | agents' egress tunnel sessions to this server |
+//! | `weft_server_tunnel_streams` | gauge | streams across them: CONNECTs relayed through a node |
 
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ pub struct ControlMetrics {
     pub(crate) registrations: Family<Label, Counter>,
     pub(crate) node_deletions: Counter,
     tunnel_sessions: Gauge,
+    tunnel_streams: Gauge,
 }
 
 /// How a registration ended, the `result` label of `weft_server_registrations_total`.
@@ -85,6 +87,7 @@ impl ControlMetrics {
             registrations: Family::default(),
             node_deletions: Counter::default(),
             tunnel_sessions: Gauge::default(),
+            tunnel_streams: Gauge::default(),
         };
         // Every result starts at zero, so rates work from the first scrape.
         for result in [
@@ -153,11 +156,21 @@ impl ControlMetrics {
             "Agents' tunnel sessions to this server",
             self.tunnel_sessions.clone(),
         );
+        server.register(
+            "tunnel_streams",
+            "Streams across the agents' tunnel sessions",
+            self.tunnel_streams.clone(),
+        );
     }
 
     /// The gauge of tunnel sessions, for the tunnel server to keep.
     pub fn tunnel_sessions(&self) -> &Gauge {
         &self.tunnel_sessions
+    }
+
+    /// The gauge of streams across the tunnel sessions.
+    pub fn tunnel_streams(&self) -> &Gauge {
+        &self.tunnel_streams
     }
 
     /// Counts one registration.

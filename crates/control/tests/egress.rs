@@ -28,9 +28,11 @@ use weft_api::protocol::{PodReport, RegisterRequest, ReportedPod};
 use weft_config::{ClusterNetwork, EgressSelectorMode};
 use weft_control::ServerSettings;
 use weft_control::egress::{self as server_egress, EgressSettings as ServerEgress};
+use weft_control::metrics::ControlMetrics;
 use weft_fabric::Lease;
 use weft_node::egress::{self, EgressAgent, EgressSettings};
 use weft_node::identity::NodeIdentity;
+use weft_node::metrics::AgentMetrics;
 use weft_node::{ApiSource, LeaseSource};
 use weft_store::{Datastore, PodRecord, Store};
 use weft_tunnel::OpenError;
@@ -104,6 +106,7 @@ struct Server {
     tunnel: TunnelServer,
     store: Store,
     config_path: PathBuf,
+    metrics: ControlMetrics,
 }
 
 impl Server {
@@ -144,13 +147,14 @@ impl Server {
                     kubelet_port,
                 );
                 let config_path = egress.config_path.clone();
-                let egress = server_egress::start(
+                let mut egress = server_egress::start(
                     started.store.clone(),
                     started.plane.hub().clone(),
                     egress,
                 )
                 .await
                 .expect("the egress selector");
+                egress.export_metrics(started.metrics.clone());
                 let tls = weft_api::tls::server_config(
                     started.bootstrap.ca.cert_pem(),
                     &started.bootstrap.serving,
@@ -171,11 +175,12 @@ impl Server {
                     tunnel,
                     started.store.clone(),
                     config_path,
+                    started.metrics.clone(),
                 )
             })
             .await
             .expect("the server started");
-        let (ca_pem, admin, token, tunnel, store, config_path) = started;
+        let (ca_pem, admin, token, tunnel, store, config_path, metrics) = started;
         Server {
             runtime: Some(runtime),
             dir: dir.to_owned(),
@@ -188,6 +193,7 @@ impl Server {
             tunnel,
             store,
             config_path,
+            metrics,
         }
     }
 
@@ -379,6 +385,7 @@ async fn echoes(conn: &mut (impl AsyncRead + AsyncWrite + Unpin)) {
 /// weft-node's egress side.
 struct Agent {
     egress: EgressAgent,
+    metrics: AgentMetrics,
     lease: Lease,
     ipam_dir: PathBuf,
     dir: PathBuf,
@@ -411,9 +418,12 @@ impl Agent {
                 max: Duration::from_millis(300),
             },
         };
-        let egress = egress::start(settings, &cluster, &lease).expect("the egress side");
+        let mut egress = egress::start(settings, &cluster, &lease).expect("the egress side");
+        let metrics = AgentMetrics::new();
+        egress.export_metrics(metrics.clone());
         Agent {
             egress,
+            metrics,
             lease,
             ipam_dir,
             dir: dir.to_owned(),
@@ -533,6 +543,19 @@ async fn agent_mode_tunnels_kubelets_by_ip_and_name_and_dials_the_rest_directly(
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(read_greeting(&mut conn).await, "kubelet on agent-1");
+
+    // Both ends count their tunnel and its streams (this CONNECT's) for /metrics.
+    eventually("the tunnel gauges", || {
+        let server_side = &server.metrics;
+        (
+            server_side.tunnel_sessions().get(),
+            server_side.tunnel_streams().get(),
+        ) == (1, 1)
+            && agent.metrics.tunnel_sessions().get() == 1
+            && agent.metrics.tunnel_streams().get() == 1
+    })
+    .await;
+    drop(conn);
     server.stop().await;
 }
 

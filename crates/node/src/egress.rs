@@ -42,11 +42,15 @@ use weft_tunnel::policy::Authorizer;
 use crate::NodeError;
 use crate::agent::AgentSettings;
 use crate::identity::Credentials;
+use crate::metrics::AgentMetrics;
 use crate::source::{LeaseSource, LeaseUpdate};
 
 /// How often an unchanged pod report is sent again, in case a server lost it (the node was
 /// deleted and joined again, say).
 const REPORT_AGAIN: Duration = Duration::from_secs(60);
+
+/// How often the tunnel gauges are read.
+const METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The largest host-local state file read; it holds a container id and an interface name.
 const MAX_STATE_FILE: u64 = 4096;
@@ -199,6 +203,25 @@ impl EgressAgent {
     /// The rules the agent dials by now; `None` in `disabled` mode.
     pub fn authorizer(&self) -> Option<Authorizer> {
         self.shared.as_ref().map(|shared| shared.authorizer())
+    }
+
+    /// Keeps `metrics`' tunnel gauges (sessions, streams) current, read every few seconds; they
+    /// stay zero in `disabled` mode.
+    pub fn export_metrics(&mut self, metrics: AgentMetrics) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        self.tasks.push(tokio::spawn(async move {
+            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            let mut interval = tokio::time::interval(METRICS_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let stats = shared.tunnels.stats();
+                metrics.tunnel_sessions().set(gauge(stats.sessions));
+                metrics.tunnel_streams().set(gauge(stats.streams));
+            }
+        }));
     }
 
     /// Takes this node's pod CIDRs from `lease` (its own lease changed).

@@ -13,7 +13,8 @@
 //! | `weft_agent_peers` | gauge | peers' leases the agent programs |
 //! | `weft_agent_lease_updates_total{kind}` | counter | lease updates received: `snapshot`, `put`, `delete` |
 //! | `weft_agent_lease_watch_reconnects_total` | counter | times the lease source lost its server and reconnected |
-//! | `weft_agent_tunnel_sessions` | gauge | tunnel sessions to servers (stays 0 until the tunnel client uses it) |
+//! | `weft_agent_tunnel_sessions` | gauge | egress tunnel sessions to servers (none in `disabled` mode) |
+//! | `weft_agent_tunnel_streams` | gauge | streams across them: connections the servers relay through this node |
 //! | `process_resident_memory_bytes` | gauge | the daemon's resident memory |
 //! | `process_open_fds` | gauge | the daemon's open file descriptors |
 
@@ -58,6 +59,7 @@ pub struct AgentMetrics {
     lease_updates: Family<Label, Counter>,
     watch_reconnects: Counter,
     tunnel_sessions: Gauge,
+    tunnel_streams: Gauge,
 }
 
 // === impl AgentMetrics ===
@@ -74,6 +76,7 @@ impl AgentMetrics {
             lease_updates: Family::default(),
             watch_reconnects: Counter::default(),
             tunnel_sessions: Gauge::default(),
+            tunnel_streams: Gauge::default(),
         };
         // Known label values start at zero, so rates work from the first scrape.
         for result in ["ok", "error"] {
@@ -124,11 +127,21 @@ impl AgentMetrics {
             "Tunnel sessions to servers",
             self.tunnel_sessions.clone(),
         );
+        agent.register(
+            "tunnel_streams",
+            "Streams across the tunnel sessions",
+            self.tunnel_streams.clone(),
+        );
     }
 
     /// The gauge of tunnel sessions, for the tunnel client to keep.
     pub fn tunnel_sessions(&self) -> &Gauge {
         &self.tunnel_sessions
+    }
+
+    /// The gauge of streams across the tunnel sessions.
+    pub fn tunnel_streams(&self) -> &Gauge {
+        &self.tunnel_streams
     }
 
     /// Counts a reconcile that applied `plan` in `took`.

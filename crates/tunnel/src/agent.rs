@@ -192,6 +192,19 @@ impl AgentTunnels {
         }
     }
 
+    /// How many tunnels are live, and how many streams they carry, for metrics.
+    pub fn stats(&self) -> crate::server::TunnelStats {
+        let servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut stats = crate::server::TunnelStats::default();
+        for connection in servers.values().filter_map(Server::connection) {
+            if !connection.is_closed() {
+                stats.sessions += 1;
+                stats.streams += connection.stats().streams;
+            }
+        }
+        stats
+    }
+
     /// The servers with a live tunnel, sorted.
     pub fn connected(&self) -> Vec<String> {
         let servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);

@@ -30,10 +30,11 @@ pub const CONNECT_PATH: &str = "/v1-weft/connect";
 /// How long the server waits for a direct dial.
 const DIRECT_DIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Live sessions and streams of a [`TunnelServer`].
+/// Live tunnel sessions and the streams they carry, of a [`TunnelServer`] or an
+/// [`AgentTunnels`](crate::agent::AgentTunnels).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ServerStats {
-    /// Agents' tunnels.
+pub struct TunnelStats {
+    /// Live tunnels (agents' on a server, to servers on an agent).
     pub sessions: usize,
     /// Streams across them (open, dialing, or closing).
     pub streams: usize,
@@ -88,9 +89,9 @@ impl TunnelServer {
     }
 
     /// How many tunnel sessions are live, and how many streams they carry, for metrics.
-    pub fn stats(&self) -> ServerStats {
+    pub fn stats(&self) -> TunnelStats {
         let sessions = self.sessions();
-        let mut stats = ServerStats::default();
+        let mut stats = TunnelStats::default();
         for connection in sessions.values().flatten().map(|(_, c)| c) {
             if !connection.is_closed() {
                 stats.sessions += 1;
