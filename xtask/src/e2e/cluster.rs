@@ -346,8 +346,8 @@ impl NodeRow {
     }
 }
 
-/// Waits until every node in `nodes` that runs an agent has a route to every other listed
-/// node's pod CIDRs, as `node list` on `server` shows them, and until every node is listed.
+/// Waits until every node in `nodes` that runs an agent has a path to every other listed
+/// node's pod CIDRs ([`has_path`]), as `node list` on `server` shows them, and until every node is listed.
 pub(crate) fn wait_converged(
     lab: &Lab<'_>,
     server: &Node,
@@ -361,9 +361,9 @@ pub(crate) fn wait_converged(
             }
             for cidr in peer.cidrs() {
                 wait_for(
-                    &format!("a route to {} ({cidr}) on {}", peer.name, node.name),
+                    &format!("a path to {} ({cidr}) on {}", peer.name, node.name),
                     START_TIMEOUT,
-                    || Ok(has_route(node, cidr)?.then_some(())),
+                    || Ok(has_path(node, cidr)?.then_some(())),
                 )?;
             }
         }
@@ -384,9 +384,19 @@ pub(crate) fn wait_listed(
     })
 }
 
-/// Whether `node`'s namespace has a route to `cidr`.
-pub(crate) fn has_route(node: &Node, cidr: &str) -> anyhow::Result<bool> {
-    let family = if cidr.contains(':') { "-6" } else { "-4" };
+/// Whether `node` has programmed a path to a peer's pod CIDR: a route to exactly it (vxlan,
+/// host-gw), or a WireGuard peer whose allowed IPs hold it (wireguard-native, whose one route
+/// covers the whole cluster).
+pub(crate) fn has_path(node: &Node, cidr: &str) -> anyhow::Result<bool> {
+    let v6 = cidr.contains(':');
+    let dev = super::inspect::wireguard_dev(v6);
+    if node.host.ns.ip(&["link", "show", dev]).is_ok() {
+        let peers = super::inspect::wireguard_peers(node, dev)?;
+        return Ok(peers
+            .iter()
+            .any(|p| p.allowed_ips.iter().any(|a| a == cidr)));
+    }
+    let family = if v6 { "-6" } else { "-4" };
     let out = node.host.ns.ip(&[family, "route", "show", "exact", cidr])?;
     Ok(!out.trim().is_empty())
 }

@@ -75,6 +75,11 @@ pub(crate) const RUNTIME: &[Package] = &[
         why: "the CNI plugins that make pods",
     },
     Package {
+        name: "wireguard-tools",
+        files: &["wg"],
+        why: "reading the peers of kernel WireGuard devices",
+    },
+    Package {
         name: "procps",
         files: &["kill", "sysctl"],
         why: "signals and namespace sysctls",

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use super::cluster::Node;
 use super::lab::Ns;
 
 /// weft's route protocol number (`ip route show proto 87`).
@@ -11,6 +12,99 @@ pub(crate) const ROUTE_PROTO: &str = "87";
 /// The vxlan device of a family.
 pub(crate) fn vxlan_dev(v6: bool) -> &'static str {
     if v6 { "flannel-v6.1" } else { "flannel.1" }
+}
+
+/// The WireGuard device of a family.
+pub(crate) fn wireguard_dev(v6: bool) -> &'static str {
+    if v6 { "flannel-wg-v6" } else { "flannel-wg" }
+}
+
+/// A WireGuard peer as the device reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WgPeer {
+    pub(crate) endpoint: Option<IpAddr>,
+    /// Allowed IPs as `ADDR/LEN` text.
+    pub(crate) allowed_ips: Vec<String>,
+}
+
+/// The peers of WireGuard device `dev` on `node`: from the read-only UAPI socket the agent
+/// serves for a userspace device (`<data-dir>/agent/wireguard/DEV.sock`, `get=1`), else, for
+/// a kernel device, from `wg show DEV dump`.
+pub(crate) fn wireguard_peers(node: &Node, dev: &str) -> anyhow::Result<Vec<WgPeer>> {
+    let socket = node.dir.join("agent/wireguard").join(format!("{dev}.sock"));
+    if socket.exists() {
+        let out = node
+            .host
+            .ns
+            .exec(&node.dir, "socat")
+            .args([
+                "-t",
+                "2",
+                "-",
+                &format!("UNIX-CONNECT:{}", socket.display()),
+            ])
+            .output(Some(b"get=1\n\n"))?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "asking {} for its peers failed: {}",
+                socket.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        return Ok(parse_uapi_peers(&String::from_utf8_lossy(&out.stdout)));
+    }
+    let dump = node.host.ns.run("wg", &["show", dev, "dump"])?;
+    Ok(parse_wg_dump(&dump))
+}
+
+/// The peers of a UAPI `get=1` answer: each starts at a `public_key=` line, with
+/// `endpoint=192.0.2.2:51820` (or `[2001:db8:1::2]:51821`) and `allowed_ip=` lines.
+pub(crate) fn parse_uapi_peers(text: &str) -> Vec<WgPeer> {
+    let mut peers: Vec<WgPeer> = Vec::new();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        match (key, peers.last_mut()) {
+            ("public_key", _) => peers.push(WgPeer {
+                endpoint: None,
+                allowed_ips: Vec::new(),
+            }),
+            ("endpoint", Some(peer)) => peer.endpoint = endpoint_host(value),
+            ("allowed_ip", Some(peer)) => peer.allowed_ips.push(value.to_owned()),
+            _ => {}
+        }
+    }
+    peers
+}
+
+/// The peers of `wg show DEV dump`: after the interface's line, one tab-separated line per peer
+/// (public key, preshared key, endpoint, allowed IPs, ...).
+pub(crate) fn parse_wg_dump(text: &str) -> Vec<WgPeer> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let (endpoint, allowed) = (fields.get(2)?, fields.get(3)?);
+            Some(WgPeer {
+                endpoint: endpoint_host(endpoint),
+                allowed_ips: allowed
+                    .split(',')
+                    .filter(|a| !a.is_empty() && *a != "(none)")
+                    .map(str::to_owned)
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// The address of `192.0.2.2:51820` or `[2001:db8:1::2]:51821`.
+fn endpoint_host(endpoint: &str) -> Option<IpAddr> {
+    let host = match endpoint.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => endpoint.rsplit_once(':')?.0,
+    };
+    host.parse().ok()
 }
 
 /// The destinations of `dev`'s FDB entries (`bridge fdb show dev DEV`).
@@ -47,6 +141,12 @@ pub(crate) fn route(ns: &Ns, cidr: &str) -> anyhow::Result<String> {
         .ip(&[family, "route", "show", "exact", cidr])?
         .trim()
         .to_owned())
+}
+
+/// The route the kernel picks for the first address of `cidr` (`ip route get`).
+pub(crate) fn route_to(ns: &Ns, cidr: &str) -> anyhow::Result<String> {
+    let addr = cidr.split('/').next().unwrap_or(cidr);
+    Ok(ns.ip(&["route", "get", addr])?.trim().to_owned())
 }
 
 /// The gateway of a route line (`... via GW ...`).

@@ -4,7 +4,7 @@
 //!
 //! | issue | scenario | module |
 //! |---|---|---|
-//! | 1 | `vxlan-ipv4`, `vxlan-dual`, `vxlan-ipv6`, `host-gw-ipv4`, `host-gw-dual`, `host-gw-ipv6` | `fabric` |
+//! | 1 | `{vxlan,host-gw,wireguard}-{ipv4,dual,ipv6}` | `fabric` |
 //! | 2 | `external-ip` | `external_ip` |
 //! | 3 | `backend-none` | `backend_none` |
 //! | 4 | egress selector, each mode | not yet: the tunnel's shells are being written (issue 7) |
@@ -12,13 +12,14 @@
 //! | 6 | `node-delete` | `node_delete` |
 //! | 7 | `ha-etcd` | `ha` |
 //! | 8 | `bad-input` | `bad_input` |
-//! | 9 | backend switch vxlan → wireguard-native → vxlan | not yet: needs wireguard-native (issue 5) |
+//! | 9 | backend switch vxlan → wireguard-native → vxlan | not yet: a server restarted with another `flannel-backend` is refused as a critical-config mismatch |
 //!
-//! Slots for what does not exist yet: wireguard-native joins the fabric matrix as three more rows
-//! of [`fabric::SCENARIOS`] once `--flannel-backend wireguard-native` runs; the egress selector
-//! gets a module `egress` whose `SCENARIOS` [`all`] chains in (it needs the CONNECT front door
-//! and a way to drop direct server→kubelet traffic with nftables, as issue 8 says); the backend
-//! switch gets one more entry in [`OTHERS`]. A scenario is listed only once it can pass.
+//! Slots for what does not exist yet: the egress selector gets a module `egress` whose
+//! `SCENARIOS` [`all`] chains in (it needs the CONNECT front door and a way to drop direct
+//! server→kubelet traffic with nftables, as issue 8 says, and adds "the tunnel still works" to
+//! `backend-none` and CONNECT through the surviving servers to `ha-etcd`); the backend switch
+//! gets one more entry in [`OTHERS`] once servers accept a new backend on restart. A scenario
+//! is listed only once it can pass.
 
 mod backend_none;
 mod bad_input;

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::cluster::{NodeRow, Role, Settings, parse_node_list};
 use super::cni::{empty_result, plugin_config, result_ips};
 use super::demo::{columns, node_table, render_matrix};
-use super::inspect::{parse_fdb_dsts, route_via};
+use super::inspect::{WgPeer, parse_fdb_dsts, parse_uapi_peers, parse_wg_dump, route_via};
 use super::lab::{Families, Ns, Segment, has_event, render_log_line};
 use super::probe::{accepted_peer, ping_counts, pseudo_random};
 use super::reaper::run_pid;
@@ -262,4 +262,50 @@ fn demo_tables() {
         "  FROM \\ TO  a    b\n  a          .    4 -\n  b          4 6  .\n"
     );
     assert_eq!(columns(&[]), "");
+}
+
+#[test]
+fn wireguard_peers() {
+    let uapi = "\
+private_key=aa
+listen_port=51820
+public_key=bb
+endpoint=192.0.2.2:51820
+persistent_keepalive_interval=25
+allowed_ip=198.18.1.0/24
+public_key=cc
+endpoint=[2001:db8:1::3]:51821
+allowed_ip=2001:db8:42:2::/64
+allowed_ip=198.18.2.0/24
+errno=0
+";
+    assert_eq!(
+        parse_uapi_peers(uapi),
+        vec![
+            WgPeer {
+                endpoint: Some(ip("192.0.2.2")),
+                allowed_ips: vec!["198.18.1.0/24".to_owned()],
+            },
+            WgPeer {
+                endpoint: Some(ip("2001:db8:1::3")),
+                allowed_ips: vec!["2001:db8:42:2::/64".to_owned(), "198.18.2.0/24".to_owned()],
+            },
+        ]
+    );
+    let dump = "priv\tpub\t51820\toff\n\
+                bb\t(none)\t192.0.2.2:51820\t198.18.1.0/24\t0\t0\t0\t25\n\
+                cc\t(none)\t(none)\t(none)\t0\t0\t0\toff\n";
+    assert_eq!(
+        parse_wg_dump(dump),
+        vec![
+            WgPeer {
+                endpoint: Some(ip("192.0.2.2")),
+                allowed_ips: vec!["198.18.1.0/24".to_owned()],
+            },
+            WgPeer {
+                endpoint: None,
+                allowed_ips: vec![],
+            },
+        ]
+    );
 }

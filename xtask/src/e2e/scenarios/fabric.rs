@@ -2,14 +2,17 @@
 //!
 //! A server `n1` and an agent `n2` on one segment, an outside host on the same segment, a pod on
 //! each node made by the CNI plugins. For each family: the fabric points at the peer's node IP
-//! (vxlan: the FDB entry's `dst`; host-gw: the route's gateway); the pods ping each other; a TCP
+//! (vxlan: the FDB entry's `dst`; host-gw: the route's gateway; wireguard-native: the endpoint
+//! of the peer whose allowed IPs hold the pod CIDR, with the cluster route on the WireGuard
+//! device); the pods ping each other; a TCP
 //! transfer between them arrives whole and the receiver sees the sender's pod IP (pod to pod is
 //! not masqueraded); a transfer from each pod to the outside host arrives with the node's IP as
 //! its source (masqueraded; IPv6 with `flannel-ipv6-masq`, which every cluster with IPv6 here
 //! sets). Then the pods are deleted through CNI `DEL` and the daemons stop cleanly on SIGTERM.
 //!
-//! wireguard-native joins as three more rows once `--flannel-backend wireguard-native` runs
-//! (issue 5); [`check_path`] then needs its arm (the peer's endpoint in `wg show`).
+//! wireguard-native runs on the kernel module where there is one and on the agent's userspace
+//! implementation elsewhere; the peers are read from the agent's read-only UAPI socket for a
+//! userspace device and from `wg show` for a kernel one.
 
 use anyhow::{bail, ensure};
 
@@ -52,6 +55,21 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
         name: "host-gw-ipv6",
         about: "host-gw, IPv6 only (flannel-ipv6-masq)",
         run: |lab| run(lab, "host-gw", Families::V6),
+    },
+    Scenario {
+        name: "wireguard-ipv4",
+        about: "wireguard-native, IPv4: the same, through the WireGuard peers",
+        run: |lab| run(lab, "wireguard-native", Families::V4),
+    },
+    Scenario {
+        name: "wireguard-dual",
+        about: "wireguard-native, dual-stack: the same for each family",
+        run: |lab| run(lab, "wireguard-native", Families::Dual),
+    },
+    Scenario {
+        name: "wireguard-ipv6",
+        about: "wireguard-native, IPv6 only (flannel-ipv6-masq)",
+        run: |lab| run(lab, "wireguard-native", Families::V6),
     },
 ];
 
@@ -140,7 +158,11 @@ pub(crate) fn check_path_to(
     let Some(cidr) = cidr else {
         bail!("{} has no {family} pod CIDR", peer.name);
     };
-    let route = inspect::route(&node.host.ns, cidr)?;
+    let route = match backend {
+        // One route for the whole cluster CIDR; the peers' allowed IPs pick the peer.
+        "wireguard-native" => inspect::route_to(&node.host.ns, cidr)?,
+        _ => inspect::route(&node.host.ns, cidr)?,
+    };
     match backend {
         "vxlan" => {
             let dev = inspect::vxlan_dev(v6);
@@ -163,6 +185,23 @@ pub(crate) fn check_path_to(
             ensure!(
                 via == Some(want),
                 "{}: the route to {} ({cidr}) is `{route}`, not via {want}",
+                node.name,
+                peer.name
+            );
+        }
+        "wireguard-native" => {
+            let dev = inspect::wireguard_dev(v6);
+            ensure!(
+                route.contains(&format!("dev {dev}")),
+                "{}: the route to {} ({cidr}) is `{route}`, not through {dev}",
+                node.name,
+                peer.name
+            );
+            let peers = inspect::wireguard_peers(node, dev)?;
+            let found = peers.iter().find(|p| p.allowed_ips.contains(cidr));
+            ensure!(
+                found.is_some_and(|p| p.endpoint == Some(want)),
+                "{}: {dev} has no peer for {} ({cidr}) with endpoint {want}: {peers:?}",
                 node.name,
                 peer.name
             );
