@@ -3,7 +3,8 @@
 //! Three nodes on one segment, vxlan and dual-stack: a server `n1` (with its embedded agent)
 //! and agents `n2`, `n3`, each a network namespace, with two pods per node made by the CNI
 //! plugins from the conflist each agent wrote. It prints the nodes with their leases, the pods
-//! with their addresses, and a matrix of which pod reaches which over IPv4 and IPv6, then keeps
+//! with their addresses, a matrix of which pod reaches which over IPv4 and IPv6, and the TCP
+//! throughput between pods on the first and last node (iperf3), then keeps
 //! the cluster up until Enter (or Ctrl-C) so it can be explored with `ip netns exec`; `--once`
 //! stops after the tables. Everything is removed at the end, as after an e2e scenario.
 
@@ -17,7 +18,7 @@ use super::Env;
 use super::cluster::{self, NodeRow, Role, Settings};
 use super::cni::Pod;
 use super::lab::{Families, Lab};
-use super::probe::reachable;
+use super::probe::{reachable, throughput};
 use crate::flags::Demo;
 
 /// `cargo xtask demo`.
@@ -74,6 +75,17 @@ fn show(lab: &Lab<'_>, once: bool) -> anyhow::Result<bool> {
         .filter(|c| **c == Some((true, true)))
         .count();
     println!("{full} of {pairs} pod pairs reach each other over both families");
+    let (from, to) = (&pods[0], &pods[pods.len() - 1]);
+    for v6 in [false, true] {
+        let rate = throughput(lab, &from.ns, &to.ns, to.ip(v6)?)?;
+        println!(
+            "TCP {} -> {} over {} (iperf3, 1 s): {:.2} Gbit/s",
+            from.name,
+            to.name,
+            super::lab::family_name(v6),
+            rate / 1e9
+        );
+    }
 
     if !once {
         println!();

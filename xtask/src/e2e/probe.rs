@@ -160,6 +160,44 @@ pub(crate) fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// TCP throughput from `from` to `to_ip` in `to` over one second with iperf3, in bits per
+/// second as the receiver counted them.
+pub(crate) fn throughput(lab: &Lab<'_>, from: &Ns, to: &Ns, to_ip: IpAddr) -> anyhow::Result<f64> {
+    let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed).to_string();
+    let mut server = lab.spawn_helper(
+        to,
+        &format!("iperf3-{port}"),
+        "iperf3",
+        ["--server", "--one-off", "--port", &port],
+    )?;
+    // iperf3 buffers what it prints to a file: ask the kernel whether it listens yet.
+    let filter = format!("sport = :{port}");
+    wait_for(
+        &format!("iperf3 listening in {to}"),
+        Duration::from_secs(5),
+        || {
+            server.check_running()?;
+            let listening = to.run("ss", &["-Hltn", &filter])?;
+            Ok((!listening.trim().is_empty()).then_some(()))
+        },
+    )?;
+    let report = read(
+        from.exec(&lab.dir, "timeout")
+            .args(["20", "iperf3", "--json", "--time", "1", "--port", &port])
+            .args(["--client", &to_ip.to_string()]),
+    )
+    .with_context(|| format!("iperf3 {from} -> {to_ip}"))?;
+    server.wait(Duration::from_secs(10))?;
+    received_bits_per_second(&report)
+        .with_context(|| format!("iperf3 reported no received rate: {report}"))
+}
+
+/// `end.sum_received.bits_per_second` of an iperf3 `--json` report.
+pub(crate) fn received_bits_per_second(report: &str) -> Option<f64> {
+    let report: serde_json::Value = serde_json::from_str(report).ok()?;
+    report["end"]["sum_received"]["bits_per_second"].as_f64()
+}
+
 /// A ping that runs in the background (`ping -i 0.1 -c COUNT`), for "no packet lost while...".
 pub(crate) struct Pinger {
     daemon: Daemon,

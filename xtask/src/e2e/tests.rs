@@ -11,7 +11,7 @@ use super::cni::{empty_result, plugin_config, result_ips};
 use super::demo::{columns, node_table, render_matrix};
 use super::inspect::{WgPeer, parse_fdb_dsts, parse_uapi_peers, parse_wg_dump, route_via};
 use super::lab::{Families, Ns, Segment, has_event, render_log_line};
-use super::probe::{accepted_peer, ping_counts, pseudo_random};
+use super::probe::{accepted_peer, ping_counts, pseudo_random, received_bits_per_second};
 use super::reaper::run_pid;
 use super::scenarios;
 use super::{executables, select};
@@ -308,4 +308,15 @@ errno=0
             },
         ]
     );
+}
+
+#[test]
+fn iperf3_reports() {
+    let report = r#"{"start": {}, "end": {"sum_sent": {"bits_per_second": 2.5e9}, "sum_received": {"bits_per_second": 2.4e9}}}"#;
+    assert_eq!(received_bits_per_second(report), Some(2.4e9));
+    assert_eq!(
+        received_bits_per_second(r#"{"error": "unable to connect"}"#),
+        None
+    );
+    assert_eq!(received_bits_per_second("garbage"), None);
 }
