@@ -25,6 +25,7 @@ pub(crate) mod inspect;
 pub(crate) mod lab;
 pub(crate) mod probe;
 pub(crate) mod reaper;
+pub(crate) mod responder;
 pub(crate) mod scenarios;
 
 #[cfg(test)]
@@ -63,6 +64,10 @@ pub(crate) struct Env {
 pub(crate) fn run(root: &Path, flags: E2e) -> anyhow::Result<ExitCode> {
     if let Some(pid) = flags.reap {
         reaper::reap(pid);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some((address, name)) = &flags.serve {
+        responder::serve(address, name)?;
         return Ok(ExitCode::SUCCESS);
     }
     let all = scenarios::all();

@@ -74,6 +74,10 @@ pub(crate) struct E2e {
     /// `--reap PID` (internal, not in the usage text): run as the guardian of e2e run PID,
     /// which removes what that run left behind once it exits (see `e2e/reaper.rs`).
     pub(crate) reap: Option<u32>,
+    /// `--serve ADDRESS NAME` (internal, not in the usage text): run as a tiny HTTP server on
+    /// ADDRESS that answers every request with NAME and the client's address, standing in for
+    /// a kubelet or a pod's server in a namespace (see `e2e/responder.rs`).
+    pub(crate) serve: Option<(String, String)>,
 }
 
 /// `cargo xtask demo`.
@@ -181,6 +185,11 @@ fn parse_e2e(args: &[String]) -> anyhow::Result<E2e> {
                     pid.parse()
                         .with_context(|| format!("`--reap` needs a process id, not `{pid}`"))?,
                 );
+            }
+            "--serve" => {
+                let address = args.next().context("`--serve` needs an address and a name")?;
+                let name = args.next().context("`--serve` needs an address and a name")?;
+                e2e.serve = Some((address.clone(), name.clone()));
             }
             _ if arg.starts_with('-') => bail!("unknown e2e flag `{arg}`"),
             _ => bail!("unexpected argument `{arg}`: name a scenario with `--only {arg}`"),

@@ -7,22 +7,23 @@
 //! | 1 | `{vxlan,host-gw,wireguard}-{ipv4,dual,ipv6}` | `fabric` |
 //! | 2 | `external-ip` | `external_ip` |
 //! | 3 | `backend-none` | `backend_none` |
-//! | 4 | egress selector, each mode | not yet: the tunnel's shells are being written (issue 7) |
+//! | 4 | `egress-agent`, `egress-pod`, `egress-cluster`, `egress-disabled` | `egress` |
 //! | 5 | `restart` | `restart` |
 //! | 6 | `node-delete` | `node_delete` |
 //! | 7 | `ha-etcd` | `ha` |
 //! | 8 | `bad-input` | `bad_input` |
 //! | 9 | backend switch vxlan → wireguard-native → vxlan | not yet: a server restarted with another `flannel-backend` is refused as a critical-config mismatch |
 //!
-//! Slots for what does not exist yet: the egress selector gets a module `egress` whose
-//! `SCENARIOS` [`all`] chains in (it needs the CONNECT front door and a way to drop direct
-//! server→kubelet traffic with nftables, as issue 8 says, and adds "the tunnel still works" to
-//! `backend-none` and CONNECT through the surviving servers to `ha-etcd`); the backend switch
-//! gets one more entry in [`OTHERS`] once servers accept a new backend on restart. A scenario
-//! is listed only once it can pass.
+//! The egress tunnel also appears in `backend-none` (the tunnel works without a pod network)
+//! and `ha-etcd` (CONNECT through the surviving servers).
+//!
+//! A slot for what does not exist yet: the backend switch gets one more entry in [`OTHERS`]
+//! once servers accept a new `flannel-backend` on restart. A scenario is listed only once it
+//! can pass.
 
 mod backend_none;
 mod bad_input;
+pub(crate) mod egress;
 mod external_ip;
 pub(crate) mod fabric;
 mod ha;
@@ -77,5 +78,9 @@ const OTHERS: &[Scenario] = &[
 
 /// Every scenario, in the order `cargo xtask e2e` runs them.
 pub(crate) fn all() -> Vec<&'static Scenario> {
-    fabric::SCENARIOS.iter().chain(OTHERS).collect()
+    fabric::SCENARIOS
+        .iter()
+        .chain(OTHERS)
+        .chain(egress::SCENARIOS)
+        .collect()
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::cluster::{NodeRow, Role, Settings, parse_node_list};
+use super::cluster::{Front, NodeRow, Role, Settings, parse_egress_config, parse_node_list};
 use super::cni::{empty_result, plugin_config, result_ips};
 use super::demo::{columns, node_table, render_matrix};
 use super::inspect::{WgPeer, parse_fdb_dsts, parse_uapi_peers, parse_wg_dump, route_via};
@@ -319,4 +319,36 @@ fn iperf3_reports() {
         None
     );
     assert_eq!(received_bits_per_second("garbage"), None);
+}
+
+#[test]
+fn egress_selector_configs() {
+    let connect = r#"{"kind":"EgressSelectorConfiguration","apiVersion":"apiserver.k8s.io/v1beta1","egressSelections":[{"name":"cluster","connection":{"proxyProtocol":"HTTPConnect","transport":{"tcp":{"url":"https://127.0.0.1:9345","tlsConfig":{"caBundle":"/d/ca.crt","clientKey":"/d/a.key","clientCert":"/d/a.crt"}}}}}]}"#;
+    assert_eq!(
+        parse_egress_config(connect).unwrap(),
+        Front {
+            protocol: "HTTPConnect".to_owned(),
+            url: Some("https://127.0.0.1:9345".to_owned()),
+            tls: Some(["/d/ca.crt", "/d/a.crt", "/d/a.key"].map(str::to_owned)),
+        }
+    );
+    let direct =
+        r#"{"egressSelections":[{"name":"cluster","connection":{"proxyProtocol":"Direct"}}]}"#;
+    assert_eq!(
+        parse_egress_config(direct).unwrap(),
+        Front {
+            protocol: "Direct".to_owned(),
+            url: None,
+            tls: None,
+        }
+    );
+    assert!(parse_egress_config(r#"{"egressSelections":[]}"#).is_err());
+}
+
+#[test]
+fn responder_bodies() {
+    assert_eq!(
+        super::responder::body("kubelet-n2", ip("192.0.2.2")),
+        "kubelet-n2 192.0.2.2\n"
+    );
 }

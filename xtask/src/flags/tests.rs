@@ -87,6 +87,14 @@ fn e2e() {
         e2e(|e| e.bin_dir = Some("/opt/weft".into())),
     );
     check("e2e --reap 42", e2e(|e| e.reap = Some(42)));
+    check(
+        "e2e --serve 0.0.0.0:10250 kubelet-n2",
+        e2e(|e| e.serve = Some(("0.0.0.0:10250".to_owned(), "kubelet-n2".to_owned()))),
+    );
+    check(
+        "e2e --serve 0.0.0.0:10250",
+        Err("`--serve` needs an address and a name"),
+    );
     check("e2e --only", Err("`--only` needs a scenario name"));
     check(
         "e2e --reap me",

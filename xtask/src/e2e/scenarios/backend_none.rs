@@ -2,8 +2,8 @@
 //!
 //! A server and an agent register and get leases, but neither programs anything (no `flannel*`
 //! or `cni0` link, no route of weft's, no `weft` nftables table) and neither writes a CNI
-//! config or `subnet.env`: with `none`, the pod network is someone else's. (Issue 8 adds "the
-//! tunnel still works"; that check joins when the egress tunnel exists, issue 7.)
+//! config or `subnet.env`: with `none`, the pod network is someone else's. The egress tunnel
+//! still works: the server's front door reaches the agent's kubelet through it.
 
 use std::time::Duration;
 
@@ -48,6 +48,8 @@ pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
         }
     }
     lab.step("no link, route or nftables table of weft's, no CNI config, no subnet.env");
+    let mut kubelet = None;
+    super::egress::kubelet_through_tunnel(lab, &nodes[0], &nodes[1], &mut kubelet)?;
     for node in nodes.iter_mut().rev() {
         node.stop()?;
     }

@@ -6,8 +6,8 @@
 //! Then `s1` is killed (SIGKILL): every pod still reaches every other; a new agent `a3` joins
 //! through `s3`, and its pod reaches the pods of every node whose agent still runs, which
 //! proves that `a1`, whose server died, moved to a surviving server and learned of `a3`.
-//! (Issue 8 adds "CONNECT through the surviving servers still works"; that check joins with the
-//! egress tunnel, issue 7.)
+//! HTTP CONNECT through the front door of each surviving server still reaches the kubelets of
+//! `a1` and `a2` through their tunnels.
 
 use anyhow::Context;
 
@@ -15,6 +15,8 @@ use crate::e2e::cluster::{self, Node, Settings};
 use crate::e2e::cni::Pod;
 use crate::e2e::lab::{Families, Lab};
 use crate::e2e::probe::ping;
+
+use super::egress;
 
 pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
     let families = Families::V4;
@@ -58,10 +60,19 @@ pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
     mesh(&pods)?;
     lab.step(format!("{} pods reach each other", pods.len()));
 
+    let mut kubelets = [None, None];
+    for (agent, kubelet) in agents.iter().zip(&mut kubelets) {
+        egress::kubelet_through_tunnel(lab, &servers[0], agent, kubelet)?;
+    }
     servers[0].kill();
     lab.step("s1 killed (SIGKILL)");
     mesh(&pods)?;
     lab.step("every pod still reaches every other");
+    for server in &servers[1..] {
+        for (agent, kubelet) in agents.iter().zip(&mut kubelets) {
+            egress::kubelet_through_tunnel(lab, server, agent, kubelet)?;
+        }
+    }
 
     let host = lab.host("a3", &[(&segment, 13)])?;
     let mut a3 = Node::agent(lab, "a3", host, &servers[2].url(), &token);
