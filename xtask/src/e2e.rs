@@ -72,8 +72,9 @@ pub(crate) fn run(root: &Path, flags: E2e) -> anyhow::Result<ExitCode> {
     }
     let all = scenarios::all();
     if flags.list {
+        let width = all.iter().map(|s| s.name.len()).max().unwrap_or(0);
         for scenario in &all {
-            println!("{:<14} {}", scenario.name, scenario.about);
+            println!("{:<width$}  {}", scenario.name, scenario.about);
         }
         return Ok(ExitCode::SUCCESS);
     }
