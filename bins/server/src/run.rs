@@ -141,8 +141,12 @@ async fn embedded_agent(
     let settings = agent_settings(node, name);
     let egress_settings = egress::EgressSettings::for_agent(&settings, node.kubelet_port);
     let identity = NodeIdentity::load_or_create(&settings.dir)?;
-    let mut source =
-        ApiSource::new(&settings.dir, vec![url], token, identity).with_metrics(metrics.clone());
+    // The embedded agent reaches its own server over loopback; the cluster knows the server by
+    // its advertise URL, which may not route back to this host (a NAT's address).
+    let local = local_url(config);
+    let mut source = ApiSource::new(&settings.dir, vec![local.clone()], token, identity)
+        .with_alias(url, local)
+        .with_metrics(metrics.clone());
     let kernel = Kernel::connect()?;
     let (fabric, cluster) = agent::join(&mut source, settings, kernel).await?;
     let fabric = fabric.with_metrics(metrics.clone());
@@ -236,15 +240,17 @@ fn admin(config: &ServerConfig) -> anyhow::Result<(AdminClient, String)> {
         key_pem: read("client-admin.key")?,
     };
     let client = AdminClient::new(&read("server-ca.crt")?, &identity)?;
+    Ok((client, local_url(config)))
+}
+
+/// This server's API over loopback (or on its bind address when that is not a wildcard).
+fn local_url(config: &ServerConfig) -> String {
     let local = match config.node.bind_address {
         IpAddr::V4(a) if a.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
         IpAddr::V6(a) if a.is_unspecified() => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
         other => other,
     };
-    Ok((
-        client,
-        url_of(SocketAddr::new(local, config.supervisor_port)),
-    ))
+    url_of(SocketAddr::new(local, config.supervisor_port))
 }
 
 /// The control plane's settings from the configuration.

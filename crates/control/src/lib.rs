@@ -100,12 +100,10 @@ pub async fn start(settings: ServerSettings) -> Result<Started, ControlError> {
     .await?;
     let metrics = ControlMetrics::new();
     let hub = LeaseHub::start(store.clone(), metrics.clone()).await?;
-    let listener = TcpListener::bind(settings.bind)
-        .await
-        .map_err(|e| ControlError::Listen {
-            addr: settings.bind,
-            reason: e.to_string(),
-        })?;
+    let listener = listen(settings.bind).map_err(|e| ControlError::Listen {
+        addr: settings.bind,
+        reason: e.to_string(),
+    })?;
     let plane = Arc::new(
         ControlPlane::new(
             store.clone(),
@@ -132,29 +130,85 @@ pub async fn start(settings: ServerSettings) -> Result<Started, ControlError> {
     })
 }
 
+/// The accept queue of the API port: Go's servers (K3s's) take the kernel's `somaxconn`,
+/// usually 4096; tokio's default of 128 overflows when thousands of agents reconnect after a
+/// restart, or a kube-apiserver opens many CONNECTs at once, and each overflow costs the
+/// client a SYN retransmit of a second or more.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (with `SO_REUSEADDR`, as tokio does) and listens with [`LISTEN_BACKLOG`].
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// The critical settings a restart may change, as K3s's migration to wireguard-native does:
+/// "update the config on every server, then restart the nodes, servers first".
+pub const MIGRATABLE_SETTINGS: [&str; 3] = [
+    "flannel-backend",
+    "flannel-ipv6-masq",
+    "egress-selector-mode",
+];
+
 /// Stores the cluster network on the cluster's first start; later, compares this server's
-/// critical settings with the stored ones and refuses any difference.
+/// critical settings with the stored ones.
+///
+/// Any difference in the CIDRs, DNS, domain, masks, `flannel-external-ip` or
+/// `disable-network-policy` is refused, naming every differing setting. A difference only in
+/// [`MIGRATABLE_SETTINGS`] is the first step of a migration: the stored settings are updated
+/// (with a warning that says what to do next), and the other servers and then the agents take
+/// the new settings when they restart.
 pub async fn check_network(store: &Store, network: &ClusterNetwork) -> Result<(), ControlError> {
-    match store
-        .create_cluster_config_if_absent(&network.to_json())
-        .await?
-    {
-        Created::Created(_) => {
-            tracing::info!("stored the cluster network settings");
-            Ok(())
-        }
-        Created::Existing(stored) => {
-            let cluster = ClusterNetwork::from_json(&stored.value).map_err(|e| {
-                ControlError::StoredNetwork {
-                    reason: e.to_string(),
-                }
-            })?;
-            let errors = network.compare_critical(&cluster);
-            if errors.is_empty() {
-                Ok(())
-            } else {
-                Err(ControlError::CriticalMismatch { errors })
+    loop {
+        let stored = match store
+            .create_cluster_config_if_absent(&network.to_json())
+            .await?
+        {
+            Created::Created(_) => {
+                tracing::info!("stored the cluster network settings");
+                return Ok(());
             }
+            Created::Existing(stored) => stored,
+        };
+        let cluster: ClusterNetwork =
+            ClusterNetwork::from_json(&stored.value).map_err(|e| ControlError::StoredNetwork {
+                reason: e.to_string(),
+            })?;
+        let errors = network.compare_critical(&cluster);
+        if errors.is_empty() {
+            return Ok(());
         }
+        let migratable = errors.iter().all(|e| {
+            matches!(e, weft_config::ConfigError::CriticalMismatch { setting, .. }
+                if MIGRATABLE_SETTINGS.contains(setting))
+        });
+        if !migratable {
+            return Err(ControlError::CriticalMismatch { errors });
+        }
+        if store
+            .update_cluster_config(&network.to_json(), stored.revision)
+            .await?
+            .is_some()
+        {
+            for e in &errors {
+                if let weft_config::ConfigError::CriticalMismatch {
+                    setting,
+                    this,
+                    cluster,
+                } = e
+                {
+                    tracing::warn!(
+                        "changed the cluster's {setting} from {cluster} to {this}; restart every other server with {setting}: {this}, then every agent"
+                    );
+                }
+            }
+            return Ok(());
+        }
+        // Another server changed the record meanwhile: compare again.
     }
 }

@@ -69,6 +69,8 @@ pub struct ApiSource {
     revision: Option<u64>,
     watch: Option<LeaseWatch>,
     failures: u32,
+    /// A server URL this source reaches by another URL: (the URL the cluster knows, the URL to use).
+    alias: Option<(String, String)>,
     idle_timeout: Duration,
     metrics: AgentMetrics,
 }
@@ -113,8 +115,29 @@ impl ApiSource {
             revision: None,
             watch: None,
             failures: 0,
+            alias: None,
             idle_timeout: WATCH_IDLE_TIMEOUT,
             metrics: AgentMetrics::default(),
+        }
+    }
+
+    /// Reaches the server the cluster knows as `known` through `local` instead: a server's
+    /// embedded agent talks to its own server over loopback, whatever its advertise address
+    /// (which may be a NAT's address that does not route back to the host).
+    pub fn with_alias(mut self, known: String, local: String) -> ApiSource {
+        self.alias = Some((known, local));
+        self
+    }
+
+    /// Adds a server the cluster told about, unless it is known already (or aliased).
+    fn learn_server(&mut self, server: String) {
+        let server = match &self.alias {
+            Some((known, local)) if *known == server => local.clone(),
+            _ => server,
+        };
+        if !self.servers.contains(&server) {
+            tracing::info!(server = %server, "learned a server");
+            self.servers.push(server);
         }
     }
 
@@ -250,9 +273,7 @@ impl LeaseSource for ApiSource {
         creds.save(&self.dir)?;
         self.client = Some(NodeClient::new(&ca.ca_pem, &creds.identity()).map_err(NodeError::Api)?);
         for server in response.servers {
-            if !self.servers.contains(&server) {
-                self.servers.push(server);
-            }
+            self.learn_server(server);
         }
         Ok(response.lease)
     }
@@ -346,10 +367,7 @@ impl ApiSource {
     async fn refresh_servers(&mut self, client: &NodeClient, server: &str) {
         if let Ok(servers) = client.servers(server).await {
             for s in servers {
-                if !self.servers.contains(&s) {
-                    tracing::info!(server = %s, "learned a new server");
-                    self.servers.push(s);
-                }
+                self.learn_server(s);
             }
         }
     }

@@ -171,3 +171,44 @@ async fn dual_stack_cannot_be_added_to_a_single_stack_cluster() {
         "the reason is missing from:\n{text}"
     );
 }
+
+/// K3s's migration to wireguard-native: change `flannel-backend` on the servers and restart
+/// them. A restart that changes only migratable settings updates the cluster's record, and the
+/// next start with the new value is an ordinary one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_may_switch_the_backend() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = TestServer::start(ServerOptions::embedded(dir.path()))
+        .await
+        .expect("the server starts");
+    let mut options = server.stop().await;
+    options.network =
+        dual_stack_with(&[("flannel-backend", serde_json::json!("wireguard-native"))]);
+    let server = TestServer::start(options.clone())
+        .await
+        .expect("switching the backend is accepted");
+    let mut options = server.stop().await;
+    // The record now says wireguard-native: the old backend is the change now.
+    options.network = dual_stack_with(&[]);
+    let server = TestServer::start(options.clone())
+        .await
+        .expect("and switching back is accepted too");
+    let mut options = server.stop().await;
+    options.network = dual_stack_with(&[
+        ("flannel-backend", serde_json::json!("host-gw")),
+        (
+            "cluster-dns",
+            serde_json::json!(["10.43.0.53", "fd00:43::a"]),
+        ),
+    ]);
+    let refused = TestServer::start(options)
+        .await
+        .err()
+        .expect("a backend switch mixed with another change is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("flannel-backend (this server: host-gw, cluster: vxlan)"),
+        "{refused}"
+    );
+}
