@@ -168,6 +168,15 @@ impl Node {
         }
     }
 
+    /// Sets `flag`'s value in the daemon's arguments for its next start (adding the flag when
+    /// it is not there).
+    pub(crate) fn set_arg(&mut self, flag: &str, value: &str) {
+        match self.args.iter().position(|a| a == flag) {
+            Some(i) if i + 1 < self.args.len() => self.args[i + 1] = value.to_owned(),
+            _ => self.args.extend([flag.to_owned(), value.to_owned()]),
+        }
+    }
+
     /// Adds flags before the node starts (or for its next start).
     pub(crate) fn with_args(mut self, args: &[&str]) -> Node {
         self.args.extend(args.iter().map(|s| (*s).to_owned()));

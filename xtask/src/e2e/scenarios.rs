@@ -17,11 +17,10 @@
 //! The egress tunnel also appears in `backend-none` (the tunnel works without a pod network)
 //! and `ha-etcd` (CONNECT through the surviving servers).
 //!
-//! A slot for what does not exist yet: the backend switch gets one more entry in [`OTHERS`]
-//! once servers accept a new `flannel-backend` on restart. A scenario is listed only once it
-//! can pass.
+//! A scenario is listed only once it can pass.
 
 mod backend_none;
+mod backend_switch;
 mod bad_input;
 pub(crate) mod egress;
 mod external_ip;
@@ -53,6 +52,11 @@ const OTHERS: &[Scenario] = &[
         name: "backend-none",
         about: "flannel-backend none: agents register, nothing is programmed, no CNI config",
         run: backend_none::run,
+    },
+    Scenario {
+        name: "backend-switch",
+        about: "vxlan -> wireguard-native -> vxlan by restarting the server, then the agent",
+        run: backend_switch::run,
     },
     Scenario {
         name: "restart",
