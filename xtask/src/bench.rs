@@ -48,6 +48,15 @@ pub(crate) fn run(root: &Path, bench: Bench) -> anyhow::Result<()> {
             .run(),
         // 5,000 simulated agents registering with and watching one weft-server process.
         Some(name) if name == "control-plane" => control_plane::run(root),
+        // The tunnel on loopback (server and agent processes, CONNECT over TLS) beside direct
+        // TCP, then the protocol's criterion bench (frames, the in-memory pair).
+        Some(name) if name == "tunnel" => {
+            cargo(root)
+                .args(["run", "--release", "--package", "weft-tunnel"])
+                .args(["--example", "tunnel_bench"])
+                .run()?;
+            cargo_bench.args(["--bench", "tunnel"]).run()
+        }
         None => cargo_bench.run(),
         Some(name) if criterion.contains(&name) => cargo_bench.args(["--bench", &name]).run(),
         Some(name) => bail!(

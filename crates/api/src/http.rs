@@ -19,8 +19,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::ApiError;
+use crate::io::ReadAhead;
 use crate::pki::{ClientIdentity, client_identity};
 use crate::protocol::ErrorBody;
+
+/// How much encrypted data rustls may hold before the socket takes it (its default is 64 KiB).
+const TLS_BUFFER_LIMIT: usize = 512 * 1024;
 
 /// A response body: whole or streamed.
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -61,13 +65,16 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, handler: Arc<d
         let handler = handler.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let tls = match acceptor.accept(tcp).await {
+            // rustls reads 4 KiB at a time; read the socket in large chunks under it.
+            let mut tls = match acceptor.accept(ReadAhead::new(tcp)).await {
                 Ok(tls) => tls,
                 Err(e) => {
                     tracing::debug!(%addr, error = %e, "TLS handshake failed");
                     return;
                 }
             };
+            // Let one write carry a large batch (the tunnel's); the limit, not a buffer.
+            tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
             let identity = tls
                 .get_ref()
                 .1

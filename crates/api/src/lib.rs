@@ -10,6 +10,8 @@
 //! - [`files`]: atomic writes of small state files, for both daemons' data dirs.
 //! - [`http`] and [`tls`]: HTTPS plumbing (hyper 1, rustls with ring) both sides share;
 //!   [`http::serve`] hands each request its peer's verified [`pki::ClientIdentity`].
+//! - [`io`]: [`io::ReadAhead`], large socket reads under TLS without a buffer per idle
+//!   connection, and the buffer pool it shares with weft-tunnel.
 //!
 //! It deliberately holds no cluster state and makes no policy: the server binary decides what to
 //! answer (with weft-store), the agent what to do with leases (with weft-fabric).
@@ -22,6 +24,7 @@ pub mod client;
 mod error;
 pub mod files;
 pub mod http;
+pub mod io;
 pub mod pki;
 pub mod protocol;
 pub mod tls;

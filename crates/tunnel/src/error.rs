@@ -1,11 +1,10 @@
 //! The transport's errors, by phase: [`ConnectError`] (reaching a server's tunnel endpoint),
-//! [`ConnectionError`] (why a connection ended) and [`OpenError`] (why a stream did not open).
-//! The protocol's own errors are in [`proto`](crate::proto).
+//! [`ConnectionError`] (why a connection ended), [`WebSocketError`] (a peer that broke the
+//! WebSocket framing) and [`OpenError`] (why a stream did not open). The protocol's own errors
+//! are in [`proto`](crate::proto).
 
 use std::io;
 use std::sync::Arc;
-
-use tokio_tungstenite::tungstenite;
 
 use crate::proto::{DialError, ResetCode, SessionError, StreamError};
 
@@ -30,15 +29,25 @@ pub enum ConnectError {
         #[source]
         source: io::Error,
     },
-    /// The WebSocket handshake failed; a `401` or `403` means the node's certificate was
-    /// missing or not a node's.
-    #[error("tunnel handshake with {url} failed: {source}")]
+    /// The server refused the WebSocket upgrade: `401` without a node certificate, `403` for
+    /// a certificate that is not a node's (or in `disabled` mode, which takes no tunnels).
+    #[error("{url} refused the tunnel: {status} {message}")]
+    Rejected {
+        /// The URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The server's reason.
+        message: String,
+    },
+    /// The WebSocket handshake failed otherwise (the HTTP exchange broke, or the server's
+    /// answer was no WebSocket's).
+    #[error("tunnel handshake with {url} failed: {reason}")]
     Handshake {
         /// The URL.
         url: String,
-        /// The failure, with the server's status if it answered.
-        #[source]
-        source: Box<tungstenite::Error>,
+        /// What went wrong.
+        reason: String,
     },
 }
 
@@ -52,12 +61,52 @@ pub enum ConnectionError {
     /// The WebSocket closed (or its TCP connection did) without a go-away.
     #[error("the tunnel's WebSocket closed")]
     Lost,
-    /// The WebSocket failed.
-    #[error("the tunnel's WebSocket failed: {0}")]
-    WebSocket(#[source] Arc<tungstenite::Error>),
-    /// The peer sent a text message; the tunnel speaks only binary frames.
+    /// Reading or writing the connection failed.
+    #[error("the tunnel's connection failed: {0}")]
+    Io(#[source] Arc<io::Error>),
+    /// The peer broke the WebSocket framing.
+    #[error(transparent)]
+    WebSocket(#[from] WebSocketError),
+}
+
+/// A peer that broke the WebSocket framing the tunnel speaks (RFC 6455, binary messages only).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebSocketError {
+    /// A text message; the tunnel takes binary frames only.
     #[error("the peer sent a text message on the tunnel, which takes binary frames only")]
-    TextMessage,
+    Text,
+    /// A fragmented message; every tunnel frame is one unfragmented message.
+    #[error("the peer sent a fragmented WebSocket message; tunnel frames are never fragmented")]
+    Fragmented,
+    /// A reserved header bit was set (no extension is negotiated).
+    #[error("the peer set a reserved WebSocket header bit")]
+    ReservedBits,
+    /// An opcode RFC 6455 does not define.
+    #[error("the peer sent WebSocket opcode {opcode:#x}, which does not exist")]
+    UnknownOpcode {
+        /// The opcode.
+        opcode: u8,
+    },
+    /// Masking the wrong way: a client must mask every frame, a server none.
+    #[error("a frame {} arrived at the WebSocket {side}", if *.masked { "masked" } else { "unmasked" })]
+    Masking {
+        /// Whether the frame was masked.
+        masked: bool,
+        /// The receiving end, `server` or `client`.
+        side: &'static str,
+    },
+    /// A message longer than one tunnel frame.
+    #[error("a WebSocket message of {len} bytes exceeds the tunnel's {max}-byte frames")]
+    TooLong {
+        /// Its announced length.
+        len: usize,
+        /// The most a frame may have.
+        max: usize,
+    },
+    /// A control frame (close, ping, pong) that was fragmented or longer than 125 bytes.
+    #[error("the peer sent a fragmented or oversized WebSocket control frame")]
+    BadControlFrame,
 }
 
 /// Why a stream did not open.

@@ -35,4 +35,4 @@ pub mod proto;
 pub mod server;
 pub mod transport;
 
-pub use error::{ConnectError, ConnectionError, OpenError};
+pub use error::{ConnectError, ConnectionError, OpenError, WebSocketError};

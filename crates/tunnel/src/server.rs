@@ -15,14 +15,13 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use weft_api::http::{Body, Handler, Peer, error_response, full};
 use weft_api::pki::ClientIdentity;
 
 use crate::policy::{EgressSelectorMode, Route, Routes, RoutingTable};
 use crate::proto::{Config, Role};
-use crate::transport::{Connection, websocket};
+use crate::transport::{Connection, TunnelStream, splice, splice_io, websocket};
 
 /// The path agents open their tunnel WebSocket on.
 pub const CONNECT_PATH: &str = "/v1-weft/connect";
@@ -250,7 +249,7 @@ impl TunnelServer {
                     return bad_gateway(format!("no tunnel to node {node}"));
                 };
                 match connection.open(target.clone()).await {
-                    Ok(stream) => answer_and_splice(upgrade, stream),
+                    Ok(stream) => answer_and_splice(upgrade, Relay::Tunnel(stream)),
                     Err(error) => {
                         bad_gateway(format!("dial {target} through node {node}: {error}"))
                     }
@@ -263,7 +262,10 @@ impl TunnelServer {
                 )
                 .await;
                 match dialed {
-                    Ok(Ok(tcp)) => answer_and_splice(upgrade, tcp),
+                    Ok(Ok(tcp)) => {
+                        let _ = tcp.set_nodelay(true);
+                        answer_and_splice(upgrade, Relay::Direct(tcp))
+                    }
                     Ok(Err(error)) => bad_gateway(format!("dial {host}:{port}: {error}")),
                     Err(_) => bad_gateway(format!("dial {host}:{port}: timed out")),
                 }
@@ -291,16 +293,25 @@ impl std::fmt::Debug for TunnelServer {
     }
 }
 
-/// `200`, then the client's connection and `target` are joined once hyper hands it over.
-fn answer_and_splice<T>(upgrade: hyper::upgrade::OnUpgrade, mut target: T) -> Response<Body>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+/// Where a CONNECT goes once answered.
+enum Relay {
+    /// A stream through a node's tunnel.
+    Tunnel(TunnelStream),
+    /// A connection the server dialed itself.
+    Direct(TcpStream),
+}
+
+/// `200`, then the client's connection and `relay` are joined once hyper hands it over.
+fn answer_and_splice(upgrade: hyper::upgrade::OnUpgrade, relay: Relay) -> Response<Body> {
     tokio::spawn(async move {
         match upgrade.await {
             Ok(upgraded) => {
                 let mut client = TokioIo::new(upgraded);
-                if let Err(error) = crate::transport::splice(&mut client, &mut target).await {
+                let relayed = match relay {
+                    Relay::Tunnel(mut stream) => splice(&mut client, &mut stream).await,
+                    Relay::Direct(mut tcp) => splice_io(&mut client, &mut tcp).await,
+                };
+                if let Err(error) = relayed {
                     tracing::debug!(%error, "CONNECT relay ended with an error");
                 }
             }

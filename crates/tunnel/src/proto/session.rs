@@ -349,6 +349,21 @@ impl Session {
     /// than `data.len()`. Never queues beyond the peer's credit, the stream window or the
     /// session buffer. [`StreamError::Blocked`] when nothing fits: wait for [`Event::Writable`].
     pub fn write(&mut self, stream: StreamId, data: &[u8]) -> Result<usize, StreamError> {
+        let len = self.writable(stream, data.len())?;
+        self.queue(stream, Bytes::copy_from_slice(&data[..len]));
+        Ok(len)
+    }
+
+    /// [`write`](Self::write) without a copy: queues a slice of `data` itself.
+    pub fn write_bytes(&mut self, stream: StreamId, data: &Bytes) -> Result<usize, StreamError> {
+        let len = self.writable(stream, data.len())?;
+        self.queue(stream, data.slice(..len));
+        Ok(len)
+    }
+
+    /// How much of `wanted` bytes `stream` may queue now; [`StreamError::Blocked`] (and a
+    /// `Writable` event owed) when nothing.
+    fn writable(&mut self, stream: StreamId, wanted: usize) -> Result<usize, StreamError> {
         self.check_open()?;
         let window = u64::from(self.config.stream_window);
         let session_room = self.config.max_session_buffer - self.send_buffered;
@@ -359,14 +374,14 @@ impl Session {
         if state.fin != Fin::Open {
             return Err(StreamError::Finished { stream });
         }
-        if data.is_empty() {
+        if wanted == 0 {
             return Ok(0);
         }
         let stream_room = state
             .send_credit
             .min(window.saturating_sub(state.send_queued));
         let room = stream_room.min(session_room);
-        let len = usize::try_from(room).unwrap_or(usize::MAX).min(data.len());
+        let len = usize::try_from(room).unwrap_or(usize::MAX).min(wanted);
         if len == 0 {
             let newly = !state.want_writable;
             state.want_writable = true;
@@ -375,14 +390,21 @@ impl Session {
             }
             return Err(StreamError::Blocked);
         }
-        state
-            .send_queue
-            .push_back(Bytes::copy_from_slice(&data[..len]));
-        state.send_queued += len as u64;
-        state.send_credit -= len as u64;
-        self.send_buffered += len as u64;
-        self.mark_ready(stream);
         Ok(len)
+    }
+
+    /// Queues `chunk` (which [`writable`](Self::writable) allowed) on `stream`.
+    fn queue(&mut self, stream: StreamId, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        let len = chunk.len() as u64;
+        let state = self.expect_stream(stream);
+        state.send_queue.push_back(chunk);
+        state.send_queued += len;
+        state.send_credit -= len;
+        self.send_buffered += len;
+        self.mark_ready(stream);
     }
 
     /// Reads up to `max` bytes (at least one) of `stream`, without copying. `Ok(None)` once the

@@ -2,35 +2,43 @@
 //! [`TunnelStream`], one stream of it as `AsyncRead + AsyncWrite`.
 //!
 //! The session sits behind a mutex that the driver, the WebSocket reader and the stream handles
-//! share (quinn's shape). The reader task feeds every message to the session and wakes the
-//! driver. The driver owns the WebSocket's write half and the one timer: it drains
-//! `poll_transmit`, re-arms the timer from `poll_timeout`, and turns `poll_event` into wakeups
-//! of stream handles, answers to pending opens, and dials. Reading and writing the WebSocket run
-//! in separate tasks, so a peer that stops reading cannot stop this side from reading.
+//! share (quinn's shape). The reader task reads the connection in large chunks, takes every
+//! whole message out of them and feeds them all to the session under one lock, handing data
+//! payloads over as slices of its buffer; then it wakes the driver. The driver owns the write
+//! half and the one timer: it encodes what `poll_transmit` yields straight into one output
+//! buffer, WebSocket headers and all, writes that buffer in one go, re-arms the timer from
+//! `poll_timeout`, and turns `poll_event` into wakeups of stream handles, answers to pending
+//! opens, and dials. Reading and writing run in separate tasks, so a peer that stops reading
+//! cannot stop this side from reading.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Instant;
 
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot, watch};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 
+use weft_api::io::pool as buffers;
+
+use super::pool;
+use super::websocket::{self, Message, Side, WebSocket};
 use crate::error::{ConnectionError, OpenError};
 use crate::proto::{
     Config, ConfigError, DialError, Event, ResetCode, Role, Session, StreamError, StreamId, Target,
 };
 
-/// The most frames the driver takes from the session before it writes them out.
-const FRAMES_PER_ROUND: usize = 64;
+/// How much the driver encodes before it writes: large writes make large TLS records and few
+/// system calls, and the lock is not held while writing.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// How much the reader asks the connection for at once.
+const READ_CHUNK: usize = 128 * 1024;
 
 /// Dials what the peer asks for; the agent's side of a tunnel. The server has none, so it
 /// refuses every dial an agent might ask of it.
@@ -73,6 +81,8 @@ struct State {
     opening: HashMap<StreamId, oneshot::Sender<Result<(), OpenError>>>,
     /// Streams the peer reset, until their handle goes.
     resets: HashMap<StreamId, ResetCode>,
+    /// WebSocket pings to answer.
+    pongs: Vec<Bytes>,
     /// Why the connection ended, once it has.
     ended: Option<ConnectionError>,
 }
@@ -83,15 +93,12 @@ impl Connection {
     /// Wraps a WebSocket in a session for `role`. Returns the handle and the driver future,
     /// which the caller spawns; it resolves once the connection ended, with why. Dials the
     /// peer asks for go to `dialer`, or are refused without one.
-    pub fn new<S>(
-        ws: WebSocketStream<S>,
+    pub fn new(
+        ws: WebSocket,
         role: Role,
         config: Config,
         dialer: Option<Arc<dyn Dialer>>,
-    ) -> Result<(Connection, impl Future<Output = ConnectionError> + Send), ConfigError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    ) -> Result<(Connection, impl Future<Output = ConnectionError> + Send), ConfigError> {
         let session = Session::new(role, config, Instant::now())?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -100,6 +107,7 @@ impl Connection {
                 writers: HashMap::new(),
                 opening: HashMap::new(),
                 resets: HashMap::new(),
+                pongs: Vec::new(),
                 ended: None,
             }),
             wake_driver: Notify::new(),
@@ -190,11 +198,16 @@ impl Shared {
 // === impl State ===
 
 impl State {
-    /// Ends the connection: wakes every handle and fails every pending open.
+    /// Ends the connection: wakes every handle and fails every pending open. A session that
+    /// already closed (a go-away came, say) gives the reason, whatever ended the WebSocket.
     fn end(&mut self, error: ConnectionError) {
         if self.ended.is_some() {
             return;
         }
+        let error = match self.session.close_reason() {
+            Some(reason) => ConnectionError::Session(reason.clone()),
+            None => error,
+        };
         if !self.session.is_closed() {
             // The WebSocket went away under the session: drop its streams too.
             self.session.close_session("the WebSocket ended");
@@ -257,48 +270,34 @@ impl State {
 }
 
 /// The driver: see the module doc.
-async fn drive<S>(
-    ws: WebSocketStream<S>,
+async fn drive(
+    ws: WebSocket,
     shared: Arc<Shared>,
     dialer: Option<Arc<dyn Dialer>>,
-) -> ConnectionError
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sink, mut source) = ws.split();
-    let reader_shared = shared.clone();
-    let reader = tokio::spawn(async move {
-        let shared = reader_shared;
-        let error = loop {
-            match source.next().await {
-                Some(Ok(Message::Binary(message))) => {
-                    shared.lock().session.handle_frame(Instant::now(), message);
-                    shared.wake_driver.notify_one();
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Text(_))) => break ConnectionError::TextMessage,
-                Some(Ok(Message::Close(_))) | None => break ConnectionError::Lost,
-                Some(Err(error)) => break ConnectionError::WebSocket(Arc::new(error)),
-            }
-        };
-        shared.lock().end(error);
-        shared.wake_driver.notify_one();
-    });
+) -> ConnectionError {
+    let side = ws.side;
+    let (read_half, mut write_half) = tokio::io::split(ws.io);
+    let reader = tokio::spawn(read_messages(read_half, side, shared.clone()));
 
-    let mut buf = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
+    let mut dials = Vec::new();
     let error = loop {
-        let mut frames = Vec::new();
-        let mut dials = Vec::new();
-        let (deadline, ended) = {
+        let (deadline, ended, full) = {
             let mut state = shared.lock();
             let now = Instant::now();
             if state.session.poll_timeout().is_some_and(|t| t <= now) {
                 state.session.handle_timeout(now);
             }
-            while frames.len() < FRAMES_PER_ROUND
-                && state.session.poll_transmit(now, &mut buf).is_some()
-            {
-                frames.push(Bytes::from(std::mem::take(&mut buf)));
+            for ping in std::mem::take(&mut state.pongs) {
+                websocket::control_frame(&mut out, side, Some(&ping));
+            }
+            while out.len() < WRITE_BATCH {
+                let start = websocket::begin_frame(&mut out, side);
+                if state.session.poll_transmit(now, &mut out).is_none() {
+                    out.truncate(start);
+                    break;
+                }
+                websocket::end_frame(&mut out, start, side);
             }
             while let Some(event) = state.session.poll_event() {
                 dials.extend(state.dispatch(event));
@@ -308,30 +307,37 @@ where
                     let _ = state.session.refuse_dial(stream, DialError::NotAllowed);
                 }
             }
-            (state.session.poll_timeout(), state.ended.clone())
+            let full = out.len() >= WRITE_BATCH;
+            (state.session.poll_timeout(), state.ended.clone(), full)
         };
         if let Some(dialer) = &dialer {
-            for (stream, target) in dials {
+            for (stream, target) in dials.drain(..) {
                 tokio::spawn(dial(shared.clone(), dialer.clone(), stream, target));
             }
         }
-        let more = frames.len() == FRAMES_PER_ROUND;
-        let mut sent = Ok(());
-        for frame in frames {
-            sent = sink.feed(Message::Binary(frame)).await;
-            if sent.is_err() {
-                break;
-            }
+        if ended.is_some() {
+            // Say goodbye at the WebSocket level too, after the go-away.
+            websocket::control_frame(&mut out, side, None);
         }
-        if let Err(error) = sent.and(sink.flush().await) {
-            let error = ConnectionError::WebSocket(Arc::new(error));
-            shared.lock().end(error.clone());
-            break error;
+        if !out.is_empty() {
+            let written = async {
+                write_half.write_all(&out).await?;
+                write_half.flush().await
+            };
+            if let Err(error) = written.await {
+                let error = ConnectionError::Io(Arc::new(error));
+                shared.lock().end(error.clone());
+                break ended.unwrap_or(error);
+            }
+            out.clear();
+            if out.capacity() > 2 * WRITE_BATCH {
+                out.shrink_to(WRITE_BATCH);
+            }
         }
         if let Some(ended) = ended {
             break ended;
         }
-        if more {
+        if full {
             continue;
         }
         match deadline {
@@ -345,10 +351,58 @@ where
             None => shared.wake_driver.notified().await,
         }
     };
-    let _ = sink.close().await;
+    let _ = write_half.shutdown().await;
     reader.abort();
     shared.closed.send_replace(Some(error.clone()));
     error
+}
+
+/// Reads the connection until it ends, feeding every message to the session; ends the
+/// connection with why it stopped.
+async fn read_messages<R>(mut read_half: R, side: Side, shared: Arc<Shared>)
+where
+    R: AsyncRead + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut messages = Vec::new();
+    let error = 'read: loop {
+        loop {
+            match websocket::decode(&mut buf, side) {
+                Ok(Some(message)) => messages.push(message),
+                Ok(None) => break,
+                Err(error) => break 'read ConnectionError::WebSocket(error),
+            }
+        }
+        if !messages.is_empty() {
+            let mut closed = false;
+            {
+                let mut state = shared.lock();
+                let now = Instant::now();
+                for message in messages.drain(..) {
+                    match message {
+                        Message::Binary(frame) => state.session.handle_frame(now, frame),
+                        Message::Ping(payload) => state.pongs.push(payload),
+                        Message::Pong => {}
+                        Message::Close => closed = true,
+                    }
+                }
+            }
+            shared.wake_driver.notify_one();
+            if closed {
+                break ConnectionError::Lost;
+            }
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        match read_half.read_buf(&mut buf).await {
+            Ok(0) => break ConnectionError::Lost,
+            Ok(_) => {}
+            Err(error) => break ConnectionError::Io(Arc::new(error)),
+        }
+    };
+    shared.lock().end(error);
+    shared.wake_driver.notify_one();
 }
 
 /// Dials `target` for the peer's `stream`, then answers the dial and splices the two.
@@ -379,18 +433,285 @@ async fn dial(shared: Arc<Shared>, dialer: Arc<dyn Dialer>, stream: StreamId, ta
     }
 }
 
-/// The buffer size of each direction of a splice: large enough that one read fills most of a
-/// data frame, so the session is not locked once per 8 KiB.
-const SPLICE_BUFFER: usize = 64 * 1024;
+// === Splicing ===
 
-/// Copies both ways between `a` and `b` until both directions ended, half-closing each side as
-/// its source ends.
-pub async fn splice<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+/// Copies both ways between `io` and a tunnel stream until both directions ended, half-closing
+/// each side as its source ends. Data from the tunnel goes to `io` as the session holds it, and
+/// data from `io` goes to the session as it was read (no copy either way); `io` is read into a
+/// buffer borrowed from a shared pool only while it has data, so an idle splice holds no buffer
+/// at all.
+pub async fn splice<A>(io: &mut A, tunnel: &mut TunnelStream) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut up = Feed::default();
+    let mut down = Chunks::default();
+    std::future::poll_fn(|cx| {
+        let up_done = up.poll(cx, &mut *io, &mut *tunnel)?;
+        let down_done = down.poll(cx, &mut *tunnel, &mut *io)?;
+        match (up_done, down_done) {
+            (Poll::Ready(up), Poll::Ready(down)) => Poll::Ready(Ok((up, down))),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Copies both ways between two byte streams (a direct route), with pooled buffers as
+/// [`splice`] does.
+pub async fn splice_io<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    tokio::io::copy_bidirectional_with_sizes(a, b, SPLICE_BUFFER, SPLICE_BUFFER).await
+    let mut ab = Pump::default();
+    let mut ba = Pump::default();
+    std::future::poll_fn(|cx| {
+        let ab_done = ab.poll(cx, &mut *a, &mut *b)?;
+        let ba_done = ba.poll(cx, &mut *b, &mut *a)?;
+        match (ab_done, ba_done) {
+            (Poll::Ready(ab), Poll::Ready(ba)) => Poll::Ready(Ok((ab, ba))),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// One direction of a splice between two plain connections, through a pooled buffer.
+#[derive(Default)]
+struct Pump {
+    buf: Option<buffers::Buffer>,
+    pos: usize,
+    filled: usize,
+    read_done: bool,
+    done: bool,
+    unflushed: bool,
+    copied: u64,
+}
+
+impl Pump {
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+    ) -> Poll<io::Result<u64>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(self.copied));
+        }
+        loop {
+            if self.pos == self.filled && !self.read_done {
+                let buf = self.buf.get_or_insert_with(buffers::take);
+                let mut read = ReadBuf::new(buf.as_mut());
+                match Pin::new(&mut *from).poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) => {
+                        let n = read.filled().len();
+                        if n == 0 {
+                            self.read_done = true;
+                        }
+                        self.pos = 0;
+                        self.filled = n;
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => {
+                        // Nothing to hold on to while waiting.
+                        if let Some(buf) = self.buf.take() {
+                            buffers::give_back(buf);
+                        }
+                        if self.unflushed {
+                            ready!(Pin::new(&mut *to).poll_flush(cx))?;
+                            self.unflushed = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            if self.pos < self.filled {
+                let Some(buf) = &self.buf else {
+                    unreachable!("a pump with unwritten data holds its buffer");
+                };
+                let n = ready!(
+                    Pin::new(&mut *to).poll_write(cx, &buf.as_ref()[self.pos..self.filled])
+                )?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.pos += n;
+                self.copied += n as u64;
+                self.unflushed = true;
+                continue;
+            }
+            if self.read_done {
+                if let Some(buf) = self.buf.take() {
+                    buffers::give_back(buf);
+                }
+                ready!(Pin::new(&mut *to).poll_flush(cx))?;
+                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(self.copied));
+            }
+        }
+    }
+}
+
+/// The `io`-to-tunnel direction of a splice: reads into a pooled buffer and queues what it read
+/// as a slice of it.
+#[derive(Default)]
+struct Feed {
+    buf: Option<BytesMut>,
+    chunk: Bytes,
+    read_done: bool,
+    done: bool,
+    copied: u64,
+}
+
+impl Feed {
+    fn poll<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut TunnelStream,
+    ) -> Poll<io::Result<u64>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(self.copied));
+        }
+        loop {
+            if self.chunk.is_empty() && !self.read_done {
+                let buf = self.buf.get_or_insert_with(pool::take);
+                let polled = std::pin::pin!(from.read_buf(buf)).poll(cx);
+                match polled {
+                    Poll::Ready(Ok(0)) => self.read_done = true,
+                    Poll::Ready(Ok(n)) => self.chunk = buf.split_to(n).freeze(),
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => {
+                        // Nothing to hold on to while waiting.
+                        if let Some(buf) = self.buf.take() {
+                            pool::give_back(buf);
+                        }
+                        return Poll::Pending;
+                    }
+                }
+                if self
+                    .buf
+                    .as_ref()
+                    .is_some_and(|buf| buf.capacity() < pool::CAPACITY / 4)
+                {
+                    // Used up: the next read takes a fresh one.
+                    self.buf = None;
+                }
+            }
+            if !self.chunk.is_empty() {
+                let n = ready!(to.poll_write_bytes(cx, &self.chunk))?;
+                self.chunk.advance(n);
+                self.copied += n as u64;
+                continue;
+            }
+            if self.read_done {
+                if let Some(buf) = self.buf.take() {
+                    pool::give_back(buf);
+                }
+                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(self.copied));
+            }
+        }
+    }
+}
+
+/// The tunnel-to-`io` direction of a splice: the session's own chunks, written as they are,
+/// several in one vectored write when `io` takes those.
+#[derive(Default)]
+struct Chunks {
+    chunks: VecDeque<Bytes>,
+    read_done: bool,
+    done: bool,
+    unflushed: bool,
+    copied: u64,
+}
+
+/// The most chunks one vectored write takes.
+const MAX_IOVECS: usize = 16;
+
+/// How many bytes [`Chunks`] takes from the session before it writes.
+const WRITE_AHEAD: usize = 256 * 1024;
+
+impl Chunks {
+    fn poll<W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut TunnelStream,
+        to: &mut W,
+    ) -> Poll<io::Result<u64>>
+    where
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        if self.done {
+            return Poll::Ready(Ok(self.copied));
+        }
+        loop {
+            if self.chunks.is_empty() && !self.read_done {
+                match from.poll_read_chunks(cx, &mut self.chunks, WRITE_AHEAD) {
+                    Poll::Ready(Ok(true)) => {}
+                    Poll::Ready(Ok(false)) => self.read_done = true,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => {
+                        if self.unflushed {
+                            ready!(Pin::new(&mut *to).poll_flush(cx))?;
+                            self.unflushed = false;
+                        }
+                        return Poll::Pending;
+                    }
+                }
+            }
+            if !self.chunks.is_empty() {
+                let n = if to.is_write_vectored() && self.chunks.len() > 1 {
+                    let slices: Vec<io::IoSlice<'_>> = self
+                        .chunks
+                        .iter()
+                        .take(MAX_IOVECS)
+                        .map(|chunk| io::IoSlice::new(chunk))
+                        .collect();
+                    ready!(Pin::new(&mut *to).poll_write_vectored(cx, &slices))?
+                } else {
+                    let Some(front) = self.chunks.front() else {
+                        unreachable!("checked to be non-empty");
+                    };
+                    ready!(Pin::new(&mut *to).poll_write(cx, front))?
+                };
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.copied += n as u64;
+                self.unflushed = true;
+                let mut left = n;
+                while left > 0 {
+                    let Some(front) = self.chunks.front_mut() else {
+                        break;
+                    };
+                    let take = left.min(front.len());
+                    front.advance(take);
+                    left -= take;
+                    if front.is_empty() {
+                        self.chunks.pop_front();
+                    }
+                }
+                continue;
+            }
+            if self.read_done {
+                ready!(Pin::new(&mut *to).poll_flush(cx))?;
+                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(self.copied));
+            }
+        }
+    }
 }
 
 // === impl TunnelStream ===
@@ -399,6 +720,99 @@ impl TunnelStream {
     /// The stream's id within its session.
     pub fn id(&self) -> StreamId {
         self.id
+    }
+
+    /// Takes up to `max` received bytes as the session holds them, without copying: `None`
+    /// once the peer finished and everything was read.
+    pub fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<io::Result<Option<Bytes>>> {
+        let mut state = self.shared.lock();
+        match state.session.read(self.id, max) {
+            Ok(Some(chunk)) => {
+                drop(state);
+                self.shared.wake_driver.notify_one();
+                Poll::Ready(Ok(Some(chunk)))
+            }
+            Ok(None) => Poll::Ready(Ok(None)),
+            Err(StreamError::Blocked) => {
+                state.readers.insert(self.id, cx.waker().clone());
+                Poll::Pending
+            }
+            // Gone after both directions finished: the end of the stream.
+            Err(StreamError::UnknownStream { .. })
+                if !state.resets.contains_key(&self.id) && state.ended.is_none() =>
+            {
+                Poll::Ready(Ok(None))
+            }
+            Err(error) => Poll::Ready(Err(self.io_error(&state, error))),
+        }
+    }
+
+    /// Queues a slice of `data` for the peer without copying it; how much was taken.
+    pub fn poll_write_bytes(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &Bytes,
+    ) -> Poll<io::Result<usize>> {
+        let mut state = self.shared.lock();
+        match state.session.write_bytes(self.id, data) {
+            Ok(len) => {
+                drop(state);
+                self.shared.wake_driver.notify_one();
+                Poll::Ready(Ok(len))
+            }
+            Err(StreamError::Blocked) => {
+                state.writers.insert(self.id, cx.waker().clone());
+                Poll::Pending
+            }
+            Err(error) => Poll::Ready(Err(self.io_error(&state, error))),
+        }
+    }
+
+    /// Takes received chunks into `into` until about `max` bytes or none are left, under one
+    /// lock: `true` when it took some, `false` at the end of the stream.
+    fn poll_read_chunks(
+        &mut self,
+        cx: &mut Context<'_>,
+        into: &mut VecDeque<Bytes>,
+        max: usize,
+    ) -> Poll<io::Result<bool>> {
+        let mut state = self.shared.lock();
+        let mut taken = 0;
+        loop {
+            match state.session.read(self.id, max - taken) {
+                Ok(Some(chunk)) => {
+                    taken += chunk.len();
+                    into.push_back(chunk);
+                    if taken < max {
+                        continue;
+                    }
+                }
+                Ok(None) if taken == 0 => return Poll::Ready(Ok(false)),
+                Ok(None) => {}
+                Err(StreamError::Blocked) if taken > 0 => {}
+                Err(StreamError::Blocked) => {
+                    state.readers.insert(self.id, cx.waker().clone());
+                    return Poll::Pending;
+                }
+                // Gone after both directions finished: the end of the stream.
+                Err(StreamError::UnknownStream { .. })
+                    if !state.resets.contains_key(&self.id) && state.ended.is_none() =>
+                {
+                    if taken == 0 {
+                        return Poll::Ready(Ok(false));
+                    }
+                }
+                Err(error) => return Poll::Ready(Err(self.io_error(&state, error))),
+            }
+            break;
+        }
+        drop(state);
+        self.shared.wake_driver.notify_one();
+        Poll::Ready(Ok(true))
     }
 
     fn io_error(&self, state: &State, error: StreamError) -> io::Error {
@@ -414,31 +828,15 @@ impl TunnelStream {
 
 impl AsyncRead for TunnelStream {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut state = self.shared.lock();
-        match state.session.read(self.id, buf.remaining()) {
-            Ok(Some(chunk)) => {
-                buf.put_slice(&chunk);
-                drop(state);
-                self.shared.wake_driver.notify_one();
-                Poll::Ready(Ok(()))
-            }
-            Ok(None) => Poll::Ready(Ok(())),
-            Err(StreamError::Blocked) => {
-                state.readers.insert(self.id, cx.waker().clone());
-                Poll::Pending
-            }
-            // Gone after both directions finished: the end of the stream.
-            Err(StreamError::UnknownStream { .. })
-                if !state.resets.contains_key(&self.id) && state.ended.is_none() =>
-            {
-                Poll::Ready(Ok(()))
-            }
-            Err(error) => Poll::Ready(Err(self.io_error(&state, error))),
+        let max = buf.remaining();
+        if let Some(chunk) = ready!(self.poll_read_chunk(cx, max))? {
+            buf.put_slice(&chunk);
         }
+        Poll::Ready(Ok(()))
     }
 }
 

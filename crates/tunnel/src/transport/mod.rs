@@ -7,6 +7,7 @@
 //! [`server`](crate::server) and [`agent`](crate::agent).
 
 mod connection;
+mod pool;
 pub mod websocket;
 
-pub use connection::{Connection, Dialer, TunnelStream, splice};
+pub use connection::{Connection, Dialer, TunnelStream, splice, splice_io};
