@@ -145,7 +145,7 @@ async fn embedded_agent(
     // its advertise URL, which may not route back to this host (a NAT's address).
     let local = local_url(config);
     let mut source = ApiSource::new(&settings.dir, vec![local.clone()], token, identity)
-        .with_alias(url, local)
+        .with_alias(url.clone(), local.clone())
         .with_metrics(metrics.clone());
     let kernel = Kernel::connect()?;
     let (fabric, cluster) = agent::join(&mut source, settings, kernel).await?;
@@ -168,6 +168,8 @@ async fn embedded_agent(
         );
     }
     // Tunnels to every server, whatever the backend (`none` too).
+    // Its tunnel to its own server goes over loopback too.
+    let egress_settings = egress_settings.with_alias(url, local);
     let mut egress = egress::start(egress_settings, &cluster, fabric.local())?;
     egress.export_metrics(metrics);
     agent::run(

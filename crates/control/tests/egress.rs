@@ -417,6 +417,7 @@ impl Agent {
                 initial: Duration::from_millis(50),
                 max: Duration::from_millis(300),
             },
+            alias: None,
         };
         let mut egress = egress::start(settings, &cluster, &lease).expect("the egress side");
         let metrics = AgentMetrics::new();

@@ -76,6 +76,9 @@ pub struct EgressSettings {
     pub tunnel: weft_tunnel::proto::Config,
     /// The waits between reconnects.
     pub backoff: Backoff,
+    /// A server URL the cluster knows (its advertise URL) that this agent reaches at another
+    /// (the server's embedded agent reaches its own server over loopback): `(known, local)`.
+    pub alias: Option<(String, String)>,
 }
 
 /// The running egress side of an agent (none in `disabled` mode); dropping it closes the
@@ -97,6 +100,7 @@ struct Shared {
     tunnels: AgentTunnels,
     dialer: Arc<AgentDialer>,
     authorizer: Mutex<Authorizer>,
+    alias: Option<(String, String)>,
 }
 
 // === impl EgressSettings ===
@@ -117,7 +121,14 @@ impl EgressSettings {
             servers_interval: Duration::from_secs(15),
             tunnel: weft_tunnel::proto::Config::default(),
             backoff: Backoff::default(),
+            alias: None,
         }
+    }
+
+    /// Reaches the server the cluster knows as `known` at `local` instead.
+    pub fn with_alias(mut self, known: String, local: String) -> EgressSettings {
+        self.alias = Some((known, local));
+        self
     }
 }
 
@@ -157,13 +168,15 @@ pub fn start(
         settings.tunnel.clone(),
         settings.backoff,
     );
-    tunnels.set_servers(&addresses(&creds.servers));
+    let alias = settings.alias.clone();
+    tunnels.set_servers(&addresses(&creds.servers, alias.as_ref()));
     tracing::info!(%mode, servers = ?creds.servers, "tunnels to the servers started");
     let shared = Arc::new(Shared {
         node_name: settings.node_name.clone(),
         tunnels,
         dialer,
         authorizer: Mutex::new(authorizer),
+        alias,
     });
     let mut tasks = vec![tokio::spawn(follow_servers(
         shared.clone(),
@@ -172,10 +185,15 @@ pub fn start(
         settings.servers_interval,
     ))];
     if mode == EgressSelectorMode::Cluster {
+        let servers = creds
+            .servers
+            .iter()
+            .map(|url| reach(url, shared.alias.as_ref()))
+            .collect();
         tasks.push(tokio::spawn(report_pods(
             shared.clone(),
             client,
-            creds.servers,
+            servers,
             settings.ipam_dir.clone(),
             settings.scan_interval,
         )));
@@ -333,11 +351,21 @@ fn pod_cidrs(lease: &Lease) -> Vec<IpNetwork> {
     v4.into_iter().chain(v6).collect()
 }
 
-/// `host:port` of each server URL (`https://host:port`), as the tunnels take them.
-fn addresses(urls: &[String]) -> Vec<String> {
+/// The URL this agent reaches the server known as `url` at.
+fn reach(url: &str, alias: Option<&(String, String)>) -> String {
+    match alias {
+        Some((known, local)) if known == url => local.clone(),
+        _ => url.to_owned(),
+    }
+}
+
+/// `host:port` of each server URL (`https://host:port`), as the tunnels take them, the aliased
+/// one replaced by its local URL.
+fn addresses(urls: &[String], alias: Option<&(String, String)>) -> Vec<String> {
     urls.iter()
         .map(|url| {
-            url.trim_start_matches("https://")
+            reach(url, alias)
+                .trim_start_matches("https://")
                 .trim_end_matches('/')
                 .to_owned()
         })
@@ -354,11 +382,13 @@ async fn follow_servers(
     loop {
         tokio::time::sleep(interval).await;
         for server in known.clone() {
+            let server = reach(&server, shared.alias.as_ref());
             match client.servers(&server).await {
                 Ok(servers) if !servers.is_empty() => {
                     if servers != known {
                         tracing::info!(?servers, "the cluster's servers changed");
-                        shared.tunnels.set_servers(&addresses(&servers));
+                        let tunnels = addresses(&servers, shared.alias.as_ref());
+                        shared.tunnels.set_servers(&tunnels);
                         known = servers;
                     }
                     break;

@@ -70,6 +70,7 @@ fn settings(dir: &Path, node: &str) -> EgressSettings {
         servers_interval: Duration::from_secs(60),
         tunnel: weft_tunnel::proto::Config::default(),
         backoff: Backoff::default(),
+        alias: None,
     }
 }
 
@@ -164,4 +165,26 @@ async fn cluster_mode_allows_the_pods_it_finds() {
     }
     assert!(allows(&pod), "the scanned pod is allowed");
     assert!(!allows(&Target::new("10.42.0.8", 8080).expect("a target")));
+}
+
+#[test]
+fn server_urls_become_tunnel_addresses_with_the_alias_applied() {
+    let urls = [
+        "https://203.0.113.1:9345".to_owned(),
+        "https://10.0.0.2:9345/".to_owned(),
+        "https://[fd00::3]:9345".to_owned(),
+    ];
+    let alias = (
+        "https://203.0.113.1:9345".to_owned(),
+        "https://127.0.0.1:9345".to_owned(),
+    );
+    assert_eq!(
+        addresses(&urls, Some(&alias)),
+        ["127.0.0.1:9345", "10.0.0.2:9345", "[fd00::3]:9345"]
+    );
+    assert_eq!(addresses(&urls, None)[0], "203.0.113.1:9345");
+    assert_eq!(
+        reach("https://10.0.0.2:9345", Some(&alias)),
+        "https://10.0.0.2:9345"
+    );
 }
