@@ -1,5 +1,5 @@
-//! Entry points for the fuzz targets in `fuzz/` (`tunnel_frame`, `tunnel_session`), also replayed
-//! over their seed corpora by unit tests.
+//! Entry points for the fuzz targets in `fuzz/` (`tunnel_frame`, `tunnel_session`,
+//! `tunnel_websocket`), also replayed over their seed corpora by unit tests.
 
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,55 @@ pub fn session(data: &[u8]) {
     }
 }
 
+/// Fuzzes the WebSocket framing the transport reads. The first byte picks the receiving side
+/// (its low bit) and where the rest is cut in two (the next byte, as a share of the rest), as if
+/// it arrived in two reads. Decoding never panics and consumes only whole frames; every binary
+/// message it accepts, framed again by the sending side, decodes to the same message.
+pub fn websocket(data: &[u8]) {
+    use bytes::BytesMut;
+
+    use crate::transport::websocket::{Message, Side, begin_frame, decode, end_frame};
+
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let (side, sender) = if first & 1 == 0 {
+        (Side::Server, Side::Client)
+    } else {
+        (Side::Client, Side::Server)
+    };
+    let Some((&cut, rest)) = rest.split_first() else {
+        return;
+    };
+    let at = rest.len() * usize::from(cut) / 255;
+    let mut buf = BytesMut::from(&rest[..at]);
+    let mut messages = Vec::new();
+    for more in [&rest[at..], &[][..]] {
+        loop {
+            match decode(&mut buf, side) {
+                Ok(Some(message)) => messages.push(message),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        buf.extend_from_slice(more);
+    }
+    for message in messages {
+        if let Message::Binary(payload) = message {
+            let mut out = Vec::new();
+            let start = begin_frame(&mut out, sender);
+            out.extend_from_slice(&payload);
+            end_frame(&mut out, start, sender);
+            let mut again = BytesMut::from(&out[..]);
+            assert_eq!(
+                decode(&mut again, side),
+                Ok(Some(Message::Binary(payload))),
+                "a frame framed again decodes to the same message"
+            );
+            assert!(again.is_empty());
+        }
+    }
+}
+
 /// What a fuzzed session's application does with an event.
 fn act(session: &mut Session, event: Event, habits: u8) {
     match event {
@@ -131,5 +180,10 @@ mod tests {
     #[test]
     fn replay_tunnel_session_corpus() {
         assert!(replay("tunnel_session", super::session) >= 3);
+    }
+
+    #[test]
+    fn replay_tunnel_websocket_corpus() {
+        assert!(replay("tunnel_websocket", super::websocket) >= 5);
     }
 }
