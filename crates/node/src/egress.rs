@@ -101,6 +101,8 @@ struct Shared {
     dialer: Arc<AgentDialer>,
     authorizer: Mutex<Authorizer>,
     alias: Option<(String, String)>,
+    /// The URLs this agent reaches the cluster's servers at, as last listed.
+    servers: Mutex<Vec<String>>,
 }
 
 // === impl EgressSettings ===
@@ -175,6 +177,13 @@ pub fn start(
         node_name: settings.node_name.clone(),
         tunnels,
         dialer,
+        servers: Mutex::new(
+            creds
+                .servers
+                .iter()
+                .map(|url| reach(url, alias.as_ref()))
+                .collect(),
+        ),
         authorizer: Mutex::new(authorizer),
         alias,
     });
@@ -185,15 +194,9 @@ pub fn start(
         settings.servers_interval,
     ))];
     if mode == EgressSelectorMode::Cluster {
-        let servers = creds
-            .servers
-            .iter()
-            .map(|url| reach(url, shared.alias.as_ref()))
-            .collect();
         tasks.push(tokio::spawn(report_pods(
             shared.clone(),
             client,
-            servers,
             settings.ipam_dir.clone(),
             settings.scan_interval,
         )));
@@ -389,6 +392,13 @@ async fn follow_servers(
                         tracing::info!(?servers, "the cluster's servers changed");
                         let tunnels = addresses(&servers, shared.alias.as_ref());
                         shared.tunnels.set_servers(&tunnels);
+                        *shared
+                            .servers
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner) = servers
+                            .iter()
+                            .map(|url| reach(url, shared.alias.as_ref()))
+                            .collect();
                         known = servers;
                     }
                     break;
@@ -405,12 +415,10 @@ async fn follow_servers(
 async fn report_pods(
     shared: Arc<Shared>,
     client: NodeClient,
-    servers: Vec<String>,
     ipam_dir: PathBuf,
     interval: Duration,
 ) {
     let mut reported: Option<(Vec<ReportedPod>, tokio::time::Instant)> = None;
-    let mut servers = servers;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -432,6 +440,11 @@ async fn report_pods(
         let ips: Vec<IpAddr> = pods.iter().flat_map(|pod| pod.ips.clone()).collect();
         shared.update(|authorizer| authorizer.pods = ips);
         let report = PodReport { pods: pods.clone() };
+        let mut servers = shared
+            .servers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         if let Some(at) = send_report(&client, &mut servers, &report).await {
             reported = Some((pods, at));
         }
