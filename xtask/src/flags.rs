@@ -187,8 +187,12 @@ fn parse_e2e(args: &[String]) -> anyhow::Result<E2e> {
                 );
             }
             "--serve" => {
-                let address = args.next().context("`--serve` needs an address and a name")?;
-                let name = args.next().context("`--serve` needs an address and a name")?;
+                let address = args
+                    .next()
+                    .context("`--serve` needs an address and a name")?;
+                let name = args
+                    .next()
+                    .context("`--serve` needs an address and a name")?;
                 e2e.serve = Some((address.clone(), name.clone()));
             }
             _ if arg.starts_with('-') => bail!("unknown e2e flag `{arg}`"),

@@ -203,7 +203,28 @@ impl ServerOptions {
 
 impl TestServer {
     /// Starts a server and serves its API.
-    pub(crate) async fn start(options: ServerOptions) -> Result<TestServer, ControlError> {
+    ///
+    /// [`free_port`] can race with other tests (etcd's ports among them): when the port was
+    /// taken meanwhile, the server starts on another free port, unless the test pinned the
+    /// advertised port.
+    pub(crate) async fn start(mut options: ServerOptions) -> Result<TestServer, ControlError> {
+        let mut attempts = 0;
+        loop {
+            match TestServer::start_once(options.clone()).await {
+                Err(ControlError::Listen { reason, .. })
+                    if reason.contains("in use")
+                        && options.advertise_port.is_none()
+                        && attempts < 5 =>
+                {
+                    attempts += 1;
+                    options.port = free_port();
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(options: ServerOptions) -> Result<TestServer, ControlError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("test-server")
