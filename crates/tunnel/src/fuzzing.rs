@@ -100,11 +100,8 @@ pub fn websocket(data: &[u8]) {
     let mut buf = BytesMut::from(&rest[..at]);
     let mut messages = Vec::new();
     for more in [&rest[at..], &[][..]] {
-        loop {
-            match decode(&mut buf, side) {
-                Ok(Some(message)) => messages.push(message),
-                Ok(None) | Err(_) => break,
-            }
+        while let Ok(Some(message)) = decode(&mut buf, side) {
+            messages.push(message);
         }
         buf.extend_from_slice(more);
     }
