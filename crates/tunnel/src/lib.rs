@@ -8,7 +8,10 @@
 //! - [`pair`]: a deterministic in-memory pair of sessions with a virtual clock, latency and
 //!   stall/sever knobs, for tests and benches.
 //! - [`transport`]: the thin tokio shell: a [`transport::Connection`] drives a session over a
-//!   WebSocket, and [`transport::TunnelStream`] is one stream as `AsyncRead + AsyncWrite`.
+//!   WebSocket (weft's own RFC 6455 framing, so frames go straight into the buffer TLS sends and
+//!   received payloads reach the session uncopied), [`transport::TunnelStream`] is one stream as
+//!   `AsyncRead + AsyncWrite`, and [`transport::splice`] joins it to a connection without copies
+//!   and without a buffer while idle.
 //! - [`server`]: the tunnel endpoint (node certificates only) and the HTTP CONNECT front door
 //!   (the egress certificate only), routing by [`policy::RoutingTable`].
 //! - [`agent`]: one tunnel to every server with reconnects, and a dialer that dials only what
