@@ -9,7 +9,8 @@
 //! buffer, WebSocket headers and all, writes that buffer in one go, re-arms the timer from
 //! `poll_timeout`, and turns `poll_event` into wakeups of stream handles, answers to pending
 //! opens, and dials. Reading and writing run in separate tasks, so a peer that stops reading
-//! cannot stop this side from reading.
+//! cannot stop this side from reading, and a write that blocks still lets the session's timers
+//! run, so a peer that went silent is noticed however full the socket is.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -39,6 +40,9 @@ const WRITE_BATCH: usize = 256 * 1024;
 
 /// How much the reader asks the connection for at once.
 const READ_CHUNK: usize = 128 * 1024;
+
+/// How long the go-away and the WebSocket close may take to leave when the session ends.
+const GOODBYE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Dials what the peer asks for; the agent's side of a tunnel. The server has none, so it
 /// refuses every dial an agent might ask of it.
@@ -315,27 +319,26 @@ async fn drive(
                 tokio::spawn(dial(shared.clone(), dialer.clone(), stream, target));
             }
         }
-        if ended.is_some() {
-            // Say goodbye at the WebSocket level too, after the go-away.
+        if let Some(ended) = ended {
+            // Say goodbye at the WebSocket level too, after the go-away; a peer that takes
+            // nothing more does not hold the end up.
             websocket::control_frame(&mut out, side, None);
+            let goodbye = async {
+                write_half.write_all(&out).await?;
+                write_half.shutdown().await
+            };
+            let _ = tokio::time::timeout(GOODBYE, goodbye).await;
+            break ended;
         }
         if !out.is_empty() {
-            let written = async {
-                write_half.write_all(&out).await?;
-                write_half.flush().await
-            };
-            if let Err(error) = written.await {
-                let error = ConnectionError::Io(Arc::new(error));
-                shared.lock().end(error.clone());
-                break ended.unwrap_or(error);
+            if let Err(error) = write_watched(&mut write_half, &out, &shared).await {
+                shared.lock().end(error);
+                break shared.ended();
             }
             out.clear();
             if out.capacity() > 2 * WRITE_BATCH {
                 out.shrink_to(WRITE_BATCH);
             }
-        }
-        if let Some(ended) = ended {
-            break ended;
         }
         if full {
             continue;
@@ -351,10 +354,48 @@ async fn drive(
             None => shared.wake_driver.notified().await,
         }
     };
-    let _ = write_half.shutdown().await;
     reader.abort();
     shared.closed.send_replace(Some(error.clone()));
     error
+}
+
+/// Writes `out` and flushes, while the session's timers keep running: a peer that stopped
+/// reading (its socket full) and went silent must not keep a write pending forever, or the
+/// idle timeout that notices it never fires and the agent never reconnects. So the write races
+/// the session's deadline, and the timeout is handled meanwhile; once it closed the session,
+/// the write is abandoned.
+async fn write_watched<W>(
+    write_half: &mut W,
+    out: &[u8],
+    shared: &Shared,
+) -> Result<(), ConnectionError>
+where
+    W: AsyncWrite + Unpin,
+{
+    let write = async {
+        write_half.write_all(out).await?;
+        write_half.flush().await
+    };
+    let mut write = std::pin::pin!(write);
+    loop {
+        let deadline = shared.lock().session.poll_timeout();
+        let Some(deadline) = deadline else {
+            // The session closed while the write was pending.
+            return Err(shared.ended());
+        };
+        tokio::select! {
+            written = &mut write => {
+                return written.map_err(|error| ConnectionError::Io(Arc::new(error)));
+            }
+            () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
+                let mut state = shared.lock();
+                state.session.handle_timeout(Instant::now());
+                if let Some(reason) = state.session.close_reason() {
+                    return Err(ConnectionError::Session(reason.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// Reads the connection until it ends, feeding every message to the session; ends the
@@ -900,6 +941,9 @@ impl Drop for TunnelStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 impl std::fmt::Debug for TunnelStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -28,6 +28,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
@@ -38,12 +39,14 @@ use weft_api::io::ReadAhead;
 use crate::error::{ConnectError, WebSocketError};
 use crate::proto::MAX_FRAME_LEN;
 
-/// The connection under an upgraded WebSocket, on either side.
-pub type Io = TokioIo<hyper::upgrade::Upgraded>;
+/// A byte stream a WebSocket runs over.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// An upgraded WebSocket connection, ready for a [`Connection`](super::Connection).
 pub struct WebSocket {
-    pub(crate) io: Io,
+    pub(crate) io: Box<dyn Io>,
     pub(crate) side: Side,
 }
 
@@ -105,6 +108,15 @@ pub(crate) const ZERO_COPY_MIN: usize = 16 * 1024;
 // === impl WebSocket ===
 
 impl WebSocket {
+    /// A WebSocket over `io`, whose upgrade handshake already happened elsewhere ([`accept`]
+    /// and [`connect`] make the usual ones).
+    pub fn new(io: impl Io, side: Side) -> WebSocket {
+        WebSocket {
+            io: Box::new(io),
+            side,
+        }
+    }
+
     /// Which end this is.
     pub fn side(&self) -> Side {
         self.side
@@ -167,10 +179,7 @@ pub fn accept(
     }
     let socket = async move {
         match upgrade.await {
-            Ok(upgraded) => Some(WebSocket {
-                io: TokioIo::new(upgraded),
-                side: Side::Server,
-            }),
+            Ok(upgraded) => Some(WebSocket::new(TokioIo::new(upgraded), Side::Server)),
             Err(error) => {
                 tracing::debug!(%error, "tunnel upgrade failed");
                 None
@@ -273,10 +282,7 @@ pub async fn connect(url: &str, tls: Arc<ClientConfig>) -> Result<WebSocket, Con
     let upgraded = hyper::upgrade::on(response)
         .await
         .map_err(|e| handshake(e.to_string()))?;
-    Ok(WebSocket {
-        io: TokioIo::new(upgraded),
-        side: Side::Client,
-    })
+    Ok(WebSocket::new(TokioIo::new(upgraded), Side::Client))
 }
 
 // === Framing ===
