@@ -299,6 +299,13 @@ async fn an_agent_reconnects_after_its_server_restarts() {
     let cluster = Cluster::start(port).await;
     let agent = cluster.agent(port);
     cluster.wait_for_tunnel().await;
+    // The server sees the session before the agent's side has recorded it.
+    for _ in 0..500 {
+        if !agent.connected().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(agent.connected(), [cluster.addr.to_string()]);
 
     // The server goes away, tunnels and all.
