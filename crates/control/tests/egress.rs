@@ -26,9 +26,9 @@ use weft_api::client::NodeClient;
 use weft_api::pki::{CertifiedKey, ClusterCa};
 use weft_api::protocol::{PodReport, RegisterRequest, ReportedPod};
 use weft_config::{ClusterNetwork, EgressSelectorMode};
-use weft_control::ServerSettings;
 use weft_control::egress::{self as server_egress, EgressSettings as ServerEgress};
 use weft_control::metrics::ControlMetrics;
+use weft_control::{ControlError, ServerSettings};
 use weft_fabric::Lease;
 use weft_node::egress::{self, EgressAgent, EgressSettings};
 use weft_node::identity::NodeIdentity;
@@ -110,9 +110,33 @@ struct Server {
 }
 
 impl Server {
-    /// Starts a server with its data in `dir` on 127.0.0.1:`port`, routing kubelets on
-    /// `kubelet_port`. Its own node is `server-0`, which runs no agent here.
-    async fn start(dir: &Path, port: u16, network: ClusterNetwork, kubelet_port: u16) -> Server {
+    /// Starts a server with its data in `dir` on 127.0.0.1:`port` (a free port when `None`),
+    /// routing kubelets on `kubelet_port`. Its own node is `server-0`, which runs no agent here.
+    /// A port someone took since it was free is tried again: another free one for a new server,
+    /// the same one (a moment later) for a restart.
+    async fn start(
+        dir: &Path,
+        port: Option<u16>,
+        network: ClusterNetwork,
+        kubelet_port: u16,
+    ) -> Server {
+        for _ in 0..20 {
+            let try_port = port.unwrap_or_else(free_port);
+            match Server::try_start(dir, try_port, network.clone(), kubelet_port).await {
+                Ok(server) => return server,
+                // Taken since it was free: try again.
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        panic!("no port to start a server on");
+    }
+
+    async fn try_start(
+        dir: &Path,
+        port: u16,
+        network: ClusterNetwork,
+        kubelet_port: u16,
+    ) -> Result<Server, ControlError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("test-server")
@@ -137,7 +161,11 @@ impl Server {
         let network_owned = network.clone();
         let started = runtime
             .spawn(async move {
-                let started = weft_control::start(settings).await.expect("started");
+                let started = match weft_control::start(settings).await {
+                    Ok(started) => started,
+                    Err(error @ ControlError::Listen { .. }) => return Err(error),
+                    Err(error) => panic!("the server did not start: {error}"),
+                };
                 let egress = ServerEgress::for_server(
                     &dir_owned.join("server"),
                     &started.bootstrap.paths,
@@ -168,7 +196,7 @@ impl Server {
                     let _egress = egress;
                     std::future::pending::<()>().await;
                 });
-                (
+                Ok((
                     started.bootstrap.ca.cert_pem().to_owned(),
                     started.bootstrap.admin.clone(),
                     started.bootstrap.token.clone(),
@@ -176,12 +204,21 @@ impl Server {
                     started.store.clone(),
                     config_path,
                     started.metrics.clone(),
-                )
+                ))
             })
             .await
-            .expect("the server started");
-        let (ca_pem, admin, token, tunnel, store, config_path, metrics) = started;
-        Server {
+            .expect("the server's start did not panic");
+        let (ca_pem, admin, token, tunnel, store, config_path, metrics) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                // Everything of the failed start goes with its runtime (the store's file too).
+                tokio::task::spawn_blocking(move || drop(runtime))
+                    .await
+                    .expect("the runtime dropped");
+                return Err(error);
+            }
+        };
+        Ok(Server {
             runtime: Some(runtime),
             dir: dir.to_owned(),
             port,
@@ -194,7 +231,7 @@ impl Server {
             store,
             config_path,
             metrics,
-        }
+        })
     }
 
     fn url(&self) -> String {
@@ -456,7 +493,7 @@ async fn cluster(mode: &str) -> (tempfile::TempDir, Server) {
     let kubelet_port = free_port();
     let server = Server::start(
         &dir.path().join("server-0"),
-        free_port(),
+        None,
         network(mode),
         kubelet_port,
     )
@@ -849,7 +886,7 @@ async fn an_agent_reconnects_after_its_server_restarts() {
     })
     .await;
 
-    let server = Server::start(&server_dir, port, network, kubelet_port).await;
+    let server = Server::start(&server_dir, Some(port), network, kubelet_port).await;
     server.wait_for_tunnel("agent-1").await;
     server
         .wait_for_route(&node_ip(1).to_string(), k, |r| {
