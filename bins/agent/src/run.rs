@@ -19,17 +19,7 @@ use weft_node::{ApiSource, LeaseSource};
 pub(crate) fn validate(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
     let loaded = load_agent(&flags.0, System::os());
     let report = loaded.report(|config| config.to_json());
-    write_stderr(&report.stderr);
-    if let Some(json) = &report.stdout {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{json}")?;
-        out.flush()?;
-    }
-    Ok(if report.valid {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(daemon::print_report(&report)?)
 }
 
 /// The daemon: join, then reconcile until SIGTERM or Ctrl-C.
@@ -227,10 +217,4 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     daemon::runtime().context("starting the tokio runtime")
 }
 
-/// Writes lines to stderr; a closed stderr is ignored, as there is nowhere left to report it.
-pub(crate) fn write_stderr(lines: &[String]) {
-    let mut err = std::io::stderr().lock();
-    for line in lines {
-        let _ = writeln!(err, "{line}");
-    }
-}
+pub(crate) use daemon::write_stderr;

@@ -26,17 +26,7 @@ use weft_store::Datastore;
 pub(crate) fn validate(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
     let loaded = load_server(&flags.0, System::os());
     let report = loaded.report(|config| config.to_json());
-    write_stderr(&report.stderr);
-    if let Some(json) = &report.stdout {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{json}")?;
-        out.flush()?;
-    }
-    Ok(if report.valid {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(daemon::print_report(&report)?)
 }
 
 /// The server: control plane, then the embedded agent, until SIGTERM or Ctrl-C.
@@ -302,10 +292,4 @@ fn load(flags: &ServerFlags) -> Option<ServerConfig> {
     loaded.result.ok()
 }
 
-/// Writes lines to stderr; a closed stderr is ignored, as there is nowhere left to report it.
-pub(crate) fn write_stderr(lines: &[String]) {
-    let mut err = std::io::stderr().lock();
-    for line in lines {
-        let _ = writeln!(err, "{line}");
-    }
-}
+pub(crate) use daemon::write_stderr;

@@ -1,7 +1,10 @@
 //! What both daemons do the same way: logging, the runtime, the open-files limit, and waiting
 //! for a stop signal.
 
-use weft_config::LogFormat;
+use std::io::Write;
+use std::process::ExitCode;
+
+use weft_config::{LogFormat, Report};
 
 /// Logs to stderr as text or JSON lines (`--log-format`); `RUST_LOG` refines the level
 /// (default `info`).
@@ -61,5 +64,29 @@ pub fn raise_nofile_limit() -> u64 {
             tracing::warn!(error = %e, "could not read the open-files limit");
             0
         }
+    }
+}
+
+/// Prints a `validate` report: the JSON on stdout, warnings and errors on stderr; exit 0 when
+/// valid, 1 otherwise.
+pub fn print_report(report: &Report) -> std::io::Result<ExitCode> {
+    write_stderr(&report.stderr);
+    if let Some(json) = &report.stdout {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{json}")?;
+        out.flush()?;
+    }
+    Ok(if report.valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Writes lines to stderr; a closed stderr is ignored, as there is nowhere left to report it.
+pub fn write_stderr(lines: &[String]) {
+    let mut err = std::io::stderr().lock();
+    for line in lines {
+        let _ = writeln!(err, "{line}");
     }
 }

@@ -1,8 +1,6 @@
 //! From weft-config's checked node settings to what the agent runtime needs: the agent's
 //! settings, the join token, and the node name with its `--with-node-id` suffix.
 
-use std::io::Write;
-
 use rand::RngCore;
 use weft_api::JoinToken;
 use weft_config::{NodeConfig, NodeId, NodeIdState};
@@ -73,9 +71,4 @@ pub fn wireguard_implementation(node: &NodeConfig) -> Option<weft_fabric::WgImpl
         }
         _ => None,
     }
-}
-
-/// Writes a line to stderr, ignoring a closed stderr (there is nowhere left to report it).
-pub fn stderr_line(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
