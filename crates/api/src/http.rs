@@ -16,15 +16,15 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 
 use crate::ApiError;
-use crate::io::ReadAhead;
+use crate::io::tls_server;
 use crate::pki::{ClientIdentity, client_identity};
 use crate::protocol::ErrorBody;
 
-/// How much encrypted data rustls may hold before the socket takes it (its default is 64 KiB).
-const TLS_BUFFER_LIMIT: usize = 512 * 1024;
+/// How long a client may take over its TLS handshake before the server hangs up.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A response body: whole or streamed.
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -51,7 +51,6 @@ pub trait Handler: Send + Sync + 'static {
 /// Accepts TLS connections on `listener` and serves HTTP/1.1 on each (with upgrades, so
 /// handlers can take over a connection for CONNECT or WebSocket) until the future is dropped.
 pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, handler: Arc<dyn Handler>) {
-    let acceptor = TlsAcceptor::from(tls);
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(conn) => conn,
@@ -61,23 +60,24 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, handler: Arc<d
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
+        let tls = tls.clone();
         let handler = handler.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            // rustls reads 4 KiB at a time; read the socket in large chunks under it.
-            let mut tls = match acceptor.accept(ReadAhead::new(tcp)).await {
-                Ok(tls) => tls,
-                Err(e) => {
-                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
-                    return;
-                }
-            };
-            // Let one write carry a large batch (the tunnel's); the limit, not a buffer.
-            tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+            // An idle connection holds no TLS buffer (see `tls_server`).
+            let tls =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_server::accept(tls, tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%addr, "TLS handshake timed out");
+                        return;
+                    }
+                };
             let identity = tls
-                .get_ref()
-                .1
                 .peer_certificates()
                 .and_then(|certs| certs.first())
                 .and_then(|cert| client_identity(cert).ok());

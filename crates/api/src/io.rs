@@ -1,6 +1,7 @@
 //! Byte-stream helpers for long-lived connections that must cost little while idle:
-//! [`ReadAhead`], which reads a socket in large chunks for a TLS layer that asks in small ones,
-//! and the shared [`pool`] of buffers it (and weft-tunnel's splices) borrow only while data
+//! [`tls_server`], the server's TLS connections with no buffer held while idle; [`ReadAhead`],
+//! which reads a socket in large chunks for a TLS layer that asks in small ones (the clients');
+//! and the shared [`pool`] of buffers they (and weft-tunnel's splices) borrow only while data
 //! flows.
 //!
 //! rustls reads its socket 4 KiB at a time, so a busy TLS connection costs one system call per
@@ -10,6 +11,7 @@
 
 #[cfg(test)]
 mod tests;
+pub mod tls_server;
 
 use std::io;
 use std::pin::Pin;

@@ -10,8 +10,10 @@
 //! - [`files`]: atomic writes of small state files, for both daemons' data dirs.
 //! - [`http`] and [`tls`]: HTTPS plumbing (hyper 1, rustls with ring) both sides share;
 //!   [`http::serve`] hands each request its peer's verified [`pki::ClientIdentity`].
-//! - [`io`]: [`io::ReadAhead`], large socket reads under TLS without a buffer per idle
-//!   connection, and the buffer pool it shares with weft-tunnel.
+//! - [`io`]: long-lived connections that cost little while idle: [`io::tls_server`], the
+//!   server's TLS connections on rustls's unbuffered API, and [`io::ReadAhead`], large socket
+//!   reads under a TLS client; both borrow buffers from one pool (shared with weft-tunnel) only
+//!   while bytes are in flight.
 //!
 //! It deliberately holds no cluster state and makes no policy: the server binary decides what to
 //! answer (with weft-store), the agent what to do with leases (with weft-fabric).

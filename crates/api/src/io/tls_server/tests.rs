@@ -1,0 +1,233 @@
+//! Tests of [`TlsServerStream`] against tokio-rustls clients on loopback: the handshake and the
+//! client's identity, data both ways at once, small reads, half-close, idle connections
+//! holding no buffer, and clients that fail the handshake in each way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+
+use super::*;
+use crate::pki::{ClusterCa, client_identity};
+use crate::tls;
+
+struct Pki {
+    ca_pem: String,
+    server: Arc<ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+fn pki() -> Pki {
+    let ca = ClusterCa::generate().expect("a CA");
+    let server = ca.issue_server(&[], &[]).expect("a server certificate");
+    let node = ca.issue_node("node-a").expect("a node certificate");
+    Pki {
+        ca_pem: ca.cert_pem().to_owned(),
+        server: tls::server_config(ca.cert_pem(), &server).expect("server TLS"),
+        client: tls::client_config(ca.cert_pem(), Some(&node)).expect("client TLS"),
+    }
+}
+
+/// A TCP connection pair on loopback: (client side, server side).
+async fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("an address");
+    let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    (client.expect("connect"), accepted.expect("accept").0)
+}
+
+async fn connected(
+    pki: &Pki,
+) -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    TlsServerStream<TcpStream>,
+) {
+    let (client, server) = tcp_pair().await;
+    let name = ServerName::try_from("localhost").expect("a name");
+    let connector = TlsConnector::from(pki.client.clone());
+    let (client, server) = tokio::join!(
+        connector.connect(name, client),
+        accept(pki.server.clone(), server)
+    );
+    (
+        client.expect("client handshake"),
+        server.expect("server handshake"),
+    )
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+}
+
+#[tokio::test]
+async fn handshake_verifies_the_client_and_data_flows_both_ways_at_once() {
+    let pki = pki();
+    let (client, mut server) = connected(&pki).await;
+    let certs = server
+        .peer_certificates()
+        .expect("the client's certificate");
+    let identity = client_identity(&certs[0]).expect("an identity");
+    assert_eq!(
+        identity,
+        crate::pki::ClientIdentity::Node("node-a".to_owned())
+    );
+
+    // Five MiB each way, both directions at once, through one stream on each side.
+    let up = pattern(5 << 20, 0x11);
+    let down = pattern(5 << 20, 0x22);
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let send_up = {
+        let up = up.clone();
+        async move {
+            client_write.write_all(&up).await.expect("client write");
+            client_write.shutdown().await.expect("client shutdown");
+            client_write
+        }
+    };
+    let receive_down = async move {
+        let mut got = Vec::new();
+        client_read
+            .read_to_end(&mut got)
+            .await
+            .expect("client read");
+        got
+    };
+    let serve = async {
+        let (mut read, mut write) = tokio::io::split(&mut server);
+        let receive = async {
+            let mut got = Vec::new();
+            read.read_to_end(&mut got).await.expect("server read");
+            got
+        };
+        let send = async {
+            write.write_all(&down).await.expect("server write");
+            write.shutdown().await.expect("server shutdown");
+        };
+        tokio::join!(receive, send).0
+    };
+    let (_, got_down, got_up) = tokio::join!(send_up, receive_down, serve);
+    assert!(got_up == up, "every byte up, in order");
+    assert!(got_down == down, "every byte down, in order");
+}
+
+#[tokio::test]
+async fn small_reads_see_every_byte_and_an_idle_stream_holds_no_buffer() {
+    let pki = pki();
+    let (mut client, mut server) = connected(&pki).await;
+    let data = pattern(300_000, 0x33);
+    client.write_all(&data).await.expect("write");
+    client.flush().await.expect("flush");
+    let mut got = Vec::new();
+    let mut small = [0u8; 100];
+    while got.len() < data.len() {
+        let n = server.read(&mut small).await.expect("read");
+        assert!(n > 0, "no early end");
+        got.extend_from_slice(&small[..n]);
+    }
+    assert!(got == data, "every byte, in order");
+    assert!(!server.holds_buffers(), "drained: no buffer held");
+
+    // A read that finds nothing holds nothing while it waits.
+    let waiting = tokio::time::timeout(Duration::from_millis(50), server.read(&mut small));
+    assert!(waiting.await.is_err(), "nothing to read yet");
+    assert!(!server.holds_buffers(), "waiting: no buffer held");
+
+    // A write leaves nothing behind once the socket took it.
+    server.write_all(b"answer").await.expect("write");
+    server.flush().await.expect("flush");
+    assert!(!server.holds_buffers(), "written: no buffer held");
+    let mut answer = [0u8; 6];
+    client.read_exact(&mut answer).await.expect("read");
+    assert_eq!(&answer, b"answer");
+}
+
+#[tokio::test]
+async fn a_client_that_finished_sending_still_gets_the_answer() {
+    let pki = pki();
+    let (mut client, mut server) = connected(&pki).await;
+    client.write_all(b"request").await.expect("write");
+    client.shutdown().await.expect("close_notify");
+    let mut request = Vec::new();
+    server
+        .read_to_end(&mut request)
+        .await
+        .expect("read to the end");
+    assert_eq!(request, b"request");
+    assert_eq!(server.read(&mut [0u8; 8]).await.expect("still the end"), 0);
+
+    server
+        .write_all(b"response")
+        .await
+        .expect("write after the peer finished");
+    server.shutdown().await.expect("shutdown");
+    let mut response = Vec::new();
+    client.read_to_end(&mut response).await.expect("read");
+    assert_eq!(response, b"response");
+}
+
+#[tokio::test]
+async fn plaintext_http_fails_the_handshake_and_gets_an_alert() {
+    let pki = pki();
+    let (mut client, server) = tcp_pair().await;
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let error = accept(pki.server.clone(), server)
+        .await
+        .expect_err("not TLS");
+    assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+    // A TLS alert record (content type 21) before the connection closes.
+    let mut alert = Vec::new();
+    let _ = client.read_to_end(&mut alert).await;
+    assert_eq!(alert.first(), Some(&21), "an alert: {alert:?}");
+}
+
+#[tokio::test]
+async fn a_certificate_of_another_ca_fails_the_handshake() {
+    let pki = pki();
+    let other = ClusterCa::generate().expect("another CA");
+    let stranger = other.issue_node("node-x").expect("a certificate");
+    // Trusts the real server, presents the stranger's certificate.
+    let config = tls::client_config(&pki.ca_pem, Some(&stranger)).expect("client TLS");
+    let name = ServerName::try_from("localhost").expect("a name");
+    let (client, server) = tcp_pair().await;
+    let connector = TlsConnector::from(config);
+    let (client, server) = tokio::join!(
+        async {
+            // TLS 1.3 clients finish before the server checks their certificate: the failure
+            // shows on the first read.
+            let mut conn = connector.connect(name, client).await?;
+            conn.write_all(b"hello").await?;
+            conn.read(&mut [0u8; 8]).await
+        },
+        accept(pki.server.clone(), server)
+    );
+    let error = server.expect_err("an unknown CA");
+    assert!(error.to_string().contains("certificate"), "{error}");
+    // Told by rustls's alert (both CAs have the same name, so the signature is what fails).
+    let client_error = client.expect_err("the client is told");
+    assert!(
+        client_error.to_string().contains("received fatal alert"),
+        "{client_error}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_handshake_is_an_unexpected_end() {
+    let pki = pki();
+    let (mut client, server) = tcp_pair().await;
+    // The first bytes of a ClientHello record, then nothing.
+    client
+        .write_all(&[22, 3, 1, 0, 200, 1])
+        .await
+        .expect("write");
+    drop(client);
+    let error = accept(pki.server.clone(), server)
+        .await
+        .expect_err("no handshake");
+    assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{error}");
+}
