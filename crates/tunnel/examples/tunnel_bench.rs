@@ -356,17 +356,20 @@ async fn bench(only: &[String]) {
         let mut relays = Vec::new();
         let mut tunnel = Vec::new();
         let mut direct = Vec::new();
+        // The whole machine's busy CPU time during each path's runs: every process and the
+        // kernel's share (loopback TCP, wakeups), which is what the paths compete for.
+        let mut machine = [Duration::ZERO; 3];
         let (server_cpu, agent_cpu) = (setup.server.cpu(), setup.agent.cpu());
         for _ in 0..RUNS {
-            direct.push(rate(ONE_STREAM, timed(send_direct(sink, ONE_STREAM)).await));
-            relays.push(rate(
-                ONE_STREAM,
-                timed(send_direct(relayed, ONE_STREAM)).await,
-            ));
-            tunnel.push(rate(
-                ONE_STREAM,
-                timed(send_tunnel(&setup, sink, ONE_STREAM)).await,
-            ));
+            let (took, busy) = busy_while(send_direct(sink, ONE_STREAM)).await;
+            direct.push(rate(ONE_STREAM, took));
+            machine[0] += busy;
+            let (took, busy) = busy_while(send_direct(relayed, ONE_STREAM)).await;
+            relays.push(rate(ONE_STREAM, took));
+            machine[1] += busy;
+            let (took, busy) = busy_while(send_tunnel(&setup, sink, ONE_STREAM)).await;
+            tunnel.push(rate(ONE_STREAM, took));
+            machine[2] += busy;
         }
         let gb = (RUNS * ONE_STREAM) as f64 / 1e9;
         let per_gb = |cpu: Duration| cpu.as_secs_f64() / gb;
@@ -374,6 +377,7 @@ async fn bench(only: &[String]) {
             per_gb(setup.server.cpu() - server_cpu),
             per_gb(setup.agent.cpu() - agent_cpu),
         );
+        let [direct_cpu, relays_cpu, tunnel_cpu] = machine.map(per_gb);
         let (t, d) = (median(&mut tunnel), median(&mut direct));
         println_flush(&format!(
             "one stream, {} MiB: tunnel {:.0} MB/s, direct TCP {:.0} MB/s: {:.2}x direct [target >= 0.5x] (CPU per GB: server {server_cpu:.2} s, agent {agent_cpu:.2} s)",
@@ -387,6 +391,24 @@ async fn bench(only: &[String]) {
             "  the same three TCP hops through two plain relays (no TLS, no tunnel): {:.0} MB/s, {:.2}x direct: what any path through two processes gets on this machine",
             r / 1e6,
             r / d
+        ));
+        // What any design pays here: the relays' three TCP hops, plus four AES-GCM passes
+        // (the client seals, the server opens and seals again, the agent opens).
+        let aes = aes_gcm_rate();
+        let floor_cpu = relays_cpu + 4.0 / (aes / 1e9);
+        let floor = (cores() as f64 / floor_cpu * 1e9).min(d);
+        println_flush(&format!(
+            "  whole-machine CPU per GB ({} cores): direct {direct_cpu:.2} s, relays {relays_cpu:.2} s ({:.1}x direct), tunnel {tunnel_cpu:.2} s ({:.1}x direct)",
+            cores(),
+            relays_cpu / direct_cpu,
+            tunnel_cpu / direct_cpu
+        ));
+        println_flush(&format!(
+            "  AES-128-GCM (ring, 16 KiB records) on one core: {:.1} GB/s, so four passes need {:.2} s per GB; with the relays' hops that is {floor_cpu:.2} s per GB, and with every core busy no design moves more than {:.0} MB/s = {:.2}x direct here",
+            aes / 1e9,
+            4.0 / (aes / 1e9),
+            floor / 1e6,
+            floor / d
         ));
         drop((first, second));
     }
@@ -476,6 +498,59 @@ async fn bench(only: &[String]) {
 
 fn rate(bytes: usize, took: Duration) -> f64 {
     bytes as f64 / took.as_secs_f64()
+}
+
+/// How long `work` took, and how much CPU time the whole machine was busy meanwhile.
+async fn busy_while(work: impl Future<Output = ()>) -> (Duration, Duration) {
+    let before = machine_busy();
+    let took = timed(work).await;
+    (took, machine_busy().saturating_sub(before))
+}
+
+/// CPU time the machine spent busy since boot, all cores (`/proc/stat`'s first line: user,
+/// nice, system, irq, softirq and steal, in USER_HZ ticks of 10 ms).
+fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum();
+    Duration::from_millis(busy * 10)
+}
+
+/// AES-128-GCM throughput on one core, bytes per second: sealing and opening 16 KiB records
+/// (a TLS record's payload) with ring, which rustls uses here.
+fn aes_gcm_rate() -> f64 {
+    use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7u8; 16]).expect("a key"));
+    let mut record = vec![0x5au8; 16 * 1024];
+    let passes = 16 * 1024;
+    let start = Instant::now();
+    for _ in 0..passes / 2 {
+        let nonce = || Nonce::assume_unique_for_key([1u8; 12]);
+        let tag = key
+            .seal_in_place_separate_tag(nonce(), Aad::empty(), &mut record)
+            .expect("seal");
+        record.extend_from_slice(tag.as_ref());
+        let opened = key
+            .open_in_place(nonce(), Aad::empty(), &mut record)
+            .expect("open")
+            .len();
+        record.truncate(opened);
+    }
+    (passes * record.len()) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 async fn timed(work: impl Future<Output = ()>) -> Duration {

@@ -298,7 +298,15 @@ where
 
     /// Queues the alert rustls prepared for the error it just returned, if any.
     fn queue_alert(&mut self) {
-        let incoming: &mut [u8] = &mut [];
+        // Only when rustls has one: with nothing to send, it would deframe again.
+        if !self.conn.wants_write() {
+            return;
+        }
+        // The same bytes as before: rustls remembers how far into them it got.
+        let incoming: &mut [u8] = match &mut self.incoming {
+            Some(buf) => &mut buf.as_mut()[..self.used],
+            None => &mut [],
+        };
         let UnbufferedStatus { state, .. } = self.conn.process_tls_records(incoming);
         if let Ok(ConnectionState::EncodeTlsData(mut encode)) = state {
             let buf = self.outgoing.get_or_insert_with(pool::take);

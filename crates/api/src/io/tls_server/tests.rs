@@ -231,3 +231,84 @@ async fn a_client_that_leaves_mid_handshake_is_an_unexpected_end() {
         .expect_err("no handshake");
     assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{error}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+    /// Whatever a client sends instead of a handshake (random bytes, or a handshake record
+    /// header followed by random bytes), the server answers with an error, never a panic.
+    #[test]
+    fn bytes_that_are_no_handshake_fail_cleanly(
+        hello_header in proptest::bool::ANY,
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..3000),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let config = pki_once().server.clone();
+        let result = runtime.block_on(async move {
+            let (mut client, server) = tokio::io::duplex(1 << 16);
+            let mut sent = Vec::new();
+            if hello_header {
+                let len = u16::try_from(body.len()).unwrap_or(u16::MAX);
+                sent.extend_from_slice(&[22, 3, 1]);
+                sent.extend_from_slice(&len.to_be_bytes());
+            }
+            sent.extend_from_slice(&body);
+            client.write_all(&sent).await.expect("write");
+            client.shutdown().await.expect("shutdown");
+            let accepted = tokio::time::timeout(
+                Duration::from_secs(5),
+                accept(config, server),
+            )
+            .await
+            .expect("an answer, not a hang");
+            accepted.map(|_| ())
+        });
+        proptest::prop_assert!(result.is_err());
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Random bytes on the wire after a good handshake (an application-data record header or
+    /// none, then anything): the server's read fails or ends, never panics or hangs.
+    #[test]
+    fn bytes_that_are_no_record_after_the_handshake_fail_cleanly(
+        record_header in proptest::bool::ANY,
+        body in proptest::collection::vec(proptest::num::u8::ANY, 0..3000),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let outcome = runtime.block_on(async move {
+            let (mut client, mut server) = connected(pki_once()).await;
+            let raw = client.get_mut().0;
+            let mut sent = Vec::new();
+            if record_header {
+                let len = u16::try_from(body.len()).unwrap_or(u16::MAX);
+                sent.extend_from_slice(&[23, 3, 3]);
+                sent.extend_from_slice(&len.to_be_bytes());
+            }
+            sent.extend_from_slice(&body);
+            raw.write_all(&sent).await.expect("write");
+            raw.shutdown().await.expect("shutdown");
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), server.read_to_end(&mut got))
+                .await
+                .expect("an answer, not a hang")
+                .map(|_| got)
+        });
+        // Nothing the client did not encrypt comes out as data.
+        proptest::prop_assert!(outcome.as_ref().map_or(true, Vec::is_empty), "{outcome:?}");
+    }
+}
+
+/// One CA and its configs for the property tests' many cases.
+fn pki_once() -> &'static Pki {
+    static PKI: std::sync::OnceLock<Pki> = std::sync::OnceLock::new();
+    PKI.get_or_init(pki)
+}
