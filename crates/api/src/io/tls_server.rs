@@ -44,6 +44,7 @@ where
         conn,
         io,
         incoming: None,
+        start: 0,
         used: 0,
         pending: Vec::new(),
         pending_at: 0,
@@ -65,8 +66,9 @@ where
 pub struct TlsServerStream<IO> {
     conn: UnbufferedServerConnection,
     io: IO,
-    /// TLS bytes read and not yet consumed by rustls: `incoming[..used]`.
+    /// TLS bytes read and not yet consumed by rustls: `incoming[start..used]`.
     incoming: Option<pool::Buffer>,
+    start: usize,
     used: usize,
     /// Decrypted bytes the caller has not read yet: `pending[pending_at..]`.
     pending: Vec<u8>,
@@ -158,7 +160,7 @@ where
     ) -> io::Result<Step> {
         loop {
             let incoming: &mut [u8] = match &mut self.incoming {
-                Some(buf) => &mut buf.as_mut()[..self.used],
+                Some(buf) => &mut buf.as_mut()[self.start..self.used],
                 None => &mut [],
             };
             let UnbufferedStatus { discard, state } = self.conn.process_tls_records(incoming);
@@ -280,19 +282,16 @@ where
         }
     }
 
-    /// Drops `discard` consumed bytes from the front of the incoming buffer; gives the buffer
-    /// back once it is empty.
+    /// Drops `discard` consumed bytes from the front of the incoming bytes; gives the buffer
+    /// back once none are left.
     fn consume(&mut self, discard: usize) {
-        if discard > 0
-            && let Some(buf) = &mut self.incoming
-        {
-            buf.as_mut().copy_within(discard..self.used, 0);
-            self.used -= discard;
-        }
-        if self.used == 0
-            && let Some(buf) = self.incoming.take()
-        {
-            pool::give_back(buf);
+        self.start += discard;
+        if self.start == self.used {
+            self.start = 0;
+            self.used = 0;
+            if let Some(buf) = self.incoming.take() {
+                pool::give_back(buf);
+            }
         }
     }
 
@@ -304,7 +303,7 @@ where
         }
         // The same bytes as before: rustls remembers how far into them it got.
         let incoming: &mut [u8] = match &mut self.incoming {
-            Some(buf) => &mut buf.as_mut()[..self.used],
+            Some(buf) => &mut buf.as_mut()[self.start..self.used],
             None => &mut [],
         };
         let UnbufferedStatus { state, .. } = self.conn.process_tls_records(incoming);
@@ -319,6 +318,12 @@ where
     /// Reads more TLS bytes from the socket: how many (0 at its end).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let buf = self.incoming.get_or_insert_with(pool::take);
+        if self.used == buf.as_ref().len() && self.start > 0 {
+            // Make room behind the incomplete record by moving it to the front.
+            buf.as_mut().copy_within(self.start..self.used, 0);
+            self.used -= self.start;
+            self.start = 0;
+        }
         if self.used == buf.as_ref().len() {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -398,11 +403,9 @@ where
                 Step::PeerClosed | Step::Closed => return Poll::Ready(Ok(())),
                 Step::NeedBytes | Step::Established | Step::Wrote(_) => {}
             }
-            // Whatever rustls queued (a key update's answer, say) leaves when the socket takes
-            // it; a full socket must not stop reading.
-            if let Poll::Ready(Err(error)) = this.poll_write_out(cx) {
-                return Poll::Ready(Err(error));
-            }
+            // Whatever rustls queued meanwhile (a key update's answer, say) leaves with the
+            // next write or flush, not from here: reading must not take the socket's write
+            // wakeup from a task waiting to write (`tokio::io::split` halves share it).
             if ready!(this.poll_fill(cx))? == 0 {
                 // The socket ended without a close_notify: the end of the stream all the same.
                 this.read_closed = true;
@@ -477,7 +480,7 @@ where
     fn queue_close_notify(&mut self) -> io::Result<()> {
         loop {
             let incoming: &mut [u8] = match &mut self.incoming {
-                Some(buf) => &mut buf.as_mut()[..self.used],
+                Some(buf) => &mut buf.as_mut()[self.start..self.used],
                 None => &mut [],
             };
             let UnbufferedStatus { discard, state } = self.conn.process_tls_records(incoming);

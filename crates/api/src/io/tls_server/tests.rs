@@ -144,6 +144,58 @@ async fn small_reads_see_every_byte_and_an_idle_stream_holds_no_buffer() {
     assert_eq!(&answer, b"answer");
 }
 
+/// A writer blocked on a full socket is woken when the socket drains, even while a reader on
+/// the other half keeps reading: reads must not take the socket's write wakeup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_writer_is_woken_while_the_other_half_reads() {
+    let pki = pki();
+    let (client, server) = connected(&pki).await;
+    let (mut server_read, mut server_write) = tokio::io::split(server);
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let total = 16 << 20;
+    let writer = tokio::spawn(async move {
+        server_write
+            .write_all(&vec![9u8; total])
+            .await
+            .expect("write");
+        server_write.flush().await.expect("flush");
+        server_write
+    });
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        let mut buf = [0u8; 64];
+        while let Ok(n) = server_read.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got
+    });
+    // While the writer is stuck on a full socket, the reader wakes again and again.
+    for _ in 0..20 {
+        client_write.write_all(b"ping").await.expect("ping");
+        client_write.flush().await.expect("flush");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut received = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while received < total {
+            let n = client_read.read(&mut buf).await.expect("read");
+            assert!(n > 0, "no early end");
+            received += n;
+        }
+    });
+    drained
+        .await
+        .expect("the writer finished: it was woken as the socket drained");
+    let server_write = writer.await.expect("the writer");
+    drop(server_write);
+    client_write.shutdown().await.expect("shutdown");
+    assert_eq!(reader.await.expect("the reader"), 80, "every ping arrived");
+}
+
 #[tokio::test]
 async fn a_client_that_finished_sending_still_gets_the_answer() {
     let pki = pki();
