@@ -18,7 +18,8 @@
 //!
 //! This crate deliberately does not decide policy: it does not compare cluster configs
 //! (weft-config does), hash or check node passwords (weft-api does), serve anything over the
-//! network, or start etcd. It does no TLS to etcd yet.
+//! network, or start etcd (outside [`testing`], the `test-util` feature's real etcd for tests).
+//! It does no TLS to etcd yet.
 //!
 //! Read [`Kv`], [`Store`] and [`keys`] first.
 
@@ -31,6 +32,8 @@ pub mod keys;
 mod kv;
 mod records;
 mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 pub use embedded::{DEFAULT_MAX_EVENTS, EMBEDDED_FILE, EmbeddedOptions, EmbeddedStore};
 pub use error::StoreError;

@@ -13,7 +13,7 @@ use crate::harness::{
 
 /// Three servers on one etcd; the second and third join with the first's token.
 async fn three_servers(etcd: &Etcd, dirs: &[tempfile::TempDir; 3]) -> Vec<TestServer> {
-    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.url, None))
+    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.client_url, None))
         .await
         .expect("the first server starts");
     let token = first.token.clone();
@@ -21,7 +21,7 @@ async fn three_servers(etcd: &Etcd, dirs: &[tempfile::TempDir; 3]) -> Vec<TestSe
     for dir in &dirs[1..] {
         let server = TestServer::start(ServerOptions::etcd(
             dir.path(),
-            &etcd.url,
+            &etcd.client_url,
             Some(token.clone()),
         ))
         .await
@@ -118,12 +118,12 @@ async fn agents_fail_over_and_nodes_join_through_a_survivor() {
 async fn two_servers_allocating_at_once_never_share_a_cidr() {
     let etcd = Etcd::start().await;
     let dirs = dirs::<2>();
-    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.url, None))
+    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.client_url, None))
         .await
         .expect("the first server starts");
     let second = TestServer::start(ServerOptions::etcd(
         dirs[1].path(),
-        &etcd.url,
+        &etcd.client_url,
         Some(first.token.clone()),
     ))
     .await
@@ -174,11 +174,12 @@ async fn two_servers_allocating_at_once_never_share_a_cidr() {
 async fn a_joining_server_must_match_the_cluster() {
     let etcd = Etcd::start().await;
     let dirs = dirs::<3>();
-    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.url, None))
+    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.client_url, None))
         .await
         .expect("the first server starts");
 
-    let mut options = ServerOptions::etcd(dirs[1].path(), &etcd.url, Some(first.token.clone()));
+    let mut options =
+        ServerOptions::etcd(dirs[1].path(), &etcd.client_url, Some(first.token.clone()));
     options.network = dual_stack_with(&[
         (
             "service-cidr",
@@ -209,10 +210,14 @@ async fn a_joining_server_must_match_the_cluster() {
     );
 
     let wrong = weft_api::JoinToken::parse("not-the-cluster-secret").expect("a bare secret");
-    let refused = TestServer::start(ServerOptions::etcd(dirs[2].path(), &etcd.url, Some(wrong)))
-        .await
-        .err()
-        .expect("a server with another token is refused");
+    let refused = TestServer::start(ServerOptions::etcd(
+        dirs[2].path(),
+        &etcd.client_url,
+        Some(wrong),
+    ))
+    .await
+    .err()
+    .expect("a server with another token is refused");
     assert!(matches!(refused, ControlError::WrongToken), "{refused}");
 }
 
@@ -220,7 +225,7 @@ async fn a_joining_server_must_match_the_cluster() {
 async fn a_watch_fails_over_to_a_server_behind_it_without_listing_again() {
     let etcd = Etcd::start().await;
     let dirs = dirs::<3>();
-    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.url, None))
+    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.client_url, None))
         .await
         .expect("the first server starts");
     let token = first.token.clone();
@@ -233,7 +238,7 @@ async fn a_watch_fails_over_to_a_server_behind_it_without_listing_again() {
         servers.push(
             TestServer::start(ServerOptions::etcd(
                 dir.path(),
-                &etcd.url,
+                &etcd.client_url,
                 Some(token.clone()),
             ))
             .await

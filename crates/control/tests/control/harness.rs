@@ -9,15 +9,13 @@
 //!   weft-api's client directly.
 //! - [`Watcher`] runs an `ApiSource` in a task and folds every update into a lease map.
 //! - [`Proxy`] forwards TCP to a server and can cut or blackhole the connections it carries.
-//! - [`Etcd`] is a single-member etcd, killed on drop.
+//! - [`Etcd`] is weft-store's test etcd (a real single-member etcd, killed on drop).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,7 +41,8 @@ use weft_control::{ControlError, ServerSettings};
 use weft_fabric::{BackendData, Lease, MacAddr};
 use weft_node::identity::NodeIdentity;
 use weft_node::{ApiSource, LeaseSource, LeaseUpdate};
-use weft_store::{Datastore, EtcdStore};
+pub(crate) use weft_store::testing::EtcdServer as Etcd;
+use weft_store::Datastore;
 
 /// How long a test waits for something that should take milliseconds.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
@@ -662,108 +661,4 @@ async fn pump(
         }
     }
     let _ = to.shutdown().await;
-}
-
-// === etcd ===
-
-/// A single-member etcd on loopback, killed when dropped (also when the test fails).
-pub(crate) struct Etcd {
-    child: Option<Child>,
-    _dir: TempDir,
-    /// `http://127.0.0.1:<client port>`.
-    pub(crate) url: String,
-}
-
-impl Etcd {
-    /// Starts etcd on free ports and waits until it answers.
-    ///
-    /// Panics (failing the test, never skipping it) when the `etcd` binary is missing.
-    pub(crate) async fn start() -> Etcd {
-        let mut last_log = String::new();
-        for _ in 0..3 {
-            let dir = tempfile::tempdir().expect("a temporary directory");
-            let (client_port, peer_port) = (free_port(), free_port());
-            let log_path = dir.path().join("etcd.log");
-            let mut etcd = Etcd {
-                child: Some(spawn_etcd(
-                    &dir.path().join("data"),
-                    client_port,
-                    peer_port,
-                    &log_path,
-                )),
-                _dir: dir,
-                url: format!("http://127.0.0.1:{client_port}"),
-            };
-            match etcd.wait(client_port).await {
-                Ok(()) => return etcd,
-                Err(()) => last_log = std::fs::read_to_string(&log_path).unwrap_or_default(),
-            }
-        }
-        panic!("etcd did not start in 3 attempts; its last log:\n{last_log}")
-    }
-
-    async fn wait(&mut self, client_port: u16) -> Result<(), ()> {
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-                .is_some();
-            if exited {
-                return Err(());
-            }
-            if TcpStream::connect((Ipv4Addr::LOCALHOST, client_port)).is_ok()
-                && EtcdStore::connect(std::slice::from_ref(&self.url))
-                    .await
-                    .is_ok()
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Err(())
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The one external command of these tests: the test etcd.
-#[allow(clippy::disallowed_methods)] // the test etcd is this suite's only external command
-fn spawn_etcd(data_dir: &Path, client_port: u16, peer_port: u16, log: &Path) -> Child {
-    let Some(etcd) = find_in_path("etcd") else {
-        panic!(
-            "the HA tests need the `etcd` binary, which is not on PATH: install Debian's etcd-server (apt-get install etcd-server)"
-        );
-    };
-    let client = format!("http://127.0.0.1:{client_port}");
-    let peer = format!("http://127.0.0.1:{peer_port}");
-    let log = File::create(log).expect("create the etcd log file");
-    std::process::Command::new(etcd)
-        .args(["--name", "t", "--data-dir"])
-        .arg(data_dir)
-        .args(["--listen-client-urls", &client])
-        .args(["--advertise-client-urls", &client])
-        .args(["--listen-peer-urls", &peer])
-        .args(["--initial-advertise-peer-urls", &peer])
-        .args(["--initial-cluster", &format!("t={peer}")])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone the etcd log file"))
-        .stderr(log)
-        .spawn()
-        .expect("start etcd")
-}
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use weft_store::{Datastore, EtcdStore, PodRecord, Revision};
 
-use crate::harness::{EtcdServer, free_ports};
+use weft_store::testing::{EtcdServer, free_ports};
 
 #[tokio::test]
 async fn unreachable_etcd_is_a_clear_error() {
