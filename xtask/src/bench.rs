@@ -53,7 +53,7 @@ pub(crate) fn run(root: &Path, bench: Bench) -> anyhow::Result<()> {
         Some(name) if name == "tunnel" => {
             cargo(root)
                 .args(["run", "--release", "--package", "weft-tunnel"])
-                .args(["--example", "tunnel_bench"])
+                .args(["--features", "test-util", "--example", "tunnel_bench"])
                 .run()?;
             cargo_bench.args(["--bench", "tunnel"]).run()
         }

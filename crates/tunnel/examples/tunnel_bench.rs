@@ -25,10 +25,8 @@ use std::process::{Child, ChildStdout, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsConnector;
 use weft_api::pki::{CertifiedKey, ClusterCa};
 use weft_api::tls;
 use weft_tunnel::agent::{AgentDialer, AgentTunnels, Backoff};
@@ -623,25 +621,9 @@ async fn connect_tunnel(
     tls: Arc<rustls::ClientConfig>,
     target: SocketAddr,
 ) -> impl AsyncRead + AsyncWrite + Unpin + use<> {
-    let tcp = TcpStream::connect(server).await.expect("connect");
-    let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from("localhost").expect("a name");
-    let mut conn = TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .expect("TLS");
-    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
-    conn.write_all(request.as_bytes()).await.expect("write");
-    // TLS may hold the request until flushed.
-    conn.flush().await.expect("flush");
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        conn.read_exact(&mut byte).await.expect("a response");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 200"), "CONNECT answered 200");
-    conn
+    let answer = weft_tunnel::testing::connect(server, "localhost", tls, &target.to_string()).await;
+    assert_eq!(answer.status, 200, "CONNECT answered 200: {}", answer.body);
+    answer.conn
 }
 
 async fn send_tunnel(setup: &Setup, sink: SocketAddr, total: usize) {

@@ -22,6 +22,8 @@
 //! its node's addresses; where those come from (the store, the CNI) is theirs. [`egress`] renders
 //! and writes the apiserver's EgressSelectorConfiguration; when to write it is the server's.
 //!
+//! With the `test-util` feature, `testing` has a CONNECT client as curl's, for tests.
+//!
 //! Read [`proto::Session`] first, then [`proto::Frame`], [`transport::Connection`] and
 //! [`server::TunnelServer`].
 
@@ -36,6 +38,8 @@ pub mod pair;
 pub mod policy;
 pub mod proto;
 pub mod server;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod transport;
 
 pub use error::{ConnectError, ConnectionError, OpenError, WebSocketError};

@@ -7,11 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsConnector;
 use weft_api::pki::{CertifiedKey, ClusterCa};
 use weft_api::tls;
 use weft_tunnel::agent::{AgentDialer, AgentTunnels, Backoff};
@@ -102,42 +100,8 @@ impl Cluster {
         identity: Option<&CertifiedKey>,
     ) -> (u16, String, impl AsyncRead + AsyncWrite + Unpin + use<>) {
         let tls = tls::client_config(self.ca.cert_pem(), identity).expect("client tls");
-        let tcp = TcpStream::connect(self.addr).await.expect("connect");
-        let name = ServerName::try_from("localhost").expect("name");
-        let mut conn = TlsConnector::from(tls)
-            .connect(name, tcp)
-            .await
-            .expect("tls");
-        let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
-        conn.write_all(request.as_bytes()).await.expect("write");
-        // TLS may hold the request until flushed.
-        conn.flush().await.expect("flush");
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            if conn.read(&mut byte).await.expect("read") == 0 {
-                break;
-            }
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
-        let length = head
-            .lines()
-            .find_map(|line| {
-                line.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(str::to_owned)
-            })
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; length];
-        conn.read_exact(&mut body).await.expect("read the body");
-        (status, String::from_utf8_lossy(&body).into_owned(), conn)
+        let answer = weft_tunnel::testing::connect(self.addr, "localhost", tls, target).await;
+        (answer.status, answer.body, answer.conn)
     }
 
     fn egress(&self) -> CertifiedKey {

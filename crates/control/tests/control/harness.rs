@@ -41,8 +41,8 @@ use weft_control::{ControlError, ServerSettings};
 use weft_fabric::{BackendData, Lease, MacAddr};
 use weft_node::identity::NodeIdentity;
 use weft_node::{ApiSource, LeaseSource, LeaseUpdate};
-pub(crate) use weft_store::testing::EtcdServer as Etcd;
 use weft_store::Datastore;
+pub(crate) use weft_store::testing::EtcdServer as Etcd;
 
 /// How long a test waits for something that should take milliseconds.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
