@@ -3,8 +3,9 @@
 //! [`start`] opens the store, stores the cluster network on the first start (and refuses a
 //! later start or a joining server whose critical settings differ, naming each one),
 //! bootstraps the cluster's trust ([`bootstrap`]: the CA sealed in the store with the token),
-//! starts the lease fan-out ([`hub::LeaseHub`]), binds the API port, and records the server in
-//! the store so agents learn it. [`service::ControlPlane`] answers the API; [`metrics`] holds
+//! starts the lease fan-out ([`hub::LeaseHub`]) and, on etcd, the [`compactor`] that keeps
+//! etcd's history bounded, binds the API port, and records the server in the store so agents
+//! learn it. [`service::ControlPlane`] answers the API; [`metrics`] holds
 //! what it counts for `/metrics`.
 //!
 //! [`egress`] adds the egress selector: weft-tunnel's tunnel endpoint and CONNECT front door,
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bootstrap;
+pub mod compactor;
 pub mod egress;
 mod error;
 mod files;
@@ -120,6 +122,9 @@ pub async fn start(settings: ServerSettings) -> Result<Started, ControlError> {
     servers::register_server(&store, &settings.url).await?;
     metrics.refresh(&store).await;
     tokio::spawn(metrics.clone().refresh_forever(store.clone()));
+    if matches!(settings.datastore, Datastore::Etcd { .. }) {
+        tokio::spawn(compactor::run(store.kv().clone(), compactor::INTERVAL));
+    }
     Ok(Started {
         store,
         bootstrap,

@@ -186,9 +186,20 @@ impl Store {
     }
 
     /// Deletes a node: its record, its lease and the lease's subnet index keys, in one
-    /// transaction. Works on corrupt records too. Returns whether anything was deleted.
+    /// transaction, then the pod records its agent reported (the namespace named after the
+    /// node), so nothing routes to a node that is gone. Works on corrupt records too. Returns
+    /// whether anything was deleted.
     pub async fn delete_node(&self, name: &str) -> Result<bool, StoreError> {
         keys::check_name("node name", name)?;
+        let node_and_lease = self.delete_node_and_lease(name).await?;
+        let mut pods = false;
+        for pod in self.kv.list(&keys::pod(name, "")).await?.items {
+            pods |= self.delete(&pod.key).await?;
+        }
+        Ok(node_and_lease || pods)
+    }
+
+    async fn delete_node_and_lease(&self, name: &str) -> Result<bool, StoreError> {
         let node_key = keys::node(name);
         for _ in 0..MAX_ATTEMPTS {
             let node = self.kv.get(&node_key).await?;

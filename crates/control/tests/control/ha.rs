@@ -274,3 +274,54 @@ async fn a_watch_fails_over_to_a_server_behind_it_without_listing_again() {
     assert_eq!(update, weft_node::LeaseUpdate::Put(changed));
     assert_eq!(watcher.log.len(), 2, "one snapshot, then the change");
 }
+
+/// The compactor keeps etcd's history one round deep: a watch from before the last round's
+/// revision is told to relist, one from after it resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compactor_keeps_one_round_of_etcd_history() {
+    use futures::StreamExt;
+    use weft_control::compactor;
+    use weft_store::{EtcdStore, Kv, StoreError, Txn};
+
+    let etcd = Etcd::start().await;
+    let kv = EtcdStore::connect(std::slice::from_ref(&etcd.client_url))
+        .await
+        .expect("connect to etcd");
+    let write = |n: u32| Txn::new().put(format!("/weft/test/{n}"), n.to_string());
+    for n in 0..5 {
+        kv.txn(write(n)).await.expect("a write");
+    }
+    let first = compactor::compact_to(&kv, None)
+        .await
+        .expect("a first round");
+    for n in 5..10 {
+        kv.txn(write(n)).await.expect("a write");
+    }
+    let second = compactor::compact_to(&kv, Some(first))
+        .await
+        .expect("a second round");
+    assert!(second.0 > first.0);
+
+    let too_old = kv
+        .watch("/weft/test/", weft_store::Revision(first.0 - 2))
+        .next()
+        .await;
+    assert!(
+        matches!(too_old, Some(Err(StoreError::Compacted { .. }))),
+        "history before the last round's revision is gone: {too_old:?}"
+    );
+    let recent = kv.watch("/weft/test/", first).next().await;
+    let batch = recent
+        .expect("an answer")
+        .expect("history after it is kept");
+    assert_eq!(
+        batch.revision.0,
+        first.0 + 1,
+        "the first write after the first round"
+    );
+
+    // Another server compacting to the same revision changes nothing.
+    compactor::compact_to(&kv, Some(first))
+        .await
+        .expect("compacting again is harmless");
+}

@@ -167,6 +167,18 @@ async fn nodes(backend: Backend) {
         )
         .await
         .unwrap();
+    // Its agent's pod reports go too; another node's stay.
+    for (node, pod) in [("n1", "p1"), ("n1", "p2"), ("n2", "p3")] {
+        store
+            .put_pod(&PodRecord {
+                namespace: node.to_owned(),
+                name: pod.to_owned(),
+                node: node.to_owned(),
+                ips: vec!["10.42.0.5".parse().unwrap()],
+            })
+            .await
+            .unwrap();
+    }
     assert!(store.delete_node("n1").await.unwrap());
     assert!(
         !store.delete_node("n1").await.unwrap(),
@@ -175,6 +187,10 @@ async fn nodes(backend: Backend) {
     assert_eq!(store.get_node("n1").await.unwrap(), None);
     assert_eq!(store.get_lease("n1").await.unwrap(), None);
     assert!(index(&store).await.is_empty());
+    assert!(store.list_pods_in("n1").await.unwrap().items.is_empty());
+    let kept = store.list_pods().await.unwrap().items;
+    assert_eq!(kept.len(), 1, "n2's pod stays");
+    assert_eq!(kept[0].value.name, "p3");
 
     let mut seen = Vec::new();
     while !seen.iter().any(|e| matches!(e, Event::Delete { .. })) {
@@ -191,6 +207,11 @@ async fn nodes(backend: Backend) {
     let expected: Vec<(String, bool)> = expected.iter().map(|(n, p)| (n.to_string(), *p)).collect();
     assert_eq!(summary, expected);
     assert!(lease.created);
+    assert!(store.delete_node("n2").await.unwrap());
+    assert!(
+        store.list_pods().await.unwrap().items.is_empty(),
+        "n2's pod goes with n2"
+    );
 
     // Names that can't be keys are refused.
     assert!(matches!(
