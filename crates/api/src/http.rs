@@ -51,6 +51,16 @@ pub trait Handler: Send + Sync + 'static {
 /// Accepts TLS connections on `listener` and serves HTTP/1.1 on each (with upgrades, so
 /// handlers can take over a connection for CONNECT or WebSocket) until the future is dropped.
 pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, handler: Arc<dyn Handler>) {
+    serve_with(listener, tls, handler, HANDSHAKE_TIMEOUT).await;
+}
+
+/// [`serve`] with the handshake timeout given.
+async fn serve_with(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    handler: Arc<dyn Handler>,
+    handshake_timeout: std::time::Duration,
+) {
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(conn) => conn,
@@ -66,7 +76,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, handler: Arc<d
             let _ = tcp.set_nodelay(true);
             // An idle connection holds no TLS buffer (see `tls_server`).
             let tls =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_server::accept(tls, tcp)).await {
+                match tokio::time::timeout(handshake_timeout, tls_server::accept(tls, tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => {
                         tracing::debug!(%addr, error = %e, "TLS handshake failed");
@@ -184,3 +194,6 @@ pub fn error_response(status: StatusCode, message: impl Into<String>) -> Respons
         },
     )
 }
+
+#[cfg(test)]
+mod tests;
