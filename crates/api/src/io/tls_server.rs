@@ -96,6 +96,20 @@ enum Step {
     PeerClosed,
     /// Both sides sent close_notify: nothing more can be written.
     Closed,
+    /// The close_notify was queued.
+    CloseQueued,
+}
+
+/// What [`TlsServerStream::process`] is to do once rustls lets it.
+enum Job<'a, 'b> {
+    /// Finish the handshake.
+    Handshake,
+    /// Decrypt into the caller's buffer.
+    Read(&'a mut ReadBuf<'b>),
+    /// Encrypt the caller's data.
+    Write(&'a [u8]),
+    /// Queue the close_notify.
+    CloseNotify,
 }
 
 // === impl TlsServerStream ===
@@ -125,9 +139,9 @@ where
         loop {
             // rustls's flight goes out before anything more is awaited from the client.
             ready!(self.poll_write_out(cx))?;
-            match self.process(None, None)? {
+            match self.process(Job::Handshake)? {
                 Step::Established if self.out_end == 0 => return Poll::Ready(Ok(())),
-                Step::Established | Step::Read | Step::Wrote(_) => {}
+                Step::Established | Step::Read | Step::Wrote(_) | Step::CloseQueued => {}
                 Step::NeedBytes => {
                     if self.out_end > self.out_start {
                         continue;
@@ -149,20 +163,14 @@ where
         }
     }
 
-    /// Runs rustls over the incoming bytes until it stops: decrypting into `read_into` (the
-    /// rest of a record into `pending`), encrypting `write_from` once application data may be
-    /// sent, and queueing whatever rustls wants to send. A TLS error queues rustls's alert and
-    /// is returned.
-    fn process(
-        &mut self,
-        mut read_into: Option<&mut ReadBuf<'_>>,
-        write_from: Option<&[u8]>,
-    ) -> io::Result<Step> {
+    /// Runs rustls over the incoming bytes until it stops, doing `job` once it can: decrypting
+    /// into the caller's buffer (the rest of a record into `pending`; records the job has no
+    /// room for go there too), encrypting the caller's data, or queueing the close_notify.
+    /// Whatever rustls wants to send is queued on the way. A TLS error queues rustls's alert
+    /// and is returned.
+    fn process(&mut self, mut job: Job<'_, '_>) -> io::Result<Step> {
         loop {
-            let incoming: &mut [u8] = match &mut self.incoming {
-                Some(buf) => &mut buf.as_mut()[self.start..self.used],
-                None => &mut [],
-            };
+            let incoming = unconsumed(&mut self.incoming, self.start, self.used);
             let UnbufferedStatus { discard, state } = self.conn.process_tls_records(incoming);
             let step = match state {
                 Err(error) => {
@@ -175,7 +183,10 @@ where
                     loop {
                         // A record larger than the room left waits for the next read, unless
                         // nothing was read yet (then its rest goes to `pending`).
-                        let room = read_into.as_ref().map_or(0, |buf| buf.remaining());
+                        let room = match &job {
+                            Job::Read(buf) => buf.remaining(),
+                            _ => 0,
+                        };
                         let Some(len) = records.peek_len() else { break };
                         if read && len.get() > room {
                             break;
@@ -185,7 +196,7 @@ where
                         };
                         let payload = record.map_err(tls_error)?.payload;
                         let taken = payload.len().min(room);
-                        if let Some(buf) = read_into.as_mut() {
+                        if let Job::Read(buf) = &mut job {
                             buf.put_slice(&payload[..taken]);
                         }
                         if self.pending_at == self.pending.len() {
@@ -195,22 +206,19 @@ where
                         self.pending.extend_from_slice(&payload[taken..]);
                         read |= taken > 0;
                     }
-                    if read { Some(Step::Read) } else { None }
+                    read.then_some(Step::Read)
                 }
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    let buf = self.outgoing.get_or_insert_with(pool::take);
-                    if self.out_start == self.out_end {
-                        self.out_start = 0;
-                        self.out_end = 0;
-                    }
-                    match encode.encode(&mut buf.as_mut()[self.out_end..]) {
+                    let out =
+                        outgoing_room(&mut self.outgoing, &mut self.out_start, &mut self.out_end);
+                    let room = out.len();
+                    match encode.encode(out) {
                         Ok(written) => self.out_end += written,
                         Err(EncodeError::InsufficientSize(size)) => {
                             return Err(io::Error::other(format!(
-                                "a TLS handshake message of {} bytes does not fit the {} bytes \
-                                 left to send",
-                                size.required_size,
-                                pool::BUFFER_SIZE - self.out_end
+                                "a TLS handshake message of {} bytes does not fit the {room} \
+                                 bytes left to send",
+                                size.required_size
                             )));
                         }
                         Err(error) => return Err(io::Error::other(error.to_string())),
@@ -231,14 +239,14 @@ where
                     self.read_closed = true;
                     Some(Step::Closed)
                 }
-                Ok(ConnectionState::WriteTraffic(mut traffic)) => match write_from {
-                    Some(data) if !data.is_empty() => {
-                        let buf = self.outgoing.get_or_insert_with(pool::take);
-                        if self.out_start == self.out_end {
-                            self.out_start = 0;
-                            self.out_end = 0;
-                        }
-                        let room = pool::BUFFER_SIZE - self.out_end;
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => match &job {
+                    Job::Write(data) if !data.is_empty() => {
+                        let out = outgoing_room(
+                            &mut self.outgoing,
+                            &mut self.out_start,
+                            &mut self.out_end,
+                        );
+                        let room = out.len();
                         let records = room / (MAX_FRAGMENT + RECORD_OVERHEAD) + 1;
                         let mut take = data
                             .len()
@@ -247,7 +255,6 @@ where
                             if take == 0 {
                                 break Some(Step::Wrote(0));
                             }
-                            let out = &mut buf.as_mut()[self.out_end..];
                             match traffic.encrypt(&data[..take], out) {
                                 Ok(written) => {
                                     self.out_end += written;
@@ -260,6 +267,18 @@ where
                                 Err(error) => return Err(io::Error::other(error.to_string())),
                             }
                         }
+                    }
+                    Job::CloseNotify => {
+                        let out = outgoing_room(
+                            &mut self.outgoing,
+                            &mut self.out_start,
+                            &mut self.out_end,
+                        );
+                        let written = traffic
+                            .queue_close_notify(out)
+                            .map_err(|error| io::Error::other(error.to_string()))?;
+                        self.out_end += written;
+                        Some(Step::CloseQueued)
                     }
                     _ => Some(Step::Established),
                 },
@@ -302,14 +321,11 @@ where
             return;
         }
         // The same bytes as before: rustls remembers how far into them it got.
-        let incoming: &mut [u8] = match &mut self.incoming {
-            Some(buf) => &mut buf.as_mut()[self.start..self.used],
-            None => &mut [],
-        };
+        let incoming = unconsumed(&mut self.incoming, self.start, self.used);
         let UnbufferedStatus { state, .. } = self.conn.process_tls_records(incoming);
         if let Ok(ConnectionState::EncodeTlsData(mut encode)) = state {
-            let buf = self.outgoing.get_or_insert_with(pool::take);
-            if let Ok(written) = encode.encode(&mut buf.as_mut()[self.out_end..]) {
+            let out = outgoing_room(&mut self.outgoing, &mut self.out_start, &mut self.out_end);
+            if let Ok(written) = encode.encode(out) {
                 self.out_end += written;
             }
         }
@@ -398,10 +414,10 @@ where
             if this.read_closed {
                 return Poll::Ready(Ok(()));
             }
-            match this.process(Some(buf), None)? {
+            match this.process(Job::Read(buf))? {
                 Step::Read => return Poll::Ready(Ok(())),
                 Step::PeerClosed | Step::Closed => return Poll::Ready(Ok(())),
-                Step::NeedBytes | Step::Established | Step::Wrote(_) => {}
+                Step::NeedBytes | Step::Established | Step::Wrote(_) | Step::CloseQueued => {}
             }
             // Whatever rustls queued meanwhile (a key update's answer, say) leaves with the
             // next write or flush, not from here: reading must not take the socket's write
@@ -433,7 +449,7 @@ where
             if data.is_empty() {
                 return Poll::Ready(Ok(0));
             }
-            match this.process(None, Some(data))? {
+            match this.process(Job::Write(data))? {
                 Step::Wrote(0) => continue,
                 Step::Wrote(n) => {
                     // Start sending now; the rest goes with the next write or flush.
@@ -445,7 +461,7 @@ where
                 Step::Closed => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
                 // The peer finished sending: this side may still write.
                 Step::PeerClosed => continue,
-                Step::Read | Step::NeedBytes | Step::Established => {
+                Step::Read | Step::NeedBytes | Step::Established | Step::CloseQueued => {
                     return Poll::Ready(Err(io::Error::other(
                         "the TLS session cannot send application data",
                     )));
@@ -464,67 +480,21 @@ where
         if !this.close_notify_sent {
             ready!(this.poll_write_out(cx))?;
             this.close_notify_sent = true;
-            this.queue_close_notify()?;
+            // Once application data may be sent; a session that already closed needs none.
+            loop {
+                match this.process(Job::CloseNotify)? {
+                    Step::CloseQueued | Step::Closed => break,
+                    Step::PeerClosed | Step::Read | Step::Wrote(_) => {}
+                    Step::NeedBytes | Step::Established => {
+                        return Poll::Ready(Err(io::Error::other(
+                            "the TLS session cannot send its close_notify",
+                        )));
+                    }
+                }
+            }
         }
         ready!(this.poll_write_out(cx))?;
         Pin::new(&mut this.io).poll_shutdown(cx)
-    }
-}
-
-impl<IO> TlsServerStream<IO>
-where
-    IO: AsyncRead + AsyncWrite + Unpin,
-{
-    /// Queues the close_notify alert (once application data may be sent; a session that
-    /// already closed needs none).
-    fn queue_close_notify(&mut self) -> io::Result<()> {
-        loop {
-            let incoming: &mut [u8] = match &mut self.incoming {
-                Some(buf) => &mut buf.as_mut()[self.start..self.used],
-                None => &mut [],
-            };
-            let UnbufferedStatus { discard, state } = self.conn.process_tls_records(incoming);
-            let done = match state {
-                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                    let buf = self.outgoing.get_or_insert_with(pool::take);
-                    let written = traffic
-                        .queue_close_notify(&mut buf.as_mut()[self.out_end..])
-                        .map_err(|error| io::Error::other(error.to_string()))?;
-                    self.out_end += written;
-                    true
-                }
-                Ok(ConnectionState::ReadTraffic(mut records)) => {
-                    // Keep what the reader has not read yet.
-                    while let Some(record) = records.next_record() {
-                        let payload = record.map_err(tls_error)?.payload;
-                        self.pending.extend_from_slice(payload);
-                    }
-                    false
-                }
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    let buf = self.outgoing.get_or_insert_with(pool::take);
-                    let written = encode
-                        .encode(&mut buf.as_mut()[self.out_end..])
-                        .map_err(|error| io::Error::other(error.to_string()))?;
-                    self.out_end += written;
-                    false
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                    transmit.done();
-                    false
-                }
-                Ok(ConnectionState::PeerClosed) => {
-                    self.read_closed = true;
-                    false
-                }
-                Ok(_) => true,
-                Err(error) => return Err(tls_error(error)),
-            };
-            self.consume(discard);
-            if done {
-                return Ok(());
-            }
-        }
     }
 }
 
@@ -535,6 +505,28 @@ impl<IO> std::fmt::Debug for TlsServerStream<IO> {
             .field("read_closed", &self.read_closed)
             .finish()
     }
+}
+
+/// The incoming TLS bytes rustls has not consumed: `incoming[start..used]`, or none.
+fn unconsumed(incoming: &mut Option<pool::Buffer>, start: usize, used: usize) -> &mut [u8] {
+    match incoming {
+        Some(buf) => &mut buf.as_mut()[start..used],
+        None => &mut [],
+    }
+}
+
+/// The free room of the outgoing buffer (taken from the pool when there is none), after the
+/// queued bytes.
+fn outgoing_room<'a>(
+    outgoing: &'a mut Option<pool::Buffer>,
+    out_start: &mut usize,
+    out_end: &mut usize,
+) -> &'a mut [u8] {
+    if out_start == out_end {
+        *out_start = 0;
+        *out_end = 0;
+    }
+    &mut outgoing.get_or_insert_with(pool::take).as_mut()[*out_end..]
 }
 
 fn tls_error(error: rustls::Error) -> io::Error {
