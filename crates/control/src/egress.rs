@@ -27,7 +27,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use ipnetwork::IpNetwork;
 use tokio::task::JoinHandle;
 use weft_api::http::{Body, Handler, Peer};
 use weft_config::{ClusterNetwork, EgressSelectorMode};
@@ -397,17 +396,7 @@ fn routing_table(
         .values()
         .map(|node| {
             let lease = leases.get(&node.name);
-            let pod_cidrs = lease
-                .map(|lease| {
-                    let v4 = lease
-                        .ipv4_cidr
-                        .map(|cidr| IpNetwork::V4(cidr.as_ipnetwork()));
-                    let v6 = lease
-                        .ipv6_cidr
-                        .map(|cidr| IpNetwork::V6(cidr.as_ipnetwork()));
-                    v4.into_iter().chain(v6).collect()
-                })
-                .unwrap_or_default();
+            let pod_cidrs = lease.map(Lease::pod_cidrs).unwrap_or_default();
             let mut addresses = node.node_ips.clone();
             addresses.extend(node.external_ips.iter().copied());
             NodeRoute {

@@ -82,7 +82,21 @@ impl Lease {
             self.public_ipv4.map(IpAddr::V4)
         }
     }
+
+    /// The node's pod CIDRs, IPv4 first.
+    pub fn pod_cidrs(&self) -> Vec<ipnetwork::IpNetwork> {
+        let v4 = self
+            .ipv4_cidr
+            .map(|cidr| ipnetwork::IpNetwork::V4(cidr.as_ipnetwork()));
+        let v6 = self
+            .ipv6_cidr
+            .map(|cidr| ipnetwork::IpNetwork::V6(cidr.as_ipnetwork()));
+        v4.into_iter().chain(v6).collect()
+    }
 }
+
+#[cfg(test)]
+mod tests;
 
 // === impl MacAddr ===
 

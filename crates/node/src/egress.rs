@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use ipnetwork::IpNetwork;
 use tokio::task::JoinHandle;
 use weft_api::client::NodeClient;
 use weft_api::protocol::{MAX_REPORTED_PODS, PodReport, RegisterRequest, ReportedPod};
@@ -160,7 +159,7 @@ pub fn start(
         mode,
         kubelet_port: settings.kubelet_port,
         node_ips: settings.node_ips.clone(),
-        pod_cidrs: pod_cidrs(local),
+        pod_cidrs: local.pod_cidrs(),
         pods: Vec::new(),
     };
     let dialer = Arc::new(AgentDialer::new(authorizer.clone()));
@@ -305,7 +304,7 @@ impl Shared {
 
     fn set_lease(&self, lease: &Lease) {
         if lease.node_name == self.node_name {
-            let cidrs = pod_cidrs(lease);
+            let cidrs = lease.pod_cidrs();
             self.update(|authorizer| authorizer.pod_cidrs = cidrs);
         }
     }
@@ -341,17 +340,6 @@ impl<S: LeaseSource> LeaseSource for Tracked<'_, S> {
         }
         Ok(update)
     }
-}
-
-/// A lease's pod CIDRs.
-fn pod_cidrs(lease: &Lease) -> Vec<IpNetwork> {
-    let v4 = lease
-        .ipv4_cidr
-        .map(|cidr| IpNetwork::V4(cidr.as_ipnetwork()));
-    let v6 = lease
-        .ipv6_cidr
-        .map(|cidr| IpNetwork::V6(cidr.as_ipnetwork()));
-    v4.into_iter().chain(v6).collect()
 }
 
 /// The URL this agent reaches the server known as `url` at.
