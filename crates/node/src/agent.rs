@@ -242,13 +242,20 @@ impl Fabric {
     /// The operations that would bring the kernel to the desired state, without applying them
     /// (`weft-agent plan`).
     pub async fn plan(&self) -> Result<(Plan, Vec<PeerProblem>), NodeError> {
+        let (desired, plan) = self.desired_and_plan().await?;
+        Ok((plan, desired.problems))
+    }
+
+    /// The desired state, and the plan from the kernel as observed now to it.
+    async fn desired_and_plan(&self) -> Result<(Desired, Plan), NodeError> {
         let desired = self.desired()?;
         let observed = self
             .kernel
             .observe(&self.scope)
             .await
             .map_err(NodeError::Kernel)?;
-        Ok((plan(&observed, &desired.state), desired.problems))
+        let plan = plan(&observed, &desired.state);
+        Ok((desired, plan))
     }
 
     /// Observes the kernel, applies what differs from the desired state, and writes the files.
@@ -263,13 +270,7 @@ impl Fabric {
 
     async fn reconcile_once(&mut self) -> Result<Reconciled, NodeError> {
         let started = Instant::now();
-        let desired = self.desired()?;
-        let observed = self
-            .kernel
-            .observe(&self.scope)
-            .await
-            .map_err(NodeError::Kernel)?;
-        let plan = plan(&observed, &desired.state);
+        let (desired, plan) = self.desired_and_plan().await?;
         if !plan.is_empty() {
             for op in &plan.ops {
                 tracing::debug!(%op, "applying");
