@@ -22,48 +22,39 @@ pub(crate) fn run(root: &Path, bench: Bench) -> anyhow::Result<()> {
     match bench.name {
         // Applying 5,000 vxlan peers to a real kernel (in fresh network namespaces, as root)
         // against `ip -batch` + `bridge -batch` for the same objects.
-        Some(name) if name == "fabric" => cargo(root)
-            .args([
-                "run",
-                "--release",
-                "--package",
-                "weft-kernel",
-                "--features",
-                "test-util",
-            ])
-            .args(["--example", "apply_bench", "--", "5000", "5"])
-            .run(),
+        Some(name) if name == "fabric" => {
+            release_example(root, "weft-kernel", "apply_bench", &["5000", "5"])
+        }
         // Pod-to-pod TCP throughput (iperf3) over vxlan and over userspace WireGuard, in the
         // same network namespaces (root).
-        Some(name) if name == "wireguard" => cargo(root)
-            .args([
-                "run",
-                "--release",
-                "--package",
-                "weft-kernel",
-                "--features",
-                "test-util",
-            ])
-            .args(["--example", "wireguard_bench", "--", "5"])
-            .run(),
+        Some(name) if name == "wireguard" => {
+            release_example(root, "weft-kernel", "wireguard_bench", &["5"])
+        }
         // 5,000 simulated agents registering with and watching one weft-server process.
         Some(name) if name == "control-plane" => control_plane::run(root),
         // The tunnel on loopback (server and agent processes, CONNECT over TLS) beside direct
         // TCP, then the protocol's criterion bench (frames, the in-memory pair).
         Some(name) if name == "tunnel" => {
-            cargo(root)
-                .args(["run", "--release", "--package", "weft-tunnel"])
-                .args(["--features", "test-util", "--example", "tunnel_bench"])
-                .run()?;
+            release_example(root, "weft-tunnel", "tunnel_bench", &[])?;
             cargo_bench.args(["--bench", "tunnel"]).run()
         }
         None => cargo_bench.run(),
         Some(name) if criterion.contains(&name) => cargo_bench.args(["--bench", &name]).run(),
         Some(name) => bail!(
-            "unknown bench `{name}`; the benches are: fabric, control-plane, {}",
+            "unknown bench `{name}`; the benches are: fabric, wireguard, control-plane, {}",
             criterion.join(", ")
         ),
     }
+}
+
+/// Runs `package`'s `example` in release with its `test-util` feature (the harnesses the
+/// examples share with the tests), passing `args`.
+fn release_example(root: &Path, package: &str, example: &str, args: &[&str]) -> anyhow::Result<()> {
+    cargo(root)
+        .args(["run", "--release", "--package", package])
+        .args(["--features", "test-util", "--example", example, "--"])
+        .args(args)
+        .run()
 }
 
 /// The `[[bench]]` targets of the bench package.
