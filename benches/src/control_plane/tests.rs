@@ -43,6 +43,7 @@ async fn a_small_swarm_registers_watches_and_times_every_change() {
         },
         network: network(),
         token: None,
+        agent_token: None,
         bind: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
         url: url.clone(),
         names: vec!["localhost".to_owned()],

@@ -53,7 +53,7 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
         };
         let url = started.url.clone();
         let store = started.store.clone();
-        let token = started.bootstrap.token.clone();
+        let token = started.bootstrap.agent_token.clone();
         tracing::info!(%url, token_file = %started.bootstrap.paths.token.display(), "serving");
         let tls = weft_api::tls::server_config(
             started.bootstrap.ca.cert_pem(),
@@ -248,14 +248,16 @@ fn local_url(config: &ServerConfig) -> String {
 /// The control plane's settings from the configuration.
 fn settings(config: &ServerConfig) -> anyhow::Result<ServerSettings> {
     let node = &config.node;
-    let token = match (&node.token, &node.token_file) {
-        (Some(t), _) => Some(JoinToken::parse(t.expose())?),
-        (None, Some(path)) => Some(JoinToken::parse(
-            &std::fs::read_to_string(path)
-                .with_context(|| format!("reading token-file {}", path.display()))?,
-        )?),
-        (None, None) => None,
-    };
+    let token = given_token(
+        node.token.as_ref(),
+        node.token_file.as_deref(),
+        "token-file",
+    )?;
+    let agent_token = given_token(
+        config.agent_token.as_ref(),
+        config.agent_token_file.as_deref(),
+        "agent-token-file",
+    )?;
     let datastore = Datastore::from_flags(
         &node.data_dir,
         config.datastore_endpoint.as_ref().map(|e| e.expose()),
@@ -268,6 +270,7 @@ fn settings(config: &ServerConfig) -> anyhow::Result<ServerSettings> {
         datastore,
         network: config.network.clone(),
         token,
+        agent_token,
         bind: SocketAddr::new(node.bind_address, config.supervisor_port),
         url: url_of(SocketAddr::new(
             config.advertise_address,
@@ -276,6 +279,22 @@ fn settings(config: &ServerConfig) -> anyhow::Result<ServerSettings> {
         names: vec![node.node_name.as_str().to_owned()],
         ips,
         bookmark_interval: weft_api::protocol::BOOKMARK_INTERVAL,
+    })
+}
+
+/// A token given as text or in a file (`flag` names the file's setting in errors).
+fn given_token(
+    text: Option<&weft_config::Token>,
+    file: Option<&std::path::Path>,
+    flag: &str,
+) -> anyhow::Result<Option<JoinToken>> {
+    Ok(match (text, file) {
+        (Some(t), _) => Some(JoinToken::parse(t.expose())?),
+        (None, Some(path)) => Some(JoinToken::parse(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {flag} {}", path.display()))?,
+        )?),
+        (None, None) => None,
     })
 }
 

@@ -14,12 +14,19 @@ use crate::ApiError;
 #[cfg(test)]
 mod tests;
 
+/// The user part of a server token: it joins servers and agents, and unseals the cluster's
+/// bootstrap data.
+pub const SERVER_USER: &str = "server";
+/// The user part of an agent token (K3s's `node`): it registers agents and nothing else.
+pub const AGENT_USER: &str = "node";
+
 /// A parsed join token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct JoinToken {
     /// The pinned CA hash (lowercase hex), for a `K10` token.
     pub ca_hash: Option<String>,
-    /// The user part of a `K10` token (`server` for server tokens).
+    /// The user part of a `K10` token ([`SERVER_USER`] or [`AGENT_USER`]); a bare secret
+    /// reads as [`SERVER_USER`].
     pub user: String,
     /// The shared secret.
     pub secret: String,
@@ -39,7 +46,7 @@ impl JoinToken {
         let Some(rest) = text.strip_prefix("K10") else {
             return Ok(JoinToken {
                 ca_hash: None,
-                user: "server".into(),
+                user: SERVER_USER.into(),
                 secret: text.to_owned(),
             });
         };
@@ -74,9 +81,23 @@ impl JoinToken {
     pub fn server(ca_hash: &str, secret: &str) -> JoinToken {
         JoinToken {
             ca_hash: Some(ca_hash.to_owned()),
-            user: "server".into(),
+            user: SERVER_USER.into(),
             secret: secret.to_owned(),
         }
+    }
+
+    /// A secure agent token (`K10<ca_hash>::node:<secret>`) for `secret`.
+    pub fn agent(ca_hash: &str, secret: &str) -> JoinToken {
+        JoinToken {
+            ca_hash: Some(ca_hash.to_owned()),
+            user: AGENT_USER.into(),
+            secret: secret.to_owned(),
+        }
+    }
+
+    /// Whether this is an agent token, which may register agents only.
+    pub fn is_agent(&self) -> bool {
+        self.user == AGENT_USER
     }
 }
 

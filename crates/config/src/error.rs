@@ -418,6 +418,19 @@ pub enum ConfigError {
     /// Both `token` and `token-file` are set.
     #[error("token and token-file are both set: keep one")]
     TokenAndTokenFile,
+    /// `agent-token-file` names a file that can't be read or is empty.
+    #[error(
+        "agent-token-file {path} can't be used: {reason}; point it at a file holding the agent token, e.g. a server's <data-dir>/server/agent-token"
+    )]
+    AgentTokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Both `agent-token` and `agent-token-file` are set.
+    #[error("agent-token and agent-token-file are both set: keep one")]
+    AgentTokenAndAgentTokenFile,
     /// An agent has no server to join.
     #[error(
         "server is required for an agent: set --server, WEFT_SERVER or K3S_URL to a server's URL, e.g. https://10.0.0.1:9345"

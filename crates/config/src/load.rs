@@ -11,7 +11,7 @@ use crate::file::{self, ConfigLocation};
 use crate::node::{self, NodeConfig, NodeIdState, single_ip};
 use crate::resolve::{self, FlagValues, Resolved};
 use crate::{
-    ClusterNetwork, ConfigError, DatastoreEndpoint, Key, Role, SECRET_MASK, System, Warning,
+    ClusterNetwork, ConfigError, DatastoreEndpoint, Key, Role, SECRET_MASK, System, Token, Warning,
     network,
 };
 
@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub disable_agent: bool,
     /// `datastore-endpoint`; `None` for the embedded store.
     pub datastore_endpoint: Option<DatastoreEndpoint>,
+    /// `agent-token`: the secret that registers agents and nothing else.
+    pub agent_token: Option<Token>,
+    /// `agent-token-file`.
+    pub agent_token_file: Option<PathBuf>,
     /// `kube-controller-manager-arg`, as given.
     pub kube_controller_manager_args: Vec<String>,
 }
@@ -81,6 +85,19 @@ pub fn load_server(flags: &FlagValues, sys: System<'_>) -> Loaded<ServerConfig> 
     let datastore_endpoint = r
         .text(Key::DatastoreEndpoint)
         .and_then(|v| v.parse().map_err(|e| errors.push(e)).ok());
+    let agent_token = r.text(Key::AgentToken).map(Token::new);
+    let agent_token_file = r.text(Key::AgentTokenFile).map(PathBuf::from);
+    if agent_token.is_some() && agent_token_file.is_some() {
+        errors.push(ConfigError::AgentTokenAndAgentTokenFile);
+    }
+    if let Some(path) = &agent_token_file
+        && let Some(reason) = node::unusable_token_file(path, sys.files)
+    {
+        errors.push(ConfigError::AgentTokenFile {
+            path: path.clone(),
+            reason,
+        });
+    }
     let explicit_advertise = single_ip(&r, Key::AdvertiseAddress, &mut errors);
     let advertise_ok = r.text(Key::AdvertiseAddress).is_none() || explicit_advertise.is_some();
 
@@ -121,6 +138,8 @@ pub fn load_server(flags: &FlagValues, sys: System<'_>) -> Loaded<ServerConfig> 
             advertise_address,
             disable_agent,
             datastore_endpoint,
+            agent_token,
+            agent_token_file,
             kube_controller_manager_args: r.list(Key::KubeControllerManagerArg).0.to_vec(),
         });
     }
@@ -160,6 +179,12 @@ impl ServerConfig {
                         .map(DatastoreEndpoint::masked)
                 ),
                 Key::KubeControllerManagerArg => json!(self.kube_controller_manager_args),
+                Key::AgentToken => json!(self.agent_token.as_ref().map(|_| SECRET_MASK)),
+                Key::AgentTokenFile => json!(
+                    self.agent_token_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                ),
                 key => match self.network.value_json(key) {
                     Some(value) => value,
                     None => node_json(&self.config_file, &self.node, key),

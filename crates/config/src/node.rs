@@ -223,6 +223,15 @@ impl fmt::Display for NodeIpSource {
     }
 }
 
+/// Why a token file can't be used (it can't be read, or is empty), if it can't.
+pub(crate) fn unusable_token_file(path: &Path, files: &dyn Files) -> Option<String> {
+    match files.read(path) {
+        Ok(text) if text.trim().is_empty() => Some("it is empty".into()),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
 /// Builds the node settings of `role` from resolved values, recording every error.
 ///
 /// Returns `None` when a value the config needs (name, IPs) could not be had.
@@ -240,18 +249,13 @@ pub(crate) fn build(
     if token.is_some() && token_file.is_some() {
         errors.push(ConfigError::TokenAndTokenFile);
     }
-    if let Some(path) = &token_file {
-        match sys.files.read(path) {
-            Ok(text) if text.trim().is_empty() => errors.push(ConfigError::TokenFile {
-                path: path.clone(),
-                reason: "it is empty".into(),
-            }),
-            Ok(_) => {}
-            Err(e) => errors.push(ConfigError::TokenFile {
-                path: path.clone(),
-                reason: e.to_string(),
-            }),
-        }
+    if let Some(path) = &token_file
+        && let Some(reason) = unusable_token_file(path, sys.files)
+    {
+        errors.push(ConfigError::TokenFile {
+            path: path.clone(),
+            reason,
+        });
     }
     let server = r
         .text(Key::Server)

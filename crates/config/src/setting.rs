@@ -23,6 +23,10 @@ pub enum Key {
     Token,
     /// `token-file`.
     TokenFile,
+    /// `agent-token`.
+    AgentToken,
+    /// `agent-token-file`.
+    AgentTokenFile,
     /// `server`.
     Server,
     /// `node-name`.
@@ -237,6 +241,32 @@ static SETTINGS: [Setting; Key::ALL.len()] = [
         default: "none",
         value_name: "FILE",
         help: "File holding the token",
+        secret: false,
+    },
+    Setting {
+        key: Key::AgentToken,
+        name: "agent-token",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Server,
+        env: &["WEFT_AGENT_TOKEN", "K3S_AGENT_TOKEN"],
+        default: "none; the first server generates one",
+        value_name: "TOKEN",
+        help: "Shared secret that joins agents, and only agents, to the cluster",
+        secret: true,
+    },
+    Setting {
+        key: Key::AgentTokenFile,
+        name: "agent-token-file",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Server,
+        env: &["WEFT_AGENT_TOKEN_FILE", "K3S_AGENT_TOKEN_FILE"],
+        default: "none",
+        value_name: "FILE",
+        help: "File holding the agent token",
         secret: false,
     },
     Setting {
@@ -674,11 +704,13 @@ static SETTINGS: [Setting; Key::ALL.len()] = [
 
 impl Key {
     /// Every key, in table order.
-    pub const ALL: [Key; 37] = [
+    pub const ALL: [Key; 39] = [
         Key::Config,
         Key::DataDir,
         Key::Token,
         Key::TokenFile,
+        Key::AgentToken,
+        Key::AgentTokenFile,
         Key::Server,
         Key::NodeName,
         Key::WithNodeId,

@@ -1,14 +1,20 @@
 //! The cluster's trust, made once and shared by every server: the cluster CA lives in the
-//! store, sealed with a key derived from the join token's secret (as K3s seals its bootstrap
-//! data), so a server given another token can't join. Each server then writes its own files:
-//! the CA, a serving certificate for its addresses, the admin/egress client certificate and the
-//! token file.
+//! store, sealed with a key derived from the server token's secret alone (as K3s seals its
+//! bootstrap data), so a server given another token can't join. The agent token's secret is
+//! sealed beside it the same way: every server knows it, and it opens nothing (agents holding
+//! it register, and that is all). Each server then writes its own files: the CA, a serving
+//! certificate for its addresses, the admin/egress client certificate and the token files.
+//!
+//! On the cluster's first start the token file is written and fsynced before the sealed CA is
+//! committed, so a crash in between leaves a server that starts again with the same secret
+//! (rather than a CA sealed with a secret nobody kept).
 //!
 //! Files under `<data-dir>/server/`:
 //!
 //! | file | mode | what |
 //! |---|---|---|
-//! | `token` | 0600 | `K10<ca-hash>::server:<secret>`, for agents and joining servers |
+//! | `token` | 0600 | `K10<ca-hash>::server:<secret>`, for joining servers (and agents of clusters made before the agent token) |
+//! | `agent-token` | 0600 | `K10<ca-hash>::node:<secret>`, for agents only |
 //! | `tls/server-ca.crt` | 0644 | the cluster CA |
 //! | `tls/server-ca.key` | 0600 | its key |
 //! | `tls/serving.crt`, `tls/serving.key` | 0644/0600 | this server's TLS certificate |
@@ -24,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use weft_api::JoinToken;
 use weft_api::pki::{CertifiedKey, ClusterCa};
-use weft_api::token::random_secret;
+use weft_api::token::{random_secret, secrets_equal};
 use weft_store::{Compare, Store, Txn};
 
 use crate::ControlError;
@@ -32,6 +38,8 @@ use crate::files::{read_optional, write_file};
 
 /// The store key of the sealed bootstrap record.
 pub const BOOTSTRAP_KEY: &str = "/weft/bootstrap/ca";
+/// The store key of the sealed agent token secret.
+pub const AGENT_TOKEN_KEY: &str = "/weft/bootstrap/agent-token";
 /// PBKDF2 rounds for the sealing key (the secret is usually 32 random bytes; the rounds are
 /// for a weak `--token` a user chose).
 const PBKDF2_ROUNDS: u32 = 20_000;
@@ -42,6 +50,8 @@ pub struct Bootstrap {
     pub ca: ClusterCa,
     /// The server token (`K10<ca-hash>::server:<secret>`).
     pub token: JoinToken,
+    /// The agent token (`K10<ca-hash>::node:<secret>`).
+    pub agent_token: JoinToken,
     /// This server's serving certificate.
     pub serving: CertifiedKey,
     /// The `system:masters` client certificate.
@@ -55,6 +65,8 @@ pub struct Bootstrap {
 pub struct BootstrapPaths {
     /// The token file.
     pub token: PathBuf,
+    /// The agent token file.
+    pub agent_token: PathBuf,
     /// The CA certificate.
     pub ca_cert: PathBuf,
     /// The admin/egress client certificate.
@@ -77,33 +89,49 @@ struct CaRecord {
     key_pem: String,
 }
 
+#[derive(Serialize, Deserialize)]
+struct AgentTokenRecord {
+    secret: String,
+}
+
+/// The tokens a server was given (`--token`, `--agent-token`, or their files).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GivenTokens<'a> {
+    /// The server token.
+    pub server: Option<&'a JoinToken>,
+    /// The agent token.
+    pub agent: Option<&'a JoinToken>,
+}
+
 /// Bootstraps a server whose state dir is `dir` (`<data-dir>/server`): reads the cluster CA
-/// from the store (or creates it on the very first start of the cluster), checks the token,
+/// from the store (or creates it on the very first start of the cluster), checks the tokens,
 /// and writes this server's files. `names` and `ips` go into the serving certificate.
 pub async fn bootstrap(
     store: &Store,
     dir: &Path,
-    given: Option<&JoinToken>,
+    given: GivenTokens<'_>,
     names: &[String],
     ips: &[IpAddr],
 ) -> Result<Bootstrap, ControlError> {
     let paths = BootstrapPaths {
         token: dir.join("token"),
+        agent_token: dir.join("agent-token"),
         ca_cert: dir.join("tls").join("server-ca.crt"),
         admin_cert: dir.join("tls").join("client-admin.crt"),
         admin_key: dir.join("tls").join("client-admin.key"),
     };
-    let saved = read_optional(&paths.token)?
-        .map(|text| JoinToken::parse(&text).map_err(ControlError::Api))
-        .transpose()?;
-    let secret = match (given, &saved) {
+    if given.server.is_some_and(JoinToken::is_agent) {
+        return Err(ControlError::AgentTokenForServer);
+    }
+    let saved = read_token(&paths.token)?;
+    let secret = match (given.server, &saved) {
         (Some(t), _) => t.secret.clone(),
         (None, Some(t)) => t.secret.clone(),
         (None, None) => random_secret(),
     };
-    let ca = load_or_create_ca(store, &secret).await?;
+    let ca = load_or_create_ca(store, &secret, &paths.token).await?;
     let hash = ca.hash();
-    if let Some(pinned) = given.and_then(|t| t.ca_hash.as_ref())
+    if let Some(pinned) = given.server.and_then(|t| t.ca_hash.as_ref())
         && *pinned != hash
     {
         return Err(ControlError::TokenCaMismatch {
@@ -111,8 +139,20 @@ pub async fn bootstrap(
             actual: hash,
         });
     }
+    if let Some(pinned) = given.agent.and_then(|t| t.ca_hash.as_ref())
+        && *pinned != hash
+    {
+        return Err(ControlError::AgentTokenCaMismatch {
+            pinned: pinned.clone(),
+            actual: hash,
+        });
+    }
     let token = JoinToken::server(&hash, &secret);
-    write_file(&paths.token, format!("{token}\n").as_bytes(), 0o600)?;
+    write_token(&paths.token, &token)?;
+    let agent_secret =
+        load_or_create_agent_secret(store, &secret, &hash, given.agent, &paths.agent_token).await?;
+    let agent_token = JoinToken::agent(&hash, &agent_secret);
+    write_token(&paths.agent_token, &agent_token)?;
     write_file(&paths.ca_cert, ca.cert_pem().as_bytes(), 0o644)?;
     write_file(
         &dir.join("tls").join("server-ca.key"),
@@ -148,6 +188,7 @@ pub async fn bootstrap(
     Ok(Bootstrap {
         ca,
         token,
+        agent_token,
         serving,
         admin,
         paths,
@@ -155,13 +196,21 @@ pub async fn bootstrap(
 }
 
 /// Reads the sealed CA from the store, or creates and stores it when there is none.
-async fn load_or_create_ca(store: &Store, secret: &str) -> Result<ClusterCa, ControlError> {
+///
+/// A new CA's token (its hash and `secret`) is written to `token_file` and fsynced before the
+/// CA is committed: once the sealed CA is in the store, the secret that opens it is on disk.
+async fn load_or_create_ca(
+    store: &Store,
+    secret: &str,
+    token_file: &Path,
+) -> Result<ClusterCa, ControlError> {
     loop {
         if let Some(kv) = store.kv().get(BOOTSTRAP_KEY).await? {
-            let record: CaRecord = unseal(&kv.value, secret)?;
+            let record: CaRecord = unseal(BOOTSTRAP_KEY, &kv.value, secret)?;
             return Ok(ClusterCa::from_pem(&record.cert_pem, &record.key_pem)?);
         }
         let ca = ClusterCa::generate()?;
+        write_token(token_file, &JoinToken::server(&ca.hash(), secret))?;
         let record = CaRecord {
             cert_pem: ca.cert_pem().to_owned(),
             key_pem: ca.key_pem(),
@@ -176,6 +225,59 @@ async fn load_or_create_ca(store: &Store, secret: &str) -> Result<ClusterCa, Con
         }
         // Another server created it first: read theirs.
     }
+}
+
+/// Reads the agent token's secret from the store (sealed with the server token's secret), or
+/// stores one: the given `--agent-token`, else the one in `file` (a crash after it was written
+/// but before it was stored), else a new one. Like the CA, a new one is on disk before it is
+/// committed.
+async fn load_or_create_agent_secret(
+    store: &Store,
+    server_secret: &str,
+    ca_hash: &str,
+    given: Option<&JoinToken>,
+    file: &Path,
+) -> Result<String, ControlError> {
+    loop {
+        if let Some(kv) = store.kv().get(AGENT_TOKEN_KEY).await? {
+            let record: AgentTokenRecord = unseal(AGENT_TOKEN_KEY, &kv.value, server_secret)?;
+            if given.is_some_and(|t| !secrets_equal(&t.secret, &record.secret)) {
+                return Err(ControlError::AgentTokenMismatch);
+            }
+            return Ok(record.secret);
+        }
+        let secret = match (given, read_token(file)?) {
+            (Some(t), _) => t.secret.clone(),
+            (None, Some(saved)) => saved.secret,
+            (None, None) => random_secret(),
+        };
+        write_token(file, &JoinToken::agent(ca_hash, &secret))?;
+        let sealed = seal(
+            &AgentTokenRecord {
+                secret: secret.clone(),
+            },
+            server_secret,
+        )?;
+        let txn = Txn::new()
+            .when(Compare::absent(AGENT_TOKEN_KEY))
+            .put(AGENT_TOKEN_KEY, sealed);
+        if store.kv().txn(txn).await?.succeeded {
+            tracing::info!("created the agent token");
+            return Ok(secret);
+        }
+    }
+}
+
+/// Reads a token file, `None` when there is none.
+fn read_token(path: &Path) -> Result<Option<JoinToken>, ControlError> {
+    read_optional(path)?
+        .map(|text| JoinToken::parse(&text).map_err(ControlError::Api))
+        .transpose()
+}
+
+/// Writes a token file (mode 0600), durably.
+fn write_token(path: &Path, token: &JoinToken) -> Result<(), ControlError> {
+    write_file(path, format!("{token}\n").as_bytes(), 0o600)
 }
 
 fn issued_by(ca: &ClusterCa, cert_pem: &str) -> bool {
@@ -206,11 +308,13 @@ fn seal<T: Serialize>(value: &T, secret: &str) -> Result<Vec<u8>, ControlError> 
     .map_err(|e| ControlError::Bootstrap(e.to_string()))
 }
 
-fn unseal<T: for<'de> Deserialize<'de>>(bytes: &[u8], secret: &str) -> Result<T, ControlError> {
+fn unseal<T: for<'de> Deserialize<'de>>(
+    key: &str,
+    bytes: &[u8],
+    secret: &str,
+) -> Result<T, ControlError> {
     let corrupt = |what: &str| {
-        ControlError::Bootstrap(format!(
-            "the bootstrap record at {BOOTSTRAP_KEY} is damaged ({what})"
-        ))
+        ControlError::Bootstrap(format!("the bootstrap record at {key} is damaged ({what})"))
     };
     let sealed: Sealed = serde_json::from_slice(bytes).map_err(|e| corrupt(&e.to_string()))?;
     if sealed.v != 1 {

@@ -39,6 +39,26 @@ pub enum ControlError {
         /// The cluster's CA hash.
         actual: String,
     },
+    /// A server was given an agent token (`K10...::node:...`) as its `--token`.
+    #[error(
+        "--token is an agent token (K10...::node:...), which joins agents only: give a server the server token from the first server's <data-dir>/server/token"
+    )]
+    AgentTokenForServer,
+    /// `--agent-token` differs from the agent token the cluster already has.
+    #[error(
+        "--agent-token differs from this cluster's agent token: use the one in an existing server's <data-dir>/server/agent-token, or leave --agent-token unset"
+    )]
+    AgentTokenMismatch,
+    /// `--agent-token` pins another CA than the cluster's.
+    #[error(
+        "--agent-token pins CA hash {pinned}, but this cluster's CA hash is {actual}: use the one in an existing server's <data-dir>/server/agent-token"
+    )]
+    AgentTokenCaMismatch {
+        /// The hash in the agent token.
+        pinned: String,
+        /// The cluster's CA hash.
+        actual: String,
+    },
     /// The bootstrap record can't be made or read.
     #[error("bootstrap: {0}")]
     Bootstrap(String),

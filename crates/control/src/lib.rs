@@ -41,10 +41,10 @@ use weft_store::{Created, Datastore, Store};
 
 pub use error::ControlError;
 
-use crate::bootstrap::Bootstrap;
+use crate::bootstrap::{Bootstrap, GivenTokens};
 use crate::hub::LeaseHub;
 use crate::metrics::ControlMetrics;
-use crate::service::ControlPlane;
+use crate::service::{ControlPlane, JoinSecrets};
 
 /// What a server needs to start.
 #[derive(Debug, Clone)]
@@ -57,6 +57,8 @@ pub struct ServerSettings {
     pub network: ClusterNetwork,
     /// `--token`, when given.
     pub token: Option<JoinToken>,
+    /// `--agent-token`, when given.
+    pub agent_token: Option<JoinToken>,
     /// Where the API listens (`bind-address:supervisor-port`).
     pub bind: SocketAddr,
     /// The URL agents reach this server at (`https://advertise-address:supervisor-port`).
@@ -95,7 +97,10 @@ pub async fn start(settings: ServerSettings) -> Result<Started, ControlError> {
     let bootstrap = bootstrap::bootstrap(
         &store,
         &settings.dir,
-        settings.token.as_ref(),
+        GivenTokens {
+            server: settings.token.as_ref(),
+            agent: settings.agent_token.as_ref(),
+        },
         &settings.names,
         &settings.ips,
     )
@@ -114,7 +119,10 @@ pub async fn start(settings: ServerSettings) -> Result<Started, ControlError> {
                 bootstrap.ca.cert_pem(),
                 &bootstrap.ca.key_pem(),
             )?),
-            bootstrap.token.secret.clone(),
+            JoinSecrets {
+                server: bootstrap.token.secret.clone(),
+                agent: bootstrap.agent_token.secret.clone(),
+            },
             settings.network.clone(),
         )
         .with_bookmark_interval(settings.bookmark_interval),

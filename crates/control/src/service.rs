@@ -47,28 +47,38 @@ pub struct ControlPlane {
     store: Store,
     hub: LeaseHub,
     ca: Arc<ClusterCa>,
-    token_secret: String,
+    secrets: JoinSecrets,
     network: ClusterNetwork,
     bookmark_interval: Duration,
+}
+
+/// The secrets that let a node register: the server token's (which agents of clusters made
+/// before the agent token still hold) and the agent token's.
+#[derive(Clone)]
+pub struct JoinSecrets {
+    /// The server token's secret.
+    pub server: String,
+    /// The agent token's secret.
+    pub agent: String,
 }
 
 // === impl ControlPlane ===
 
 impl ControlPlane {
     /// A handler over `store` and `hub`, signing node certificates with `ca`, accepting agents
-    /// that know `token_secret`, and handing out `network`.
+    /// that know one of `secrets`, and handing out `network`.
     pub fn new(
         store: Store,
         hub: LeaseHub,
         ca: Arc<ClusterCa>,
-        token_secret: String,
+        secrets: JoinSecrets,
         network: ClusterNetwork,
     ) -> ControlPlane {
         ControlPlane {
             store,
             hub,
             ca,
-            token_secret,
+            secrets,
             network,
             bookmark_interval: BOOKMARK_INTERVAL,
         }
@@ -145,10 +155,15 @@ impl ControlPlane {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match given {
-            Some(secret) if secrets_equal(secret, &self.token_secret) => Ok(()),
+            Some(secret)
+                if secrets_equal(secret, &self.secrets.agent)
+                    | secrets_equal(secret, &self.secrets.server) =>
+            {
+                Ok(())
+            }
             _ => Err(error_response(
                 StatusCode::UNAUTHORIZED,
-                "the token is wrong: use the token from the server's <data-dir>/server/token",
+                "the token is wrong: use the agent token from a server's <data-dir>/server/agent-token",
             )),
         }
     }

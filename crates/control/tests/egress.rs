@@ -149,6 +149,7 @@ impl Server {
             },
             network: network.clone(),
             token: None,
+            agent_token: None,
             bind,
             url: format!("https://{bind}"),
             names: vec!["localhost".to_owned()],

@@ -79,20 +79,5 @@ pub fn write(
 }
 
 fn write_private(path: &Path, content: &str) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        io::Write::write_all(&mut file, content.as_bytes())?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    weft_api::files::write_atomic(path, content.as_bytes(), 0o600).map(|_| ())
 }

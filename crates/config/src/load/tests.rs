@@ -38,6 +38,8 @@ fn server_json_has_every_setting_and_derived() {
             "data-dir": "/var/lib/weft",
             "token": "********",
             "token-file": null,
+            "agent-token": null,
+            "agent-token-file": null,
             "server": null,
             "node-name": "server-1",
             "with-node-id": true,
@@ -189,6 +191,53 @@ fn reports() {
             "error: flannel-backend ipsec was removed in K3s v1.27: wireguard-native replaces it; to migrate, 1. set flannel-backend: wireguard-native on every server, 2. restart the nodes, servers first",
         ]
     );
+}
+
+#[test]
+fn agent_token_is_a_server_setting_from_flags_files_and_k3s_variables() {
+    let sys = system(
+        &[("/etc/weft/agent-token", "K10abc::node:secret\n")],
+        &[("K3S_AGENT_TOKEN_FILE", "/etc/weft/agent-token")],
+    );
+    let config = ok(server(&[], &sys));
+    assert_eq!(config.agent_token, None);
+    assert_eq!(
+        config.agent_token_file.as_deref(),
+        Some(std::path::Path::new("/etc/weft/agent-token"))
+    );
+    let json = config.to_json();
+    assert_eq!(json["agent-token-file"], "/etc/weft/agent-token");
+
+    let sys = system(&[], &[("K3S_AGENT_TOKEN", "secret")]);
+    let config = ok(server(&[], &sys));
+    assert_eq!(
+        config.agent_token.map(|t| t.expose().to_owned()),
+        Some("secret".to_owned())
+    );
+    assert_eq!(ok(server(&[], &sys)).to_json()["agent-token"], "********");
+
+    let sys = system(&[("/etc/weft/empty", "\n")], &[]);
+    assert_eq!(
+        errors(&server(
+            &["--agent-token=a", "--agent-token-file=/etc/weft/empty"],
+            &sys
+        )),
+        [
+            "agent-token and agent-token-file are both set: keep one",
+            "agent-token-file /etc/weft/empty can't be used: it is empty; point it at a file holding the agent token, e.g. a server's <data-dir>/server/agent-token",
+        ]
+    );
+    // An agent registers with --token; the agent token is the servers' to hand out.
+    let refused = errors(&agent(
+        &[
+            "--server=https://10.0.0.1:9345",
+            "--token=t",
+            "--agent-token=a",
+        ],
+        &system(&[], &[]),
+    ));
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("agent-token"), "{refused:?}");
 }
 
 #[test]

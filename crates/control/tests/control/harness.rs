@@ -135,6 +135,8 @@ pub(crate) struct ServerOptions {
     pub(crate) network: ClusterNetwork,
     /// `--token`.
     pub(crate) token: Option<JoinToken>,
+    /// `--agent-token`.
+    pub(crate) agent_token: Option<JoinToken>,
     /// The API port on 127.0.0.1.
     pub(crate) port: u16,
     /// The port the server advertises (a [`Proxy`] in front of it); `port` when `None`.
@@ -165,6 +167,10 @@ pub(crate) struct TestServer {
     pub(crate) token: JoinToken,
     /// The token file.
     pub(crate) token_file: PathBuf,
+    /// The agent token (`K10...::node:...`).
+    pub(crate) agent_token: JoinToken,
+    /// The agent token file.
+    pub(crate) agent_token_file: PathBuf,
     /// The cluster CA.
     pub(crate) ca_pem: String,
     /// The admin client certificate.
@@ -184,6 +190,7 @@ impl ServerOptions {
             etcd: None,
             network: dual_stack(),
             token: None,
+            agent_token: None,
             port: free_port(),
             advertise_port: None,
             bookmark_interval: weft_api::protocol::BOOKMARK_INTERVAL,
@@ -245,6 +252,7 @@ impl TestServer {
             datastore,
             network: options.network.clone(),
             token: options.token.clone(),
+            agent_token: options.agent_token.clone(),
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, options.port)),
             url: url.clone(),
             names: vec!["localhost".to_owned()],
@@ -274,6 +282,8 @@ impl TestServer {
             url,
             token: started.bootstrap.token.clone(),
             token_file: started.bootstrap.paths.token.clone(),
+            agent_token: started.bootstrap.agent_token.clone(),
+            agent_token_file: started.bootstrap.paths.agent_token.clone(),
             ca_pem: started.bootstrap.ca.cert_pem().to_owned(),
             admin: started.bootstrap.admin.clone(),
             hub: started.plane.hub().clone(),

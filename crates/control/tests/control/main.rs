@@ -6,6 +6,7 @@
 //! - `restart`: a server's restart keeps leases, the CA and the token; critical settings.
 //! - `watch`: lease changes and deletions reach watchers, resume after a reconnect, liveness.
 //! - `metrics`: `/metrics` serves the control plane's and the agent's metrics.
+//! - `tokens`: the agent token, and a first start that fails before its token is kept.
 //! - `ha`: three servers on one etcd: fail-over, joining through a survivor, and concurrent
 //!   allocation without duplicates.
 
@@ -14,4 +15,5 @@ mod harness;
 mod join;
 mod metrics;
 mod restart;
+mod tokens;
 mod watch;
