@@ -15,6 +15,7 @@ fn paths() -> BootstrapPaths {
     let dir = Path::new("/var/lib/weft/server");
     BootstrapPaths {
         token: dir.join("token"),
+        agent_token: dir.join("agent-token"),
         ca_cert: dir.join("tls/server-ca.crt"),
         admin_cert: dir.join("tls/client-admin.crt"),
         admin_key: dir.join("tls/client-admin.key"),
