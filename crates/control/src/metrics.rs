@@ -53,6 +53,8 @@ pub(crate) enum Registration {
     BadRequest,
     Unauthorized,
     PasswordRejected,
+    /// The node claimed another node's address, VTEP MAC or WireGuard key.
+    Conflict,
     Error,
 }
 
@@ -65,6 +67,7 @@ impl Registration {
             Registration::BadRequest => "bad_request",
             Registration::Unauthorized => "unauthorized",
             Registration::PasswordRejected => "password_rejected",
+            Registration::Conflict => "conflict",
             Registration::Error => "error",
         }
     }

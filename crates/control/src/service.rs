@@ -32,7 +32,9 @@ use weft_api::protocol::{
 use weft_api::token::{hash_node_password, secrets_equal, verify_node_password};
 use weft_config::{ClusterNetwork, is_dns1123_subdomain};
 use weft_ipam::Family;
-use weft_store::{Created, LeaseAttrs, NodeMaskSizes, NodeRecord, Store, StoreError, UnixTime};
+use weft_store::{
+    Claim, LeaseAttrs, MAX_ATTEMPTS, NodeMaskSizes, NodeRecord, Store, StoreError, UnixTime,
+};
 
 use crate::hub::{HubEvent, LeaseHub, Subscription, event_line};
 use crate::metrics::{ControlMetrics, Registration};
@@ -115,6 +117,7 @@ impl ControlPlane {
                     StatusCode::BAD_REQUEST => Registration::BadRequest,
                     StatusCode::UNAUTHORIZED => Registration::Unauthorized,
                     StatusCode::FORBIDDEN => Registration::PasswordRejected,
+                    StatusCode::CONFLICT => Registration::Conflict,
                     _ => Registration::Error,
                 });
                 response
@@ -208,42 +211,62 @@ impl ControlPlane {
                 format!("node name {name:?} is not a valid RFC 1123 subdomain; set --node-name"),
             ));
         }
-        let record = NodeRecord {
-            name: name.clone(),
-            password_hash: hash_node_password(password),
-            node_ips: request.node_ips.clone(),
-            external_ips: request.external_ips.clone(),
-            created_at: UnixTime::now(),
-        };
-        let existing = match self.store.create_node(&record).await {
-            Ok(Created::Created(_)) => {
-                self.hub.metrics().nodes.inc();
-                tracing::info!(node = %name, "node joined");
-                None
-            }
-            Ok(Created::Existing(v)) => Some(v.value),
-            Err(e) => return Err(store_error(&e)),
-        };
-        if let Some(existing) = existing {
-            if !verify_node_password(&existing.password_hash, password) {
-                tracing::warn!(node = %name, "refused a node whose password does not match");
-                return Err(error_response(
-                    StatusCode::FORBIDDEN,
-                    "Node password rejected, duplicate hostname or contents of '<data-dir>/agent/node-password' may not match server node-passwd entry, try enabling a unique node name with the --with-node-id flag",
-                ));
-            }
-            if existing.node_ips != request.node_ips
-                || existing.external_ips != request.external_ips
-            {
-                let updated = NodeRecord {
+        // What identifies the node to its peers and to the egress selector is its own: the
+        // claims and the record are one transaction, so two servers can't both hand one out,
+        // and a refused node leaves nothing behind.
+        let claims = Claim::of_node(&request.node_ips, &request.external_ips, &request.backend);
+        let mut attempts = 0;
+        loop {
+            let existing = self
+                .store
+                .get_node(name)
+                .await
+                .map_err(|e| store_error(&e))?;
+            let node = match &existing {
+                Some(v) if !verify_node_password(&v.value.password_hash, password) => {
+                    tracing::warn!(node = %name, "refused a node whose password does not match");
+                    return Err(error_response(
+                        StatusCode::FORBIDDEN,
+                        "Node password rejected, duplicate hostname or contents of '<data-dir>/agent/node-password' may not match server node-passwd entry, try enabling a unique node name with the --with-node-id flag",
+                    ));
+                }
+                Some(v) => NodeRecord {
                     node_ips: request.node_ips.clone(),
                     external_ips: request.external_ips.clone(),
-                    ..existing
-                };
-                self.store
-                    .put_node(&updated)
-                    .await
-                    .map_err(|e| store_error(&e))?;
+                    ..v.value.clone()
+                },
+                None => NodeRecord {
+                    name: name.clone(),
+                    password_hash: hash_node_password(password),
+                    node_ips: request.node_ips.clone(),
+                    external_ips: request.external_ips.clone(),
+                    created_at: UnixTime::now(),
+                    claims: Vec::new(),
+                },
+            };
+            let expected = existing.as_ref().map(|v| v.revision);
+            match self.store.claim_node(&node, &claims, expected).await {
+                Ok(Some(_)) => {
+                    if existing.is_none() {
+                        self.hub.metrics().nodes.inc();
+                        tracing::info!(node = %name, "node joined");
+                    }
+                    break;
+                }
+                // Registered or changed meanwhile (by another server): check again.
+                Ok(None) if attempts < MAX_ATTEMPTS => attempts += 1,
+                Ok(None) => {
+                    return Err(error_response(
+                        StatusCode::CONFLICT,
+                        format!("node {name} kept changing while it registered; try again"),
+                    ));
+                }
+                Err(e) => {
+                    if let StoreError::Claimed { .. } = e {
+                        tracing::warn!(node = %name, error = %e, "refused a node that claims another's identity");
+                    }
+                    return Err(store_error(&e));
+                }
             }
         }
         // Only the enabled families get a fabric address, as flannel's lease attributes.
@@ -421,6 +444,7 @@ fn store_error(e: &StoreError) -> Response<Body> {
     let status = match e {
         StoreError::Ipam(_) => StatusCode::SERVICE_UNAVAILABLE,
         StoreError::InvalidName { .. } => StatusCode::BAD_REQUEST,
+        StoreError::Claimed { .. } => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     tracing::warn!(error = %e, "store request failed");

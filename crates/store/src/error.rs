@@ -164,6 +164,14 @@ pub enum StoreError {
         /// The CIDRs given.
         given: String,
     },
+    /// A node claims an address, VTEP MAC or WireGuard key another live node holds.
+    #[error("{}", claim.conflict(owner))]
+    Claimed {
+        /// What was claimed.
+        claim: crate::Claim,
+        /// The node that holds it.
+        owner: String,
+    },
     /// A lease update for a node that has no lease.
     #[error("node {node} has no lease; allocate one first")]
     NoLease {

@@ -8,11 +8,20 @@
 //! | `/weft/subnets/ipv4/<a.b.c.d>-<prefix>` | the node holding that IPv4 pod CIDR, plain text |
 //! | `/weft/subnets/ipv6/<address>-<prefix>` | the node holding that IPv6 pod CIDR, plain text |
 //! | `/weft/pods/<namespace>/<pod>` | a [`PodRecord`](crate::PodRecord), JSON |
+//! | `/weft/claims/ip/<address>` | the node whose internal or external IP that is, plain text |
+//! | `/weft/claims/vtep-mac/<mac>` | the node whose VTEP has that MAC, plain text |
+//! | `/weft/claims/wireguard-key/<key>` | the node with that WireGuard public key (base64url), plain text |
 //!
 //! The `subnets` keys are the uniqueness index of pod CIDRs: a lease is written in the same
 //! transaction as its subnet keys, on the condition that none of them exists, so two servers
 //! can never hand out one CIDR (flannel's etcd layout keys leases by subnet, `10.5.34.0-24`, for
 //! the same reason).
+//!
+//! The `claims` keys are the uniqueness index of what identifies a node to its peers and to
+//! the egress selector: a node's record is written in the same transaction as its claim keys,
+//! on the condition that none of them belongs to another node, so no node can take another's
+//! address, VTEP MAC or WireGuard key, however many servers race (see
+//! [`Store::claim_node`](crate::Store::claim_node)).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -35,6 +44,8 @@ pub const LEASES: &str = "/weft/leases/";
 pub const SUBNETS: &str = "/weft/subnets/";
 /// The prefix of pod records.
 pub const PODS: &str = "/weft/pods/";
+/// The prefix of the node identity uniqueness index.
+pub const CLAIMS: &str = "/weft/claims/";
 
 /// The key of a node's record.
 pub fn node(name: &str) -> String {

@@ -43,7 +43,7 @@ pub use kv::{
     WatchStream,
 };
 pub use records::{
-    CorruptRecord, Created, Event, LeaseAllocation, LeaseAttrs, Listed, NodeMaskSizes, NodeRecord,
-    PodRecord, TypedBatch, TypedWatch, UnixTime, Versioned,
+    Claim, CorruptRecord, Created, Event, LeaseAllocation, LeaseAttrs, Listed, NodeMaskSizes,
+    NodeRecord, PodRecord, TypedBatch, TypedWatch, UnixTime, Versioned,
 };
 pub use store::{Datastore, MAX_ATTEMPTS, Store};

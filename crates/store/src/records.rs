@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures::stream::BoxStream;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use weft_fabric::{BackendData, Lease};
+use weft_fabric::{BackendData, Lease, MacAddr, WgPublicKey};
 use weft_ipam::{DEFAULT_NODE_CIDR_MASK_SIZE_IPV4, DEFAULT_NODE_CIDR_MASK_SIZE_IPV6, NodeCidrs};
 
 use crate::{KeyValue, Revision, StoreError, keys};
@@ -33,6 +33,23 @@ pub struct NodeRecord {
     pub external_ips: Vec<IpAddr>,
     /// When the node first registered.
     pub created_at: UnixTime,
+    /// The claim keys the node holds (see [`Claim`]), written with the record so a changed
+    /// identity releases what it no longer uses. The store keeps it; callers leave it empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<String>,
+}
+
+/// A value that identifies one node and that no other live node may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// An internal node IP (`--node-ip`).
+    NodeIp(IpAddr),
+    /// An external node IP (`--node-external-ip`); one index with the internal IPs.
+    ExternalIp(IpAddr),
+    /// The MAC of a VTEP device, either family.
+    VtepMac(MacAddr),
+    /// The node's WireGuard public key.
+    WireguardKey(WgPublicKey),
 }
 
 /// A pod and the node it runs on, for the egress selector's `cluster` mode.
@@ -161,6 +178,73 @@ pub struct LeaseAllocation {
     pub revision: Revision,
     /// Whether CIDRs were allocated now (else the node already had this lease).
     pub created: bool,
+}
+
+// === impl Claim ===
+
+impl Claim {
+    /// What `node` publishes that must be its own: its IPs, VTEP MACs and WireGuard key.
+    pub fn of_node(
+        node_ips: &[IpAddr],
+        external_ips: &[IpAddr],
+        backend: &BackendData,
+    ) -> Vec<Claim> {
+        let mut claims: Vec<Claim> = node_ips.iter().copied().map(Claim::NodeIp).collect();
+        claims.extend(external_ips.iter().copied().map(Claim::ExternalIp));
+        match backend {
+            BackendData::Vxlan {
+                vtep_mac_ipv4,
+                vtep_mac_ipv6,
+            } => claims.extend(
+                vtep_mac_ipv4
+                    .iter()
+                    .chain(vtep_mac_ipv6)
+                    .copied()
+                    .map(Claim::VtepMac),
+            ),
+            BackendData::Wireguard { public_key, .. } => {
+                claims.push(Claim::WireguardKey(*public_key));
+            }
+            _ => {}
+        }
+        claims
+    }
+
+    /// The claim's key in the index.
+    pub fn key(&self) -> String {
+        match self {
+            Claim::NodeIp(ip) | Claim::ExternalIp(ip) => format!("{}ip/{ip}", keys::CLAIMS),
+            Claim::VtepMac(mac) => format!("{}vtep-mac/{mac}", keys::CLAIMS),
+            Claim::WireguardKey(key) => format!(
+                "{}wireguard-key/{}",
+                keys::CLAIMS,
+                key.to_string().replace('+', "-").replace('/', "_")
+            ),
+        }
+    }
+
+    /// Why `owner` holding this claim stops another node, and what to do about it.
+    pub fn conflict(&self, owner: &str) -> String {
+        let fix = |what: &str| format!("{what}, or delete {owner} first");
+        match self {
+            Claim::NodeIp(ip) => format!(
+                "{ip} is already node {owner}'s address; {}",
+                fix("give this node its own --node-ip")
+            ),
+            Claim::ExternalIp(ip) => format!(
+                "{ip} is already node {owner}'s address; {}",
+                fix("give this node its own --node-external-ip")
+            ),
+            Claim::VtepMac(mac) => format!(
+                "VTEP MAC {mac} is already node {owner}'s; {}",
+                fix("delete this node's <data-dir>/agent/vtep-macs.json so it makes its own")
+            ),
+            Claim::WireguardKey(key) => format!(
+                "WireGuard public key {key} is already node {owner}'s; {}",
+                fix("delete this node's <data-dir>/agent/wireguard-key so it makes its own")
+            ),
+        }
+    }
 }
 
 // === impl CorruptRecord ===

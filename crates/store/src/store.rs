@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use weft_fabric::Lease;
 use weft_ipam::{Cidr, CidrList, DualStackAllocator, IpamError, NodeCidrs};
 
+use crate::records::Claim;
 use crate::records::{Record, decode, decode_json, encode, name_of};
 use crate::{
     Compare, CorruptRecord, Created, EmbeddedStore, EtcdStore, Event, KeyValue, Kv,
@@ -185,8 +186,107 @@ impl Store {
         self.update(&node.key(), bytes, expected).await
     }
 
-    /// Deletes a node: its record, its lease and the lease's subnet index keys, in one
-    /// transaction, then the pod records its agent reported (the namespace named after the
+    /// Writes `node` (a registering node's record, its addresses as the node gives them now)
+    /// together with its `claims`, in one transaction: each claim key is taken for the node on
+    /// the condition that no other node holds it, the claims the node held before and gives no
+    /// more are released, and the record is written only if it is still at `expected` (absent
+    /// for `None`: a new node). Two servers racing for one claim can't both win; the loser gets
+    /// [`StoreError::Claimed`], naming the value and its owner, and nothing of its request is
+    /// written. A claim whose owner has no record any more (a store edited by hand) is taken
+    /// over.
+    ///
+    /// Returns the record's new revision, or `None` when the record is no longer at `expected`
+    /// (read it again, check the node's password again, and retry).
+    pub async fn claim_node(
+        &self,
+        node: &NodeRecord,
+        claims: &[Claim],
+        expected: Option<Revision>,
+    ) -> Result<Option<Revision>, StoreError> {
+        node.check_names()?;
+        let node_key = node.key();
+        let mut wanted: Vec<(String, &Claim)> = Vec::new();
+        for claim in claims {
+            let key = claim.key();
+            if !wanted.iter().any(|(k, _)| *k == key) {
+                wanted.push((key, claim));
+            }
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self.kv.get(&node_key).await?;
+            let (held, mut txn) = match (&current, expected) {
+                (None, None) => (Vec::new(), Txn::new().when(Compare::absent(&node_key))),
+                (Some(kv), Some(expected)) if kv.mod_revision == expected => {
+                    let held: Versioned<NodeRecord> = decode(kv)?;
+                    let same_claims = held.value.claims.len() == wanted.len()
+                        && wanted.iter().all(|(k, _)| held.value.claims.contains(k));
+                    let record = NodeRecord {
+                        claims: held.value.claims.clone(),
+                        ..node.clone()
+                    };
+                    if same_claims && held.value == record {
+                        // Claims are released only with the node: the ones it holds are its.
+                        return Ok(Some(expected));
+                    }
+                    let txn = Txn::new().when(Compare::mod_revision(&node_key, expected));
+                    (held.value.claims, txn)
+                }
+                _ => return Ok(None),
+            };
+            for (key, claim) in &wanted {
+                txn = match self.kv.get(key).await? {
+                    None => txn.when(Compare::absent(key)).put(key, node.name.as_str()),
+                    Some(kv) if kv.value == node.name.as_bytes() => {
+                        txn.when(Compare::mod_revision(key, kv.mod_revision))
+                    }
+                    Some(kv) => {
+                        let owner = String::from_utf8_lossy(&kv.value).into_owned();
+                        let owner_key = keys::node(&owner);
+                        if keys::check_name("node name", &owner).is_ok()
+                            && self.kv.get(&owner_key).await?.is_some()
+                        {
+                            return Err(StoreError::Claimed {
+                                claim: (*claim).clone(),
+                                owner,
+                            });
+                        }
+                        txn.when(Compare::mod_revision(key, kv.mod_revision))
+                            .when(Compare::absent(owner_key))
+                            .put(key, node.name.as_str())
+                    }
+                };
+            }
+            for old in &held {
+                if wanted.iter().any(|(k, _)| k == old) || !old.starts_with(keys::CLAIMS) {
+                    continue;
+                }
+                if let Some(kv) = self.kv.get(old).await?
+                    && kv.value == node.name.as_bytes()
+                {
+                    txn = txn
+                        .when(Compare::mod_revision(old, kv.mod_revision))
+                        .delete(old);
+                }
+            }
+            let record = NodeRecord {
+                claims: wanted.iter().map(|(k, _)| k.clone()).collect(),
+                ..node.clone()
+            };
+            let txn = txn.put(&node_key, encode(NodeRecord::WHAT, &record)?);
+            let outcome = self.kv.txn(txn).await?;
+            if outcome.succeeded {
+                return Ok(Some(outcome.revision));
+            }
+            // A claim or the record changed meanwhile: look again.
+        }
+        Err(exhausted(format!(
+            "claim the identity of node {}",
+            node.name
+        )))
+    }
+
+    /// Deletes a node: its record, its claims, its lease and the lease's subnet index keys, in
+    /// one transaction, then the pod records its agent reported (the namespace named after the
     /// node), so nothing routes to a node that is gone. Works on corrupt records too. Returns
     /// whether anything was deleted.
     pub async fn delete_node(&self, name: &str) -> Result<bool, StoreError> {
@@ -208,6 +308,14 @@ impl Store {
                 return Ok(false);
             }
             let mut txn = lease.as_ref().map_or_else(Txn::new, |t| t.txn.clone());
+            // Every claim the node holds, found by owner, so a corrupt record loses them too.
+            for claim in self.kv.list(keys::CLAIMS).await?.items {
+                if claim.value == name.as_bytes() {
+                    txn = txn
+                        .when(Compare::mod_revision(&claim.key, claim.mod_revision))
+                        .delete(&claim.key);
+                }
+            }
             txn = match &node {
                 Some(kv) => txn
                     .when(Compare::mod_revision(&node_key, kv.mod_revision))

@@ -3,6 +3,7 @@
 //! embedded store and with a real etcd. Nothing here needs root or the kernel.
 //!
 //! - `join`: registration and leases, identity and trust (node passwords, tokens, the CA pin).
+//! - `identity`: no node takes another's address, VTEP MAC or WireGuard key, on one server or racing on etcd.
 //! - `restart`: a server's restart keeps leases, the CA and the token; critical settings.
 //! - `watch`: lease changes and deletions reach watchers, resume after a reconnect, liveness.
 //! - `metrics`: `/metrics` serves the control plane's and the agent's metrics.
@@ -12,6 +13,7 @@
 
 mod ha;
 mod harness;
+mod identity;
 mod join;
 mod metrics;
 mod restart;

@@ -9,8 +9,8 @@ use serde_json::json;
 use weft_fabric::{BackendData, Lease, MacAddr};
 use weft_ipam::{CidrList, IpamError};
 use weft_store::{
-    Created, Event, LeaseAttrs, NodeMaskSizes, NodeRecord, PodRecord, Revision, Store, StoreError,
-    Txn, TypedBatch, TypedWatch, UnixTime, keys,
+    Claim, Created, Event, LeaseAttrs, NodeMaskSizes, NodeRecord, PodRecord, Revision, Store,
+    StoreError, Txn, TypedBatch, TypedWatch, UnixTime, keys,
 };
 
 use crate::both_backends;
@@ -19,6 +19,7 @@ use crate::harness::Backend;
 both_backends!(
     cluster_config_is_created_once,
     nodes,
+    node_claims,
     pods,
     reregistration_keeps_the_lease,
     release_then_allocate,
@@ -49,6 +50,7 @@ fn node(name: &str, hash: &str) -> NodeRecord {
         node_ips: vec!["192.0.2.10".parse().unwrap()],
         external_ips: Vec::new(),
         created_at: UnixTime::now(),
+        claims: Vec::new(),
     }
 }
 
@@ -218,6 +220,115 @@ async fn nodes(backend: Backend) {
         store.put_node(&node("a/b", "h")).await,
         Err(StoreError::InvalidName { .. })
     ));
+}
+
+async fn node_claims(backend: Backend) {
+    let store = backend.store().await;
+    let ip = |text: &str| -> IpAddr { text.parse().unwrap() };
+    let mac = MacAddr::local_from([0, 1, 2, 3, 4, 5]);
+    let claims_of = |ips: &[&str]| -> Vec<Claim> {
+        let mut claims: Vec<Claim> = ips.iter().map(|i| Claim::NodeIp(ip(i))).collect();
+        claims.push(Claim::VtepMac(mac));
+        claims
+    };
+
+    // A new node: created with its claims.
+    let n1 = node("n1", "h1");
+    let r1 = store
+        .claim_node(&n1, &claims_of(&["192.0.2.1"]), None)
+        .await
+        .unwrap()
+        .expect("n1 is new");
+    // The same record again, from a stale revision or as if new: changed meanwhile.
+    assert_eq!(store.claim_node(&n1, &[], None).await.unwrap(), None);
+    let stale = Revision(r1.get() - 1);
+    assert_eq!(store.claim_node(&n1, &[], Some(stale)).await.unwrap(), None);
+    // Unchanged: nothing written.
+    assert_eq!(
+        store
+            .claim_node(&n1, &claims_of(&["192.0.2.1"]), Some(r1))
+            .await
+            .unwrap(),
+        Some(r1)
+    );
+
+    // Another node claiming n1's MAC is refused, and nothing of it is stored.
+    let n2 = node("n2", "h2");
+    let refused = store
+        .claim_node(&n2, &claims_of(&["192.0.2.2"]), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::Claimed { claim: Claim::VtepMac(m), owner } if *m == mac && owner == "n1"),
+        "{refused}"
+    );
+    assert!(store.get_node("n2").await.unwrap().is_none());
+    assert!(
+        store
+            .kv()
+            .get(&Claim::NodeIp(ip("192.0.2.2")).key())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // n1 moves to a new address: the old one is released, and n2 may take it.
+    let mut moved = n1.clone();
+    moved.node_ips = vec![ip("192.0.2.11")];
+    store
+        .claim_node(&moved, &claims_of(&["192.0.2.11"]), Some(r1))
+        .await
+        .unwrap()
+        .expect("n1 is at r1");
+    let stored = store.get_node("n1").await.unwrap().unwrap().value;
+    assert_eq!(stored.node_ips, moved.node_ips);
+    assert_eq!(stored.claims.len(), 2, "{:?}", stored.claims);
+    store
+        .claim_node(&n2, &[Claim::NodeIp(ip("192.0.2.1"))], None)
+        .await
+        .unwrap()
+        .expect("n2 takes n1's old address");
+
+    // A claim whose owner has no record (a store edited by hand) is taken over.
+    let orphan = Claim::ExternalIp(ip("203.0.113.7"));
+    store
+        .kv()
+        .txn(Txn::new().put(orphan.key(), "gone"))
+        .await
+        .unwrap();
+    let r2 = store.get_node("n2").await.unwrap().unwrap().revision;
+    store
+        .claim_node(
+            &n2,
+            &[Claim::NodeIp(ip("192.0.2.1")), orphan.clone()],
+            Some(r2),
+        )
+        .await
+        .unwrap()
+        .expect("n2 takes the orphaned claim");
+
+    // Deleting n1 releases its claims, found by owner: even with a corrupt record.
+    store
+        .kv()
+        .txn(Txn::new().put(keys::node("n1"), "not json"))
+        .await
+        .unwrap();
+    assert!(store.delete_node("n1").await.unwrap());
+    let held: Vec<String> = store
+        .kv()
+        .list(keys::CLAIMS)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|kv| String::from_utf8(kv.value).unwrap())
+        .collect();
+    assert_eq!(held, ["n2", "n2"], "only n2's claims are left");
+    store
+        .claim_node(&node("n3", "h3"), &claims_of(&["192.0.2.11"]), None)
+        .await
+        .unwrap()
+        .expect("n3 takes what n1 held");
 }
 
 async fn pods(backend: Backend) {
