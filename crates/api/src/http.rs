@@ -20,7 +20,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::ApiError;
 use crate::io::tls_server;
-use crate::pki::{ClientIdentity, client_identity};
+use crate::pki::{ClientIdentity, cert_fingerprint, client_identity};
 use crate::protocol::ErrorBody;
 
 /// How long a client may take over its TLS handshake before the server hangs up.
@@ -36,6 +36,9 @@ pub struct Peer {
     pub addr: SocketAddr,
     /// The identity of its client certificate, when it presented one the CA signed.
     pub identity: Option<ClientIdentity>,
+    /// That certificate's SHA-256 fingerprint ([`cert_fingerprint`]), to tell a node's current
+    /// certificate from one it was issued before.
+    pub fingerprint: Option<String>,
 }
 
 /// Handles requests for [`serve`].
@@ -87,11 +90,14 @@ async fn serve_with(
                         return;
                     }
                 };
-            let identity = tls
-                .peer_certificates()
-                .and_then(|certs| certs.first())
-                .and_then(|cert| client_identity(cert).ok());
-            let peer = Peer { addr, identity };
+            let leaf = tls.peer_certificates().and_then(|certs| certs.first());
+            let identity = leaf.and_then(|cert| client_identity(cert).ok());
+            let fingerprint = leaf.map(|cert| cert_fingerprint(cert));
+            let peer = Peer {
+                addr,
+                identity,
+                fingerprint,
+            };
             let service = hyper::service::service_fn(move |req| {
                 let handler = handler.clone();
                 let peer = peer.clone();

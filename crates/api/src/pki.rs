@@ -171,6 +171,21 @@ pub fn ca_hash(ca_pem: &[u8]) -> String {
     hex::encode(Sha256::digest(ca_pem))
 }
 
+/// The SHA-256 fingerprint of a certificate (DER), lowercase hex: what a node record keeps of
+/// the certificate its server issued, so an older one is known for what it is.
+pub fn cert_fingerprint(cert_der: &[u8]) -> String {
+    hex::encode(Sha256::digest(cert_der))
+}
+
+/// The fingerprint ([`cert_fingerprint`]) of the first certificate in a PEM text.
+pub fn pem_fingerprint(cert_pem: &str) -> Result<String, ApiError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| ApiError::Pki(format!("the certificate PEM does not parse: {e}")))?;
+    Ok(cert_fingerprint(&der))
+}
+
 /// Who a client certificate (DER, already verified against the CA by TLS) belongs to.
 pub fn client_identity(cert_der: &[u8]) -> Result<ClientIdentity, ApiError> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der)

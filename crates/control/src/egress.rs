@@ -29,6 +29,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use tokio::task::JoinHandle;
 use weft_api::http::{Body, Handler, Peer};
+use weft_api::pki::ClientIdentity;
 use weft_config::{ClusterNetwork, EgressSelectorMode};
 use weft_fabric::Lease;
 use weft_ipam::Family;
@@ -79,9 +80,13 @@ pub struct Egress {
 }
 
 /// The server's HTTPS handler: tunnel requests to the tunnel server, the rest to the API.
+///
+/// A node opens a tunnel only with its current certificate, and its tunnels close as soon as
+/// that certificate is revoked (the node was deleted or issued a newer one).
 pub struct Front {
     plane: Arc<ControlPlane>,
     tunnel: TunnelServer,
+    revoker: JoinHandle<()>,
 }
 
 // === impl EgressSettings ===
@@ -173,9 +178,30 @@ impl Egress {
 
     /// The server's HTTPS handler over `plane` and this tunnel server.
     pub fn front(&self, plane: Arc<ControlPlane>) -> Arc<Front> {
+        let mut revocations = plane.credentials().subscribe();
+        let tunnel = self.tunnel.clone();
+        let revoker = tokio::spawn(async move {
+            loop {
+                match revocations.recv().await {
+                    Ok(r) => tunnel.close_node(
+                        &r.node,
+                        r.current.as_deref(),
+                        "the node's certificate was revoked",
+                    ),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(
+                            missed,
+                            "missed certificate revocations; tunnels with a revoked certificate stay open until they reconnect"
+                        );
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
         Arc::new(Front {
             plane,
             tunnel: self.tunnel.clone(),
+            revoker,
         })
     }
 
@@ -228,11 +254,25 @@ impl Handler for Front {
         request: Request<Incoming>,
         peer: Peer,
     ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + '_>> {
-        if TunnelServer::is_tunnel_request(&request) {
-            Box::pin(self.tunnel.handle(request, peer))
-        } else {
-            self.plane.handle(request, peer)
+        if !TunnelServer::is_tunnel_request(&request) {
+            return self.plane.handle(request, peer);
         }
+        Box::pin(async move {
+            // A node's tunnel: only with its current certificate.
+            if request.method() != hyper::Method::CONNECT
+                && matches!(peer.identity, Some(ClientIdentity::Node(_)))
+                && let Err(refused) = self.plane.node_only(&peer).await
+            {
+                return refused;
+            }
+            self.tunnel.handle(request, peer).await
+        })
+    }
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        self.revoker.abort();
     }
 }
 

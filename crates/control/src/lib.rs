@@ -20,6 +20,7 @@
 
 pub mod bootstrap;
 pub mod compactor;
+pub mod credentials;
 pub mod egress;
 mod error;
 mod files;
@@ -42,6 +43,7 @@ use weft_store::{Created, Datastore, Store};
 pub use error::ControlError;
 
 use crate::bootstrap::{Bootstrap, GivenTokens};
+use crate::credentials::NodeCredentials;
 use crate::hub::LeaseHub;
 use crate::metrics::ControlMetrics;
 use crate::service::{ControlPlane, JoinSecrets};
@@ -107,6 +109,7 @@ pub async fn start(settings: ServerSettings) -> Result<Started, ControlError> {
     .await?;
     let metrics = ControlMetrics::new();
     let hub = LeaseHub::start(store.clone(), metrics.clone()).await?;
+    let credentials = NodeCredentials::start(store.clone()).await?;
     let listener = listen(settings.bind).map_err(|e| ControlError::Listen {
         addr: settings.bind,
         reason: e.to_string(),
@@ -123,6 +126,7 @@ pub async fn start(settings: ServerSettings) -> Result<Started, ControlError> {
                 server: bootstrap.token.secret.clone(),
                 agent: bootstrap.agent_token.secret.clone(),
             },
+            credentials,
             settings.network.clone(),
         )
         .with_bookmark_interval(settings.bookmark_interval),

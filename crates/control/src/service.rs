@@ -24,7 +24,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use weft_api::http::{Body, Handler, Peer, error_response, full, json_response, read_body};
-use weft_api::pki::{ClientIdentity, ClusterCa};
+use weft_api::pki::{ClientIdentity, ClusterCa, pem_fingerprint};
 use weft_api::protocol::{
     CACERTS_PATH, CONFIG_PATH, LEASES_PATH, LeaseEvent, NODE_PASSWORD_HEADER, NODES_PATH,
     PODS_PATH, REGISTER_PATH, RegisterRequest, RegisterResponse, SERVERS_PATH,
@@ -36,6 +36,7 @@ use weft_store::{
     Claim, LeaseAttrs, MAX_ATTEMPTS, NodeMaskSizes, NodeRecord, Store, StoreError, UnixTime,
 };
 
+use crate::credentials::{NodeCredentials, Revocation};
 use crate::hub::{HubEvent, LeaseHub, Subscription, event_line};
 use crate::metrics::{ControlMetrics, Registration};
 use crate::servers::list_servers;
@@ -50,6 +51,7 @@ pub struct ControlPlane {
     hub: LeaseHub,
     ca: Arc<ClusterCa>,
     secrets: JoinSecrets,
+    credentials: NodeCredentials,
     network: ClusterNetwork,
     bookmark_interval: Duration,
 }
@@ -68,12 +70,14 @@ pub struct JoinSecrets {
 
 impl ControlPlane {
     /// A handler over `store` and `hub`, signing node certificates with `ca`, accepting agents
-    /// that know one of `secrets`, and handing out `network`.
+    /// that know one of `secrets` and node certificates that `credentials` says are current,
+    /// and handing out `network`.
     pub fn new(
         store: Store,
         hub: LeaseHub,
         ca: Arc<ClusterCa>,
         secrets: JoinSecrets,
+        credentials: NodeCredentials,
         network: ClusterNetwork,
     ) -> ControlPlane {
         ControlPlane {
@@ -81,6 +85,7 @@ impl ControlPlane {
             hub,
             ca,
             secrets,
+            credentials,
             network,
             bookmark_interval: BOOKMARK_INTERVAL,
         }
@@ -96,6 +101,33 @@ impl ControlPlane {
     /// The lease hub.
     pub fn hub(&self) -> &LeaseHub {
         &self.hub
+    }
+
+    /// Which node certificates are current.
+    pub fn credentials(&self) -> &NodeCredentials {
+        &self.credentials
+    }
+
+    /// The node a request speaks for: its client certificate must be a node's, and that node's
+    /// current one (not one issued before it, nor one of a deleted node).
+    pub async fn node_only(&self, peer: &Peer) -> Result<String, Response<Body>> {
+        let (Some(ClientIdentity::Node(name)), Some(fingerprint)) =
+            (&peer.identity, &peer.fingerprint)
+        else {
+            return Err(error_response(
+                StatusCode::UNAUTHORIZED,
+                "this endpoint needs a node certificate: register first",
+            ));
+        };
+        if !self.credentials.is_current(name, fingerprint).await {
+            return Err(error_response(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "this certificate is no longer node {name}'s: the node was deleted or was issued a newer one; register again"
+                ),
+            ));
+        }
+        Ok(name.clone())
     }
 
     async fn route(&self, req: Request<Incoming>, peer: Peer) -> Response<Body> {
@@ -122,18 +154,21 @@ impl ControlPlane {
                 });
                 response
             }
-            (Method::GET, LEASES_PATH) => match node_only(&peer) {
-                Ok(_) => self.leases(req.uri().query()).await,
+            (Method::GET, LEASES_PATH) => match self.node_only(&peer).await {
+                Ok(node) => {
+                    let fingerprint = peer.fingerprint.unwrap_or_default();
+                    self.leases(req.uri().query(), node, fingerprint).await
+                }
                 Err(r) => r,
             },
-            (Method::GET, SERVERS_PATH) => match node_only(&peer) {
+            (Method::GET, SERVERS_PATH) => match self.node_only(&peer).await {
                 Ok(_) => match list_servers(&self.store).await {
                     Ok(servers) => json_response(StatusCode::OK, &servers),
                     Err(e) => store_error(&e),
                 },
                 Err(r) => r,
             },
-            (Method::PUT, PODS_PATH) => match node_only(&peer) {
+            (Method::PUT, PODS_PATH) => match self.node_only(&peer).await {
                 Ok(node) => crate::pods::report(&self.store, &node, req.into_body()).await,
                 Err(r) => r,
             },
@@ -215,6 +250,14 @@ impl ControlPlane {
         // claims and the record are one transaction, so two servers can't both hand one out,
         // and a refused node leaves nothing behind.
         let claims = Claim::of_node(&request.node_ips, &request.external_ips, &request.backend);
+        // The certificate is issued first, so its fingerprint is written with the record: from
+        // that write on it is the only one that speaks for the node.
+        let cert = self
+            .ca
+            .issue_node(name)
+            .map_err(|e| error_response(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let fingerprint = pem_fingerprint(&cert.cert_pem)
+            .map_err(|e| error_response(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let mut attempts = 0;
         loop {
             let existing = self
@@ -233,6 +276,7 @@ impl ControlPlane {
                 Some(v) => NodeRecord {
                     node_ips: request.node_ips.clone(),
                     external_ips: request.external_ips.clone(),
+                    cert_fingerprint: Some(fingerprint.clone()),
                     ..v.value.clone()
                 },
                 None => NodeRecord {
@@ -241,6 +285,7 @@ impl ControlPlane {
                     node_ips: request.node_ips.clone(),
                     external_ips: request.external_ips.clone(),
                     created_at: UnixTime::now(),
+                    cert_fingerprint: Some(fingerprint.clone()),
                     claims: Vec::new(),
                 },
             };
@@ -298,10 +343,6 @@ impl ControlPlane {
         if allocation.created {
             tracing::info!(node = %name, ipv4 = ?allocation.lease.ipv4_cidr.map(|c| c.to_string()), ipv6 = ?allocation.lease.ipv6_cidr.map(|c| c.to_string()), "allocated a lease");
         }
-        let cert = self
-            .ca
-            .issue_node(name)
-            .map_err(|e| error_response(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let servers = list_servers(&self.store)
             .await
             .map_err(|e| store_error(&e))?;
@@ -314,7 +355,12 @@ impl ControlPlane {
         })
     }
 
-    async fn leases(&self, query: Option<&str>) -> Response<Body> {
+    async fn leases(
+        &self,
+        query: Option<&str>,
+        node: String,
+        fingerprint: String,
+    ) -> Response<Body> {
         let watch = query
             .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("watch=")))
             .map(str::parse::<u64>);
@@ -323,7 +369,7 @@ impl ControlPlane {
             Some(Err(_)) => {
                 error_response(StatusCode::BAD_REQUEST, "watch= must be a revision number")
             }
-            Some(Ok(from)) => self.watch(from).await,
+            Some(Ok(from)) => self.watch(from, node, fingerprint).await,
         }
     }
 
@@ -331,7 +377,8 @@ impl ControlPlane {
     ///
     /// The body is a stream over the hub's feed that hyper polls when the connection can take
     /// more: no task and no queue per watcher, and every event's line is the hub's, shared.
-    async fn watch(&self, from: u64) -> Response<Body> {
+    /// It ends as soon as `node`'s certificate with `fingerprint` is revoked.
+    async fn watch(&self, from: u64, node: String, fingerprint: String) -> Response<Body> {
         let subscribed = match self.hub.subscribe(from) {
             // A revision ahead of this server's: an agent failing over from a server that is
             // further along. It is good if the store has reached it.
@@ -348,7 +395,16 @@ impl ControlPlane {
                 return Response::new(full(line));
             }
         };
-        let watching = Watching::new(sub, self.bookmark_interval, self.hub.metrics().clone());
+        let watching = Watching::new(
+            sub,
+            self.bookmark_interval,
+            self.hub.metrics().clone(),
+            Holder {
+                node,
+                fingerprint,
+                revocations: self.credentials.subscribe(),
+            },
+        );
         let stream = futures::stream::unfold(watching, |mut watching| async move {
             let line = watching.next_line().await?;
             Some((Ok::<_, std::io::Error>(Frame::data(line)), watching))
@@ -420,16 +476,6 @@ fn public_ip(request: &RegisterRequest, external: bool, ipv4: bool) -> Option<Ip
         .or_else(|| of_family(&request.node_ips))
 }
 
-fn node_only(peer: &Peer) -> Result<String, Response<Body>> {
-    match &peer.identity {
-        Some(ClientIdentity::Node(name)) => Ok(name.clone()),
-        _ => Err(error_response(
-            StatusCode::UNAUTHORIZED,
-            "this endpoint needs a node certificate: register first",
-        )),
-    }
-}
-
 fn admin_only(peer: &Peer) -> Result<(), Response<Body>> {
     match &peer.identity {
         Some(ClientIdentity::Egress) => Ok(()),
@@ -461,12 +507,25 @@ struct Watching {
     revision: u64,
     bookmark_interval: Duration,
     metrics: ControlMetrics,
+    holder: Holder,
+}
+
+/// Whose certificate a watch runs on, and the revocations that end it.
+struct Holder {
+    node: String,
+    fingerprint: String,
+    revocations: broadcast::Receiver<Revocation>,
 }
 
 // === impl Watching ===
 
 impl Watching {
-    fn new(sub: Subscription, bookmark_interval: Duration, metrics: ControlMetrics) -> Watching {
+    fn new(
+        sub: Subscription,
+        bookmark_interval: Duration,
+        metrics: ControlMetrics,
+        holder: Holder,
+    ) -> Watching {
         metrics.lease_watchers.inc();
         Watching {
             backlog: sub.backlog.into_iter(),
@@ -475,6 +534,7 @@ impl Watching {
             revision: sub.revision,
             bookmark_interval,
             metrics,
+            holder,
         }
     }
 
@@ -489,7 +549,23 @@ impl Watching {
             return Some(self.bookmark());
         }
         loop {
-            match tokio::time::timeout(self.bookmark_interval, self.feed.recv()).await {
+            let received = tokio::select! {
+                received = tokio::time::timeout(self.bookmark_interval, self.feed.recv()) => received,
+                revoked = self.holder.revocations.recv() => match revoked {
+                    Ok(r) if r.node == self.holder.node
+                        && r.current.as_deref() != Some(self.holder.fingerprint.as_str()) =>
+                    {
+                        tracing::info!(node = %r.node, "ended a lease watch whose certificate was revoked");
+                        return None;
+                    }
+                    Ok(_) => continue,
+                    // Revocations were missed: end the watch; the agent comes back, and its
+                    // certificate is checked again.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return None,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            };
+            match received {
                 // Already in the backlog, or known to the agent.
                 Ok(Ok(event)) if event.event.revision() <= self.revision => {}
                 Ok(Ok(event)) => {

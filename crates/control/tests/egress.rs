@@ -803,6 +803,35 @@ async fn tunnels_need_a_node_certificate_and_connect_the_egress_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_nodes_tunnel_closes_and_its_certificate_opens_no_other() {
+    let (dir, server) = cluster("agent").await;
+    let agent = Agent::join(&server, &dir.path().join("agent-1"), "agent-1", 1).await;
+    server.wait_for_tunnel("agent-1").await;
+    let certificate = agent.certificate();
+
+    weft_api::client::AdminClient::new(&server.ca_pem, &server.admin)
+        .expect("an admin client")
+        .delete_node(&server.url(), "agent-1")
+        .await
+        .expect("agent-1 is deleted");
+    // The tunnel closes at once, and the agent's attempts to reconnect are refused.
+    eventually("agent-1's tunnel to close", || {
+        server.tunnel.connected_nodes().is_empty()
+    })
+    .await;
+    let url = format!("wss://127.0.0.1:{}{CONNECT_PATH}", server.port);
+    let tls = weft_api::tls::client_config(&server.ca_pem, Some(&certificate)).expect("client TLS");
+    match websocket::connect(&url, tls).await {
+        Ok(_) => panic!("a deleted node's certificate opened a tunnel"),
+        Err(error) => assert!(error.to_string().contains("401"), "{error}"),
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(server.tunnel.connected_nodes().is_empty());
+    drop(agent);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_mode_has_no_tunnels_and_dials_directly() {
     let (dir, server) = cluster("disabled").await;
     let k = server.kubelet_port;

@@ -33,6 +33,11 @@ pub struct NodeRecord {
     pub external_ips: Vec<IpAddr>,
     /// When the node first registered.
     pub created_at: UnixTime,
+    /// The SHA-256 fingerprint of the client certificate its server issued it last: the only
+    /// node certificate the servers accept from it. `None` in records from before fingerprints,
+    /// until the node registers again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_fingerprint: Option<String>,
     /// The claim keys the node holds (see [`Claim`]), written with the record so a changed
     /// identity releases what it no longer uses. The store keeps it; callers leave it empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

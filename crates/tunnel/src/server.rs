@@ -48,9 +48,18 @@ pub struct TunnelServer {
 struct Inner {
     config: Config,
     routes: RwLock<Arc<Routes>>,
-    /// Each node's live sessions, oldest first, with a number to remove them by.
-    sessions: Mutex<HashMap<String, Vec<(u64, Connection)>>>,
+    /// Each node's live sessions, oldest first.
+    sessions: Mutex<HashMap<String, Vec<Session>>>,
     next: AtomicU64,
+}
+
+/// One node's tunnel session.
+struct Session {
+    /// A number to remove it by.
+    id: u64,
+    /// The fingerprint of the client certificate it was opened with.
+    fingerprint: Option<String>,
+    connection: Connection,
 }
 
 // === impl TunnelServer ===
@@ -91,7 +100,7 @@ impl TunnelServer {
     pub fn stats(&self) -> TunnelStats {
         let sessions = self.sessions();
         let mut stats = TunnelStats::default();
-        for connection in sessions.values().flatten().map(|(_, c)| c) {
+        for connection in sessions.values().flatten().map(|s| &s.connection) {
             if !connection.is_closed() {
                 stats.sessions += 1;
                 stats.streams += connection.stats().streams;
@@ -112,7 +121,7 @@ impl TunnelServer {
             .get(node)?
             .iter()
             .rev()
-            .map(|(_, connection)| connection)
+            .map(|session| &session.connection)
             .find(|connection| !connection.is_closed())
             .cloned()
     }
@@ -122,7 +131,7 @@ impl TunnelServer {
         let mut nodes: Vec<String> = self
             .sessions()
             .iter()
-            .filter(|(_, list)| list.iter().any(|(_, c)| !c.is_closed()))
+            .filter(|(_, list)| list.iter().any(|s| !s.connection.is_closed()))
             .map(|(node, _)| node.clone())
             .collect();
         nodes.sort();
@@ -132,8 +141,21 @@ impl TunnelServer {
     /// Closes every tunnel (the server is shutting down); agents reconnect elsewhere.
     pub fn close_all(&self, reason: &str) {
         for list in self.sessions().values() {
-            for (_, connection) in list {
-                connection.close(reason);
+            for session in list {
+                session.connection.close(reason);
+            }
+        }
+    }
+
+    /// Closes `node`'s tunnels but those opened with the certificate whose fingerprint is
+    /// `keep` (its certificate was replaced, or the node deleted: `keep` is `None`).
+    pub fn close_node(&self, node: &str, keep: Option<&str>, reason: &str) {
+        if let Some(list) = self.sessions().get(node) {
+            for session in list {
+                if keep.is_none() || session.fingerprint.as_deref() != keep {
+                    tracing::info!(%node, %reason, "closing a tunnel");
+                    session.connection.close(reason);
+                }
             }
         }
     }
@@ -150,7 +172,7 @@ impl TunnelServer {
         error_response(StatusCode::NOT_FOUND, "no such tunnel endpoint")
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(u64, Connection)>>> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Session>>> {
         self.inner
             .sessions
             .lock()
@@ -185,6 +207,7 @@ impl TunnelServer {
             Err(response) => return response,
         };
         let server = self.clone();
+        let fingerprint = peer.fingerprint.clone();
         tokio::spawn(async move {
             let Some(socket) = socket.await else {
                 return;
@@ -202,13 +225,17 @@ impl TunnelServer {
                 .sessions()
                 .entry(node.clone())
                 .or_default()
-                .push((id, connection));
+                .push(Session {
+                    id,
+                    fingerprint,
+                    connection,
+                });
             tracing::info!(%node, addr = %peer.addr, "tunnel connected");
             let reason = driver.await;
             tracing::info!(%node, %reason, "tunnel closed");
             let mut sessions = server.sessions();
             if let Some(list) = sessions.get_mut(&node) {
-                list.retain(|(other, _)| *other != id);
+                list.retain(|session| session.id != id);
                 if list.is_empty() {
                     sessions.remove(&node);
                 }

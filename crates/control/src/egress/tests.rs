@@ -80,6 +80,7 @@ fn node(name: &str, ips: &[&str], external: &[&str]) -> NodeRecord {
         node_ips: ips.iter().map(|i| ip(i)).collect(),
         external_ips: external.iter().map(|i| ip(i)).collect(),
         created_at: UnixTime(0),
+        cert_fingerprint: None,
         claims: Vec::new(),
     }
 }

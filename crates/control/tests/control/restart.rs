@@ -27,13 +27,15 @@ async fn a_restart_keeps_leases_the_ca_and_the_token() {
                 .0,
         );
     }
-    let (_, source) = nodes[0]
+    // A node that watches, and does not register again (that would revoke its certificate).
+    let watching = TestNode::new("watching", 9);
+    let (watching_lease, source) = watching
         .join(&[&server.url], &server.token)
         .await
         .expect("joins");
     let mut watcher = Watcher::spawn(source);
     watcher
-        .until("the three leases", PATIENCE, |l| l.len() == 3)
+        .until("the four leases", PATIENCE, |l| l.len() == 4)
         .await;
     let (token, ca_pem) = (server.token.clone(), server.ca_pem.clone());
 
@@ -57,7 +59,8 @@ async fn a_restart_keeps_leases_the_ca_and_the_token() {
     watcher
         .until("node-4's lease", PATIENCE, |l| l.contains_key("node-4"))
         .await;
-    assert_eq!(watcher.leases.len(), 4);
+    assert_eq!(watcher.leases.len(), 5);
+    assert_eq!(watcher.leases.get("watching"), Some(&watching_lease));
     for lease in &leases {
         assert_eq!(watcher.leases.get(&lease.node_name), Some(lease));
     }

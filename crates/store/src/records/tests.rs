@@ -21,6 +21,7 @@ fn node_records_are_kebab_case_json() {
         node_ips: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
         external_ips: Vec::new(),
         created_at: UnixTime(1_700_000_000),
+        cert_fingerprint: None,
         claims: Vec::new(),
     };
     let json = serde_json::to_value(&node).unwrap();

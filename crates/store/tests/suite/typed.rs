@@ -50,6 +50,7 @@ fn node(name: &str, hash: &str) -> NodeRecord {
         node_ips: vec!["192.0.2.10".parse().unwrap()],
         external_ips: Vec::new(),
         created_at: UnixTime::now(),
+        cert_fingerprint: None,
         claims: Vec::new(),
     }
 }

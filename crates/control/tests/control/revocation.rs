@@ -1,0 +1,117 @@
+//! Certificates are revocable: only the certificate a node's server issued it last speaks for
+//! the node. A deleted node's certificate, and one issued before the node's current one, are
+//! refused, and the lease watches they hold end at once.
+
+use std::time::Duration;
+
+use weft_api::ApiError;
+use weft_api::client::NodeClient;
+use weft_api::pki::CertifiedKey;
+
+use crate::harness::{ServerOptions, TestNode, TestServer, within};
+
+async fn server() -> (tempfile::TempDir, TestServer) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = TestServer::start(ServerOptions::embedded(dir.path()))
+        .await
+        .expect("the server starts");
+    (dir, server)
+}
+
+/// Registers `node` and returns a client with the certificate it was issued.
+async fn registered(server: &TestServer, node: &TestNode) -> NodeClient {
+    let response = node
+        .register(&server.url, &server.token, &node.request())
+        .await
+        .expect("the node registers");
+    let identity = CertifiedKey {
+        cert_pem: response.node_cert_pem,
+        key_pem: response.node_key_pem,
+    };
+    NodeClient::new(&server.ca_pem, &identity).expect("a node client")
+}
+
+fn refused_401(result: Result<impl std::fmt::Debug, ApiError>) -> String {
+    match result {
+        Err(ApiError::Rejected {
+            status: 401,
+            message,
+            ..
+        }) => message,
+        other => panic!("not a 401: {other:?}"),
+    }
+}
+
+/// Reads a watch until it ends; events (bookmarks) before the end are fine.
+async fn ends(watch: &mut weft_api::client::LeaseWatch) {
+    within(Duration::from_secs(5), "the watch to end", async {
+        loop {
+            match watch.next().await {
+                // Bookmarks, and the node's own lease going with it, may come first.
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_nodes_certificate_is_refused_and_its_watch_ends() {
+    let (_dir, server) = server().await;
+    let n3 = TestNode::new("n3", 3);
+    let client = registered(&server, &n3).await;
+    let snapshot = client
+        .list_leases(&server.url)
+        .await
+        .expect("n3 reads leases");
+    let mut watch = client
+        .watch_leases(&server.url, snapshot.revision)
+        .await
+        .expect("n3 watches");
+
+    server
+        .admin()
+        .delete_node(&server.url, "n3")
+        .await
+        .expect("n3 is deleted");
+    ends(&mut watch).await;
+    let message = refused_401(client.list_leases(&server.url).await);
+    assert_eq!(
+        message,
+        "this certificate is no longer node n3's: the node was deleted or was issued a newer one; register again"
+    );
+    refused_401(client.servers(&server.url).await);
+    refused_401(
+        client
+            .watch_leases(&server.url, snapshot.revision)
+            .await
+            .map(|_| ()),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_certificate_revokes_the_one_before() {
+    let (_dir, server) = server().await;
+    let node = TestNode::new("n2", 2);
+    let old = registered(&server, &node).await;
+    let snapshot = old.list_leases(&server.url).await.expect("n2 reads leases");
+    let mut watch = old
+        .watch_leases(&server.url, snapshot.revision)
+        .await
+        .expect("n2 watches");
+
+    // n2 registers again (a restart, or a renewal) and is issued a new certificate.
+    let new = registered(&server, &node).await;
+    ends(&mut watch).await;
+    refused_401(old.list_leases(&server.url).await);
+    new.list_leases(&server.url)
+        .await
+        .expect("the new certificate reads leases");
+    // The restart of a server does not bring the old one back.
+    let server = server.restart().await.expect("the server restarts");
+    refused_401(old.list_leases(&server.url).await);
+    new.list_leases(&server.url)
+        .await
+        .expect("the new certificate still reads leases");
+}
