@@ -30,6 +30,7 @@ fn peer(i: usize) -> Lease {
             vtep_mac_ipv4: Some(mac),
             vtep_mac_ipv6: None,
         },
+        created_revision: 0,
     }
 }
 
@@ -45,6 +46,7 @@ impl FabricWorkload {
             public_ipv4: Some([192, 0, 2, 1].into()),
             public_ipv6: None,
             backend: BackendData::None,
+            created_revision: 0,
         };
         FabricWorkload {
             backend: Vxlan {

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use weft_ipam::{Cidr, CidrList, Family};
 
+use crate::claims::{Claim, first_claims};
 use crate::firewall::FamilyRules;
 use crate::state::{KernelState, MasqMode};
 use crate::{BackendData, FabricError, Lease};
@@ -121,15 +122,23 @@ pub enum PeerProblemReason {
         /// The external interface.
         interface: String,
     },
-    /// Two nodes claim the same pod CIDR.
-    DuplicateCidr {
-        /// The CIDR.
-        cidr: Cidr,
+    /// The peer claims a value that another node holds: this node, or a peer whose lease was
+    /// created first. The peer is dropped whole, so it can't take that node's traffic.
+    Claimed {
+        /// What the peer claims.
+        claim: Claim,
+        /// The node that holds it.
+        owner: String,
+        /// What the owner holds: the same value, or a pod CIDR overlapping the peer's.
+        held: Claim,
     },
 }
 
 /// Computes the node's complete desired kernel state: the backend's objects, the forwarding
 /// sysctls and the masquerade and forward rules. The `none` backend wants nothing at all.
+///
+/// A peer that claims a value this node or an earlier-created peer holds (a pod CIDR, a public
+/// IP, a VTEP MAC, a WireGuard key) is left out and reported: see [`crate::claims`].
 pub fn desired_state(
     backend: &dyn Backend,
     local: &Lease,
@@ -141,7 +150,7 @@ pub fn desired_state(
         return Ok(desired);
     }
     check_local(local, config)?;
-    let peers = distinct_peers(local, peers, &mut desired.problems);
+    let peers = first_claims(local, &backend.backend_data(), peers, &mut desired.problems);
     backend.program(
         local,
         &peers,
@@ -209,36 +218,6 @@ fn check_local(local: &Lease, config: &FabricConfig) -> Result<(), FabricError> 
         }
     }
     Ok(())
-}
-
-/// The peers without this node and without any whose pod CIDR another node (or this one)
-/// already claims; each dropped peer is reported.
-fn distinct_peers(local: &Lease, peers: &[Lease], problems: &mut Vec<PeerProblem>) -> Vec<Lease> {
-    let mut seen: std::collections::HashSet<Cidr> = local
-        .ipv4_cidr
-        .map(Cidr::V4)
-        .into_iter()
-        .chain(local.ipv6_cidr.map(Cidr::V6))
-        .collect();
-    let mut out = Vec::with_capacity(peers.len());
-    for peer in peers.iter().filter(|p| p.node_name != local.node_name) {
-        let cidrs: Vec<Cidr> = peer
-            .ipv4_cidr
-            .map(Cidr::V4)
-            .into_iter()
-            .chain(peer.ipv6_cidr.map(Cidr::V6))
-            .collect();
-        if let Some(dup) = cidrs.iter().find(|c| seen.contains(c)) {
-            problems.push(PeerProblem {
-                node: peer.node_name.clone(),
-                reason: PeerProblemReason::DuplicateCidr { cidr: *dup },
-            });
-            continue;
-        }
-        seen.extend(cidrs);
-        out.push(peer.clone());
-    }
-    out
 }
 
 /// The public address of `family` of a peer, or a problem report.
@@ -320,10 +299,23 @@ impl fmt::Display for PeerProblem {
                 f,
                 "node {node} is skipped: its address {ip} is not on a network directly connected to {interface}; host-gw requires every node on one layer-2 network (use vxlan or wireguard-native across routed networks)"
             ),
-            PeerProblemReason::DuplicateCidr { cidr } => write!(
-                f,
-                "node {node} is skipped: its pod CIDR {cidr} is already used by another node"
-            ),
+            PeerProblemReason::Claimed { claim, owner, held } => {
+                if claim == held {
+                    write!(
+                        f,
+                        "node {node} is skipped: its {claim} is already held by node {owner}"
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "node {node} is skipped: its {claim} overlaps {held} of node {owner}"
+                    )?;
+                }
+                write!(
+                    f,
+                    ", and a node may not take another's traffic; give {node} its own or delete it (weft-server node delete {node})"
+                )
+            }
         }
     }
 }

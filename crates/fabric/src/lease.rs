@@ -32,6 +32,15 @@ pub struct Lease {
     /// What the node's backend published.
     #[serde(default)]
     pub backend: BackendData,
+    /// The store revision that created the lease (etcd's `create_revision`): weft-store fills
+    /// it from the key on every read and watch event and never stores it in the lease itself,
+    /// so no client can set it. 0 when unknown (an old server, a static file).
+    ///
+    /// When two leases claim a value only one node may hold (a VTEP MAC, a public IP, a
+    /// WireGuard key, an overlapping pod CIDR), the one created first keeps it, and name order
+    /// breaks a tie ([`desired_state`](crate::desired_state)).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created_revision: u64,
 }
 
 /// What a node's backend publishes for its peers.
@@ -97,6 +106,11 @@ impl Lease {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether a revision is unknown (serde leaves such a field out).
+fn is_zero(revision: &u64) -> bool {
+    *revision == 0
+}
 
 // === impl MacAddr ===
 

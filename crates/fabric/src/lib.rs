@@ -7,7 +7,9 @@
 //! [`desired_state`] adds the node-wide parts (forwarding sysctls, flannel's masquerade and
 //! forward rules) and returns the complete [`DesiredState`]. [`plan`] computes the ordered
 //! [`Op`]s that take an observed [`KernelState`] there; [`files`] renders `subnet.env` and the
-//! CNI conflist.
+//! CNI conflist. A peer whose lease claims a value another node holds (a VTEP MAC, a public IP,
+//! a WireGuard key, an overlapping pod CIDR) is left out and reported: the node whose lease was
+//! created first keeps it ([`claims`]).
 //!
 //! This crate deliberately makes no syscalls and runs no commands: weft-kernel observes the
 //! kernel and applies plans, and `weft-agent plan` prints them. That keeps every backend
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+pub mod claims;
 mod error;
 pub mod files;
 pub mod firewall;
@@ -32,6 +35,7 @@ pub use backend::{
     Backend, BackendKind, Desired, ExternalInterface, FabricConfig, PeerProblem, PeerProblemReason,
     desired_state,
 };
+pub use claims::Claim;
 pub use error::FabricError;
 pub use host_gw::HostGw;
 pub use lease::{BackendData, Lease, MacAddr};

@@ -160,6 +160,7 @@ fn lease(i: usize) -> Lease {
             vtep_mac_ipv4: Some(mac),
             vtep_mac_ipv6: None,
         },
+        created_revision: 0,
     }
 }
 
@@ -180,6 +181,7 @@ fn local() -> Lease {
         public_ipv4: Some(Ipv4Addr::new(192, 0, 2, 1)),
         public_ipv6: None,
         backend: BackendData::None,
+        created_revision: 0,
     }
 }
 

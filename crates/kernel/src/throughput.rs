@@ -71,6 +71,7 @@ pub fn run(seconds: u32) -> Result<Report, KernelError> {
             public_ipv4: format!("192.0.2.{n}").parse().ok(),
             public_ipv6: None,
             backend: vxlan.backend_data(),
+            created_revision: 0,
         };
         nodes.push(Node {
             wg,

@@ -296,7 +296,8 @@ impl LeaseAttrs {
         }
     }
 
-    /// A lease for `node` with these attributes and `cidrs`.
+    /// A lease for `node` with these attributes and `cidrs`, not yet stored (its creation
+    /// revision is 0).
     pub fn lease(&self, node: &str, cidrs: NodeCidrs) -> Lease {
         Lease {
             node_name: node.to_owned(),
@@ -305,6 +306,7 @@ impl LeaseAttrs {
             public_ipv4: self.public_ipv4,
             public_ipv6: self.public_ipv6,
             backend: self.backend.clone(),
+            created_revision: 0,
         }
     }
 }
@@ -338,6 +340,14 @@ pub(crate) trait Record: Serialize + DeserializeOwned + Send + 'static {
     fn key(&self) -> String {
         format!("{}{}", Self::PREFIX, self.name())
     }
+
+    /// Fills what the store keeps in the key rather than in the record, after a read.
+    fn stamp(&mut self, _kv: &KeyValue) {}
+
+    /// The record as stored: JSON without what [`Record::stamp`] fills, so a writer can't set it.
+    fn encode_stored(&self) -> Result<Vec<u8>, StoreError> {
+        encode(Self::WHAT, self)
+    }
 }
 
 impl Record for NodeRecord {
@@ -363,6 +373,19 @@ impl Record for Lease {
 
     fn check_names(&self) -> Result<(), StoreError> {
         keys::check_name("node name", &self.node_name)
+    }
+
+    /// The creation revision is the key's, whatever the stored JSON says.
+    fn stamp(&mut self, kv: &KeyValue) {
+        self.created_revision = kv.create_revision.get();
+    }
+
+    fn encode_stored(&self) -> Result<Vec<u8>, StoreError> {
+        let unstamped = Lease {
+            created_revision: 0,
+            ..self.clone()
+        };
+        encode(Self::WHAT, &unstamped)
     }
 }
 
@@ -402,9 +425,11 @@ pub(crate) fn decode_json<T: DeserializeOwned>(
     })
 }
 
-/// Decodes a record read from the store, checking that it names its own key.
+/// Decodes a record read from the store, checking that it names its own key, and stamps it
+/// with the key's metadata ([`Record::stamp`]).
 pub(crate) fn decode<T: Record>(kv: &KeyValue) -> Result<Versioned<T>, StoreError> {
-    let value: T = decode_json(T::WHAT, &kv.key, &kv.value)?;
+    let mut value: T = decode_json(T::WHAT, &kv.key, &kv.value)?;
+    value.stamp(kv);
     let key = value.key();
     if key != kv.key {
         return Err(StoreError::Corrupt {

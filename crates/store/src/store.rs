@@ -387,8 +387,9 @@ impl Store {
                     });
                 }
                 let cidrs = cidrs_of(&existing.value);
-                let lease = attrs.lease(node, cidrs);
-                let bytes = encode(Lease::WHAT, &lease)?;
+                let mut lease = attrs.lease(node, cidrs);
+                lease.created_revision = existing.value.created_revision;
+                let bytes = lease.encode_stored()?;
                 if let Some(revision) = self.update(&lease_key, bytes, existing.revision).await? {
                     return Ok(LeaseAllocation {
                         lease,
@@ -399,15 +400,16 @@ impl Store {
                 continue;
             }
             let cidrs = self.pick_cidrs(cluster, masks, attempt).await?;
-            let lease = attrs.lease(node, cidrs);
+            let mut lease = attrs.lease(node, cidrs);
             let mut txn = Txn::new().when(Compare::absent(&lease_key));
             for cidr in cidrs.iter() {
                 let key = keys::subnet(cidr);
                 txn = txn.when(Compare::absent(&key)).put(key, node);
             }
-            let txn = txn.put(&lease_key, encode(Lease::WHAT, &lease)?);
+            let txn = txn.put(&lease_key, lease.encode_stored()?);
             let outcome = self.kv.txn(txn).await?;
             if outcome.succeeded {
+                lease.created_revision = outcome.revision.get();
                 return Ok(LeaseAllocation {
                     lease,
                     revision: outcome.revision,
@@ -423,7 +425,8 @@ impl Store {
     /// Writes what a node publishes (public IPs, backend data) into its existing lease.
     ///
     /// The CIDRs must stay as allocated ([`StoreError::LeaseCidrsChanged`] otherwise), and the
-    /// node must have a lease ([`StoreError::NoLease`]).
+    /// node must have a lease ([`StoreError::NoLease`]). The lease's `created_revision` is
+    /// ignored: it is the key's, filled on every read.
     pub async fn update_lease(&self, lease: &Lease) -> Result<Revision, StoreError> {
         lease.check_names()?;
         let key = lease.key();
@@ -442,10 +445,11 @@ impl Store {
                     given: cidrs_text(new),
                 });
             }
-            if stored.value == *lease {
+            // The node, the CIDRs and the creation revision are the store's, not the writer's.
+            if LeaseAttrs::of(&stored.value) == LeaseAttrs::of(lease) {
                 return Ok(stored.revision);
             }
-            let bytes = encode(Lease::WHAT, lease)?;
+            let bytes = lease.encode_stored()?;
             if let Some(revision) = self.update(&key, bytes, stored.revision).await? {
                 return Ok(revision);
             }
@@ -555,7 +559,7 @@ impl Store {
 
     async fn put<T: Record>(&self, value: &T) -> Result<Revision, StoreError> {
         value.check_names()?;
-        let txn = Txn::new().put(value.key(), encode(T::WHAT, value)?);
+        let txn = Txn::new().put(value.key(), value.encode_stored()?);
         Ok(self.kv.txn(txn).await?.revision)
     }
 

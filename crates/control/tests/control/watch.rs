@@ -63,6 +63,39 @@ async fn a_lease_change_reaches_every_watcher_within_a_second() {
     }
 }
 
+/// Agents keep the peer that claimed a value first, by its lease's creation revision: every
+/// watcher learns it, from the snapshot and from the watch, and a re-registration keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_watcher_learns_when_each_lease_was_created() {
+    let (_dir, server, nodes, mut watchers) = cluster(2).await;
+    // node-1's watcher learnt node-2's lease from its watch, node-2's from its snapshot.
+    let created = |watcher: &Watcher, node: &str| watcher.leases[node].created_revision;
+    let (first, second) = (
+        created(&watchers[0], "node-1"),
+        created(&watchers[0], "node-2"),
+    );
+    assert!(
+        0 < first && first < second,
+        "node-1 {first}, node-2 {second}"
+    );
+    assert_eq!(created(&watchers[1], "node-1"), first);
+    assert_eq!(created(&watchers[1], "node-2"), second);
+
+    let changed = nodes[0]
+        .register(
+            &server.url,
+            &server.token,
+            &nodes[0].request_with_mac(mac(7)),
+        )
+        .await
+        .expect("node-1 re-registers with a new MAC");
+    assert_eq!(changed.lease.created_revision, first);
+    for watcher in &mut watchers {
+        let (_, update) = watcher.next(PATIENCE).await;
+        assert_eq!(update, LeaseUpdate::Put(changed.lease.clone()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_node_is_removed_from_every_watcher() {
     let (_dir, server, nodes, mut watchers) = cluster(3).await;

@@ -10,6 +10,7 @@ fn lease(v4: Option<&str>, v6: Option<&str>) -> Lease {
         public_ipv4: None,
         public_ipv6: None,
         backend: BackendData::None,
+        created_revision: 0,
     }
 }
 

@@ -45,6 +45,7 @@ pub(crate) fn lease(n: u8, dual: bool) -> Lease {
             vtep_mac_ipv4: Some(mac(n)),
             vtep_mac_ipv6: dual.then(|| mac6(n)),
         },
+        created_revision: 0,
     }
 }
 
@@ -213,7 +214,7 @@ fn peers_without_data_are_reported_not_fatal() {
     assert_eq!(
         problems,
         [
-            "node node-4 is skipped: its pod CIDR 10.42.1.0/24 is already used by another node",
+            "node node-4 is skipped: its pod CIDR 10.42.1.0/24 is already held by node node-1, and a node may not take another's traffic; give node-4 its own or delete it (weft-server node delete node-4)",
             "node node-2 is skipped: it published no IPv4 VTEP MAC; every node must run the vxlan backend",
             "node node-3 is skipped: its lease has no IPv4 public address; set --node-ip (or --node-external-ip with flannel-external-ip) on that node",
         ]

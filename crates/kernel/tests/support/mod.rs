@@ -239,6 +239,7 @@ impl Cluster {
                     }
                 }),
                 backend: backend(kind, &vxlan, &wg_key).backend_data(),
+                created_revision: 0,
             };
             let pod = Namespace::new(&format!("p{n}")).unwrap();
             let mtu = stack

@@ -102,6 +102,7 @@ async fn the_authorizer_follows_this_nodes_lease() {
         public_ipv4: None,
         public_ipv6: None,
         backend: Default::default(),
+        created_revision: 0,
     };
     let egress = start(settings(dir.path(), "node-b"), &cluster, &before).expect("started");
     let authorizer = || egress.authorizer().expect("not disabled");

@@ -72,13 +72,26 @@ fn leases_decode_with_their_revision() {
     );
     let stored = kv("/weft/leases/n1", &serde_json::to_string(&lease).unwrap());
     let decoded = decode::<Lease>(&stored).unwrap();
-    assert_eq!(
-        decoded,
-        Versioned {
-            value: lease,
-            revision: Revision(5)
-        }
+    // The creation revision is the key's, whatever the JSON says; it is never encoded.
+    let expected = Versioned {
+        value: Lease {
+            created_revision: 1,
+            ..lease.clone()
+        },
+        revision: Revision(5),
+    };
+    assert_eq!(decoded, expected);
+    let forged = Lease {
+        created_revision: 9,
+        ..lease
+    };
+    assert!(
+        !String::from_utf8(forged.encode_stored().unwrap())
+            .unwrap()
+            .contains("created-revision")
     );
+    let forged = kv("/weft/leases/n1", &serde_json::to_string(&forged).unwrap());
+    assert_eq!(decode::<Lease>(&forged).unwrap(), expected);
 }
 
 #[test]

@@ -80,6 +80,7 @@ fn typed_batches_report_corrupt_records_and_go_on() {
         public_ipv4: None,
         public_ipv6: None,
         backend: BackendData::None,
+        created_revision: 0,
     };
     let put = |key: &str, value: Vec<u8>| {
         WatchEvent::Put(KeyValue {
@@ -112,7 +113,10 @@ fn typed_batches_report_corrupt_records_and_go_on() {
         vec![
             Event::Put {
                 name: "n1".to_owned(),
-                value: good,
+                value: Lease {
+                    created_revision: 3,
+                    ..good
+                },
                 revision: Revision(3)
             },
             Event::Delete {

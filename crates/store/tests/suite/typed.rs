@@ -26,6 +26,7 @@ both_backends!(
     dual_stack_is_all_or_nothing,
     corrupt_lease_is_a_clear_error,
     two_servers_allocate_200_nodes_without_duplicates,
+    a_lease_keeps_its_creation_revision,
 );
 
 fn cluster(value: &str) -> CidrList {
@@ -606,6 +607,7 @@ async fn corrupt_lease_is_a_clear_error(backend: Backend) {
         public_ipv4: None,
         public_ipv6: None,
         backend: BackendData::None,
+        created_revision: 0,
     };
     let bytes = serde_json::to_vec(&misfiled).unwrap();
     store
@@ -709,4 +711,103 @@ async fn two_servers_allocate_200_nodes_without_duplicates(backend: Backend) {
             assert_eq!(idx[&keys::subnet(cidr)], lease.node_name);
         }
     }
+}
+
+/// Agents keep the first claimant of a value by the lease's creation revision: the store fills
+/// it from the key on every read and watch event, an update keeps it, and no writer sets it.
+async fn a_lease_keeps_its_creation_revision(backend: Backend) {
+    let store = backend.store().await;
+    let net = cluster("10.42.0.0/16");
+    let masks = NodeMaskSizes::default();
+    let mut watch = store.watch_leases(store.kv().revision().await.unwrap());
+    let created_revision = |lease: Option<weft_store::Versioned<Lease>>| {
+        lease.expect("the lease exists").value.created_revision
+    };
+
+    let first = store
+        .allocate_lease("n1", &net, masks, &vxlan(1))
+        .await
+        .unwrap();
+    let created = first.revision.get();
+    assert!(created > 0);
+    assert_eq!(first.lease.created_revision, created);
+    assert_eq!(
+        created_revision(store.get_lease("n1").await.unwrap()),
+        created
+    );
+
+    // A new MAC after a reboot, and a writer that claims an older creation revision: the
+    // lease changes, its creation revision does not, and the stored JSON never holds one.
+    let rebooted = store
+        .allocate_lease("n1", &net, masks, &vxlan(9))
+        .await
+        .unwrap();
+    assert!(rebooted.revision > first.revision);
+    assert_eq!(rebooted.lease.created_revision, created);
+    let mut claimed = rebooted.lease.clone();
+    claimed.public_ipv4 = Some([192, 0, 2, 77].into());
+    claimed.created_revision = 1;
+    let updated = store.update_lease(&claimed).await.unwrap();
+    assert!(updated > rebooted.revision);
+    let raw = store.kv().get(&keys::lease("n1")).await.unwrap().unwrap();
+    let stored = String::from_utf8(raw.value).unwrap();
+    assert!(!stored.contains("created-revision"), "{stored}");
+    // Only the claimed revision differs from what is stored: nothing to write.
+    claimed.created_revision = 0;
+    assert_eq!(store.update_lease(&claimed).await.unwrap(), updated);
+    // A store edited by hand can't set it either.
+    let forged = stored.replacen('{', "{\"created-revision\":1,", 1);
+    store
+        .kv()
+        .txn(Txn::new().put(keys::lease("n1"), forged))
+        .await
+        .unwrap();
+    let read = store.get_lease("n1").await.unwrap().unwrap();
+    assert_eq!(read.value.created_revision, created);
+    assert_eq!(read.value.public_ipv4, Some([192, 0, 2, 77].into()));
+
+    // A node registered later has a later one; lists and watch events carry them.
+    let second = store
+        .allocate_lease("n2", &net, masks, &vxlan(2))
+        .await
+        .unwrap();
+    assert!(second.lease.created_revision > created);
+    let listed: Vec<(String, u64)> = store
+        .list_leases()
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|v| (v.value.node_name, v.value.created_revision))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("n1".to_owned(), created),
+            ("n2".to_owned(), second.lease.created_revision)
+        ]
+    );
+    let mut puts = Vec::new();
+    while puts.len() < 5 {
+        for event in next(&mut watch).await.unwrap().events {
+            if let Event::Put { name, value, .. } = event {
+                puts.push((name, value.created_revision));
+            }
+        }
+    }
+    let n1 = ("n1".to_owned(), created);
+    let n2 = ("n2".to_owned(), second.lease.created_revision);
+    assert_eq!(puts, [n1.clone(), n1.clone(), n1.clone(), n1, n2]);
+
+    // Deleted and registered again, a node's lease is new: it no longer predates n2's.
+    assert!(store.delete_node("n1").await.unwrap());
+    let again = store
+        .allocate_lease("n1", &net, masks, &vxlan(1))
+        .await
+        .unwrap();
+    assert!(again.lease.created_revision > second.lease.created_revision);
+    assert_eq!(
+        created_revision(store.get_lease("n1").await.unwrap()),
+        again.lease.created_revision
+    );
 }
