@@ -90,7 +90,8 @@ async fn every_watcher_learns_when_each_lease_was_created() {
         .await
         .expect("node-1 re-registers with a new MAC");
     assert_eq!(changed.lease.created_revision, first);
-    for watcher in &mut watchers {
+    // node-1's own watch ran on the certificate its new registration revoked.
+    for watcher in &mut watchers[1..] {
         let (_, update) = watcher.next(PATIENCE).await;
         assert_eq!(update, LeaseUpdate::Put(changed.lease.clone()));
     }
