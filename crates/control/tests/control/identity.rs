@@ -207,3 +207,46 @@ async fn two_servers_racing_for_one_address_give_it_to_one_node() {
     let nodes = first.admin().list_nodes(&first.url).await.expect("nodes");
     assert_eq!(nodes.len(), 40, "only the winners are stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_from_before_claims_are_claimed_when_a_server_starts() {
+    let (dir, server) = server().await;
+    let victim = TestNode::new("n2", 2);
+    victim
+        .register(&server.url, &server.token, &victim.request())
+        .await
+        .expect("n2 registers");
+    let options = server.stop().await;
+
+    // The store as a server from before claims left it: the record holds none, the index is
+    // empty.
+    {
+        let store = weft_store::Datastore::Embedded {
+            data_dir: dir.path().to_owned(),
+        }
+        .open()
+        .await
+        .expect("the store opens");
+        let mut record = store.get_node("n2").await.expect("read").expect("n2").value;
+        let mut txn = weft_store::Txn::new();
+        for key in std::mem::take(&mut record.claims) {
+            txn = txn.delete(key);
+        }
+        txn = txn.put(
+            weft_store::keys::node("n2"),
+            serde_json::to_vec(&record).expect("json"),
+        );
+        store.kv().txn(txn).await.expect("written");
+    }
+
+    let server = TestServer::start(options).await.expect("the server starts");
+    let rogue = TestNode::new("a-rogue", 9);
+    let mut request = rogue.request();
+    request.node_ips = vec![victim.ips[0]];
+    let (status, message) = refusal(rogue.register(&server.url, &server.token, &request).await);
+    assert_eq!(status, 409, "{message}");
+    assert!(
+        message.starts_with("192.0.2.2 is already node n2's"),
+        "{message}"
+    );
+}
