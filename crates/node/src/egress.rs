@@ -321,12 +321,12 @@ impl Shared {
 /// lying outside the cluster CIDR.
 fn take_pod_cidrs(authorizer: &mut Authorizer, lease: &Lease) {
     let ignored = authorizer.set_pod_cidrs(lease.pod_cidrs());
+    let cluster: Vec<String> = authorizer
+        .cluster_cidrs
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     for cidr in ignored {
-        let cluster: Vec<String> = authorizer
-            .cluster_cidrs
-            .iter()
-            .map(ToString::to_string)
-            .collect();
         tracing::warn!(
             node = %lease.node_name,
             "ignored pod CIDR {cidr} of this node's lease: it lies outside the cluster CIDR {} this agent joined with, so nothing in it is dialed; check the servers' --cluster-cidr and this node's lease in their store",
@@ -446,8 +446,8 @@ async fn report_pods(
         };
         let lease = shared.authorizer().pod_cidrs;
         let (pods, outside) = inside_lease(scanned, |ip| lease.iter().any(|c| c.contains(ip)));
+        let cidrs: Vec<String> = lease.iter().map(ToString::to_string).collect();
         for (id, ip) in outside.difference(&strays) {
-            let cidrs: Vec<String> = lease.iter().map(ToString::to_string).collect();
             tracing::warn!(
                 pod = %id,
                 "skipped pod IP {ip}: it lies outside this node's pod CIDRs {}, so it is neither allowed nor reported; check the CNI configuration's IPAM ranges",
