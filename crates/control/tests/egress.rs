@@ -2,12 +2,16 @@
 //! control plane with weft-control's egress selector and [`Front`] handler, agents that register
 //! through weft-node's lease source and keep their tunnels with weft-node's egress side, and
 //! targets on loopback addresses (every `127.0.0.0/8` address is local on Linux, so no root).
+//! An agent dials loopback only on the kubelet ports (its floor), so the tunnelled targets
+//! listen on the kubelet port unless a test shows that floor.
 //!
 //! One test per mode (`agent`, `pod`, `cluster`, `disabled`), one for the agent's authorizer
-//! (nothing but what it allows is dialed, whatever the server asks), one for authentication
-//! (no node certificate, no tunnel; no egress certificate, no CONNECT; pod reports only from
-//! nodes), and one for an agent reconnecting after its server restarts. Each server runs in a
-//! runtime of its own, so stopping it ends every task and connection of it at once.
+//! (nothing but what it allows is dialed, whatever the server asks), one for its floor and the
+//! cluster CIDR (whatever lease the server sends), one for pod reports and routes staying inside
+//! the node's lease, one for authentication (no node certificate, no tunnel; no egress
+//! certificate, no CONNECT; pod reports only from nodes), and one for an agent reconnecting
+//! after its server restarts. Each server runs in a runtime of its own, so stopping it ends
+//! every task and connection of it at once.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -28,11 +32,12 @@ use weft_control::egress::{self as server_egress, EgressSettings as ServerEgress
 use weft_control::metrics::ControlMetrics;
 use weft_control::{ControlError, ServerSettings};
 use weft_fabric::Lease;
+use weft_ipam::CidrList;
 use weft_node::egress::{self, EgressAgent, EgressSettings};
 use weft_node::identity::NodeIdentity;
 use weft_node::metrics::AgentMetrics;
 use weft_node::{ApiSource, LeaseSource};
-use weft_store::{Datastore, PodRecord, Store};
+use weft_store::{Datastore, LeaseAttrs, NodeMaskSizes, PodRecord, Store};
 use weft_tunnel::OpenError;
 use weft_tunnel::agent::Backoff;
 use weft_tunnel::policy::Route;
@@ -440,6 +445,17 @@ impl Agent {
             .identity()
     }
 
+    /// The `n`th address of the node's IPv4 pod CIDR.
+    fn pod_ip(&self, n: u8) -> IpAddr {
+        let octets = self
+            .lease
+            .ipv4_cidr
+            .expect("an IPv4 pod CIDR")
+            .network()
+            .octets();
+        IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], n))
+    }
+
     /// Records a pod as host-local does: a file named by its IP holding its container id.
     fn add_pod(&self, ip: &str, id: &str) {
         std::fs::create_dir_all(&self.ipam_dir).expect("the IPAM dir");
@@ -570,7 +586,8 @@ async fn pod_mode_tunnels_addresses_in_a_nodes_pod_cidr() {
     let octets = cidr.network().octets();
     let pod = IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], 5));
     let empty = IpAddr::V4(Ipv4Addr::new(octets[0], octets[1], octets[2], 6));
-    let port = free_port();
+    // The pod CIDRs here are loopback, which an agent dials only on the kubelet ports.
+    let port = server.kubelet_port;
     let _pod = Service::start(pod, port, "a pod on agent-1").await;
     server
         .wait_for_route(
@@ -604,19 +621,22 @@ async fn pod_mode_tunnels_addresses_in_a_nodes_pod_cidr() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_mode_tunnels_the_pods_agents_report_and_their_node_ips() {
     let (dir, server) = cluster("cluster").await;
+    let k = server.kubelet_port;
     let agent = Agent::join(&server, &dir.path().join("agent-1"), "agent-1", 1).await;
     let other = Agent::join(&server, &dir.path().join("agent-2"), "agent-2", 2).await;
     server.wait_for_tunnel("agent-1").await;
+    // Pod IPs here are loopback, which an agent dials only on the kubelet ports.
+    let pod_ip = agent.pod_ip(9);
+    let _pod = Service::start(pod_ip, k, "pod c0ffee").await;
     let port = free_port();
-    let _pod = Service::start(ip("127.43.0.9"), port, "pod c0ffee").await;
-    let _svc = Service::start(node_ip(1), port, "a service on agent-1").await;
+    let node_service = Service::start(node_ip(1), port, "a service on agent-1").await;
 
     // The CNI gives a pod an IP; the agent finds it, allows it and reports it.
-    agent.add_pod("127.43.0.9", "c0ffee");
+    agent.add_pod(&pod_ip.to_string(), "c0ffee");
     server
         .wait_for_route(
-            "127.43.0.9",
-            port,
+            &pod_ip.to_string(),
+            k,
             |r| matches!(r, Route::Tunnel { node, .. } if node == "agent-1"),
         )
         .await;
@@ -632,23 +652,35 @@ async fn cluster_mode_tunnels_the_pods_agents_report_and_their_node_ips() {
             .collect::<Vec<_>>(),
         [("agent-1", "c0ffee", "agent-1")]
     );
-    let (greeting, mut conn) = server.connect_ok(&format!("127.43.0.9:{port}")).await;
+    let (greeting, mut conn) = server.connect_ok(&format!("{pod_ip}:{k}")).await;
     assert_eq!(greeting, "pod c0ffee");
     assert_eq!(server.tunnel.stats().streams, 1, "through the tunnel");
     echoes(&mut conn).await;
     drop(conn);
 
-    // The node's IPs on any port go through its tunnel too.
-    let (greeting, _conn) = server.connect_ok(&format!("{}:{port}", node_ip(1))).await;
-    assert_eq!(greeting, "a service on agent-1");
-    assert_eq!(server.tunnel.stats().streams, 1, "through the tunnel");
+    // The node's IPs on any port go through its tunnel too; here they are loopback, which the
+    // agent refuses off the kubelet ports, failing only that stream.
+    server
+        .wait_for_route(
+            &node_ip(1).to_string(),
+            port,
+            |r| matches!(r, Route::Tunnel { node, .. } if node == "agent-1"),
+        )
+        .await;
+    let (status, body, _) = server
+        .connect(&format!("{}:{port}", node_ip(1)), Some(&server.admin))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("does not allow"), "{body}");
+    assert_eq!(node_service.accepted(), 0);
+    assert_eq!(server.tunnel.connected_nodes(), ["agent-1", "agent-2"]);
 
     // A node reports only its own pods: agent-2's report can't touch agent-1's.
     let client = NodeClient::new(&server.ca_pem, &other.certificate()).expect("a client");
     let report = PodReport {
         pods: vec![ReportedPod {
             id: "c0ffee".to_owned(),
-            ips: vec![ip("127.43.0.77")],
+            ips: vec![other.pod_ip(77)],
         }],
     };
     client
@@ -657,12 +689,14 @@ async fn cluster_mode_tunnels_the_pods_agents_report_and_their_node_ips() {
         .expect("reported");
     let pods = server.store.list_pods_in("agent-1").await.expect("listed");
     assert_eq!(pods.items.len(), 1);
-    assert_eq!(pods.items[0].value.ips, [ip("127.43.0.9")]);
+    assert_eq!(pods.items[0].value.ips, [pod_ip]);
 
     // The pod goes away: so does its route.
-    agent.remove_pod("127.43.0.9");
+    agent.remove_pod(&pod_ip.to_string());
     server
-        .wait_for_route("127.43.0.9", port, |r| matches!(r, Route::Direct { .. }))
+        .wait_for_route(&pod_ip.to_string(), k, |r| {
+            matches!(r, Route::Direct { .. })
+        })
         .await;
     eventually_async("agent-1's pods gone from the store", || async {
         server
@@ -677,14 +711,132 @@ async fn cluster_mode_tunnels_the_pods_agents_report_and_their_node_ips() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_reports_and_pod_routes_stay_inside_the_nodes_lease() {
+    let (dir, server) = cluster("cluster").await;
+    let port = free_port();
+    let agent = Agent::join(&server, &dir.path().join("agent-1"), "agent-1", 1).await;
+    let other = Agent::join(&server, &dir.path().join("agent-2"), "agent-2", 2).await;
+    server.wait_for_tunnel("agent-2").await;
+
+    // agent-1's CNI records a pod outside its lease (agent-2's pod CIDR) and one inside: the
+    // agent reports only the one inside.
+    agent.add_pod(&other.pod_ip(5).to_string(), "stray");
+    agent.add_pod(&agent.pod_ip(5).to_string(), "inside");
+    server
+        .wait_for_route(
+            &agent.pod_ip(5).to_string(),
+            port,
+            |r| matches!(r, Route::Tunnel { node, .. } if node == "agent-1"),
+        )
+        .await;
+    let pods = server.store.list_pods_in("agent-1").await.expect("listed");
+    assert_eq!(
+        pods.items
+            .iter()
+            .map(|p| (p.value.name.as_str(), p.value.ips.clone()))
+            .collect::<Vec<_>>(),
+        [("inside", vec![agent.pod_ip(5)])]
+    );
+
+    // agent-2 has a pod of its own; then its certificate reports the server's address as a
+    // pod, and its own pod beside agent-1's: both are refused whole, and nothing is stored.
+    other.add_pod(&other.pod_ip(6).to_string(), "own");
+    server
+        .wait_for_route(
+            &other.pod_ip(6).to_string(),
+            port,
+            |r| matches!(r, Route::Tunnel { node, .. } if node == "agent-2"),
+        )
+        .await;
+    let client = NodeClient::new(&server.ca_pem, &other.certificate()).expect("a client");
+    let report = |pods: &[(&str, IpAddr)]| PodReport {
+        pods: pods
+            .iter()
+            .map(|(id, ip)| ReportedPod {
+                id: (*id).to_owned(),
+                ips: vec![*ip],
+            })
+            .collect(),
+    };
+    for (pods, outside, id) in [
+        (vec![("web", ip("127.0.0.1"))], ip("127.0.0.1"), "web"),
+        (
+            vec![("own", other.pod_ip(6)), ("theft", agent.pod_ip(5))],
+            agent.pod_ip(5),
+            "theft",
+        ),
+    ] {
+        let error = client
+            .report_pods(&server.url(), &report(&pods))
+            .await
+            .expect_err("a pod outside the lease is refused");
+        let expected = format!(
+            "pod ip {outside} of pod {id} is outside node agent-2's pod CIDRs {}; a node reports only pods of its own lease",
+            cidr_text(&other)
+        );
+        match error {
+            weft_api::ApiError::Rejected {
+                status, message, ..
+            } => {
+                assert_eq!(status, 422, "{message}");
+                assert_eq!(message, expected);
+            }
+            other => panic!("refused for the wrong reason: {other}"),
+        }
+    }
+    let pods = server.store.list_pods_in("agent-2").await.expect("listed");
+    assert_eq!(
+        pods.items
+            .iter()
+            .map(|p| (p.value.name.as_str(), p.value.ips.clone()))
+            .collect::<Vec<_>>(),
+        [("own", vec![other.pod_ip(6)])],
+        "the refused reports changed nothing"
+    );
+
+    // A record outside agent-2's lease written straight into the store (an older server's, or
+    // edited by hand) draws nothing into agent-2's tunnel: the server dials that IP itself.
+    let _host = Service::start(ip("127.0.0.1"), port, "the server's host").await;
+    for (name, address) in [("forged", ip("127.0.0.1")), ("marker", other.pod_ip(8))] {
+        let record = PodRecord {
+            namespace: "agent-2".to_owned(),
+            name: name.to_owned(),
+            node: "agent-2".to_owned(),
+            ips: vec![address],
+        };
+        server.store.put_pod(&record).await.expect("stored");
+    }
+    // The record written after it routes through agent-2: the routes have seen both.
+    server
+        .wait_for_route(
+            &other.pod_ip(8).to_string(),
+            port,
+            |r| matches!(r, Route::Tunnel { node, .. } if node == "agent-2"),
+        )
+        .await;
+    assert!(matches!(
+        server.tunnel.routes().route("127.0.0.1", port),
+        Route::Direct { .. }
+    ));
+    let (greeting, _conn) = server.connect_ok(&format!("127.0.0.1:{port}")).await;
+    assert_eq!(greeting, "the server's host");
+    assert_eq!(server.tunnel.stats().streams, 0, "dialed directly");
+    drop(agent);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_dials_only_what_it_allows_whatever_the_server_asks() {
     let (dir, server) = cluster("cluster").await;
     let k = server.kubelet_port;
     let agent = Agent::join(&server, &dir.path().join("agent-1"), "agent-1", 1).await;
     server.wait_for_tunnel("agent-1").await;
     let port = free_port();
-    // Things on this host that agent-1 must never dial for the server.
-    let forged_pod = Service::start(ip("127.43.0.99"), port, "not agent-1's pod").await;
+    // Things on this host that agent-1 must never dial for the server. The forged pod lies in
+    // agent-1's lease and listens on the kubelet port, so only the list of the pods agent-1
+    // found keeps it from being dialed.
+    let forged_ip = agent.pod_ip(99);
+    let forged_pod = Service::start(forged_ip, k, "not agent-1's pod").await;
     let loopback = Service::start(ip("127.0.0.1"), port, "not the kubelet").await;
     let neighbour = Service::start(node_ip(2), k, "agent-2's kubelet").await;
 
@@ -694,18 +846,18 @@ async fn the_agent_dials_only_what_it_allows_whatever_the_server_asks() {
         namespace: "agent-1".to_owned(),
         name: "forged".to_owned(),
         node: "agent-1".to_owned(),
-        ips: vec![ip("127.43.0.99")],
+        ips: vec![forged_ip],
     };
     server.store.put_pod(&forged).await.expect("stored");
     server
         .wait_for_route(
-            "127.43.0.99",
-            port,
+            &forged_ip.to_string(),
+            k,
             |r| matches!(r, Route::Tunnel { node, .. } if node == "agent-1"),
         )
         .await;
     let (status, body, _) = server
-        .connect(&format!("127.43.0.99:{port}"), Some(&server.admin))
+        .connect(&format!("{forged_ip}:{k}"), Some(&server.admin))
         .await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("does not allow"), "{body}");
@@ -716,7 +868,7 @@ async fn the_agent_dials_only_what_it_allows_whatever_the_server_asks() {
         .connection("agent-1")
         .expect("agent-1's tunnel");
     for (host, port) in [
-        ("127.43.0.99", port),
+        (&*forged_ip.to_string(), k),
         ("127.0.0.1", port),
         (&*node_ip(2).to_string(), k),
         ("localhost", k),
@@ -745,6 +897,92 @@ async fn the_agent_dials_only_what_it_allows_whatever_the_server_asks() {
     }
     drop(agent);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_never_dials_below_its_floor_nor_outside_the_cluster_cidr() {
+    let (dir, server) = cluster("pod").await;
+    let k = server.kubelet_port;
+    // agent-2's lease lies outside the cluster CIDR (127.42.0.0/16), as an older server or a
+    // store edited by hand might hand it out.
+    let elsewhere = CidrList::parse("cluster-cidr", &["127.99.0.0/16"]).expect("a CIDR");
+    let masks = NodeMaskSizes { ipv4: 24, ipv6: 64 };
+    let attrs = LeaseAttrs {
+        public_ipv4: None,
+        public_ipv6: None,
+        backend: Default::default(),
+    };
+    server
+        .store
+        .allocate_lease("agent-2", &elsewhere, masks, &attrs)
+        .await
+        .expect("a lease");
+    let agent = Agent::join(&server, &dir.path().join("agent-1"), "agent-1", 1).await;
+    let other = Agent::join(&server, &dir.path().join("agent-2"), "agent-2", 2).await;
+    assert!(
+        cidr_text(&other).starts_with("127.99."),
+        "{}",
+        cidr_text(&other)
+    );
+    server.wait_for_tunnel("agent-1").await;
+    server.wait_for_tunnel("agent-2").await;
+    let port = free_port();
+
+    // A pod in agent-1's lease: dialed on the kubelet port, but on any other port it is
+    // loopback, below the floor, whatever the pod CIDR allows.
+    let pod = agent.pod_ip(5);
+    let _pod = Service::start(pod, k, "a pod on agent-1").await;
+    let off_port = Service::start(pod, port, "loopback off the kubelet port").await;
+    server
+        .wait_for_route(
+            &pod.to_string(),
+            port,
+            |r| matches!(r, Route::Tunnel { node, .. } if node == "agent-1"),
+        )
+        .await;
+    let (status, body, _) = server
+        .connect(&format!("{pod}:{port}"), Some(&server.admin))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("does not allow"), "{body}");
+    let (greeting, _conn) = server.connect_ok(&format!("{pod}:{k}")).await;
+    assert_eq!(greeting, "a pod on agent-1");
+
+    // The server routes agent-2's pod CIDR through agent-2, which ignored it: refused.
+    let beyond = other.pod_ip(5);
+    let beyond_service = Service::start(beyond, k, "beyond the cluster CIDR").await;
+    server
+        .wait_for_route(
+            &beyond.to_string(),
+            k,
+            |r| matches!(r, Route::Tunnel { node, .. } if node == "agent-2"),
+        )
+        .await;
+    let (status, body, _) = server
+        .connect(&format!("{beyond}:{k}"), Some(&server.admin))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("does not allow"), "{body}");
+    let rules = other.egress.authorizer().expect("enabled");
+    assert!(rules.pod_cidrs.is_empty(), "{:?}", rules.pod_cidrs);
+
+    // Only those streams failed: both tunnels are up, and agent-2's kubelet is dialed.
+    assert_eq!(server.tunnel.connected_nodes(), ["agent-1", "agent-2"]);
+    let _kubelet = Service::start(node_ip(2), k, "kubelet on agent-2").await;
+    let (greeting, _conn) = server.connect_ok(&format!("{}:{k}", node_ip(2))).await;
+    assert_eq!(greeting, "kubelet on agent-2");
+    for (service, what) in [
+        (&off_port, "loopback off the kubelet port"),
+        (&beyond_service, "a pod CIDR outside the cluster CIDR"),
+    ] {
+        assert_eq!(service.accepted(), 0, "{what} was dialed");
+    }
+    server.stop().await;
+}
+
+/// The agent's IPv4 pod CIDR, as text.
+fn cidr_text(agent: &Agent) -> String {
+    agent.lease.ipv4_cidr.expect("an IPv4 pod CIDR").to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

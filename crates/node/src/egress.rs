@@ -7,15 +7,20 @@
 //! tunnels follow servers joining and leaving), and dials only what its [`Authorizer`] allows:
 //! the kubelet (and streaming) port on loopback and on this node's IPs; in `pod` mode also the
 //! node's pod CIDRs (from its lease, which [`Tracked`] follows); in `cluster` mode also the node's
-//! IPs on any port and the pods it reported.
+//! IPs on any port and the pods it reported. Whatever a server sends, weft-tunnel's floor holds
+//! (no link-local, unspecified or multicast address, no loopback but the kubelet ports), and a
+//! lease widens the rules only inside the cluster CIDR the agent was told at join: a pod CIDR
+//! outside it is ignored with a warning.
 //!
 //! Pods in `cluster` mode come from the CNI: weft's conflist gives host-local IPAM the data dir
 //! `<data-dir>/agent/cni/networks`, and host-local records each IP it hands out as a file named
 //! by the IP, holding the container id, under `<data dir>/<network name>/`. [`scan_pods`] reads
 //! that directory every [`EgressSettings::scan_interval`]; when the set changes the agent allows
 //! the new pods first, then reports them to a server (`PUT /v1-weft/pods`), so the servers never
-//! route a pod the agent would refuse. A conflist of one's own (`flannel-cni-conf`) must keep
-//! host-local with that data dir for `cluster` mode to find its pods.
+//! route a pod the agent would refuse. Only IPs inside the node's lease are allowed and reported
+//! (the servers refuse a report with any other); an IP outside it is skipped with one warning.
+//! A conflist of one's own (`flannel-cni-conf`) must keep host-local with that data dir for
+//! `cluster` mode to find its pods.
 //!
 //! In `disabled` mode there are no tunnels: [`start`] returns an agent that does nothing, so
 //! the daemons wire every mode the same way.
@@ -23,7 +28,7 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -155,13 +160,16 @@ pub fn start(
     let identity = creds.identity();
     let tls = weft_api::tls::client_config(&creds.ca_pem, Some(&identity))?;
     let client = NodeClient::new(&creds.ca_pem, &identity)?;
-    let authorizer = Authorizer {
-        mode,
-        kubelet_port: settings.kubelet_port,
+    let mut authorizer = Authorizer {
         node_ips: settings.node_ips.clone(),
-        pod_cidrs: local.pod_cidrs(),
-        pods: Vec::new(),
+        cluster_cidrs: cluster
+            .cluster_cidr
+            .iter()
+            .map(|c| c.as_ipnetwork())
+            .collect(),
+        ..Authorizer::new(mode, settings.kubelet_port)
     };
+    take_pod_cidrs(&mut authorizer, local);
     let dialer = Arc::new(AgentDialer::new(authorizer.clone()));
     let tunnels = AgentTunnels::new(
         tls,
@@ -304,9 +312,26 @@ impl Shared {
 
     fn set_lease(&self, lease: &Lease) {
         if lease.node_name == self.node_name {
-            let cidrs = lease.pod_cidrs();
-            self.update(|authorizer| authorizer.pod_cidrs = cidrs);
+            self.update(|authorizer| take_pod_cidrs(authorizer, lease));
         }
+    }
+}
+
+/// Gives `authorizer` the pod CIDRs of `lease`, this node's, warning about each it ignores for
+/// lying outside the cluster CIDR.
+fn take_pod_cidrs(authorizer: &mut Authorizer, lease: &Lease) {
+    let ignored = authorizer.set_pod_cidrs(lease.pod_cidrs());
+    let cluster: Vec<String> = authorizer
+        .cluster_cidrs
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for cidr in ignored {
+        tracing::warn!(
+            node = %lease.node_name,
+            "ignored pod CIDR {cidr} of this node's lease: it lies outside the cluster CIDR {} this agent joined with, so nothing in it is dialed; check the servers' --cluster-cidr and this node's lease in their store",
+            cluster.join(", ")
+        );
     }
 }
 
@@ -407,17 +432,29 @@ async fn report_pods(
     interval: Duration,
 ) {
     let mut reported: Option<(Vec<ReportedPod>, tokio::time::Instant)> = None;
+    let mut strays = BTreeSet::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let pods = match scan_pods(&ipam_dir) {
+        let scanned = match scan_pods(&ipam_dir) {
             Ok(pods) => pods,
             Err(e) => {
                 tracing::warn!(dir = %ipam_dir.display(), error = %e, "reading the CNI's pod IPs failed");
                 continue;
             }
         };
+        let lease = shared.authorizer().pod_cidrs;
+        let (pods, outside) = inside_lease(scanned, |ip| lease.iter().any(|c| c.contains(ip)));
+        let cidrs: Vec<String> = lease.iter().map(ToString::to_string).collect();
+        for (id, ip) in outside.difference(&strays) {
+            tracing::warn!(
+                pod = %id,
+                "skipped pod IP {ip}: it lies outside this node's pod CIDRs {}, so it is neither allowed nor reported; check the CNI configuration's IPAM ranges",
+                cidrs.join(", ")
+            );
+        }
+        strays = outside;
         let fresh = reported
             .as_ref()
             .is_some_and(|(last, at)| *last == pods && at.elapsed() < REPORT_AGAIN);
@@ -503,6 +540,29 @@ pub fn scan_pods(dir: &Path) -> std::io::Result<Vec<ReportedPod>> {
         report.truncate(MAX_REPORTED_PODS);
     }
     Ok(report)
+}
+
+/// The pods of `pods` with only their IPs that `in_lease` accepts (a pod left with none is
+/// dropped), and the `(pod id, IP)` pairs it refused.
+fn inside_lease(
+    pods: Vec<ReportedPod>,
+    in_lease: impl Fn(IpAddr) -> bool,
+) -> (Vec<ReportedPod>, BTreeSet<(String, IpAddr)>) {
+    let mut outside = BTreeSet::new();
+    let inside = pods
+        .into_iter()
+        .filter_map(|mut pod| {
+            pod.ips.retain(|ip| {
+                let keep = in_lease(*ip);
+                if !keep {
+                    outside.insert((pod.id.clone(), *ip));
+                }
+                keep
+            });
+            (!pod.ips.is_empty()).then_some(pod)
+        })
+        .collect();
+    (inside, outside)
 }
 
 /// The container id in a host-local state file: its first line, trimmed; `None` if the file

@@ -70,11 +70,22 @@ impl AgentDialer {
             .unwrap_or_else(PoisonError::into_inner) = authorizer;
     }
 
+    /// Whether the rules allow `target`; a refusal is logged, with the floor class it falls in.
     fn allows(&self, target: &Target) -> bool {
-        self.authorizer
+        let authorizer = self
+            .authorizer
             .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .allows(target)
+            .unwrap_or_else(PoisonError::into_inner);
+        if authorizer.allows(target) {
+            return true;
+        }
+        match authorizer.below_floor(target) {
+            Some(class) => {
+                tracing::warn!(%target, "refused a tunnel dial to {class}, which no agent dials")
+            }
+            None => tracing::warn!(%target, "refused a tunnel dial the authorizer does not allow"),
+        }
+        false
     }
 }
 
@@ -85,7 +96,6 @@ impl Dialer for AgentDialer {
     ) -> Pin<Box<dyn Future<Output = Result<TcpStream, DialError>> + Send + '_>> {
         Box::pin(async move {
             if !self.allows(&target) {
-                tracing::warn!(%target, "refused a tunnel dial the authorizer does not allow");
                 return Err(DialError::NotAllowed);
             }
             let connect = TcpStream::connect((target.host(), target.port()));

@@ -116,6 +116,11 @@ fn routes_come_from_nodes_leases_and_pods() {
         pod("agent-1", "c2", &["10.42.1.6", "fd42:1::6"]),
         // A pod of a node that is gone is not routed.
         pod("agent-9", "c3", &["10.42.9.9"]),
+        // Records outside their node's lease (an older server's, or edited by hand): the
+        // server's own node IP, another node's pod, an IP of a family the lease lacks.
+        pod("agent-2", "forged", &["10.0.0.1", "10.42.2.7"]),
+        pod("agent-2", "theft", &["10.42.1.5"]),
+        pod("agent-2", "v6", &["fd42:2::7"]),
     ] {
         known.pods.insert(pod_key(&p), p);
     }
@@ -131,7 +136,7 @@ fn routes_come_from_nodes_leases_and_pods() {
         local_node: Some("server-0".to_owned()),
         nodes: Vec::new(),
     };
-    let table = routing_table(&base, 11250, &known, &leases);
+    let (table, strays) = routing_table(&base, 11250, &known, &leases);
     assert_eq!(table.mode, EgressSelectorMode::Cluster);
     assert_eq!(table.local_node.as_deref(), Some("server-0"));
     assert_eq!(
@@ -152,10 +157,37 @@ fn routes_come_from_nodes_leases_and_pods() {
                 addresses: vec![ip("10.0.0.3"), ip("fd00::3")],
                 kubelet_port: 11250,
                 pod_cidrs: vec!["10.42.2.0/24".parse().expect("cidr")],
-                pods: Vec::new(),
+                pods: vec![ip("10.42.2.7")],
             },
         ]
     );
+    let stray = |pod: &str, address: &str| StrayPod {
+        pod: format!("agent-2/{pod}"),
+        node: "agent-2".to_owned(),
+        ip: ip(address),
+    };
+    assert_eq!(
+        strays,
+        BTreeSet::from([
+            stray("forged", "10.0.0.1"),
+            stray("theft", "10.42.1.5"),
+            stray("v6", "fd42:2::7"),
+        ])
+    );
+    // The CONNECT front door routes none of them through agent-2.
+    let routes = weft_tunnel::policy::Routes::new(table);
+    for (address, expect) in [
+        ("10.0.0.1", None),
+        ("10.42.1.5", Some("agent-1")),
+        ("fd42:2::7", None),
+        ("10.42.2.7", Some("agent-2")),
+    ] {
+        let node = match routes.route(address, 8080) {
+            weft_tunnel::policy::Route::Tunnel { node, .. } => Some(node),
+            _ => None,
+        };
+        assert_eq!(node.as_deref(), expect, "{address}");
+    }
 }
 
 #[test]
