@@ -428,7 +428,7 @@ fn bad_etcd_tls_settings_are_all_reported() {
             format!("error: datastore-cafile {missing} can't be used: No such file or directory (os error 2); point it at the PEM certificate of the CA that signed etcd's certificate"),
             format!("error: datastore-certfile {config} can't be used: it holds no PEM certificate; point it at a PEM client certificate signed by etcd's --trusted-ca-file"),
             "error: datastore-certfile is set without datastore-keyfile: set both, the client certificate and its key, or neither".to_owned(),
-            "error: datastore-cafile, datastore-certfile only apply to an https:// etcd endpoint, but datastore-endpoint is not set, so the store is the embedded one: set datastore-endpoint to https:// URLs, or unset them".to_owned(),
+            "error: datastore-cafile, datastore-certfile apply only to an https:// etcd endpoint, but datastore-endpoint is not set, so the store is the embedded one: set datastore-endpoint to https:// URLs, or unset them".to_owned(),
         ]
     );
 }

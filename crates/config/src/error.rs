@@ -241,8 +241,9 @@ pub enum ConfigError {
     },
     /// TLS files are given, but the store is not an `https://` etcd.
     #[error(
-        "{} only apply to an https:// etcd endpoint, but {}: set datastore-endpoint to https:// URLs, or unset them",
+        "{} {} only to an https:// etcd endpoint, but {}: set datastore-endpoint to https:// URLs, or unset them",
         keys.join(", "),
+        if keys.len() == 1 { "applies" } else { "apply" },
         match endpoint {
             Some(endpoint) => format!("datastore-endpoint is {endpoint}"),
             None => "datastore-endpoint is not set, so the store is the embedded one".to_owned(),

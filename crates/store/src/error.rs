@@ -67,8 +67,9 @@ pub enum StoreError {
     /// TLS files were given for a store that does not use TLS: the embedded store, or etcd at
     /// `http://` endpoints.
     #[error(
-        "{} only apply to an https:// etcd endpoint, but {store}: set --datastore-endpoint to https:// URLs, or unset them",
-        flags.join(", ")
+        "{} {} only to an https:// etcd endpoint, but {store}: set --datastore-endpoint to https:// URLs, or unset them",
+        flags.join(", "),
+        if flags.len() == 1 { "applies" } else { "apply" }
     )]
     TlsNeedsHttps {
         /// The TLS flags given.

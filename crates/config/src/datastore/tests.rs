@@ -156,7 +156,7 @@ fn tls_files_need_an_https_etcd() {
     assert_eq!(
         errs,
         [
-            "datastore-cafile, datastore-certfile, datastore-keyfile only apply to an https:// etcd endpoint, but datastore-endpoint is not set, so the store is the embedded one: set datastore-endpoint to https:// URLs, or unset them"
+            "datastore-cafile, datastore-certfile, datastore-keyfile apply only to an https:// etcd endpoint, but datastore-endpoint is not set, so the store is the embedded one: set datastore-endpoint to https:// URLs, or unset them"
         ]
     );
     assert_eq!(warns, Vec::<String>::new());
@@ -169,7 +169,7 @@ fn tls_files_need_an_https_etcd() {
     assert_eq!(
         errs,
         [
-            "datastore-cafile only apply to an https:// etcd endpoint, but datastore-endpoint is http://10.0.0.1:2379: set datastore-endpoint to https:// URLs, or unset them"
+            "datastore-cafile applies only to an https:// etcd endpoint, but datastore-endpoint is http://10.0.0.1:2379: set datastore-endpoint to https:// URLs, or unset them"
         ]
     );
     assert_eq!(

@@ -180,7 +180,7 @@ fn datastore_tls_files_need_https() {
             tls: tls.clone(),
         }
     );
-    let flags = "--datastore-cafile, --datastore-certfile, --datastore-keyfile only apply to an https:// etcd endpoint";
+    let flags = "--datastore-cafile, --datastore-certfile, --datastore-keyfile apply only to an https:// etcd endpoint";
     for (endpoint, store) in [
         (
             None,

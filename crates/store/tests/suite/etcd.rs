@@ -171,6 +171,6 @@ async fn tls_files_for_plain_etcd_are_refused() {
         .expect_err("TLS files need https://");
     assert_eq!(
         err.to_string(),
-        "--datastore-cafile only apply to an https:// etcd endpoint, but --datastore-endpoint is http://127.0.0.1:2379: set --datastore-endpoint to https:// URLs, or unset them"
+        "--datastore-cafile applies only to an https:// etcd endpoint, but --datastore-endpoint is http://127.0.0.1:2379: set --datastore-endpoint to https:// URLs, or unset them"
     );
 }
