@@ -20,7 +20,7 @@ use weft_node::egress;
 use weft_node::identity::NodeIdentity;
 use weft_node::metrics::{self, AgentMetrics, Registry};
 use weft_node::settings::{agent_settings, node_name};
-use weft_store::Datastore;
+use weft_store::{ClientCertFiles, Datastore, EtcdTlsFiles};
 
 /// `weft-server validate`: prints the effective configuration, or every error.
 pub(crate) fn validate(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
@@ -261,6 +261,7 @@ fn settings(config: &ServerConfig) -> anyhow::Result<ServerSettings> {
     let datastore = Datastore::from_flags(
         &node.data_dir,
         config.datastore_endpoint.as_ref().map(|e| e.expose()),
+        etcd_tls(config),
     )?;
     let mut ips = node.node_ips.addrs.clone();
     ips.extend(node.node_external_ips.iter().copied());
@@ -296,6 +297,19 @@ fn given_token(
         )?),
         (None, None) => None,
     })
+}
+
+/// The TLS files of an `https://` etcd, from `datastore-cafile`, `datastore-certfile` and
+/// `datastore-keyfile`.
+fn etcd_tls(config: &ServerConfig) -> EtcdTlsFiles {
+    let tls = &config.datastore_tls;
+    EtcdTlsFiles {
+        ca_file: tls.ca_file.clone(),
+        client: tls.client_cert.as_ref().map(|c| ClientCertFiles {
+            cert_file: c.cert_file.clone(),
+            key_file: c.key_file.clone(),
+        }),
+    }
 }
 
 /// `https://IP:PORT`, with brackets for IPv6.

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod datastore;
 mod error;
 mod file;
 mod load;
@@ -44,6 +45,7 @@ pub mod fuzzing;
 mod test_support;
 
 pub use cli::{AgentFlags, ServerFlags, args, flag_values};
+pub use datastore::{DatastoreClientCert, DatastoreTls};
 pub use error::{ConfigError, NameSource, RecordProblem, SharedIoError, Warning};
 pub use load::{AgentConfig, Loaded, Report, ServerConfig, load_agent, load_server};
 pub use model::{

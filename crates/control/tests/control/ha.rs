@@ -1,6 +1,7 @@
 //! High availability: several servers on one real etcd. Agents learn every server, keep their
-//! watch going when the server they watch stops, new nodes join through a survivor, and two
-//! servers allocating at once never hand out the same CIDR.
+//! watch going when the server they watch stops, new nodes join through a survivor, two
+//! servers allocating at once never hand out the same CIDR, and servers share an etcd that
+//! takes only TLS with client certificates.
 
 use std::collections::BTreeSet;
 
@@ -172,6 +173,47 @@ async fn two_servers_allocating_at_once_never_share_a_cidr() {
         view.sort_by(|a, b| a.node_name.cmp(&b.node_name));
         assert_eq!(view, handed);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_share_an_etcd_that_requires_client_certificates() {
+    let etcd = Etcd::start_tls().await;
+    let dirs = dirs::<3>();
+    let on_tls_etcd = |dir: &tempfile::TempDir, token: Option<weft_api::JoinToken>| {
+        let mut options = ServerOptions::etcd(dir.path(), &etcd.client_url, token);
+        options.etcd_tls = etcd.client_tls();
+        options
+    };
+    let first = TestServer::start(on_tls_etcd(&dirs[0], None))
+        .await
+        .expect("the first server starts on etcd over TLS");
+    let second = TestServer::start(on_tls_etcd(&dirs[1], Some(first.token.clone())))
+        .await
+        .expect("a second server joins over TLS");
+    let node = TestNode::new("node-1", 1);
+    let lease = node
+        .register(&first.url, &first.token, &node.request())
+        .await
+        .expect("a node registers through the first server")
+        .lease;
+    crate::harness::eventually("the second server to see the lease", || {
+        second.hub.snapshot().leases == [lease.clone()]
+    })
+    .await;
+
+    // Without a client certificate, etcd refuses the server, and the error says what to set.
+    let mut without_certificate = on_tls_etcd(&dirs[2], Some(first.token.clone()));
+    without_certificate.etcd_tls.client = None;
+    let refused = TestServer::start(without_certificate)
+        .await
+        .err()
+        .expect("etcd refuses a server without a client certificate");
+    let message = refused.to_string();
+    assert!(
+        message.contains("etcd requires a client certificate")
+            && message.contains("set --datastore-certfile and --datastore-keyfile"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,8 +41,8 @@ use weft_control::{ControlError, ServerSettings};
 use weft_fabric::{BackendData, Lease, MacAddr};
 use weft_node::identity::NodeIdentity;
 use weft_node::{ApiSource, LeaseSource, LeaseUpdate};
-use weft_store::Datastore;
 pub(crate) use weft_store::testing::EtcdServer as Etcd;
+use weft_store::{Datastore, EtcdTlsFiles};
 
 /// How long a test waits for something that should take milliseconds.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
@@ -131,6 +131,8 @@ pub(crate) struct ServerOptions {
     pub(crate) data_dir: PathBuf,
     /// etcd's endpoint; the embedded store in `data_dir` when `None`.
     pub(crate) etcd: Option<String>,
+    /// The CA and client certificate for an `https://` etcd.
+    pub(crate) etcd_tls: EtcdTlsFiles,
     /// The server's cluster network.
     pub(crate) network: ClusterNetwork,
     /// `--token`.
@@ -188,6 +190,7 @@ impl ServerOptions {
         ServerOptions {
             data_dir: data_dir.to_owned(),
             etcd: None,
+            etcd_tls: EtcdTlsFiles::default(),
             network: dual_stack(),
             token: None,
             agent_token: None,
@@ -245,6 +248,7 @@ impl TestServer {
             },
             Some(endpoint) => Datastore::Etcd {
                 endpoints: vec![endpoint.clone()],
+                tls: options.etcd_tls.clone(),
             },
         };
         let settings = ServerSettings {

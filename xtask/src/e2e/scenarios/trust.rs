@@ -70,9 +70,16 @@ pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
     let n2_ip = agents[0].host.ip(false)?;
     let kubelet_of = |ip: IpAddr| -> anyhow::Result<String> {
         let body = front.get(lab, &server.host.ns, &format!("{ip}:{KUBELET}"))?;
-        Ok(body.split_whitespace().next().unwrap_or_default().to_owned())
+        Ok(body
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned())
     };
-    ensure!(kubelet_of(n2_ip)? == "kubelet-n2", "n2's kubelet is not n2's");
+    ensure!(
+        kubelet_of(n2_ip)? == "kubelet-n2",
+        "n2's kubelet is not n2's"
+    );
     let n2_mac = vtep_mac(&agents[0].dir)?;
     let fdb_before = fdb_dst(&agents[1].host.ns, &n2_mac)?;
     ensure!(
@@ -85,7 +92,13 @@ pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
 
     // 1. n2's address.
     let n2_ip_text = n2_ip.to_string();
-    let mut rogue = Node::agent(lab, "a-rogue", rogue_host.clone(), &server.url(), &agent_token);
+    let mut rogue = Node::agent(
+        lab,
+        "a-rogue",
+        rogue_host.clone(),
+        &server.url(),
+        &agent_token,
+    );
     rogue.set_arg("--node-ip", &n2_ip_text);
     let out = refused(lab, &mut rogue)?;
     let want = format!(
@@ -99,7 +112,13 @@ pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
     lab.step("a-rogue with n2's --node-ip: refused (409 naming n2), n2's kubelet still answers");
 
     // 2. A copy of n2's vtep-macs.json.
-    let mut rogue = Node::agent(lab, "z-rogue", rogue_host.clone(), &server.url(), &agent_token);
+    let mut rogue = Node::agent(
+        lab,
+        "z-rogue",
+        rogue_host.clone(),
+        &server.url(),
+        &agent_token,
+    );
     let copied = rogue.dir.join("agent").join("vtep-macs.json");
     fs::create_dir_all(copied.parent().context("a parent")?)?;
     fs::copy(agents[0].dir.join("agent").join("vtep-macs.json"), &copied)
@@ -132,8 +151,13 @@ pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
         "/v1-weft/pods",
         Some(&report),
     )?;
-    ensure!(status == 422, "n2's pod report of {server_ip} got HTTP {status}, not 422");
-    lab.step(format!("PUT /v1-weft/pods with n2's certificate listing {server_ip}: 422"));
+    ensure!(
+        status == 422,
+        "n2's pod report of {server_ip} got HTTP {status}, not 422"
+    );
+    lab.step(format!(
+        "PUT /v1-weft/pods with n2's certificate listing {server_ip}: 422"
+    ));
 
     // 4. The agent token starts no server.
     let mut impostor = Node::server(lab, "s-rogue", rogue_host.clone(), &settings, &[])
@@ -148,13 +172,26 @@ pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
     // 5. A deleted node's certificate.
     let n3_creds = Credentials::read(&agents[1].dir, lab, "n3")?;
     let leases = |creds: &Credentials| {
-        creds.status(lab, &rogue_host.ns, &server.url(), "GET", "/v1-weft/leases", None)
+        creds.status(
+            lab,
+            &rogue_host.ns,
+            &server.url(),
+            "GET",
+            "/v1-weft/leases",
+            None,
+        )
     };
-    ensure!(leases(&n3_creds)? == 200, "n3's certificate can't read leases");
+    ensure!(
+        leases(&n3_creds)? == 200,
+        "n3's certificate can't read leases"
+    );
     agents[1].stop()?;
     server.server_command(lab, &["node", "delete", "n3"], &[])?;
     let status = leases(&n3_creds)?;
-    ensure!(status == 401, "n3's certificate got HTTP {status} after the delete, not 401");
+    ensure!(
+        status == 401,
+        "n3's certificate got HTTP {status} after the delete, not 401"
+    );
     lab.step("n3 deleted: its certificate gets 401 from /v1-weft/leases");
 
     ensure!(
@@ -236,7 +273,11 @@ impl Credentials {
             fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let json: serde_json::Value = serde_json::from_str(&text)?;
         let mut files = Vec::new();
-        for (field, suffix) in [("ca-pem", "ca.crt"), ("cert-pem", "crt"), ("key-pem", "key")] {
+        for (field, suffix) in [
+            ("ca-pem", "ca.crt"),
+            ("cert-pem", "crt"),
+            ("key-pem", "key"),
+        ] {
             let pem = json[field]
                 .as_str()
                 .with_context(|| format!("no {field} in {}", path.display()))?;
@@ -244,8 +285,8 @@ impl Credentials {
             fs::write(&file, pem)?;
             files.push(file.display().to_string());
         }
-        let [ca, cert, key] = <[String; 3]>::try_from(files)
-            .map_err(|_| anyhow::anyhow!("three PEM files"))?;
+        let [ca, cert, key] =
+            <[String; 3]>::try_from(files).map_err(|_| anyhow::anyhow!("three PEM files"))?;
         Ok(Credentials { ca, cert, key })
     }
 
@@ -263,7 +304,9 @@ impl Credentials {
         cmd = cmd
             .args(["--silent", "--max-time", "5", "--output", "/dev/null"])
             .args(["--write-out", "%{http_code}", "--request", method])
-            .args(["--cacert", &self.ca, "--cert", &self.cert, "--key", &self.key]);
+            .args([
+                "--cacert", &self.ca, "--cert", &self.cert, "--key", &self.key,
+            ]);
         if let Some(body) = body {
             cmd = cmd
                 .args(["--header", "content-type: application/json"])
