@@ -160,7 +160,12 @@ async fn embedded_agent(
     // Tunnels to every server, whatever the backend (`none` too).
     // Its tunnel to its own server goes over loopback too.
     let egress_settings = egress_settings.with_alias(url, local);
-    let mut egress = egress::start(egress_settings, &cluster, fabric.local())?;
+    let mut egress = egress::start(
+        egress_settings,
+        &cluster,
+        fabric.local(),
+        source.credentials(),
+    )?;
     egress.export_metrics(metrics);
     agent::run(
         &mut egress.track(&mut source),

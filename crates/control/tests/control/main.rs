@@ -6,6 +6,7 @@
 //! - `restart`: a server's restart keeps leases, the CA and the token; critical settings.
 //! - `watch`: lease changes and deletions reach watchers, resume after a reconnect, liveness.
 //! - `metrics`: `/metrics` serves the control plane's and the agent's metrics.
+//! - `renewal`: node certificates are renewed at start and by a running agent.
 //! - `ha`: three servers on one etcd: fail-over, joining through a survivor, and concurrent
 //!   allocation without duplicates.
 
@@ -13,5 +14,6 @@ mod ha;
 mod harness;
 mod join;
 mod metrics;
+mod renewal;
 mod restart;
 mod watch;

@@ -61,7 +61,6 @@ fn example() -> StaticSource {
 
 fn settings(dir: &Path, node: &str) -> EgressSettings {
     EgressSettings {
-        dir: dir.to_owned(),
         node_name: node.to_owned(),
         node_ips: vec!["10.0.0.2".parse().expect("an IP")],
         kubelet_port: 10250,
@@ -74,24 +73,22 @@ fn settings(dir: &Path, node: &str) -> EgressSettings {
     }
 }
 
-/// Saves credentials as registration does, naming a server nobody listens on.
-fn register(dir: &Path, node: &str) {
+/// Credentials as registration gives them, naming a server nobody listens on.
+fn registered(node: &str) -> watch::Receiver<Option<Credentials>> {
     let ca = ClusterCa::generate().expect("a CA");
     let cert = ca.issue_node(node).expect("a node certificate");
-    Credentials {
+    let creds = Credentials {
         ca_pem: ca.cert_pem().to_owned(),
         cert_pem: cert.cert_pem,
         key_pem: cert.key_pem,
         servers: vec!["https://127.0.0.1:9".to_owned()],
-    }
-    .save(dir)
-    .expect("saved");
+    };
+    watch::channel(Some(creds)).1
 }
 
 #[tokio::test]
 async fn the_authorizer_follows_this_nodes_lease() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    register(dir.path(), "node-b");
     let mut source = example();
     let mut cluster = source.cluster().await.expect("the cluster");
     cluster.egress_selector_mode = EgressSelectorMode::Pod;
@@ -103,7 +100,13 @@ async fn the_authorizer_follows_this_nodes_lease() {
         public_ipv6: None,
         backend: Default::default(),
     };
-    let egress = start(settings(dir.path(), "node-b"), &cluster, &before).expect("started");
+    let egress = start(
+        settings(dir.path(), "node-b"),
+        &cluster,
+        &before,
+        registered("node-b"),
+    )
+    .expect("started");
     let authorizer = || egress.authorizer().expect("not disabled");
     assert!(authorizer().pod_cidrs.is_empty());
     let pod = Target::new("10.42.1.9", 8080).expect("a target");
@@ -133,13 +136,25 @@ async fn disabled_mode_has_no_tunnels_and_unregistered_nodes_none_either() {
     let mut cluster = example().cluster().await.expect("the cluster");
     let lease = example().leases()[0].clone();
     cluster.egress_selector_mode = EgressSelectorMode::Disabled;
-    let egress = start(settings(dir.path(), "node-a"), &cluster, &lease).expect("nothing");
+    let unregistered = || watch::channel(None).1;
+    let egress = start(
+        settings(dir.path(), "node-a"),
+        &cluster,
+        &lease,
+        unregistered(),
+    )
+    .expect("nothing");
     assert!(!egress.is_enabled());
     assert_eq!(egress.authorizer(), None);
     assert!(egress.connected().is_empty());
     cluster.egress_selector_mode = EgressSelectorMode::Agent;
     assert!(matches!(
-        start(settings(dir.path(), "node-a"), &cluster, &lease),
+        start(
+            settings(dir.path(), "node-a"),
+            &cluster,
+            &lease,
+            unregistered()
+        ),
         Err(NodeError::NotRegistered)
     ));
 }
@@ -147,14 +162,13 @@ async fn disabled_mode_has_no_tunnels_and_unregistered_nodes_none_either() {
 #[tokio::test]
 async fn cluster_mode_allows_the_pods_it_finds() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    register(dir.path(), "node-a");
     let mut cluster = example().cluster().await.expect("the cluster");
     cluster.egress_selector_mode = EgressSelectorMode::Cluster;
     let lease = example().leases()[0].clone();
     let settings = settings(dir.path(), "node-a");
     std::fs::create_dir_all(&settings.ipam_dir).expect("made");
     reserve(&settings.ipam_dir, "10.42.0.7", "c0ffee");
-    let egress = start(settings, &cluster, &lease).expect("started");
+    let egress = start(settings, &cluster, &lease, registered("node-a")).expect("started");
     let allows = |target: &Target| egress.authorizer().expect("enabled").allows(target);
     let pod = Target::new("10.42.0.7", 8080).expect("a target");
     for _ in 0..100 {
