@@ -30,7 +30,10 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use weft_api::pki::{CertificateInfo, CertifiedKey, ClientIdentity, ClusterCa, ServingNames};
+use weft_api::pki::{
+    CertificateCheck, CertificateInfo, CertifiedKey, ClientIdentity, ClusterCa, ServingNames,
+    certificates_info,
+};
 use weft_api::token::random_secret;
 use weft_api::{ApiError, JoinToken};
 use weft_store::{Compare, Store, Txn};
@@ -194,6 +197,50 @@ fn keep_or_issue(
     write_file(cert, pair.cert_pem.as_bytes(), 0o644)?;
     tracing::info!(file = %cert.display(), "issued a certificate");
     Ok(pair)
+}
+
+/// Every certificate in the `*.crt` files under `<dir>/tls/` (`dir` is `<data-dir>/server`), by
+/// file name, as `weft-server certificate check` lists them at `now`: each named
+/// `server/tls/<file>`. None when the directory does not exist (an agent-only host).
+pub fn certificate_checks(
+    dir: &Path,
+    now: SystemTime,
+) -> Result<Vec<CertificateCheck>, ControlError> {
+    let tls = dir.join("tls");
+    let unreadable = |path: &Path, reason: String| ControlError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let entries = match std::fs::read_dir(&tls) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(unreadable(&tls, e.to_string())),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| unreadable(&tls, e.to_string()))?.path();
+        if path.extension().is_some_and(|ext| ext == "crt") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut checks = Vec::new();
+    for path in files {
+        let pem = read_optional(&path)?.unwrap_or_default();
+        let infos = certificates_info(&pem).map_err(|e| unreadable(&path, e.to_string()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for info in infos {
+            checks.push(CertificateCheck::new(
+                format!("server/tls/{name}"),
+                info,
+                now,
+            ));
+        }
+    }
+    Ok(checks)
 }
 
 /// Reads the sealed CA from the store, or creates and stores it when there is none.
