@@ -2,9 +2,10 @@
 //!
 //! `weft-server [FLAGS]` (or `weft-server run [FLAGS]`) runs the server; `validate` checks the
 //! configuration, `node list` / `node delete NAME` manage nodes through the running server, and
-//! `certificate check` lists the certificates in the data dir with their expiry. This file holds the flags and exit codes only; [`run`] does the wiring. The flags
-//! come from weft-config's settings table ([`weft_config::ServerFlags`]), so `--help` lists
-//! every setting with its default and environment variables.
+//! `certificate check` lists the certificates in the data dir with their expiry. This file
+//! holds the flags and exit codes only; [`run`] does the wiring. The flags come from
+//! weft-config's settings table ([`weft_config::ServerFlags`]), so `--help` lists every setting
+//! with its default and environment variables.
 
 #![forbid(unsafe_code)]
 

@@ -17,9 +17,9 @@
 //!
 //! A server keeps the certificates it finds at start while they are still good, so files handed
 //! to a kube-apiserver or an admin stay valid: the cluster CA issued them, at least
-//! [`RENEW_BEFORE`](weft_api::pki::RENEW_BEFORE) is left, and the subject (or, for the serving certificate, every name and
-//! address) is still the one wanted. Otherwise it issues new ones, valid for
-//! [`LEAF_VALIDITY`](weft_api::pki::LEAF_VALIDITY).
+//! [`RENEW_BEFORE`](weft_api::pki::RENEW_BEFORE) is left, and the subject (or, for the serving
+//! certificate, every name and address) is still the one wanted. Otherwise it issues new ones,
+//! valid for [`LEAF_VALIDITY`](weft_api::pki::LEAF_VALIDITY).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -4,9 +4,10 @@
 //!
 //! [`start`] writes `<data-dir>/server/etc/egress-selector-config.yaml` (naming the cluster CA
 //! and the kube-apiserver's client certificate, `client-kube-apiserver.crt`, that bootstrap
-//! already wrote, so a kube-apiserver or `curl --proxy-cert` can use it), makes a [`TunnelServer`] and follows the store to keep its
-//! routes current: every node's addresses (node records), its pod CIDRs (the lease hub) and, in
-//! `cluster` mode, the pods its agent reported. [`Front`] is the server's one HTTPS handler:
+//! already wrote, so a kube-apiserver or `curl --proxy-cert` can use it), makes a
+//! [`TunnelServer`] and follows the store to keep its routes current: every node's addresses
+//! (node records), its pod CIDRs (the lease hub) and, in `cluster` mode, the pods its agent
+//! reported. [`Front`] is the server's one HTTPS handler:
 //! tunnel requests (the WebSocket endpoint and CONNECT) go to the tunnel server, everything
 //! else to the [`ControlPlane`].
 //!

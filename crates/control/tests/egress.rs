@@ -7,8 +7,9 @@
 //! (nothing but what it allows is dialed, whatever the server asks), one for authentication
 //! (no node certificate, no tunnel; only the kube-apiserver's certificate opens a CONNECT, and
 //! it manages no nodes; pod reports only from nodes), one for an agent reconnecting after its
-//! server restarts, and one for tunnels reconnecting with a renewed node certificate. Each server runs in a
-//! runtime of its own, so stopping it ends every task and connection of it at once.
+//! server restarts, and one for tunnels reconnecting with a renewed node certificate. Each
+//! server runs in a runtime of its own, so stopping it ends every task and connection of it at
+//! once.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

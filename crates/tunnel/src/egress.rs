@@ -62,8 +62,8 @@ pub fn write_config(
     write_private(config, &selector_config(mode, url, files))
 }
 
-/// Writes the CA, the kube-apiserver's certificate and key into `files`' paths, and the configuration to
-/// `config`, every file mode 0600; returns `config`. Directories are created.
+/// Writes the CA, the kube-apiserver's certificate and key into `files`' paths, and the
+/// configuration to `config`, every file mode 0600; returns `config`. Directories are created.
 pub fn write(
     config: &Path,
     files: &EgressFiles,
