@@ -165,6 +165,17 @@ pub fn load_agent(flags: &FlagValues, sys: System<'_>) -> Loaded<AgentConfig> {
     finish(config, errors, warnings)
 }
 
+/// Resolves only `data-dir` for `role` (flag, config file, environment, default), for commands
+/// that read a node's files and need nothing else: no token, no node name or IP detection, so
+/// it works on a host whose other settings could not be resolved now. Errors in the config
+/// files still count.
+pub fn load_data_dir(role: Role, flags: &FlagValues, sys: System<'_>) -> Loaded<PathBuf> {
+    let (r, _, mut errors, warnings) = gather(role, flags, sys);
+    let data_dir = node::absolute_path(&r, Key::DataDir, &mut errors)
+        .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_DATA_DIR));
+    finish(Some(data_dir), errors, warnings)
+}
+
 // === impl ServerConfig ===
 
 impl ServerConfig {

@@ -3,13 +3,13 @@
 //! EgressSelectorConfiguration that points at it.
 //!
 //! [`start`] writes `<data-dir>/server/etc/egress-selector-config.yaml` (naming the cluster CA
-//! and the `system:masters` client certificate that bootstrap already wrote, so a kube-apiserver
-//! or `curl --proxy-cert` can use it), makes a [`TunnelServer`] and follows the store to keep its
-//! routes current: every node's addresses (node records), its pod CIDRs (the lease hub) and, in
-//! `cluster` mode, the pods its agent reported, each IP only inside that node's lease (a record
-//! from an older server, or edited by hand, that lies outside is ignored with a warning, so no
-//! store record draws another address into a node's tunnel). [`Front`] is the server's one
-//! HTTPS handler:
+//! and the kube-apiserver's client certificate, `client-kube-apiserver.crt`, that bootstrap
+//! already wrote, so a kube-apiserver or `curl --proxy-cert` can use it), makes a
+//! [`TunnelServer`] and follows the store to keep its routes current: every node's addresses
+//! (node records), its pod CIDRs (the lease hub) and, in `cluster` mode, the pods its agent
+//! reported, each IP only inside that node's lease (a record from an older server, or edited by
+//! hand, that lies outside is ignored with a warning, so no store record draws another address
+//! into a node's tunnel). [`Front`] is the server's one HTTPS handler:
 //! tunnel requests (the WebSocket endpoint and CONNECT) go to the tunnel server, everything
 //! else to the [`ControlPlane`].
 //!
@@ -99,7 +99,7 @@ impl EgressSettings {
     /// listening on `bind`: the cluster's mode; the URL is `bind`'s address, or loopback when it
     /// binds every address (`[::1]` when the primary service CIDR is IPv6); the configuration
     /// goes to `<dir>/etc/egress-selector-config.yaml` and names bootstrap's CA and
-    /// `system:masters` client certificate. `local_node` is the embedded agent's node, if any.
+    /// kube-apiserver client certificate. `local_node` is the embedded agent's node, if any.
     pub fn for_server(
         dir: &Path,
         paths: &BootstrapPaths,
@@ -122,8 +122,8 @@ impl EgressSettings {
             config_path: dir.join("etc").join("egress-selector-config.yaml"),
             files: EgressFiles {
                 ca_bundle: paths.ca_cert.clone(),
-                client_cert: paths.admin_cert.clone(),
-                client_key: paths.admin_key.clone(),
+                client_cert: paths.kube_apiserver_cert.clone(),
+                client_key: paths.kube_apiserver_key.clone(),
             },
             tunnel: weft_tunnel::proto::Config::default(),
         }

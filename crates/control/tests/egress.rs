@@ -8,10 +8,12 @@
 //! One test per mode (`agent`, `pod`, `cluster`, `disabled`), one for the agent's authorizer
 //! (nothing but what it allows is dialed, whatever the server asks), one for its floor and the
 //! cluster CIDR (whatever lease the server sends), one for pod reports and routes staying inside
-//! the node's lease, one for authentication (no node certificate, no tunnel; no egress
-//! certificate, no CONNECT; pod reports only from nodes), and one for an agent reconnecting
-//! after its server restarts. Each server runs in a runtime of its own, so stopping it ends
-//! every task and connection of it at once.
+//! the node's lease, one for authentication (no node certificate, no tunnel; only the
+//! kube-apiserver's certificate opens a CONNECT, and it manages no nodes; pod reports only from
+//! nodes), one for an agent reconnecting after its server restarts, one for tunnels
+//! reconnecting with a renewed node certificate, and one for a deleted node's tunnel. Each
+//! server runs in a runtime of its own, so stopping it ends every task and connection of it at
+//! once.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,10 +25,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
-use weft_api::JoinToken;
-use weft_api::client::NodeClient;
+use weft_api::client::{AdminClient, NodeClient};
 use weft_api::pki::{CertifiedKey, ClusterCa};
 use weft_api::protocol::{PodReport, RegisterRequest, ReportedPod};
+use weft_api::{ApiError, JoinToken};
 use weft_config::{ClusterNetwork, EgressSelectorMode};
 use weft_control::egress::{self as server_egress, EgressSettings as ServerEgress};
 use weft_control::metrics::ControlMetrics;
@@ -105,6 +107,7 @@ struct Server {
     kubelet_port: u16,
     ca_pem: String,
     admin: CertifiedKey,
+    apiserver: CertifiedKey,
     token: JoinToken,
     tunnel: TunnelServer,
     store: Store,
@@ -202,7 +205,10 @@ impl Server {
                 });
                 Ok((
                     started.bootstrap.ca.cert_pem().to_owned(),
-                    started.bootstrap.admin.clone(),
+                    (
+                        started.bootstrap.admin.clone(),
+                        started.bootstrap.kube_apiserver.clone(),
+                    ),
                     started.bootstrap.token.clone(),
                     tunnel,
                     started.store.clone(),
@@ -212,7 +218,8 @@ impl Server {
             })
             .await
             .expect("the server's start did not panic");
-        let (ca_pem, admin, token, tunnel, store, config_path, metrics) = match started {
+        let (ca_pem, (admin, apiserver), token, tunnel, store, config_path, metrics) = match started
+        {
             Ok(started) => started,
             Err(error) => {
                 // Everything of the failed start goes with its runtime (the store's file too).
@@ -230,6 +237,7 @@ impl Server {
             kubelet_port,
             ca_pem,
             admin,
+            apiserver,
             token,
             tunnel,
             store,
@@ -283,13 +291,13 @@ impl Server {
         connect_with(&self.ca_pem, self.port, target, identity).await
     }
 
-    /// A CONNECT with the admin (egress) certificate that must answer `200`; the target's
+    /// A CONNECT with the kube-apiserver's certificate that must answer `200`; the target's
     /// greeting.
     async fn connect_ok(
         &self,
         target: &str,
     ) -> (String, impl AsyncRead + AsyncWrite + Unpin + use<>) {
-        let (status, body, mut conn) = self.connect(target, Some(&self.admin)).await;
+        let (status, body, mut conn) = self.connect(target, Some(&self.apiserver)).await;
         assert_eq!(status, 200, "CONNECT {target}: {body}");
         let greeting = read_greeting(&mut conn).await;
         (greeting, conn)
@@ -402,30 +410,14 @@ impl Agent {
         let identity = NodeIdentity::load_or_create(dir).expect("an identity");
         let mut source = ApiSource::new(dir, vec![server.url()], server.token.clone(), identity);
         let cluster = source.cluster().await.expect("the cluster");
-        let request = RegisterRequest {
-            node_name: name.to_owned(),
-            node_ips: vec![node_ip(n)],
-            external_ips: Vec::new(),
-            backend: Default::default(),
-        };
-        let lease = source.register(&request).await.expect("registered");
-        let ipam_dir = dir.join("cni/networks/weft");
-        let settings = EgressSettings {
-            dir: dir.to_owned(),
-            node_name: name.to_owned(),
-            node_ips: vec![node_ip(n)],
-            kubelet_port: server.kubelet_port,
-            ipam_dir: ipam_dir.clone(),
-            scan_interval: Duration::from_millis(50),
-            servers_interval: Duration::from_millis(500),
-            tunnel: weft_tunnel::proto::Config::default(),
-            backoff: Backoff {
-                initial: Duration::from_millis(50),
-                max: Duration::from_millis(300),
-            },
-            alias: None,
-        };
-        let mut egress = egress::start(settings, &cluster, &lease).expect("the egress side");
+        let lease = source
+            .register(&Agent::request(name, n))
+            .await
+            .expect("registered");
+        let settings = Agent::settings(server, dir, name, n);
+        let ipam_dir = settings.ipam_dir.clone();
+        let mut egress = egress::start(settings, &cluster, &lease, source.credentials())
+            .expect("the egress side");
         let metrics = AgentMetrics::new();
         egress.export_metrics(metrics.clone());
         Agent {
@@ -434,6 +426,34 @@ impl Agent {
             lease,
             ipam_dir,
             dir: dir.to_owned(),
+        }
+    }
+
+    /// Agent `n`'s registration as `name`.
+    fn request(name: &str, n: u8) -> RegisterRequest {
+        RegisterRequest {
+            node_name: name.to_owned(),
+            node_ips: vec![node_ip(n)],
+            external_ips: Vec::new(),
+            backend: Default::default(),
+        }
+    }
+
+    /// Agent `n`'s egress settings, with its data in `dir`: quick scans and reconnects.
+    fn settings(server: &Server, dir: &Path, name: &str, n: u8) -> EgressSettings {
+        EgressSettings {
+            node_name: name.to_owned(),
+            node_ips: vec![node_ip(n)],
+            kubelet_port: server.kubelet_port,
+            ipam_dir: dir.join("cni/networks/weft"),
+            scan_interval: Duration::from_millis(50),
+            servers_interval: Duration::from_millis(500),
+            tunnel: weft_tunnel::proto::Config::default(),
+            backoff: Backoff {
+                initial: Duration::from_millis(50),
+                max: Duration::from_millis(300),
+            },
+            alias: None,
         }
     }
 
@@ -531,7 +551,7 @@ async fn agent_mode_tunnels_kubelets_by_ip_and_name_and_dials_the_rest_directly(
 
     // An unknown node is a 502 naming it.
     let (status, body, _) = server
-        .connect(&format!("agent-9:{k}"), Some(&server.admin))
+        .connect(&format!("agent-9:{k}"), Some(&server.apiserver))
         .await;
     assert_eq!(status, 502);
     assert!(body.contains("unknown node agent-9"), "{body}");
@@ -548,6 +568,12 @@ async fn agent_mode_tunnels_kubelets_by_ip_and_name_and_dials_the_rest_directly(
         let path = tcp["tlsConfig"][key].as_str().expect("a path").to_owned();
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     };
+    assert!(
+        tcp["tlsConfig"]["clientCert"]
+            .as_str()
+            .is_some_and(|path| path.ends_with("/server/tls/client-kube-apiserver.crt")),
+        "{tcp}"
+    );
     let identity = CertifiedKey {
         cert_pem: file("clientCert"),
         key_pem: file("clientKey"),
@@ -605,7 +631,7 @@ async fn pod_mode_tunnels_addresses_in_a_nodes_pod_cidr() {
 
     // Nothing listens there: the agent's dial fails, and only that stream.
     let (status, body, _) = server
-        .connect(&format!("{empty}:{port}"), Some(&server.admin))
+        .connect(&format!("{empty}:{port}"), Some(&server.apiserver))
         .await;
     assert_eq!(status, 502);
     assert!(body.contains("refused"), "{body}");
@@ -668,7 +694,7 @@ async fn cluster_mode_tunnels_the_pods_agents_report_and_their_node_ips() {
         )
         .await;
     let (status, body, _) = server
-        .connect(&format!("{}:{port}", node_ip(1)), Some(&server.admin))
+        .connect(&format!("{}:{port}", node_ip(1)), Some(&server.apiserver))
         .await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("does not allow"), "{body}");
@@ -857,7 +883,7 @@ async fn the_agent_dials_only_what_it_allows_whatever_the_server_asks() {
         )
         .await;
     let (status, body, _) = server
-        .connect(&format!("{forged_ip}:{k}"), Some(&server.admin))
+        .connect(&format!("{forged_ip}:{k}"), Some(&server.apiserver))
         .await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("does not allow"), "{body}");
@@ -941,7 +967,7 @@ async fn the_agent_never_dials_below_its_floor_nor_outside_the_cluster_cidr() {
         )
         .await;
     let (status, body, _) = server
-        .connect(&format!("{pod}:{port}"), Some(&server.admin))
+        .connect(&format!("{pod}:{port}"), Some(&server.apiserver))
         .await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("does not allow"), "{body}");
@@ -959,7 +985,7 @@ async fn the_agent_never_dials_below_its_floor_nor_outside_the_cluster_cidr() {
         )
         .await;
     let (status, body, _) = server
-        .connect(&format!("{beyond}:{k}"), Some(&server.admin))
+        .connect(&format!("{beyond}:{k}"), Some(&server.apiserver))
         .await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("does not allow"), "{body}");
@@ -986,20 +1012,23 @@ fn cidr_text(agent: &Agent) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tunnels_need_a_node_certificate_and_connect_the_egress_one() {
+async fn each_certificate_does_its_one_job() {
     let (dir, server) = cluster("agent").await;
+    let k = server.kubelet_port;
+    let _kubelet = Service::start(node_ip(1), k, "kubelet on agent-1").await;
     let agent = Agent::join(&server, &dir.path().join("agent-1"), "agent-1", 1).await;
     server.wait_for_tunnel("agent-1").await;
-    let k = server.kubelet_port;
     let url = format!("wss://127.0.0.1:{}{CONNECT_PATH}", server.port);
 
-    // No certificate, the egress one, or another CA's node certificate: no tunnel.
+    // No certificate, the kube-apiserver's, the admin's, or another CA's node certificate: no
+    // tunnel.
     let stranger = ClusterCa::generate()
         .expect("a CA")
         .issue_node("agent-1")
         .expect("a certificate");
     for (identity, expect) in [
         (None, Some("401")),
+        (Some(server.apiserver.clone()), Some("403")),
         (Some(server.admin.clone()), Some("403")),
         // The TLS handshake itself fails.
         (Some(stranger), None),
@@ -1016,21 +1045,50 @@ async fn tunnels_need_a_node_certificate_and_connect_the_egress_one() {
     }
     assert_eq!(server.tunnel.connected_nodes(), ["agent-1"]);
 
-    // No certificate, or a node's: no CONNECT.
-    let (status, _, _) = server.connect(&format!("{}:{k}", node_ip(1)), None).await;
+    // CONNECT takes the kube-apiserver's certificate only: not a node's, not the admin's.
+    let target = format!("{}:{k}", node_ip(1));
+    let (status, _, _) = server.connect(&target, None).await;
     assert_eq!(status, 401);
-    let (status, _, _) = server
-        .connect(&format!("{}:{k}", node_ip(1)), Some(&agent.certificate()))
-        .await;
-    assert_eq!(status, 403);
+    for refused in [agent.certificate(), server.admin.clone()] {
+        let (status, body, _) = server.connect(&target, Some(&refused)).await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("client-kube-apiserver.crt"), "{body}");
+    }
+    let (greeting, _) = server.connect_ok(&target).await;
+    assert_eq!(greeting, "kubelet on agent-1");
 
-    // Pod reports need a node certificate; the admin's is none.
-    let admin = NodeClient::new(&server.ca_pem, &server.admin).expect("a client");
-    let error = admin
-        .report_pods(&server.url(), &PodReport::default())
+    // Node management takes the admin's certificate only: not the kube-apiserver's.
+    let apiserver = AdminClient::new(&server.ca_pem, &server.apiserver).expect("a client");
+    for refused in [
+        apiserver.list_nodes(&server.url()).await.map(|_| ()),
+        apiserver.delete_node(&server.url(), "agent-1").await,
+    ] {
+        let error = refused.expect_err("the kube-apiserver manages no nodes");
+        assert!(
+            matches!(&error, ApiError::Rejected { status: 403, message, .. } if message.contains("client-admin.crt")),
+            "{error}"
+        );
+    }
+    let admin = AdminClient::new(&server.ca_pem, &server.admin).expect("a client");
+    let nodes = admin
+        .list_nodes(&server.url())
         .await
-        .expect_err("the admin reports no pods");
-    assert!(error.to_string().contains("401"), "{error}");
+        .expect("the admin lists");
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(
+        nodes[0]["name"], "agent-1",
+        "not deleted by the kube-apiserver"
+    );
+
+    // Pod reports need a node certificate; the admin's and the kube-apiserver's are none.
+    for not_a_node in [&server.admin, &server.apiserver] {
+        let client = NodeClient::new(&server.ca_pem, not_a_node).expect("a client");
+        let error = client
+            .report_pods(&server.url(), &PodReport::default())
+            .await
+            .expect_err("only nodes report pods");
+        assert!(error.to_string().contains("401"), "{error}");
+    }
     // The rest of the API is served beside the tunnel.
     let node = NodeClient::new(&server.ca_pem, &agent.certificate()).expect("a client");
     assert_eq!(
@@ -1066,6 +1124,73 @@ async fn a_deleted_nodes_tunnel_closes_and_its_certificate_opens_no_other() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(server.tunnel.connected_nodes().is_empty());
     drop(agent);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_reconnect_with_the_newest_node_certificate() {
+    let (dir, server) = cluster("agent").await;
+    let k = server.kubelet_port;
+    let _kubelet = Service::start(node_ip(1), k, "kubelet on agent-1").await;
+    let agent_dir = dir.path().join("agent-1");
+    let identity = NodeIdentity::load_or_create(&agent_dir).expect("an identity");
+    let mut source = ApiSource::new(
+        &agent_dir,
+        vec![server.url()],
+        server.token.clone(),
+        identity,
+    );
+    let cluster = source.cluster().await.expect("the cluster");
+    let lease = source
+        .register(&Agent::request("agent-1", 1))
+        .await
+        .expect("registered");
+    let registered = source.credentials().borrow().clone().expect("credentials");
+    // The credentials as a lease source hands them on: the first registration's, then renewals'.
+    let (renewals, credentials) = tokio::sync::watch::channel(Some(registered.clone()));
+    let settings = Agent::settings(&server, &agent_dir, "agent-1", 1);
+    let egress = egress::start(settings, &cluster, &lease, credentials).expect("the egress side");
+    server.wait_for_tunnel("agent-1").await;
+
+    // A certificate the server does not take (another CA's): the live tunnel goes on, ...
+    let stranger = ClusterCa::generate()
+        .expect("a CA")
+        .issue_node("agent-1")
+        .expect("a certificate");
+    renewals.send_replace(Some(weft_node::identity::Credentials {
+        cert_pem: stranger.cert_pem,
+        key_pem: stranger.key_pem,
+        ..registered.clone()
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.tunnel.connected_nodes(), ["agent-1"]);
+    // ... and once the server ends it (as it does when it revokes a certificate), the tunnel
+    // reconnects with the newest certificate, which the server refuses.
+    server
+        .tunnel
+        .close_all("the node's certificate was renewed");
+    eventually("the tunnel to go", || {
+        server.tunnel.connected_nodes().is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        server.tunnel.connected_nodes().is_empty(),
+        "reconnected with an old certificate"
+    );
+
+    // A real renewal: registering again gives a new certificate, and the tunnel comes back.
+    source
+        .register(&Agent::request("agent-1", 1))
+        .await
+        .expect("registered again");
+    let renewed = source.credentials().borrow().clone().expect("credentials");
+    assert_ne!(renewed.cert_pem, registered.cert_pem);
+    renewals.send_replace(Some(renewed));
+    server.wait_for_tunnel("agent-1").await;
+    let (greeting, _) = server.connect_ok(&format!("{}:{k}", node_ip(1))).await;
+    assert_eq!(greeting, "kubelet on agent-1");
+    drop(egress);
     server.stop().await;
 }
 

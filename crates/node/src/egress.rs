@@ -2,9 +2,11 @@
 //! node's certificate, through which the servers reach this node's kubelet and, by mode, its
 //! pods; and, in `cluster` mode, the report of this node's pods.
 //!
-//! [`start`] loads the credentials registration saved, opens weft-tunnel's [`AgentTunnels`] to
-//! every server the cluster lists (asking again every [`EgressSettings::servers_interval`], so
-//! tunnels follow servers joining and leaving), and dials only what its [`Authorizer`] allows:
+//! [`start`] takes the credentials registration gave (and every renewal gives after them: each
+//! tunnel that reconnects, and each request to a server, uses the newest), opens weft-tunnel's
+//! [`AgentTunnels`] to every server the cluster lists (asking again every
+//! [`EgressSettings::servers_interval`], so tunnels follow servers joining and leaving), and
+//! dials only what its [`Authorizer`] allows:
 //! the kubelet (and streaming) port on loopback and on this node's IPs; in `pod` mode also the
 //! node's pod CIDRs (from its lease, which [`Tracked`] follows); in `cluster` mode also the node's
 //! IPs on any port and the pods it reported. Whatever a server sends, weft-tunnel's floor holds
@@ -34,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weft_api::client::NodeClient;
 use weft_api::protocol::{MAX_REPORTED_PODS, PodReport, RegisterRequest, ReportedPod};
@@ -62,8 +65,6 @@ const MAX_STATE_FILE: u64 = 4096;
 /// What the agent's egress side needs.
 #[derive(Debug, Clone)]
 pub struct EgressSettings {
-    /// The agent's data dir (`<data-dir>/agent`), where registration saved the credentials.
-    pub dir: PathBuf,
     /// The node's name.
     pub node_name: String,
     /// The node's IPs, internal and external: the kubelet is allowed on them.
@@ -102,6 +103,8 @@ pub struct Tracked<'a, S> {
 struct Shared {
     node_name: String,
     tunnels: AgentTunnels,
+    /// The API client with the node's current certificate.
+    client: Mutex<NodeClient>,
     dialer: Arc<AgentDialer>,
     authorizer: Mutex<Authorizer>,
     alias: Option<(String, String)>,
@@ -118,7 +121,6 @@ impl EgressSettings {
         let mut node_ips = settings.node_ips.clone();
         node_ips.extend(settings.external_ips.iter().copied());
         EgressSettings {
-            dir: settings.dir.clone(),
             node_name: settings.node_name.clone(),
             node_ips,
             kubelet_port,
@@ -140,13 +142,15 @@ impl EgressSettings {
 
 // === impl EgressAgent ===
 
-/// Starts the egress side of a registered node in the cluster's mode, with `local` its lease:
+/// Starts the egress side of a registered node in the cluster's mode, with `local` its lease and
+/// `credentials` its credentials ([`ApiSource::credentials`](crate::ApiSource::credentials)):
 /// tunnels to every server, and in `cluster` mode the pod scan; nothing in `disabled` mode.
 /// Must run inside a tokio runtime.
 pub fn start(
     settings: EgressSettings,
     cluster: &ClusterNetwork,
     local: &Lease,
+    mut credentials: watch::Receiver<Option<Credentials>>,
 ) -> Result<EgressAgent, NodeError> {
     let mode = cluster.egress_selector_mode;
     if mode == EgressSelectorMode::Disabled {
@@ -156,7 +160,10 @@ pub fn start(
             tasks: Vec::new(),
         });
     }
-    let creds = Credentials::load(&settings.dir)?.ok_or(NodeError::NotRegistered)?;
+    let creds = credentials
+        .borrow_and_update()
+        .clone()
+        .ok_or(NodeError::NotRegistered)?;
     let identity = creds.identity();
     let tls = weft_api::tls::client_config(&creds.ca_pem, Some(&identity))?;
     let client = NodeClient::new(&creds.ca_pem, &identity)?;
@@ -183,6 +190,7 @@ pub fn start(
     let shared = Arc::new(Shared {
         node_name: settings.node_name.clone(),
         tunnels,
+        client: Mutex::new(client),
         dialer,
         servers: Mutex::new(
             creds
@@ -194,16 +202,17 @@ pub fn start(
         authorizer: Mutex::new(authorizer),
         alias,
     });
-    let mut tasks = vec![tokio::spawn(follow_servers(
-        shared.clone(),
-        client.clone(),
-        creds.servers.clone(),
-        settings.servers_interval,
-    ))];
+    let mut tasks = vec![
+        tokio::spawn(follow_credentials(shared.clone(), credentials)),
+        tokio::spawn(follow_servers(
+            shared.clone(),
+            creds.servers.clone(),
+            settings.servers_interval,
+        )),
+    ];
     if mode == EgressSelectorMode::Cluster {
         tasks.push(tokio::spawn(report_pods(
             shared.clone(),
-            client,
             settings.ipam_dir.clone(),
             settings.scan_interval,
         )));
@@ -290,6 +299,25 @@ impl std::fmt::Debug for EgressAgent {
 // === impl Shared ===
 
 impl Shared {
+    /// The API client with the node's current certificate.
+    fn client(&self) -> NodeClient {
+        self.client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes renewed credentials: the tunnels use them from their next connection (live ones
+    /// go on until they end), the API client from its next request.
+    fn use_credentials(&self, creds: &Credentials) -> Result<(), NodeError> {
+        let identity = creds.identity();
+        let tls = weft_api::tls::client_config(&creds.ca_pem, Some(&identity))?;
+        let client = NodeClient::new(&creds.ca_pem, &identity)?;
+        self.tunnels.set_tls(tls);
+        *self.client.lock().unwrap_or_else(PoisonError::into_inner) = client;
+        Ok(())
+    }
+
     fn authorizer(&self) -> Authorizer {
         self.authorizer
             .lock()
@@ -388,15 +416,30 @@ fn addresses(urls: &[String], alias: Option<&(String, String)>) -> Vec<String> {
         .collect()
 }
 
-/// Asks a server for the cluster's servers every `interval` and keeps a tunnel to each.
-async fn follow_servers(
+/// Hands every renewed certificate to the tunnels and the API client, until the lease source
+/// is gone.
+async fn follow_credentials(
     shared: Arc<Shared>,
-    client: NodeClient,
-    mut known: Vec<String>,
-    interval: Duration,
+    mut credentials: watch::Receiver<Option<Credentials>>,
 ) {
+    while credentials.changed().await.is_ok() {
+        let Some(creds) = credentials.borrow_and_update().clone() else {
+            continue;
+        };
+        match shared.use_credentials(&creds) {
+            Ok(()) => tracing::info!("tunnels and pod reports use the renewed node certificate"),
+            Err(error) => {
+                tracing::warn!(%error, "the renewed node certificate can't be used; keeping the old one");
+            }
+        }
+    }
+}
+
+/// Asks a server for the cluster's servers every `interval` and keeps a tunnel to each.
+async fn follow_servers(shared: Arc<Shared>, mut known: Vec<String>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
+        let client = shared.client();
         for server in known.clone() {
             let server = reach(&server, shared.alias.as_ref());
             match client.servers(&server).await {
@@ -425,12 +468,7 @@ async fn follow_servers(
 
 /// Scans the node's pods every `interval`; allows and reports them when they change (and every
 /// [`REPORT_AGAIN`] anyway).
-async fn report_pods(
-    shared: Arc<Shared>,
-    client: NodeClient,
-    ipam_dir: PathBuf,
-    interval: Duration,
-) {
+async fn report_pods(shared: Arc<Shared>, ipam_dir: PathBuf, interval: Duration) {
     let mut reported: Option<(Vec<ReportedPod>, tokio::time::Instant)> = None;
     let mut strays = BTreeSet::new();
     let mut ticker = tokio::time::interval(interval);
@@ -470,7 +508,7 @@ async fn report_pods(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if let Some(at) = send_report(&client, &mut servers, &report).await {
+        if let Some(at) = send_report(&shared.client(), &mut servers, &report).await {
             reported = Some((pods, at));
         }
     }

@@ -19,6 +19,8 @@ fn paths() -> BootstrapPaths {
         ca_cert: dir.join("tls/server-ca.crt"),
         admin_cert: dir.join("tls/client-admin.crt"),
         admin_key: dir.join("tls/client-admin.key"),
+        kube_apiserver_cert: dir.join("tls/client-kube-apiserver.crt"),
+        kube_apiserver_key: dir.join("tls/client-kube-apiserver.key"),
     }
 }
 
@@ -63,7 +65,8 @@ fn the_url_is_the_bind_address_or_loopback() {
             settings.config_path,
             dir.join("etc/egress-selector-config.yaml")
         );
-        assert_eq!(settings.files.client_cert, paths().admin_cert);
+        assert_eq!(settings.files.client_cert, paths().kube_apiserver_cert);
+        assert_eq!(settings.files.client_key, paths().kube_apiserver_key);
         assert_eq!(settings.files.ca_bundle, paths().ca_cert);
     };
     check("0.0.0.0:9345", false, "https://127.0.0.1:9345");

@@ -116,7 +116,6 @@ fn example() -> StaticSource {
 
 fn settings(dir: &Path, node: &str) -> EgressSettings {
     EgressSettings {
-        dir: dir.to_owned(),
         node_name: node.to_owned(),
         node_ips: vec!["10.0.0.2".parse().expect("an IP")],
         kubelet_port: 10250,
@@ -129,24 +128,22 @@ fn settings(dir: &Path, node: &str) -> EgressSettings {
     }
 }
 
-/// Saves credentials as registration does, naming a server nobody listens on.
-fn register(dir: &Path, node: &str) {
+/// Credentials as registration gives them, naming a server nobody listens on.
+fn registered(node: &str) -> watch::Receiver<Option<Credentials>> {
     let ca = ClusterCa::generate().expect("a CA");
     let cert = ca.issue_node(node).expect("a node certificate");
-    Credentials {
+    let creds = Credentials {
         ca_pem: ca.cert_pem().to_owned(),
         cert_pem: cert.cert_pem,
         key_pem: cert.key_pem,
         servers: vec!["https://127.0.0.1:9".to_owned()],
-    }
-    .save(dir)
-    .expect("saved");
+    };
+    watch::channel(Some(creds)).1
 }
 
 #[tokio::test]
 async fn the_authorizer_follows_this_nodes_lease() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    register(dir.path(), "node-b");
     let mut source = example();
     let mut cluster = source.cluster().await.expect("the cluster");
     cluster.egress_selector_mode = EgressSelectorMode::Pod;
@@ -159,7 +156,13 @@ async fn the_authorizer_follows_this_nodes_lease() {
         backend: Default::default(),
         created_revision: 0,
     };
-    let egress = start(settings(dir.path(), "node-b"), &cluster, &before).expect("started");
+    let egress = start(
+        settings(dir.path(), "node-b"),
+        &cluster,
+        &before,
+        registered("node-b"),
+    )
+    .expect("started");
     let authorizer = || egress.authorizer().expect("not disabled");
     assert!(authorizer().pod_cidrs.is_empty());
     let pod = Target::new("10.42.1.9", 8080).expect("a target");
@@ -195,13 +198,18 @@ fn lease_of(node: &str, ipv4: &str, ipv6: Option<&str>) -> Lease {
 #[tokio::test]
 async fn a_lease_widens_the_authorizer_only_inside_the_cluster_cidr() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    register(dir.path(), "node-b");
     let mut cluster = example().cluster().await.expect("the cluster");
     cluster.egress_selector_mode = EgressSelectorMode::Pod;
     assert_eq!(cluster.cluster_cidr.to_string(), "10.42.0.0/16");
     // The lease at start lies outside the cluster CIDR: ignored.
     let outside = lease_of("node-b", "10.99.1.0/24", None);
-    let egress = start(settings(dir.path(), "node-b"), &cluster, &outside).expect("started");
+    let egress = start(
+        settings(dir.path(), "node-b"),
+        &cluster,
+        &outside,
+        registered("node-b"),
+    )
+    .expect("started");
     let allows = |host: &str| {
         let target = Target::new(host, 8080).expect("a target");
         egress.authorizer().expect("not disabled").allows(&target)
@@ -235,13 +243,25 @@ async fn disabled_mode_has_no_tunnels_and_unregistered_nodes_none_either() {
     let mut cluster = example().cluster().await.expect("the cluster");
     let lease = example().leases()[0].clone();
     cluster.egress_selector_mode = EgressSelectorMode::Disabled;
-    let egress = start(settings(dir.path(), "node-a"), &cluster, &lease).expect("nothing");
+    let unregistered = || watch::channel(None).1;
+    let egress = start(
+        settings(dir.path(), "node-a"),
+        &cluster,
+        &lease,
+        unregistered(),
+    )
+    .expect("nothing");
     assert!(!egress.is_enabled());
     assert_eq!(egress.authorizer(), None);
     assert!(egress.connected().is_empty());
     cluster.egress_selector_mode = EgressSelectorMode::Agent;
     assert!(matches!(
-        start(settings(dir.path(), "node-a"), &cluster, &lease),
+        start(
+            settings(dir.path(), "node-a"),
+            &cluster,
+            &lease,
+            unregistered()
+        ),
         Err(NodeError::NotRegistered)
     ));
 }
@@ -249,7 +269,6 @@ async fn disabled_mode_has_no_tunnels_and_unregistered_nodes_none_either() {
 #[tokio::test]
 async fn cluster_mode_allows_the_pods_it_finds() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    register(dir.path(), "node-a");
     let mut cluster = example().cluster().await.expect("the cluster");
     cluster.egress_selector_mode = EgressSelectorMode::Cluster;
     let lease = example().leases()[0].clone();
@@ -259,7 +278,7 @@ async fn cluster_mode_allows_the_pods_it_finds() {
     // Outside node-a's lease (10.42.0.0/24): another node's pod, the server's node IP.
     reserve(&settings.ipam_dir, "10.42.1.7", "stray");
     reserve(&settings.ipam_dir, "192.0.2.1", "forged");
-    let egress = start(settings, &cluster, &lease).expect("started");
+    let egress = start(settings, &cluster, &lease, registered("node-a")).expect("started");
     let allows = |target: &Target| egress.authorizer().expect("enabled").allows(target);
     let pod = Target::new("10.42.0.7", 8080).expect("a target");
     for _ in 0..100 {
