@@ -123,16 +123,7 @@ async fn agents_fail_over_and_nodes_join_through_a_survivor() {
 async fn two_servers_allocating_at_once_never_share_a_cidr() {
     let etcd = Etcd::start().await;
     let dirs = dirs::<2>();
-    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.client_url, None))
-        .await
-        .expect("the first server starts");
-    let second = TestServer::start(ServerOptions::etcd(
-        dirs[1].path(),
-        &etcd.client_url,
-        Some(first.token.clone()),
-    ))
-    .await
-    .expect("the second server starts");
+    let (first, second) = crate::harness::two_on(&etcd, &dirs).await;
     let token = first.token.clone();
     let urls = [first.url.clone(), second.url.clone()];
 

@@ -8,15 +8,7 @@ use weft_api::ApiError;
 use weft_api::client::NodeClient;
 use weft_api::pki::CertifiedKey;
 
-use crate::harness::{ServerOptions, TestNode, TestServer, within};
-
-async fn server() -> (tempfile::TempDir, TestServer) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let server = TestServer::start(ServerOptions::embedded(dir.path()))
-        .await
-        .expect("the server starts");
-    (dir, server)
-}
+use crate::harness::{TestNode, TestServer, embedded as server, within};
 
 /// Registers `node` and returns a client with the certificate it was issued.
 async fn registered(server: &TestServer, node: &TestNode) -> NodeClient {

@@ -29,10 +29,10 @@ use crate::e2e::inspect;
 use crate::e2e::lab::{Daemon, Families, Lab, Ns};
 use crate::e2e::responder;
 
+use super::bad_input::refused;
+
 /// The kubelet port of the cluster.
 const KUBELET: u16 = 10250;
-/// How long a refused daemon may take to give up.
-const REFUSE_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
     let families = Families::V4;
@@ -264,23 +264,6 @@ fn agent_token(server: &Node) -> anyhow::Result<String> {
         .with_context(|| format!("reading {}", path.display()))?
         .trim()
         .to_owned())
-}
-
-/// Starts `node`, which must give up with exit 1; returns its output.
-fn refused(lab: &Lab<'_>, node: &mut Node) -> anyhow::Result<String> {
-    node.spawn(lab)?;
-    let daemon = node.daemon()?;
-    let status = daemon
-        .wait(REFUSE_TIMEOUT)
-        .with_context(|| format!("{} was not refused", daemon.title))?;
-    let out = daemon.output();
-    ensure!(
-        status.code() == Some(1),
-        "{} exited with {status}, not 1:\n{out}",
-        daemon.title
-    );
-    node.kill();
-    Ok(out)
 }
 
 /// The IPv4 VTEP MAC an agent keeps in its data dir.
