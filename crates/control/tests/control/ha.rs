@@ -68,13 +68,14 @@ async fn agents_fail_over_and_nodes_join_through_a_survivor() {
 
     // The first server stops (as a crash: no goodbye); a lease changes through the second.
     servers.remove(0).stop().await;
+    // node-1's agent is stopped before another process of it registers (its agent would
+    // register again with its own MAC once its certificate is revoked).
+    drop(watchers.remove(0));
     let changed = nodes[0]
         .register(&urls[1], &token, &nodes[0].request_with_mac(mac(1)))
         .await
         .expect("node-1 re-registers through the second server")
         .lease;
-    // node-1's own watch ran on the certificate its new registration revoked.
-    watchers.remove(0);
     for watcher in &mut watchers {
         watcher
             .until("node-1's new MAC after fail-over", PATIENCE, |l| {
@@ -99,12 +100,12 @@ async fn agents_fail_over_and_nodes_join_through_a_survivor() {
     // The second server stops too; the third carries on.
     servers.remove(0).stop().await;
     let admin = servers[0].admin();
+    // node-2 is taken out of service before it is deleted.
+    drop(watchers.remove(0));
     admin
         .delete_node(&urls[2], "node-2")
         .await
         .expect("the admin deletes node-2 through the third server");
-    // node-2's own watch ends with its certificate.
-    watchers.remove(0);
     for watcher in &mut watchers {
         watcher
             .until("node-2 to go", PATIENCE, |l| !l.contains_key("node-2"))
