@@ -18,7 +18,8 @@ use weft_ipam::Family;
 use weft_kernel::{Kernel, Scope};
 
 use crate::NodeError;
-use crate::files::write_atomic;
+use crate::files::{install_cni_conflist, write_atomic};
+use crate::health::Condition;
 use crate::identity::NodeIdentity;
 use crate::metrics::AgentMetrics;
 use crate::source::{LeaseSource, LeaseUpdate};
@@ -63,6 +64,7 @@ pub struct Fabric {
     reported: Vec<PeerProblem>,
     wireguard: Option<WgImplementation>,
     metrics: AgentMetrics,
+    reconciled: Condition,
 }
 
 /// What one reconcile did.
@@ -113,6 +115,7 @@ pub async fn join<S: LeaseSource>(
         reported: Vec::new(),
         wireguard,
         metrics: AgentMetrics::default(),
+        reconciled: Condition::default(),
     };
     Ok((fabric, cluster))
 }
@@ -165,6 +168,13 @@ impl Fabric {
     /// Keeps `metrics` (reconciles, operations, peers, lease updates) from now on.
     pub fn with_metrics(mut self, metrics: AgentMetrics) -> Fabric {
         self.metrics = metrics;
+        self
+    }
+
+    /// Sets `reconciled` (`/readyz`) once a reconcile has brought the kernel to the desired
+    /// state.
+    pub fn with_readiness(mut self, reconciled: Condition) -> Fabric {
+        self.reconciled = reconciled;
         self
     }
 
@@ -262,7 +272,10 @@ impl Fabric {
     pub async fn reconcile(&mut self) -> Result<Reconciled, NodeError> {
         let reconciled = self.reconcile_once().await;
         match &reconciled {
-            Ok(done) => self.metrics.reconciled(done.took, &done.plan),
+            Ok(done) => {
+                self.metrics.reconciled(done.took, &done.plan);
+                self.reconciled.set();
+            }
             Err(_) => self.metrics.reconcile_failed(),
         }
         reconciled
@@ -311,20 +324,12 @@ impl Fabric {
         if write_atomic(&self.settings.subnet_file, env.as_bytes(), 0o644)? {
             tracing::info!(path = %self.settings.subnet_file.display(), "wrote subnet.env");
         }
-        let conflist = match &self.settings.flannel_cni_conf {
-            Some(path) => std::fs::read(path).map_err(|e| NodeError::File {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?,
-            None => {
-                let ipam_dir = self.settings.dir.join("cni").join("networks");
-                cni_conflist(&self.local, mtu, &ipam_dir.display().to_string()).into_bytes()
-            }
-        };
-        let target = self.settings.cni_conf_dir.join(CNI_CONFLIST_NAME);
-        if write_atomic(&target, &conflist, 0o644)? {
-            tracing::info!(path = %target.display(), "wrote the CNI config");
-        }
+        let ipam_dir = self.settings.dir.join("cni").join("networks");
+        install_cni_conflist(
+            &self.settings.cni_conf_dir,
+            self.settings.flannel_cni_conf.as_deref(),
+            || cni_conflist(&self.local, mtu, &ipam_dir.display().to_string()),
+        )?;
         Ok(())
     }
 }

@@ -13,7 +13,7 @@
 //! - [`egress`]: the egress selector's agent side: a tunnel to every server, the dial
 //!   authorizer, and in `cluster` mode the report of this node's pods from the CNI's IPAM state.
 //! - [`metrics`]: the agent's Prometheus metrics and the `/metrics` endpoint both daemons
-//!   serve.
+//!   serve, with [`health`]'s `/healthz` and `/readyz` beside it.
 //!
 //! It deliberately holds no flags and reads no environment: the bins resolve configuration
 //! with weft-config and hand over [`agent::AgentSettings`].
@@ -27,6 +27,7 @@ pub mod daemon;
 pub mod egress;
 mod error;
 pub mod files;
+pub mod health;
 pub mod identity;
 pub mod metrics;
 pub mod preflight;

@@ -71,6 +71,7 @@ pub(crate) const RUNTIME: &[Package] = &[
             "/usr/lib/cni/bridge",
             "/usr/lib/cni/host-local",
             "/usr/lib/cni/portmap",
+            "/usr/lib/cni/bandwidth",
         ],
         why: "the CNI plugins that make pods",
     },
