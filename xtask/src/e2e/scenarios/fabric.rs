@@ -22,7 +22,7 @@ use anyhow::{bail, ensure};
 use crate::e2e::cluster::{self, Node, NodeRow, Role, Settings, row};
 use crate::e2e::cni::Pod;
 use crate::e2e::inspect;
-use crate::e2e::lab::{Families, Lab, family_name};
+use crate::e2e::lab::{Families, Lab, family_name, wait_for};
 use crate::e2e::probe::{ping, transfer};
 use crate::flags::WireguardImplementation;
 
@@ -144,6 +144,9 @@ fn run(lab: &Lab<'_>, backend: &'static str, families: Families) -> anyhow::Resu
     Ok(())
 }
 
+/// How long a node may take to make its WireGuard devices after it registered.
+const DEVICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Checks that `node`'s WireGuard devices run on `implementation`: the link kind its kernel
 /// reports, and, for an agent, what `weft-agent check` and `weft-agent plan` say.
 pub(crate) fn check_implementation(
@@ -158,7 +161,11 @@ pub(crate) fn check_implementation(
     };
     for v6 in families.each() {
         let dev = inspect::wireguard_dev(v6);
-        let found = inspect::link_kind(&node.host.ns, dev)?;
+        // An agent that has just joined may not have made its devices yet (a VM under TCG is
+        // slow); once there, the kind is what it is.
+        let found = wait_for(&format!("{}'s {dev}", node.name), DEVICE_TIMEOUT, || {
+            Ok(inspect::link_kind(&node.host.ns, dev).ok())
+        })?;
         ensure!(
             found.as_deref() == Some(kind),
             "{}'s {dev} is of kind {found:?}, not {kind}",
