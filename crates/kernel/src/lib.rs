@@ -33,6 +33,7 @@ mod cmd;
 mod error;
 mod firewall;
 mod interface;
+mod mirror;
 #[cfg(feature = "test-util")]
 pub mod netns;
 mod observe;
@@ -44,6 +45,7 @@ mod wireguard;
 
 pub use error::KernelError;
 pub use interface::DefaultInterface;
+pub use mirror::{Converged, Mirror, Notice, RECEIVE_BUFFER, Resync};
 pub use observe::Scope;
 pub use probe::Capability;
 pub use wireguard::{Handshake, WgPrivateKey, Wireguard};
