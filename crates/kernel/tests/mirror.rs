@@ -243,6 +243,43 @@ fn objects_deleted_by_hand_come_back_on_their_notification_and_others_are_left_a
             "the deleted FDB entry is not back within 1 s"
         );
 
+        // Replaced by objects that are not weft's: a route of another protocol, a neighbour
+        // that is not permanent.
+        node.ip(&[
+            "route",
+            "replace",
+            "10.42.9.0/24",
+            "dev",
+            "flannel.1",
+            "proto",
+            "static",
+        ])
+        .unwrap();
+        let back = wait_for(&node, &routes, Duration::from_secs(1), |out| {
+            out.contains("10.42.9.0/24 via 10.42.9.0")
+        });
+        assert!(back.is_some(), "the replaced route is not back within 1 s");
+        let neighbours = ["ip", "neigh", "show", "dev", "flannel.1"];
+        node.ip(&[
+            "neigh",
+            "replace",
+            "10.42.10.0",
+            "lladdr",
+            "02:00:00:00:10:10",
+            "dev",
+            "flannel.1",
+            "nud",
+            "reachable",
+        ])
+        .unwrap();
+        let back = wait_for(&node, &neighbours, Duration::from_secs(1), |out| {
+            out.contains("10.42.10.0 lladdr 02:00:00:00:00:0a PERMANENT")
+        });
+        assert!(
+            back.is_some(),
+            "the replaced neighbour is not back within 1 s"
+        );
+
         // Outside the scope: a route of another protocol through flannel.1, a permanent
         // neighbour on the underlay, a route on the underlay.
         node.ip(&["route", "add", "10.99.0.0/24", "dev", "flannel.1"])
@@ -295,6 +332,8 @@ fn objects_deleted_by_hand_come_back_on_their_notification_and_others_are_left_a
         [
             "ip route replace 10.42.7.0/24 via 10.42.7.0 dev flannel.1 onlink proto 87",
             "bridge fdb replace 02:00:00:00:00:08 dev flannel.1 dst 100.64.0.8 self permanent",
+            "ip route replace 10.42.9.0/24 via 10.42.9.0 dev flannel.1 onlink proto 87",
+            "ip neigh replace 10.42.10.0 lladdr 02:00:00:00:00:0a dev flannel.1 nud permanent",
         ]
     );
 }

@@ -14,7 +14,7 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol,
 };
-use weft_fabric::{Address, KernelState, LinkKind, MacAddr, Route};
+use weft_fabric::{Address, LinkKind, MacAddr, Route};
 
 use super::{Entry, neighbour_entry, observed_address, observed_link, observed_route};
 
