@@ -319,11 +319,6 @@ impl DesiredPeers {
         Ok(desired)
     }
 
-    /// This node's lease.
-    pub fn local(&self) -> &Lease {
-        &self.local
-    }
-
     /// The complete desired state.
     pub fn state(&self) -> &KernelState {
         &self.state

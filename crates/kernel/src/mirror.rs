@@ -1,8 +1,8 @@
 //! The kernel state weft last saw, kept current without reading the whole kernel again:
 //! [`Mirror`].
 //!
-//! A mirror observes its [`Scope`] once, then follows the kernel through two sources: the plans
-//! it applies itself, and the kernel's rtnetlink notifications (`ip monitor link address route
+//! A mirror observes its [`Scope`] in full at its first converge, then follows the kernel
+//! through two sources: the plans it applies itself, and the kernel's rtnetlink notifications (`ip monitor link address route
 //! neigh`: the multicast groups of links, addresses, routes and neighbours, FDB entries
 //! included) on a socket of its own, subscribed before the first observation so that nothing in
 //! between is missed. A notification about an object in the scope is recorded and handed out as
@@ -103,21 +103,23 @@ pub struct Converged {
 // === impl Mirror ===
 
 impl Mirror {
-    /// Subscribes to the kernel's notifications in the calling thread's network namespace,
-    /// then observes `scope`; the receive buffer is [`RECEIVE_BUFFER`].
-    pub async fn new(kernel: Kernel, scope: Scope) -> Result<Mirror, KernelError> {
-        Mirror::with_receive_buffer(kernel, scope, RECEIVE_BUFFER).await
+    /// Subscribes to the kernel's notifications in the calling thread's network namespace;
+    /// the receive buffer is [`RECEIVE_BUFFER`]. The mirror holds nothing until the first
+    /// [`Mirror::converge`], which observes `scope` in full.
+    pub fn new(kernel: Kernel, scope: Scope) -> Result<Mirror, KernelError> {
+        Mirror::with_receive_buffer(kernel, scope, RECEIVE_BUFFER)
     }
 
     /// [`Mirror::new`] with a receive buffer of `bytes` (the kernel doubles it, and caps it at
-    /// `net.core.rmem_max`): a small one makes bursts of notifications overflow it.
-    pub async fn with_receive_buffer(
+    /// `net.core.rmem_max`): a small one makes bursts of notifications overflow it. Call it
+    /// inside a tokio runtime, which drives the socket.
+    pub fn with_receive_buffer(
         kernel: Kernel,
         scope: Scope,
         bytes: usize,
     ) -> Result<Mirror, KernelError> {
         let socket = subscribe(bytes).map_err(|e| KernelError::Notifications { kind: e.kind() })?;
-        let mut mirror = Mirror {
+        Ok(Mirror {
             kernel,
             scope,
             socket,
@@ -127,9 +129,7 @@ impl Mirror {
             weft_links: HashMap::new(),
             stale: Some(Resync::Requested),
             observations: 0,
-        };
-        mirror.resync().await?;
-        Ok(mirror)
+        })
     }
 
     /// The kernel state in the scope, as the mirror knows it.
@@ -143,14 +143,12 @@ impl Mirror {
     }
 
     /// Waits for the next notification about the scope and records it. Notifications about
-    /// anything else are read and dropped without returning.
+    /// anything else are read and dropped without returning. A [`Notice::Resync`] is handed
+    /// out once; until a converge observes, every converge does.
     ///
     /// Cancel-safe: a notification is read and recorded in one step, so dropping the future
     /// loses nothing (use it in `tokio::select!`).
     pub async fn changed(&mut self) -> Result<Notice, KernelError> {
-        if let Some(reason) = &self.stale {
-            return Ok(Notice::Resync(reason.clone()));
-        }
         loop {
             self.buffer.clear();
             match self.socket.recv(&mut self.buffer).await {
@@ -189,7 +187,7 @@ impl Mirror {
 
     /// Applies `plan` and records it; after a failure the next [`Mirror::converge`] observes
     /// the whole scope.
-    pub async fn apply(&mut self, plan: &Plan) -> Result<(), KernelError> {
+    async fn apply(&mut self, plan: &Plan) -> Result<(), KernelError> {
         if plan.is_empty() {
             return Ok(());
         }

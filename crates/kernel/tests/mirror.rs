@@ -1,5 +1,6 @@
 //! Privileged tests of the incremental path (feature `netns-tests`, root): lease changes planned
-//! per peer against a [`Mirror`] leave exactly the kernel a full observe-plan-apply would;
+//! per peer against a [`Mirror`] leave exactly the kernel a full observe-plan-apply would, and
+//! a restart changes nothing;
 //! objects deleted by hand in weft's scope come back on their notification, well before any
 //! periodic check; objects outside the scope are never touched; and lost notifications (a tiny
 //! receive buffer) fall back to observing the whole scope.
@@ -106,9 +107,7 @@ fn topology() -> (Namespace, Namespace) {
 
 /// A mirror of the scope with every peer applied in full.
 async fn started(kernel: Kernel, desired: &DesiredPeers, buffer: usize) -> Mirror {
-    let mut mirror = Mirror::with_receive_buffer(kernel, scope(), buffer)
-        .await
-        .unwrap();
+    let mut mirror = Mirror::with_receive_buffer(kernel, scope(), buffer).unwrap();
     let wanted = in_scope(desired.state());
     let first = mirror
         .converge(&wanted, &Notice::Resync(Resync::Requested))
@@ -164,6 +163,19 @@ fn lease_changes_through_the_mirror_leave_the_kernel_a_full_reconcile_would() {
             assert_eq!(mirror.state(), &kernel_now, "{what}");
         }
         assert_eq!(mirror.observations(), observations);
+
+        // A restart: a new mirror observes the kernel and changes nothing.
+        let mut restarted = Mirror::new(kernel, scope()).unwrap();
+        let again = restarted
+            .converge(
+                &in_scope(desired.state()),
+                &Notice::Resync(Resync::Requested),
+            )
+            .await
+            .unwrap();
+        assert!(again.observed);
+        assert!(again.plan.is_empty(), "{}", again.plan);
+        assert_eq!(restarted.state(), mirror.state());
     })
     .unwrap();
 }

@@ -302,6 +302,8 @@ impl Fabric {
     /// (at start-up and on the reconcile interval).
     pub async fn reconcile(&mut self) -> Result<Reconciled, NodeError> {
         let started = Instant::now();
+        // The full plan covers whatever lease changes were pending.
+        self.pending = ObjectKeys::default();
         let reconciled = self
             .converge(&Notice::Resync(Resync::Requested), started)
             .await;
@@ -345,11 +347,6 @@ impl Fabric {
         self.count(reconciled)
     }
 
-    /// How many times the agent observed the whole kernel.
-    pub fn observations(&self) -> u64 {
-        self.mirror.as_ref().map_or(0, Mirror::observations)
-    }
-
     fn count(&self, reconciled: Result<Reconciled, NodeError>) -> Result<Reconciled, NodeError> {
         match &reconciled {
             Ok(done) => self.metrics.reconciled(done.took, &done.plan),
@@ -381,7 +378,6 @@ impl Fabric {
             Some(mirror) => mirror,
             None => {
                 let mirror = Mirror::new(self.kernel.clone(), self.scope.clone())
-                    .await
                     .map_err(NodeError::Kernel)?;
                 self.mirror.insert(mirror)
             }

@@ -84,7 +84,7 @@ async fn measure(
 
     let mut desired = DesiredPeers::new(&backend, &local, leases.iter().cloned(), &config)
         .map_err(|e| bench_error(&e.to_string()))?;
-    let mut mirror = Mirror::new(kernel.clone(), scope()).await?;
+    let mut mirror = Mirror::new(kernel.clone(), scope())?;
     let first = Notice::Resync(Resync::Requested);
     mirror.converge(&in_scope(desired.state()), &first).await?;
     settle(&mut mirror, &desired).await?;
