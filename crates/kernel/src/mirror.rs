@@ -41,6 +41,9 @@ use crate::observe::{
 };
 use crate::{Kernel, KernelError, Scope};
 
+#[cfg(test)]
+mod tests;
+
 /// The receive buffer a mirror asks for: room for a few thousand notifications, so only a
 /// burst as large as a whole fabric's first apply overflows it (and costs one observation).
 pub const RECEIVE_BUFFER: usize = 4 << 20;
