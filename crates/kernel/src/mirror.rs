@@ -11,8 +11,8 @@
 //!
 //! The mirror observes the whole scope again ([`Mirror::converge`] with [`Notice::Resync`])
 //! when it can't trust what it holds: at start-up, when the caller asks (the periodic
-//! reconcile), when a link in the scope changes (its objects may have gone with it, without a
-//! notification each), when an apply failed, and when the kernel dropped notifications because
+//! reconcile), when a link in the scope is deleted or differs from the one the mirror holds
+//! (its objects may have gone with it, without a notification each), when an apply failed, and when the kernel dropped notifications because
 //! the socket's receive buffer was full (ENOBUFS). WireGuard peers, sysctls and firewall tables
 //! have no notifications: the mirror follows them through its own applies, and the periodic
 //! resync catches anyone else's change to them.
@@ -37,7 +37,7 @@ use rtnetlink::sys::{AsyncSocket as _, AsyncSocketExt as _, SocketAddr, TokioSoc
 use weft_fabric::{Change, KernelState, ObjectKeys, Plan, plan, plan_objects};
 
 use crate::observe::{
-    Entry, link_name, main_route, neighbour_entry, observed_address, observed_route,
+    Entry, link_name, main_route, neighbour_entry, observed_address, observed_link, observed_route,
 };
 use crate::{Kernel, KernelError, Scope};
 
@@ -291,7 +291,8 @@ impl Mirror {
 // === impl Mirror (notifications) ===
 
 impl Mirror {
-    /// Keeps the link names current; a link in the scope asks for a resync.
+    /// Keeps the link names current. A link in the scope asks for a resync unless it is the
+    /// link the mirror holds, unchanged (the echo of its own apply, or a carrier change).
     fn read_link(&mut self, link: &LinkMessage, present: bool) -> Option<Notice> {
         let index = link.header.index;
         let name = link_name(link).or_else(|| self.names.get(&index).cloned())?;
@@ -301,6 +302,15 @@ impl Mirror {
             self.names.remove(&index);
         }
         if !self.scope.links.contains(&name) {
+            return None;
+        }
+        let known = self.weft_links.get(&index) == Some(&name)
+            || !self.weft_links.values().any(|weft| *weft == name);
+        if present
+            && known
+            && self.state.links.get(&name) == Some(&observed_link(name.clone(), link, &self.names))
+        {
+            self.weft_links.insert(index, name);
             return None;
         }
         self.stale = Some(Resync::Link { name: name.clone() });

@@ -311,7 +311,7 @@ pub(crate) fn link_mtu(msg: &LinkMessage) -> Option<u32> {
 /// A weft link as the kernel holds it. A device of a type weft does not create keeps its name
 /// but gets [`LinkKind::Other`], so the plan replaces it. WireGuard devices get their kind once
 /// their configuration is read (`Kernel::observe_wireguard`); until then they are `Other`.
-fn observed_link(name: String, msg: &LinkMessage, names: &HashMap<u32, String>) -> Link {
+pub(crate) fn observed_link(name: String, msg: &LinkMessage, names: &HashMap<u32, String>) -> Link {
     let mac = msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
         _ => None,

@@ -202,7 +202,7 @@ fn objects_deleted_by_hand_come_back_on_their_notification_and_others_are_left_a
     let (node, _other) = topology();
     // The agent side: apply every peer, then repair on every notification for 6 s. There is no
     // periodic reconcile, so only notifications can bring anything back.
-    let repairs = std::thread::scope(|s| {
+    let (repairs, observations) = std::thread::scope(|s| {
         let agent = s.spawn(|| {
             node.run(|kernel: Kernel| async move {
                 let desired = desired();
@@ -217,7 +217,7 @@ fn objects_deleted_by_hand_come_back_on_their_notification_and_others_are_left_a
                         plans.push((done.plan, done.observed));
                     }
                 }
-                plans
+                (plans, mirror.observations())
             })
             .unwrap()
         });
@@ -328,6 +328,10 @@ fn objects_deleted_by_hand_come_back_on_their_notification_and_others_are_left_a
         );
         agent.join().unwrap()
     });
+    // The kernel was observed twice: at the start, and once more for the link's creation,
+    // reported while it was still down. Its later echoes (set up, carrier) are the link the
+    // mirror holds and need no observation.
+    assert_eq!(observations, 2);
     // Each repair was one object, planned without observing the kernel.
     let repaired: Vec<String> = repairs
         .iter()
