@@ -46,7 +46,12 @@ pub(crate) fn daemon(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
         }
         let fabric = fabric.with_metrics(agent_metrics.clone());
         // Tunnels to every server, whatever the backend (`none` too).
-        let mut egress = egress::start(egress_settings, &cluster, fabric.local())?;
+        let mut egress = egress::start(
+            egress_settings,
+            &cluster,
+            fabric.local(),
+            source.credentials(),
+        )?;
         egress.export_metrics(agent_metrics);
         agent::run(
             &mut egress.track(&mut source),

@@ -1,10 +1,11 @@
 //! `weft-server`: the control plane of a weft cluster network, with an embedded agent.
 //!
 //! `weft-server [FLAGS]` (or `weft-server run [FLAGS]`) runs the server; `validate` checks the
-//! configuration, and `node list` / `node delete NAME` manage nodes through the running
-//! server. This file holds the flags and exit codes only; [`run`] does the wiring. The flags
-//! come from weft-config's settings table ([`weft_config::ServerFlags`]), so `--help` lists
-//! every setting with its default and environment variables.
+//! configuration, `node list` / `node delete NAME` manage nodes through the running server, and
+//! `certificate check` lists the certificates in the data dir with their expiry. This file
+//! holds the flags and exit codes only; [`run`] does the wiring. The flags come from
+//! weft-config's settings table ([`weft_config::ServerFlags`]), so `--help` lists every setting
+//! with its default and environment variables.
 
 #![forbid(unsafe_code)]
 
@@ -46,6 +47,9 @@ enum Cmd {
     /// Manage the cluster's nodes through the server running on this host.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Look at this server's certificates.
+    #[command(subcommand)]
+    Certificate(CertificateCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +65,19 @@ enum NodeCmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum CertificateCmd {
+    /// List every certificate under <data-dir>/server/tls/ and the agent's node certificate
+    /// (<data-dir>/agent/credentials.json), each with its subject, usages and expiry, as `k3s
+    /// certificate check` does.
+    ///
+    /// Reads files only: it needs no running server, and resolves nothing but --data-dir (flag,
+    /// config file, environment). A certificate with less than 90 days left is renewed at the
+    /// next start (the agent's while it runs). Exit 0 when every certificate is valid now; exit
+    /// 1 when one has expired or is not valid yet, or none was found.
+    Check(ServerFlags),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
@@ -69,6 +86,7 @@ fn main() -> ExitCode {
         Some(Cmd::Validate(flags)) => run::validate(&flags),
         Some(Cmd::Node(NodeCmd::List(flags))) => run::node_list(&flags),
         Some(Cmd::Node(NodeCmd::Delete { name, flags })) => run::node_delete(&flags, &name),
+        Some(Cmd::Certificate(CertificateCmd::Check(flags))) => run::certificate_check(&flags),
     };
     match outcome {
         Ok(code) => code,

@@ -4,23 +4,24 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 use anyhow::Context;
 use weft_api::JoinToken;
 use weft_api::client::AdminClient;
 use weft_api::pki::CertifiedKey;
-use weft_config::{ServerConfig, ServerFlags, System, load_server};
+use weft_config::{Role, ServerConfig, ServerFlags, System, load_data_dir, load_server};
 use weft_control::egress as server_egress;
-use weft_control::{ServerSettings, servers};
+use weft_control::{ServerSettings, bootstrap, servers};
 use weft_kernel::Kernel;
 use weft_node::ApiSource;
 use weft_node::agent;
 use weft_node::daemon;
 use weft_node::egress;
-use weft_node::identity::NodeIdentity;
+use weft_node::identity::{Credentials, NodeIdentity};
 use weft_node::metrics::{self, AgentMetrics, Registry};
 use weft_node::settings::{agent_settings, node_name};
-use weft_store::Datastore;
+use weft_store::{ClientCertFiles, Datastore, EtcdTlsFiles};
 
 /// `weft-server validate`: prints the effective configuration, or every error.
 pub(crate) fn validate(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
@@ -160,7 +161,12 @@ async fn embedded_agent(
     // Tunnels to every server, whatever the backend (`none` too).
     // Its tunnel to its own server goes over loopback too.
     let egress_settings = egress_settings.with_alias(url, local);
-    let mut egress = egress::start(egress_settings, &cluster, fabric.local())?;
+    let mut egress = egress::start(
+        egress_settings,
+        &cluster,
+        fabric.local(),
+        source.credentials(),
+    )?;
     egress.export_metrics(metrics);
     agent::run(
         &mut egress.track(&mut source),
@@ -216,6 +222,34 @@ pub(crate) fn node_delete(flags: &ServerFlags, name: &str) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// `weft-server certificate check`: one line per certificate on stdout, K3s's words.
+pub(crate) fn certificate_check(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
+    let loaded = load_data_dir(Role::Server, &flags.0, System::os());
+    write_stderr(&loaded.report(|_| serde_json::Value::Null).stderr);
+    let Ok(data_dir) = loaded.result else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let now = SystemTime::now();
+    let mut checks = bootstrap::certificate_checks(&data_dir.join("server"), now)?;
+    if let Some(credentials) = Credentials::load(&data_dir.join("agent"))? {
+        checks.push(credentials.certificate_check(now)?);
+    }
+    anyhow::ensure!(
+        !checks.is_empty(),
+        "no certificates under {}: give the server's --data-dir",
+        data_dir.display()
+    );
+    let mut out = std::io::stdout().lock();
+    for check in &checks {
+        writeln!(out, "{check}")?;
+    }
+    Ok(if checks.iter().any(|check| check.failed()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 /// The admin client from this server's files, and the local server's URL.
 fn admin(config: &ServerConfig) -> anyhow::Result<(AdminClient, String)> {
     let tls = config.node.data_dir.join("server").join("tls");
@@ -261,6 +295,7 @@ fn settings(config: &ServerConfig) -> anyhow::Result<ServerSettings> {
     let datastore = Datastore::from_flags(
         &node.data_dir,
         config.datastore_endpoint.as_ref().map(|e| e.expose()),
+        etcd_tls(config),
     )?;
     let mut ips = node.node_ips.addrs.clone();
     ips.extend(node.node_external_ips.iter().copied());
@@ -296,6 +331,19 @@ fn given_token(
         )?),
         (None, None) => None,
     })
+}
+
+/// The TLS files of an `https://` etcd, from `datastore-cafile`, `datastore-certfile` and
+/// `datastore-keyfile`.
+fn etcd_tls(config: &ServerConfig) -> EtcdTlsFiles {
+    let tls = &config.datastore_tls;
+    EtcdTlsFiles {
+        ca_file: tls.ca_file.clone(),
+        client: tls.client_cert.as_ref().map(|c| ClientCertFiles {
+            cert_file: c.cert_file.clone(),
+            key_file: c.key_file.clone(),
+        }),
+    }
 }
 
 /// `https://IP:PORT`, with brackets for IPv6.

@@ -241,6 +241,9 @@ fn help_shows_every_flag_with_default_and_env() {
         "--advertise-address <IP>",
         "--disable-agent[=<BOOL>]",
         "--datastore-endpoint <URLS>",
+        "--datastore-cafile <FILE>",
+        "--datastore-certfile <FILE>",
+        "--datastore-keyfile <FILE>",
         "--kubelet-port <PORT>",
         "-c, --config <FILE>",
         "--subnet-file <FILE>",
@@ -267,6 +270,10 @@ fn help_shows_every_flag_with_default_and_env() {
         "[default: 10] [env: WEFT_RECONCILE_INTERVAL]",
         "[default: 127.0.0.1:9346] [env: WEFT_METRICS_ADDRESS]",
         "[default: text] [env: WEFT_LOG_FORMAT]",
+        "[default: the embedded store in <data-dir>] [env: WEFT_DATASTORE_ENDPOINT, K3S_DATASTORE_ENDPOINT]",
+        "[default: the system's CAs] [env: WEFT_DATASTORE_CAFILE, K3S_DATASTORE_CAFILE]",
+        "[default: none] [env: WEFT_DATASTORE_CERTFILE, K3S_DATASTORE_CERTFILE]",
+        "[default: none] [env: WEFT_DATASTORE_KEYFILE, K3S_DATASTORE_KEYFILE]",
     ] {
         assert!(help.contains(tail), "{tail} missing from\n{help}");
     }
@@ -342,6 +349,86 @@ fn bad_daemon_settings_are_all_reported() {
             "error: invalid log-format \"logfmt\": valid values are text, json",
             "error: invalid reconcile-interval \"0\": use a whole number of seconds from 1 to 3600, e.g. 10",
             "error: metrics-address 0.0.0.0:9345 uses port 9345, which supervisor-port uses too: pick another port for metrics-address, e.g. 0.0.0.0:9346",
+        ]
+    );
+}
+
+#[test]
+fn etcd_tls_files_in_json_from_k3s_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "config.yaml", NODE);
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let ca = write(dir.path(), "ca.crt", pem);
+    let cert = write(dir.path(), "client.crt", pem);
+    let key = write(
+        dir.path(),
+        "client.key",
+        "-----BEGIN EC PRIVATE KEY-----\nMHcC\n-----END EC PRIVATE KEY-----\n",
+    );
+    let out = run(
+        &["validate", "-c", &config],
+        &[
+            ("K3S_DATASTORE_ENDPOINT", "https://10.0.0.1:2379"),
+            ("K3S_DATASTORE_CAFILE", &ca),
+            ("K3S_DATASTORE_CERTFILE", &cert),
+            ("K3S_DATASTORE_KEYFILE", &key),
+        ],
+    );
+    assert_eq!(stderr_lines(&out), Vec::<String>::new());
+    assert_eq!(out.status.code(), Some(0));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["datastore-endpoint"], "https://10.0.0.1:2379");
+    assert_eq!(json["datastore-cafile"], ca.as_str());
+    assert_eq!(json["datastore-certfile"], cert.as_str());
+    assert_eq!(json["datastore-keyfile"], key.as_str());
+}
+
+#[test]
+fn plain_http_etcd_is_valid_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "config.yaml", NODE);
+    let out = run(
+        &[
+            "validate",
+            "-c",
+            &config,
+            "--datastore-endpoint=http://10.0.0.1:2379",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stderr_lines(&out),
+        [
+            "warning: datastore-endpoint http://10.0.0.1:2379 is plain http://: whoever reaches etcd can read and change the whole cluster, the bootstrap data sealed with the token included; use https:// endpoints with datastore-cafile, datastore-certfile and datastore-keyfile, and run etcd with --client-cert-auth"
+        ]
+    );
+}
+
+#[test]
+fn bad_etcd_tls_settings_are_all_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "config.yaml", NODE);
+    let missing = dir.path().join("missing.crt").display().to_string();
+    let out = run(
+        &[
+            "validate",
+            "-c",
+            &config,
+            &format!("--datastore-cafile={missing}"),
+            &format!("--datastore-certfile={config}"),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        stderr_lines(&out),
+        [
+            format!("error: datastore-cafile {missing} can't be used: No such file or directory (os error 2); point it at the PEM certificate of the CA that signed etcd's certificate"),
+            format!("error: datastore-certfile {config} can't be used: it holds no PEM certificate; point it at a PEM client certificate signed by etcd's --trusted-ca-file"),
+            "error: datastore-certfile is set without datastore-keyfile: set both, the client certificate and its key, or neither".to_owned(),
+            "error: datastore-cafile, datastore-certfile apply only to an https:// etcd endpoint, but datastore-endpoint is not set, so the store is the embedded one: set datastore-endpoint to https:// URLs, or unset them".to_owned(),
         ]
     );
 }

@@ -293,7 +293,8 @@ async fn rejected(server: &str, response: Response<Incoming>) -> ApiError {
     }
 }
 
-/// The admin's client (`system:masters` certificate): node management on a server.
+/// The admin's client (the `CN=system:admin, O=system:masters` certificate): node management on
+/// a server.
 #[derive(Clone)]
 pub struct AdminClient {
     tls: Arc<ClientConfig>,

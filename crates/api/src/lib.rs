@@ -1,7 +1,7 @@
 //! The protocol between weft agents and servers, and the trust it rests on.
 //!
-//! - [`pki`]: the cluster CA and the certificates it issues (server, `system:node:<name>`,
-//!   egress `system:masters`).
+//! - [`pki`]: the cluster CA and the certificates it issues (server, `system:node:<name>`, the
+//!   admin's and the kube-apiserver's), their lifetimes and what each says about itself.
 //! - [`token`]: K3s-shaped join tokens (`K10<ca-hash>::server:<secret>`) and node passwords.
 //! - [`protocol`]: the JSON messages and paths (register, lease list and watch, servers).
 //! - [`client`]: the agent's side: [`client::fetch_ca`] checks the server's CA against the

@@ -10,7 +10,7 @@
 //! | `GET /v1-weft/servers` | node certificate | | the servers' URLs |
 //! | `GET /v1-weft/nodes` | admin certificate | | every node, with its pod CIDRs |
 //! | `DELETE /v1-weft/nodes/<name>` | admin certificate | | deletes the node and its lease |
-//! | `PUT /v1-weft/pods` | node certificate | [`PodReport`] | replaces the calling node's pods (egress `cluster` mode) |
+//! | `PUT /v1-weft/pods` | node certificate | [`PodReport`] | replaces the calling node's pods (egress `cluster` mode); `422` if an IP lies outside its lease |
 //!
 //! Errors are JSON [`ErrorBody`]s with a matching status.
 
@@ -133,7 +133,7 @@ pub struct PodReport {
 pub struct ReportedPod {
     /// The pod's id on its node: the container id the CNI plugins were given.
     pub id: String,
-    /// The pod's IPs.
+    /// The pod's IPs, each inside the reporting node's lease.
     pub ips: Vec<IpAddr>,
 }
 

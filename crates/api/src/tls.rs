@@ -80,22 +80,6 @@ pub fn bootstrap_client_config() -> Result<Arc<ClientConfig>, ApiError> {
     Ok(Arc::new(config))
 }
 
-/// Whether `cert_pem` is a client certificate that the CA of `ca_pem` issued and that is
-/// valid now.
-pub fn verify_client_cert(ca_pem: &str, cert_pem: &str) -> bool {
-    let (Ok(roots), Ok(chain)) = (roots(ca_pem), certs(cert_pem)) else {
-        return false;
-    };
-    let Ok(verifier) =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()
-    else {
-        return false;
-    };
-    verifier
-        .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
-        .is_ok()
-}
-
 /// Parses every certificate of a PEM bundle.
 pub fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, ApiError> {
     let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use weft_ipam::{Cidr, CidrList, Family, IpFamilies, IpamError};
 
-use crate::Origin;
 use crate::node::NodeIpSource;
+use crate::{Key, Origin};
 
 /// Everything that can be wrong with a configuration, from reading files to cross-setting rules.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -209,6 +209,52 @@ pub enum ConfigError {
     InvalidDatastoreEndpoint {
         /// The value, with any password replaced by `********`.
         value: String,
+    },
+    /// `datastore-endpoint` mixes `http://` and `https://` URLs.
+    #[error(
+        "datastore-endpoint {value} mixes http:// and https:// URLs: use https:// for every etcd endpoint"
+    )]
+    DatastoreMixedSchemes {
+        /// The value, with any password replaced by `********`.
+        value: String,
+    },
+    /// `datastore-certfile` without `datastore-keyfile`, or the reverse.
+    #[error(
+        "{given} is set without {missing}: set both, the client certificate and its key, or neither"
+    )]
+    DatastoreCertWithoutKey {
+        /// The setting given.
+        given: &'static str,
+        /// The setting missing.
+        missing: &'static str,
+    },
+    /// A file named by `datastore-cafile`, `datastore-certfile` or `datastore-keyfile` can't
+    /// be read, or does not hold what the setting needs.
+    #[error("{key} {} can't be used: {reason}; {}", path.display(), datastore_file_fix(*key))]
+    DatastoreTlsFile {
+        /// The setting.
+        key: Key,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// TLS files are given, but the store is not an `https://` etcd.
+    #[error(
+        "{} {} only to an https:// etcd endpoint, but {}: set datastore-endpoint to https:// URLs, or unset them",
+        keys.join(", "),
+        if keys.len() == 1 { "applies" } else { "apply" },
+        match endpoint {
+            Some(endpoint) => format!("datastore-endpoint is {endpoint}"),
+            None => "datastore-endpoint is not set, so the store is the embedded one".to_owned(),
+        }
+    )]
+    DatastoreTlsWithoutHttps {
+        /// The TLS settings given.
+        keys: Vec<&'static str>,
+        /// The `http://` endpoints, with any password replaced by `********`; `None` for the
+        /// embedded store.
+        endpoint: Option<String>,
     },
     /// A `kube-controller-manager-arg` entry is not `NAME=VALUE`.
     #[error(
@@ -675,6 +721,14 @@ pub enum Warning {
         /// The node name without the id.
         base: String,
     },
+    /// etcd is reached over plain `http://`.
+    #[error(
+        "datastore-endpoint {endpoint} is plain http://: whoever reaches etcd can read and change the whole cluster, the bootstrap data sealed with the token included; use https:// endpoints with datastore-cafile, datastore-certfile and datastore-keyfile, and run etcd with --client-cert-auth"
+    )]
+    PlainHttpDatastore {
+        /// The endpoints, with any password replaced by `********`.
+        endpoint: String,
+    },
     /// A `WEFT_*` variable and its K3s twin are both set, to different values.
     #[error("{weft} and {k3s} are both set, to different values: using {weft}; unset one")]
     EnvConflict {
@@ -740,6 +794,19 @@ impl std::error::Error for SharedIoError {
 impl PartialEq for SharedIoError {
     fn eq(&self, other: &SharedIoError) -> bool {
         self.0.kind() == other.0.kind() && self.0.to_string() == other.0.to_string()
+    }
+}
+
+/// How to fix a datastore TLS file, by setting.
+fn datastore_file_fix(key: Key) -> &'static str {
+    match key {
+        Key::DatastoreCafile => {
+            "point it at the PEM certificate of the CA that signed etcd's certificate"
+        }
+        Key::DatastoreCertfile => {
+            "point it at a PEM client certificate signed by etcd's --trusted-ca-file"
+        }
+        _ => "point it at the PEM private key of datastore-certfile",
     }
 }
 

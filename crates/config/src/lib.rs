@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod datastore;
 mod error;
 mod file;
 mod load;
@@ -44,8 +45,9 @@ pub mod fuzzing;
 mod test_support;
 
 pub use cli::{AgentFlags, ServerFlags, args, flag_values};
+pub use datastore::{DatastoreClientCert, DatastoreTls};
 pub use error::{ConfigError, NameSource, RecordProblem, SharedIoError, Warning};
-pub use load::{AgentConfig, Loaded, Report, ServerConfig, load_agent, load_server};
+pub use load::{AgentConfig, Loaded, Report, ServerConfig, load_agent, load_data_dir, load_server};
 pub use model::{
     ClusterDomain, DatastoreEndpoint, EgressSelectorMode, FlannelBackend, InterfaceName, LogFormat,
     MasqMode, NodeId, NodeName, ServerUrl, Token, WireguardImplementation, is_dns1123_subdomain,

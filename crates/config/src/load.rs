@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde_json::{Map, Value, json};
 use weft_ipam::Family;
 
+use crate::datastore::{self, DatastoreTls};
 use crate::file::{self, ConfigLocation};
 use crate::node::{self, NodeConfig, NodeIdState, single_ip};
 use crate::resolve::{self, FlagValues, Resolved};
@@ -50,6 +51,9 @@ pub struct ServerConfig {
     pub agent_token: Option<Token>,
     /// `agent-token-file`.
     pub agent_token_file: Option<PathBuf>,
+    /// `datastore-cafile`, `datastore-certfile` and `datastore-keyfile`, for an `https://`
+    /// etcd.
+    pub datastore_tls: DatastoreTls,
     /// `kube-controller-manager-arg`, as given.
     pub kube_controller_manager_args: Vec<String>,
 }
@@ -82,9 +86,8 @@ pub fn load_server(flags: &FlagValues, sys: System<'_>) -> Loaded<ServerConfig> 
         crate::DEFAULT_SUPERVISOR_PORT,
         &mut errors,
     );
-    let datastore_endpoint = r
-        .text(Key::DatastoreEndpoint)
-        .and_then(|v| v.parse().map_err(|e| errors.push(e)).ok());
+    let (datastore_endpoint, datastore_tls) =
+        datastore::build(&r, sys.files, &mut errors, &mut warnings);
     let agent_token = r.text(Key::AgentToken).map(Token::new);
     let agent_token_file = r.text(Key::AgentTokenFile).map(PathBuf::from);
     if agent_token.is_some() && agent_token_file.is_some() {
@@ -140,6 +143,7 @@ pub fn load_server(flags: &FlagValues, sys: System<'_>) -> Loaded<ServerConfig> 
             datastore_endpoint,
             agent_token,
             agent_token_file,
+            datastore_tls,
             kube_controller_manager_args: r.list(Key::KubeControllerManagerArg).0.to_vec(),
         });
     }
@@ -161,6 +165,17 @@ pub fn load_agent(flags: &FlagValues, sys: System<'_>) -> Loaded<AgentConfig> {
     finish(config, errors, warnings)
 }
 
+/// Resolves only `data-dir` for `role` (flag, config file, environment, default), for commands
+/// that read a node's files and need nothing else: no token, no node name or IP detection, so
+/// it works on a host whose other settings could not be resolved now. Errors in the config
+/// files still count.
+pub fn load_data_dir(role: Role, flags: &FlagValues, sys: System<'_>) -> Loaded<PathBuf> {
+    let (r, _, mut errors, warnings) = gather(role, flags, sys);
+    let data_dir = node::absolute_path(&r, Key::DataDir, &mut errors)
+        .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_DATA_DIR));
+    finish(Some(data_dir), errors, warnings)
+}
+
 // === impl ServerConfig ===
 
 impl ServerConfig {
@@ -178,6 +193,16 @@ impl ServerConfig {
                         .as_ref()
                         .map(DatastoreEndpoint::masked)
                 ),
+                Key::DatastoreCafile => path_json(self.datastore_tls.ca_file.as_ref()),
+                Key::DatastoreCertfile => path_json(
+                    self.datastore_tls
+                        .client_cert
+                        .as_ref()
+                        .map(|c| &c.cert_file),
+                ),
+                Key::DatastoreKeyfile => {
+                    path_json(self.datastore_tls.client_cert.as_ref().map(|c| &c.key_file))
+                }
                 Key::KubeControllerManagerArg => json!(self.kube_controller_manager_args),
                 Key::AgentToken => json!(self.agent_token.as_ref().map(|_| SECRET_MASK)),
                 Key::AgentTokenFile => json!(
@@ -270,6 +295,10 @@ fn node_json(config_file: &std::path::Path, node: &NodeConfig, key: Key) -> Valu
         Key::LogFormat => json!(node.log_format.as_str()),
         _ => Value::Null,
     }
+}
+
+fn path_json(path: Option<&PathBuf>) -> Value {
+    json!(path.map(|p| p.display().to_string()))
 }
 
 fn full_name_json(node: &NodeConfig) -> Value {

@@ -30,7 +30,8 @@ pub struct Token(String);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerUrl(String);
 
-/// etcd endpoints shared by several servers: `http(s)://` URLs, comma-separated.
+/// etcd endpoints shared by several servers: `http://` or `https://` URLs, comma-separated,
+/// all with the same scheme.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatastoreEndpoint(String);
 
@@ -303,6 +304,11 @@ impl DatastoreEndpoint {
     pub fn masked(&self) -> String {
         mask_passwords(&self.0)
     }
+
+    /// Whether the endpoints are `https://` (all are, or none).
+    pub fn is_https(&self) -> bool {
+        self.0.trim_start().starts_with("https://")
+    }
 }
 
 impl FromStr for DatastoreEndpoint {
@@ -315,13 +321,21 @@ impl FromStr for DatastoreEndpoint {
                 .or_else(|| url.strip_prefix("http://"));
             rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
         });
-        if ok {
-            Ok(DatastoreEndpoint(s.to_owned()))
-        } else {
-            Err(ConfigError::InvalidDatastoreEndpoint {
+        if !ok {
+            return Err(ConfigError::InvalidDatastoreEndpoint {
                 value: mask_passwords(s),
-            })
+            });
         }
+        let https = s
+            .split(',')
+            .filter(|url| url.trim().starts_with("https://"))
+            .count();
+        if https != 0 && https != s.split(',').count() {
+            return Err(ConfigError::DatastoreMixedSchemes {
+                value: mask_passwords(s),
+            });
+        }
+        Ok(DatastoreEndpoint(s.to_owned()))
     }
 }
 

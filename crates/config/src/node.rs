@@ -617,7 +617,11 @@ pub(crate) fn single_ip(r: &Resolved, key: Key, errors: &mut Vec<ConfigError>) -
 }
 
 /// A path setting that must be absolute.
-fn absolute_path(r: &Resolved, key: Key, errors: &mut Vec<ConfigError>) -> Option<PathBuf> {
+pub(crate) fn absolute_path(
+    r: &Resolved,
+    key: Key,
+    errors: &mut Vec<ConfigError>,
+) -> Option<PathBuf> {
     let value = r.text(key)?;
     if Path::new(value).is_absolute() {
         Some(PathBuf::from(value))

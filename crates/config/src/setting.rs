@@ -87,6 +87,12 @@ pub enum Key {
     DisableAgent,
     /// `datastore-endpoint`.
     DatastoreEndpoint,
+    /// `datastore-cafile`.
+    DatastoreCafile,
+    /// `datastore-certfile`.
+    DatastoreCertfile,
+    /// `datastore-keyfile`.
+    DatastoreKeyfile,
     /// `reconcile-interval`.
     ReconcileInterval,
     /// `metrics-address`.
@@ -653,10 +659,49 @@ static SETTINGS: [Setting; Key::ALL.len()] = [
         aliases: &[],
         kind: Kind::Text,
         scope: Scope::Server,
-        env: &["WEFT_DATASTORE_ENDPOINT"],
+        env: &["WEFT_DATASTORE_ENDPOINT", "K3S_DATASTORE_ENDPOINT"],
         default: "the embedded store in <data-dir>",
         value_name: "URLS",
-        help: "etcd endpoints (http:// or https://, comma-separated) shared by several servers",
+        help: "etcd endpoints (https://, or http:// with a warning; comma-separated) shared by several servers",
+        secret: false,
+    },
+    Setting {
+        key: Key::DatastoreCafile,
+        name: "datastore-cafile",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Server,
+        env: &["WEFT_DATASTORE_CAFILE", "K3S_DATASTORE_CAFILE"],
+        default: "the system's CAs",
+        value_name: "FILE",
+        help: "CA certificate (PEM) that signed the https:// etcd's certificate",
+        secret: false,
+    },
+    Setting {
+        key: Key::DatastoreCertfile,
+        name: "datastore-certfile",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Server,
+        env: &["WEFT_DATASTORE_CERTFILE", "K3S_DATASTORE_CERTFILE"],
+        default: "none",
+        value_name: "FILE",
+        help: "Client certificate (PEM) for an https:// etcd that checks clients (--client-cert-auth); needs datastore-keyfile",
+        secret: false,
+    },
+    Setting {
+        key: Key::DatastoreKeyfile,
+        name: "datastore-keyfile",
+        short: None,
+        aliases: &[],
+        kind: Kind::Text,
+        scope: Scope::Server,
+        env: &["WEFT_DATASTORE_KEYFILE", "K3S_DATASTORE_KEYFILE"],
+        default: "none",
+        value_name: "FILE",
+        help: "Private key (PEM) of datastore-certfile",
         secret: false,
     },
     Setting {
@@ -704,7 +749,7 @@ static SETTINGS: [Setting; Key::ALL.len()] = [
 
 impl Key {
     /// Every key, in table order.
-    pub const ALL: [Key; 39] = [
+    pub const ALL: [Key; 42] = [
         Key::Config,
         Key::DataDir,
         Key::Token,
@@ -741,6 +786,9 @@ impl Key {
         Key::DisableNetworkPolicy,
         Key::DisableAgent,
         Key::DatastoreEndpoint,
+        Key::DatastoreCafile,
+        Key::DatastoreCertfile,
+        Key::DatastoreKeyfile,
         Key::ReconcileInterval,
         Key::MetricsAddress,
         Key::LogFormat,

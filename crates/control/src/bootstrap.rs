@@ -3,7 +3,8 @@
 //! bootstrap data), so a server given another token can't join. The agent token's secret is
 //! sealed beside it the same way: every server knows it, and it opens nothing (agents holding
 //! it register, and that is all). Each server then writes its own files: the CA, a serving
-//! certificate for its addresses, the admin/egress client certificate and the token files.
+//! certificate for its addresses, the admin's and the kube-apiserver's client certificates and
+//! the token files.
 //!
 //! On the cluster's first start the token file is written and fsynced before the sealed CA is
 //! committed, so a crash in between leaves a server that starts again with the same secret
@@ -18,23 +19,37 @@
 //! | `tls/server-ca.crt` | 0644 | the cluster CA |
 //! | `tls/server-ca.key` | 0600 | its key |
 //! | `tls/serving.crt`, `tls/serving.key` | 0644/0600 | this server's TLS certificate |
-//! | `tls/client-admin.crt`, `tls/client-admin.key` | 0644/0600 | the `system:masters` client: `node list/delete`, HTTP CONNECT |
+//! | `tls/client-admin.crt`, `tls/client-admin.key` | 0644/0600 | the admin (`CN=system:admin`): `node list/delete` |
+//! | `tls/client-kube-apiserver.crt`, `tls/client-kube-apiserver.key` | 0644/0600 | the kube-apiserver (`CN=system:apiserver`): HTTP CONNECT, nothing else |
+//!
+//! A server keeps the certificates it finds at start while they are still good, so files handed
+//! to a kube-apiserver or an admin stay valid: the cluster CA issued them, at least
+//! [`RENEW_BEFORE`](weft_api::pki::RENEW_BEFORE) is left, and the subject (or, for the serving
+//! certificate, every name and address) is still the one wanted. Otherwise it issues new ones,
+//! valid for [`LEAF_VALIDITY`](weft_api::pki::LEAF_VALIDITY).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use weft_api::JoinToken;
-use weft_api::pki::{CertifiedKey, ClusterCa};
+use weft_api::pki::{
+    CertificateCheck, CertificateInfo, CertifiedKey, ClientIdentity, ClusterCa, ServingNames,
+    certificates_info,
+};
 use weft_api::token::{random_secret, secrets_equal};
+use weft_api::{ApiError, JoinToken};
 use weft_store::{Compare, Store, Txn};
 
 use crate::ControlError;
 use crate::files::{read_optional, write_file};
+
+#[cfg(test)]
+mod tests;
 
 /// The store key of the sealed bootstrap record.
 pub const BOOTSTRAP_KEY: &str = "/weft/bootstrap/ca";
@@ -54,8 +69,10 @@ pub struct Bootstrap {
     pub agent_token: JoinToken,
     /// This server's serving certificate.
     pub serving: CertifiedKey,
-    /// The `system:masters` client certificate.
+    /// The admin's client certificate (`CN=system:admin`): node management.
     pub admin: CertifiedKey,
+    /// The kube-apiserver's client certificate (`CN=system:apiserver`): HTTP CONNECT.
+    pub kube_apiserver: CertifiedKey,
     /// Paths of the files written.
     pub paths: BootstrapPaths,
 }
@@ -69,10 +86,14 @@ pub struct BootstrapPaths {
     pub agent_token: PathBuf,
     /// The CA certificate.
     pub ca_cert: PathBuf,
-    /// The admin/egress client certificate.
+    /// The admin's client certificate.
     pub admin_cert: PathBuf,
     /// Its key.
     pub admin_key: PathBuf,
+    /// The kube-apiserver's client certificate, which the EgressSelectorConfiguration names.
+    pub kube_apiserver_cert: PathBuf,
+    /// Its key.
+    pub kube_apiserver_key: PathBuf,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -119,6 +140,8 @@ pub async fn bootstrap(
         ca_cert: dir.join("tls").join("server-ca.crt"),
         admin_cert: dir.join("tls").join("client-admin.crt"),
         admin_key: dir.join("tls").join("client-admin.key"),
+        kube_apiserver_cert: dir.join("tls").join("client-kube-apiserver.crt"),
+        kube_apiserver_key: dir.join("tls").join("client-kube-apiserver.key"),
     };
     if given.server.is_some_and(JoinToken::is_agent) {
         return Err(ControlError::AgentTokenForServer);
@@ -159,40 +182,107 @@ pub async fn bootstrap(
         ca.key_pem().as_bytes(),
         0o600,
     )?;
-    let serving = ca.issue_server(names, ips)?;
-    write_file(
-        &dir.join("tls").join("serving.crt"),
-        serving.cert_pem.as_bytes(),
-        0o644,
+    let now = SystemTime::now();
+    let wanted = ServingNames::new(names, ips);
+    let serving = keep_or_issue(
+        &ca,
+        (
+            &dir.join("tls").join("serving.crt"),
+            &dir.join("tls").join("serving.key"),
+        ),
+        now,
+        |info| info.names == wanted,
+        || ca.issue_server(names, ips),
     )?;
-    write_file(
-        &dir.join("tls").join("serving.key"),
-        serving.key_pem.as_bytes(),
-        0o600,
+    let admin = keep_or_issue(
+        &ca,
+        (&paths.admin_cert, &paths.admin_key),
+        now,
+        |info| info.identity() == ClientIdentity::Admin,
+        || ca.issue_admin(),
     )?;
-    let admin = match (
-        read_optional(&paths.admin_cert)?,
-        read_optional(&paths.admin_key)?,
-    ) {
-        // Keep a certificate this CA issued, so files handed to a kube-apiserver stay valid.
-        (Some(cert_pem), Some(key_pem)) if issued_by(&ca, &cert_pem) => {
-            CertifiedKey { cert_pem, key_pem }
-        }
-        _ => {
-            let admin = ca.issue_egress()?;
-            write_file(&paths.admin_cert, admin.cert_pem.as_bytes(), 0o644)?;
-            write_file(&paths.admin_key, admin.key_pem.as_bytes(), 0o600)?;
-            admin
-        }
-    };
+    let kube_apiserver = keep_or_issue(
+        &ca,
+        (&paths.kube_apiserver_cert, &paths.kube_apiserver_key),
+        now,
+        |info| info.identity() == ClientIdentity::KubeApiserver,
+        || ca.issue_kube_apiserver(),
+    )?;
     Ok(Bootstrap {
         ca,
         token,
         agent_token,
         serving,
         admin,
+        kube_apiserver,
         paths,
     })
+}
+
+/// The certificate and key at `(cert, key)` if `ca` may keep them at `now`
+/// ([`ClusterCa::reusable`]) and they `fit`; else a new pair from `issue`, written there.
+fn keep_or_issue(
+    ca: &ClusterCa,
+    (cert, key): (&Path, &Path),
+    now: SystemTime,
+    fit: impl FnOnce(&CertificateInfo) -> bool,
+    issue: impl FnOnce() -> Result<CertifiedKey, ApiError>,
+) -> Result<CertifiedKey, ControlError> {
+    if let (Some(cert_pem), Some(key_pem)) = (read_optional(cert)?, read_optional(key)?) {
+        let pair = CertifiedKey { cert_pem, key_pem };
+        if ca.reusable(&pair, now).is_some_and(|info| fit(&info)) {
+            return Ok(pair);
+        }
+    }
+    let pair = issue()?;
+    write_file(key, pair.key_pem.as_bytes(), 0o600)?;
+    write_file(cert, pair.cert_pem.as_bytes(), 0o644)?;
+    tracing::info!(file = %cert.display(), "issued a certificate");
+    Ok(pair)
+}
+
+/// Every certificate in the `*.crt` files under `<dir>/tls/` (`dir` is `<data-dir>/server`), by
+/// file name, as `weft-server certificate check` lists them at `now`: each named
+/// `server/tls/<file>`. None when the directory does not exist (an agent-only host).
+pub fn certificate_checks(
+    dir: &Path,
+    now: SystemTime,
+) -> Result<Vec<CertificateCheck>, ControlError> {
+    let tls = dir.join("tls");
+    let unreadable = |path: &Path, reason: String| ControlError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let entries = match std::fs::read_dir(&tls) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(unreadable(&tls, e.to_string())),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| unreadable(&tls, e.to_string()))?.path();
+        if path.extension().is_some_and(|ext| ext == "crt") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut checks = Vec::new();
+    for path in files {
+        let pem = read_optional(&path)?.unwrap_or_default();
+        let infos = certificates_info(&pem).map_err(|e| unreadable(&path, e.to_string()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for info in infos {
+            checks.push(CertificateCheck::new(
+                format!("server/tls/{name}"),
+                info,
+                now,
+            ));
+        }
+    }
+    Ok(checks)
 }
 
 /// Reads the sealed CA from the store, or creates and stores it when there is none.
@@ -278,10 +368,6 @@ fn read_token(path: &Path) -> Result<Option<JoinToken>, ControlError> {
 /// Writes a token file (mode 0600), durably.
 fn write_token(path: &Path, token: &JoinToken) -> Result<(), ControlError> {
     write_file(path, format!("{token}\n").as_bytes(), 0o600)
-}
-
-fn issued_by(ca: &ClusterCa, cert_pem: &str) -> bool {
-    weft_api::tls::verify_client_cert(ca.cert_pem(), cert_pem)
 }
 
 fn key_for(secret: &str, salt: &[u8]) -> Key {

@@ -3,10 +3,13 @@
 //! EgressSelectorConfiguration that points at it.
 //!
 //! [`start`] writes `<data-dir>/server/etc/egress-selector-config.yaml` (naming the cluster CA
-//! and the `system:masters` client certificate that bootstrap already wrote, so a kube-apiserver
-//! or `curl --proxy-cert` can use it), makes a [`TunnelServer`] and follows the store to keep its
-//! routes current: every node's addresses (node records), its pod CIDRs (the lease hub) and, in
-//! `cluster` mode, the pods its agent reported. [`Front`] is the server's one HTTPS handler:
+//! and the kube-apiserver's client certificate, `client-kube-apiserver.crt`, that bootstrap
+//! already wrote, so a kube-apiserver or `curl --proxy-cert` can use it), makes a
+//! [`TunnelServer`] and follows the store to keep its routes current: every node's addresses
+//! (node records), its pod CIDRs (the lease hub) and, in `cluster` mode, the pods its agent
+//! reported, each IP only inside that node's lease (a record from an older server, or edited by
+//! hand, that lies outside is ignored with a warning, so no store record draws another address
+//! into a node's tunnel). [`Front`] is the server's one HTTPS handler:
 //! tunnel requests (the WebSocket endpoint and CONNECT) go to the tunnel server, everything
 //! else to the [`ControlPlane`].
 //!
@@ -16,7 +19,7 @@
 //! whose `--kubelet-port` differs still allows only its own port, so a mismatch fails closed
 //! (`502`), never open.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -96,7 +99,7 @@ impl EgressSettings {
     /// listening on `bind`: the cluster's mode; the URL is `bind`'s address, or loopback when it
     /// binds every address (`[::1]` when the primary service CIDR is IPv6); the configuration
     /// goes to `<dir>/etc/egress-selector-config.yaml` and names bootstrap's CA and
-    /// `system:masters` client certificate. `local_node` is the embedded agent's node, if any.
+    /// kube-apiserver client certificate. `local_node` is the embedded agent's node, if any.
     pub fn for_server(
         dir: &Path,
         paths: &BootstrapPaths,
@@ -119,8 +122,8 @@ impl EgressSettings {
             config_path: dir.join("etc").join("egress-selector-config.yaml"),
             files: EgressFiles {
                 ca_bundle: paths.ca_cert.clone(),
-                client_cert: paths.admin_cert.clone(),
-                client_key: paths.admin_key.clone(),
+                client_cert: paths.kube_apiserver_cert.clone(),
+                client_key: paths.kube_apiserver_key.clone(),
             },
             tunnel: weft_tunnel::proto::Config::default(),
         }
@@ -285,6 +288,17 @@ struct Follower {
     kubelet_port: u16,
 }
 
+/// A reported pod IP the routes leave out, because it lies outside its node's lease.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct StrayPod {
+    /// The pod's record, `namespace/name`.
+    pod: String,
+    /// The node the record names.
+    node: String,
+    /// The IP outside the node's lease.
+    ip: IpAddr,
+}
+
 /// What the routes are built from.
 #[derive(Default)]
 struct Known {
@@ -332,7 +346,8 @@ impl Follower {
         } else {
             None
         };
-        self.publish(&known);
+        let mut strays = BTreeSet::new();
+        self.publish(&known, &mut strays);
 
         let mut dirty: Option<tokio::time::Instant> = None;
         loop {
@@ -365,7 +380,7 @@ impl Follower {
                     // Lagged or not, the snapshot at publish time is current.
                 }
                 () = tokio::time::sleep_until(deadline), if dirty.is_some() => {
-                    self.publish(&known);
+                    self.publish(&known, &mut strays);
                     dirty = None;
                     continue;
                 }
@@ -374,8 +389,9 @@ impl Follower {
         }
     }
 
-    /// Builds the routing table from `known` and the hub's leases, and hands it over.
-    fn publish(&self, known: &Known) {
+    /// Builds the routing table from `known` and the hub's leases, and hands it over; warns
+    /// once about each pod IP it leaves out, `strays` being those it already left out.
+    fn publish(&self, known: &Known, strays: &mut BTreeSet<StrayPod>) {
         let leases: BTreeMap<String, Lease> = self
             .hub
             .snapshot()
@@ -383,7 +399,17 @@ impl Follower {
             .into_iter()
             .map(|lease| (lease.node_name.clone(), lease))
             .collect();
-        let table = routing_table(&self.base, self.kubelet_port, known, &leases);
+        let (table, left_out) = routing_table(&self.base, self.kubelet_port, known, &leases);
+        for stray in left_out.difference(strays) {
+            tracing::warn!(
+                pod = %stray.pod,
+                node = %stray.node,
+                "ignored pod IP {} of the store: it is outside node {}'s lease, so CONNECTs to it do not go through that node's tunnel; a node reports only pods of its own lease, so delete the record",
+                stray.ip,
+                stray.node
+            );
+        }
+        *strays = left_out;
         tracing::debug!(nodes = table.nodes.len(), "tunnel routes updated");
         self.tunnel.set_routes(table);
     }
@@ -418,18 +444,34 @@ fn pod_key(pod: &PodRecord) -> String {
 }
 
 /// The routing table: `base`'s mode and local node, and one route per known node with its
-/// addresses, the cluster-wide kubelet port, its lease's pod CIDRs and its reported pods.
+/// addresses, the cluster-wide kubelet port, its lease's pod CIDRs and its reported pods that
+/// lie in that lease; and the reported pod IPs it left out for lying outside their node's lease.
 fn routing_table(
     base: &RoutingTable,
     kubelet_port: u16,
     known: &Known,
     leases: &BTreeMap<String, Lease>,
-) -> RoutingTable {
+) -> (RoutingTable, BTreeSet<StrayPod>) {
     let mut pods: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
-    for pod in known.pods.values() {
-        pods.entry(pod.node.as_str())
-            .or_default()
-            .extend(pod.ips.iter().copied());
+    let mut strays = BTreeSet::new();
+    for (key, pod) in &known.pods {
+        let cidrs = leases
+            .get(&pod.node)
+            .map(Lease::pod_cidrs)
+            .unwrap_or_default();
+        let (inside, outside): (Vec<IpAddr>, Vec<IpAddr>) = pod
+            .ips
+            .iter()
+            .partition(|ip| cidrs.iter().any(|cidr| cidr.contains(**ip)));
+        pods.entry(pod.node.as_str()).or_default().extend(inside);
+        // The pods of a node that is gone are not routed anyway: nothing to warn about.
+        if known.nodes.contains_key(&pod.node) {
+            strays.extend(outside.into_iter().map(|ip| StrayPod {
+                pod: key.clone(),
+                node: pod.node.clone(),
+                ip,
+            }));
+        }
     }
     let nodes = known
         .nodes
@@ -448,11 +490,12 @@ fn routing_table(
             }
         })
         .collect();
-    RoutingTable {
+    let table = RoutingTable {
         mode: base.mode,
         local_node: base.local_node.clone(),
         nodes,
-    }
+    };
+    (table, strays)
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use weft_api::JoinToken;
 use weft_config::ClusterNetwork;
-use weft_store::{Created, Datastore, Store};
+use weft_store::{Claim, Created, Datastore, Store, StoreError};
 
 pub use error::ControlError;
 
@@ -96,6 +96,7 @@ pub struct Started {
 pub async fn start(settings: ServerSettings) -> Result<Started, ControlError> {
     let store = settings.datastore.open().await?;
     check_network(&store, &settings.network).await?;
+    claim_earlier_nodes(&store).await?;
     let bootstrap = bootstrap::bootstrap(
         &store,
         &settings.dir,
@@ -145,6 +146,47 @@ pub async fn start(settings: ServerSettings) -> Result<Started, ControlError> {
         url: settings.url,
         metrics,
     })
+}
+
+/// Claims the identities of nodes registered before servers kept claims (see
+/// [`Store::claim_node`]), oldest lease first, so a node that registers after the upgrade can't
+/// take an address, VTEP MAC or WireGuard key a node from before holds. Where two such nodes
+/// already share a value, the older keeps it and the other is named in a warning (its agents'
+/// peers already drop it, by the same rule).
+async fn claim_earlier_nodes(store: &Store) -> Result<(), ControlError> {
+    let nodes = store.list_nodes().await?;
+    let mut unclaimed = Vec::new();
+    for node in nodes
+        .items
+        .into_iter()
+        .filter(|n| n.value.claims.is_empty())
+    {
+        let lease = store.get_lease(&node.value.name).await?;
+        unclaimed.push((node, lease.map(|l| l.value)));
+    }
+    unclaimed.sort_by_key(|(node, lease)| {
+        (
+            lease.as_ref().map_or(u64::MAX, |l| l.created_revision),
+            node.value.name.clone(),
+        )
+    });
+    for (node, lease) in unclaimed {
+        let backend = lease.map(|l| l.backend).unwrap_or_default();
+        let claims = Claim::of_node(&node.value.node_ips, &node.value.external_ips, &backend);
+        match store
+            .claim_node(&node.value, &claims, Some(node.revision))
+            .await
+        {
+            Ok(_) => {}
+            Err(StoreError::Claimed { claim, owner }) => tracing::warn!(
+                node = %node.value.name,
+                "{}; its peers skip it until it registers with its own",
+                claim.conflict(&owner)
+            ),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// The accept queue of the API port: Go's servers (K3s's) take the kernel's `somaxconn`,

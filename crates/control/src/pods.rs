@@ -4,7 +4,10 @@
 //!
 //! A node's pods are stored under its own name as the namespace (`/weft/pods/<node>/<id>`, the
 //! id being the container id its CNI plugins were given), so one node can never write or delete
-//! another's. Who may call this is decided in [`service`](crate::service): a node certificate.
+//! another's. Every reported IP must lie in the node's lease (its pod CIDRs), or the whole report
+//! is refused with `422` and nothing of it is stored: a node cannot claim another node's pods,
+//! the server's node IP, or any other address, to draw the servers' CONNECTs to itself. Who may
+//! call this is decided in [`service`](crate::service): a node certificate.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -13,6 +16,7 @@ use hyper::StatusCode;
 use hyper::body::Incoming;
 use weft_api::http::{Body, error_response, json_response, read_body};
 use weft_api::protocol::{MAX_REPORTED_PODS, PodReport};
+use weft_fabric::Lease;
 use weft_store::{PodRecord, Store, StoreError};
 
 /// The largest report body: [`MAX_REPORTED_PODS`] pods with ids of 64 hex digits and two IPs
@@ -38,6 +42,17 @@ pub(crate) async fn report(store: &Store, node: &str, body: Incoming) -> hyper::
         Ok(wanted) => wanted,
         Err(reason) => return error_response(StatusCode::BAD_REQUEST, reason),
     };
+    let lease = match store.get_lease(node).await {
+        Ok(lease) => lease.map(|versioned| versioned.value),
+        Err(e) => {
+            tracing::warn!(%node, error = %e, "reading the lease of a node that reports pods failed");
+            return error_response(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
+    };
+    if let Err(reason) = check_lease(node, lease.as_ref(), &wanted) {
+        tracing::warn!(%node, %reason, "refused a pod report");
+        return error_response(StatusCode::UNPROCESSABLE_ENTITY, reason);
+    }
     match replace(store, node, &wanted).await {
         Ok(changed) => {
             if changed > 0 {
@@ -91,6 +106,38 @@ fn check(report: &PodReport) -> Result<BTreeMap<String, Vec<IpAddr>>, String> {
         }
     }
     Ok(wanted)
+}
+
+/// Whether every IP of `wanted` lies in `node`'s lease, or why the report is refused: a node
+/// reports only pods of its own lease, and a node without one (or whose lease has no pod CIDR)
+/// reports none.
+fn check_lease(
+    node: &str,
+    lease: Option<&Lease>,
+    wanted: &BTreeMap<String, Vec<IpAddr>>,
+) -> Result<(), String> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let cidrs = lease.map(Lease::pod_cidrs).unwrap_or_default();
+    if cidrs.is_empty() {
+        return Err(format!(
+            "node {node} has no lease with a pod CIDR, so it can report no pods; a node reports only pods of its own lease (register it again)"
+        ));
+    }
+    for (id, ips) in wanted {
+        if let Some(ip) = ips
+            .iter()
+            .find(|ip| !cidrs.iter().any(|c| c.contains(**ip)))
+        {
+            let cidrs: Vec<String> = cidrs.iter().map(ToString::to_string).collect();
+            return Err(format!(
+                "pod ip {ip} of pod {id} is outside node {node}'s pod CIDRs {}; a node reports only pods of its own lease",
+                cidrs.join(", ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Puts every pod of `wanted` that the store lacks or holds differently, and deletes the node's

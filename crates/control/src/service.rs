@@ -4,8 +4,9 @@
 //! may call what: `/cacerts` is public (agents check it against their token), `/v1-weft/config`
 //! and `/v1-weft/register` need the token's secret, lease and server lists and pod reports need
 //! a node certificate (a node reports only its own pods), and node management needs the admin
-//! (`system:masters`) certificate. The tunnel endpoint and CONNECT are weft-tunnel's, behind
-//! [`Front`](crate::egress::Front), and check the same identities.
+//! certificate (`CN=system:admin`; the kube-apiserver's may not). The tunnel endpoint and
+//! CONNECT are weft-tunnel's, behind [`Front`](crate::egress::Front), and check the same
+//! identities: a node certificate for the tunnel, the kube-apiserver's for CONNECT.
 
 // Checks return the refusal response itself as their error: it is built once per refused
 // request, and boxing it would only add an allocation.
@@ -478,7 +479,7 @@ fn public_ip(request: &RegisterRequest, external: bool, ipv4: bool) -> Option<Ip
 
 fn admin_only(peer: &Peer) -> Result<(), Response<Body>> {
     match &peer.identity {
-        Some(ClientIdentity::Egress) => Ok(()),
+        Some(ClientIdentity::Admin) => Ok(()),
         _ => Err(error_response(
             StatusCode::FORBIDDEN,
             "this endpoint needs the admin certificate (<data-dir>/server/tls/client-admin.crt)",

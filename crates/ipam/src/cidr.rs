@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use ipnetwork::{Ipv4Network, Ipv6Network};
+use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
 
 use crate::IpamError;
 
@@ -460,6 +460,14 @@ impl Cidr {
             (Cidr::V4(a), Cidr::V4(b)) => a.contains_cidr(b),
             (Cidr::V6(a), Cidr::V6(b)) => a.contains_cidr(b),
             _ => false,
+        }
+    }
+
+    /// The underlying `ipnetwork` value.
+    pub fn as_ipnetwork(self) -> IpNetwork {
+        match self {
+            Cidr::V4(c) => IpNetwork::V4(c.as_ipnetwork()),
+            Cidr::V6(c) => IpNetwork::V6(c.as_ipnetwork()),
         }
     }
 

@@ -2,20 +2,27 @@
 //! node's certificate, through which the servers reach this node's kubelet and, by mode, its
 //! pods; and, in `cluster` mode, the report of this node's pods.
 //!
-//! [`start`] loads the credentials registration saved, opens weft-tunnel's [`AgentTunnels`] to
-//! every server the cluster lists (asking again every [`EgressSettings::servers_interval`], so
-//! tunnels follow servers joining and leaving), and dials only what its [`Authorizer`] allows:
+//! [`start`] takes the credentials registration gave (and every renewal gives after them: each
+//! tunnel that reconnects, and each request to a server, uses the newest), opens weft-tunnel's
+//! [`AgentTunnels`] to every server the cluster lists (asking again every
+//! [`EgressSettings::servers_interval`], so tunnels follow servers joining and leaving), and
+//! dials only what its [`Authorizer`] allows:
 //! the kubelet (and streaming) port on loopback and on this node's IPs; in `pod` mode also the
 //! node's pod CIDRs (from its lease, which [`Tracked`] follows); in `cluster` mode also the node's
-//! IPs on any port and the pods it reported.
+//! IPs on any port and the pods it reported. Whatever a server sends, weft-tunnel's floor holds
+//! (no link-local, unspecified or multicast address, no loopback but the kubelet ports), and a
+//! lease widens the rules only inside the cluster CIDR the agent was told at join: a pod CIDR
+//! outside it is ignored with a warning.
 //!
 //! Pods in `cluster` mode come from the CNI: weft's conflist gives host-local IPAM the data dir
 //! `<data-dir>/agent/cni/networks`, and host-local records each IP it hands out as a file named
 //! by the IP, holding the container id, under `<data dir>/<network name>/`. [`scan_pods`] reads
 //! that directory every [`EgressSettings::scan_interval`]; when the set changes the agent allows
 //! the new pods first, then reports them to a server (`PUT /v1-weft/pods`), so the servers never
-//! route a pod the agent would refuse. A conflist of one's own (`flannel-cni-conf`) must keep
-//! host-local with that data dir for `cluster` mode to find its pods.
+//! route a pod the agent would refuse. Only IPs inside the node's lease are allowed and reported
+//! (the servers refuse a report with any other); an IP outside it is skipped with one warning.
+//! A conflist of one's own (`flannel-cni-conf`) must keep host-local with that data dir for
+//! `cluster` mode to find its pods.
 //!
 //! In `disabled` mode there are no tunnels: [`start`] returns an agent that does nothing, so
 //! the daemons wire every mode the same way.
@@ -23,12 +30,13 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weft_api::client::NodeClient;
 use weft_api::protocol::{MAX_REPORTED_PODS, PodReport, RegisterRequest, ReportedPod};
@@ -57,8 +65,6 @@ const MAX_STATE_FILE: u64 = 4096;
 /// What the agent's egress side needs.
 #[derive(Debug, Clone)]
 pub struct EgressSettings {
-    /// The agent's data dir (`<data-dir>/agent`), where registration saved the credentials.
-    pub dir: PathBuf,
     /// The node's name.
     pub node_name: String,
     /// The node's IPs, internal and external: the kubelet is allowed on them.
@@ -97,6 +103,8 @@ pub struct Tracked<'a, S> {
 struct Shared {
     node_name: String,
     tunnels: AgentTunnels,
+    /// The API client with the node's current certificate.
+    client: Mutex<NodeClient>,
     dialer: Arc<AgentDialer>,
     authorizer: Mutex<Authorizer>,
     alias: Option<(String, String)>,
@@ -113,7 +121,6 @@ impl EgressSettings {
         let mut node_ips = settings.node_ips.clone();
         node_ips.extend(settings.external_ips.iter().copied());
         EgressSettings {
-            dir: settings.dir.clone(),
             node_name: settings.node_name.clone(),
             node_ips,
             kubelet_port,
@@ -135,13 +142,15 @@ impl EgressSettings {
 
 // === impl EgressAgent ===
 
-/// Starts the egress side of a registered node in the cluster's mode, with `local` its lease:
+/// Starts the egress side of a registered node in the cluster's mode, with `local` its lease and
+/// `credentials` its credentials ([`ApiSource::credentials`](crate::ApiSource::credentials)):
 /// tunnels to every server, and in `cluster` mode the pod scan; nothing in `disabled` mode.
 /// Must run inside a tokio runtime.
 pub fn start(
     settings: EgressSettings,
     cluster: &ClusterNetwork,
     local: &Lease,
+    mut credentials: watch::Receiver<Option<Credentials>>,
 ) -> Result<EgressAgent, NodeError> {
     let mode = cluster.egress_selector_mode;
     if mode == EgressSelectorMode::Disabled {
@@ -151,17 +160,23 @@ pub fn start(
             tasks: Vec::new(),
         });
     }
-    let creds = Credentials::load(&settings.dir)?.ok_or(NodeError::NotRegistered)?;
+    let creds = credentials
+        .borrow_and_update()
+        .clone()
+        .ok_or(NodeError::NotRegistered)?;
     let identity = creds.identity();
     let tls = weft_api::tls::client_config(&creds.ca_pem, Some(&identity))?;
     let client = NodeClient::new(&creds.ca_pem, &identity)?;
-    let authorizer = Authorizer {
-        mode,
-        kubelet_port: settings.kubelet_port,
+    let mut authorizer = Authorizer {
         node_ips: settings.node_ips.clone(),
-        pod_cidrs: local.pod_cidrs(),
-        pods: Vec::new(),
+        cluster_cidrs: cluster
+            .cluster_cidr
+            .iter()
+            .map(|c| c.as_ipnetwork())
+            .collect(),
+        ..Authorizer::new(mode, settings.kubelet_port)
     };
+    take_pod_cidrs(&mut authorizer, local);
     let dialer = Arc::new(AgentDialer::new(authorizer.clone()));
     let tunnels = AgentTunnels::new(
         tls,
@@ -175,6 +190,7 @@ pub fn start(
     let shared = Arc::new(Shared {
         node_name: settings.node_name.clone(),
         tunnels,
+        client: Mutex::new(client),
         dialer,
         servers: Mutex::new(
             creds
@@ -186,16 +202,17 @@ pub fn start(
         authorizer: Mutex::new(authorizer),
         alias,
     });
-    let mut tasks = vec![tokio::spawn(follow_servers(
-        shared.clone(),
-        client.clone(),
-        creds.servers.clone(),
-        settings.servers_interval,
-    ))];
+    let mut tasks = vec![
+        tokio::spawn(follow_credentials(shared.clone(), credentials)),
+        tokio::spawn(follow_servers(
+            shared.clone(),
+            creds.servers.clone(),
+            settings.servers_interval,
+        )),
+    ];
     if mode == EgressSelectorMode::Cluster {
         tasks.push(tokio::spawn(report_pods(
             shared.clone(),
-            client,
             settings.ipam_dir.clone(),
             settings.scan_interval,
         )));
@@ -282,6 +299,25 @@ impl std::fmt::Debug for EgressAgent {
 // === impl Shared ===
 
 impl Shared {
+    /// The API client with the node's current certificate.
+    fn client(&self) -> NodeClient {
+        self.client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes renewed credentials: the tunnels use them from their next connection (live ones
+    /// go on until they end), the API client from its next request.
+    fn use_credentials(&self, creds: &Credentials) -> Result<(), NodeError> {
+        let identity = creds.identity();
+        let tls = weft_api::tls::client_config(&creds.ca_pem, Some(&identity))?;
+        let client = NodeClient::new(&creds.ca_pem, &identity)?;
+        self.tunnels.set_tls(tls);
+        *self.client.lock().unwrap_or_else(PoisonError::into_inner) = client;
+        Ok(())
+    }
+
     fn authorizer(&self) -> Authorizer {
         self.authorizer
             .lock()
@@ -304,9 +340,26 @@ impl Shared {
 
     fn set_lease(&self, lease: &Lease) {
         if lease.node_name == self.node_name {
-            let cidrs = lease.pod_cidrs();
-            self.update(|authorizer| authorizer.pod_cidrs = cidrs);
+            self.update(|authorizer| take_pod_cidrs(authorizer, lease));
         }
+    }
+}
+
+/// Gives `authorizer` the pod CIDRs of `lease`, this node's, warning about each it ignores for
+/// lying outside the cluster CIDR.
+fn take_pod_cidrs(authorizer: &mut Authorizer, lease: &Lease) {
+    let ignored = authorizer.set_pod_cidrs(lease.pod_cidrs());
+    let cluster: Vec<String> = authorizer
+        .cluster_cidrs
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for cidr in ignored {
+        tracing::warn!(
+            node = %lease.node_name,
+            "ignored pod CIDR {cidr} of this node's lease: it lies outside the cluster CIDR {} this agent joined with, so nothing in it is dialed; check the servers' --cluster-cidr and this node's lease in their store",
+            cluster.join(", ")
+        );
     }
 }
 
@@ -363,15 +416,30 @@ fn addresses(urls: &[String], alias: Option<&(String, String)>) -> Vec<String> {
         .collect()
 }
 
-/// Asks a server for the cluster's servers every `interval` and keeps a tunnel to each.
-async fn follow_servers(
+/// Hands every renewed certificate to the tunnels and the API client, until the lease source
+/// is gone.
+async fn follow_credentials(
     shared: Arc<Shared>,
-    client: NodeClient,
-    mut known: Vec<String>,
-    interval: Duration,
+    mut credentials: watch::Receiver<Option<Credentials>>,
 ) {
+    while credentials.changed().await.is_ok() {
+        let Some(creds) = credentials.borrow_and_update().clone() else {
+            continue;
+        };
+        match shared.use_credentials(&creds) {
+            Ok(()) => tracing::info!("tunnels and pod reports use the renewed node certificate"),
+            Err(error) => {
+                tracing::warn!(%error, "the renewed node certificate can't be used; keeping the old one");
+            }
+        }
+    }
+}
+
+/// Asks a server for the cluster's servers every `interval` and keeps a tunnel to each.
+async fn follow_servers(shared: Arc<Shared>, mut known: Vec<String>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
+        let client = shared.client();
         for server in known.clone() {
             let server = reach(&server, shared.alias.as_ref());
             match client.servers(&server).await {
@@ -400,24 +468,31 @@ async fn follow_servers(
 
 /// Scans the node's pods every `interval`; allows and reports them when they change (and every
 /// [`REPORT_AGAIN`] anyway).
-async fn report_pods(
-    shared: Arc<Shared>,
-    client: NodeClient,
-    ipam_dir: PathBuf,
-    interval: Duration,
-) {
+async fn report_pods(shared: Arc<Shared>, ipam_dir: PathBuf, interval: Duration) {
     let mut reported: Option<(Vec<ReportedPod>, tokio::time::Instant)> = None;
+    let mut strays = BTreeSet::new();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let pods = match scan_pods(&ipam_dir) {
+        let scanned = match scan_pods(&ipam_dir) {
             Ok(pods) => pods,
             Err(e) => {
                 tracing::warn!(dir = %ipam_dir.display(), error = %e, "reading the CNI's pod IPs failed");
                 continue;
             }
         };
+        let lease = shared.authorizer().pod_cidrs;
+        let (pods, outside) = inside_lease(scanned, |ip| lease.iter().any(|c| c.contains(ip)));
+        let cidrs: Vec<String> = lease.iter().map(ToString::to_string).collect();
+        for (id, ip) in outside.difference(&strays) {
+            tracing::warn!(
+                pod = %id,
+                "skipped pod IP {ip}: it lies outside this node's pod CIDRs {}, so it is neither allowed nor reported; check the CNI configuration's IPAM ranges",
+                cidrs.join(", ")
+            );
+        }
+        strays = outside;
         let fresh = reported
             .as_ref()
             .is_some_and(|(last, at)| *last == pods && at.elapsed() < REPORT_AGAIN);
@@ -433,7 +508,7 @@ async fn report_pods(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if let Some(at) = send_report(&client, &mut servers, &report).await {
+        if let Some(at) = send_report(&shared.client(), &mut servers, &report).await {
             reported = Some((pods, at));
         }
     }
@@ -503,6 +578,29 @@ pub fn scan_pods(dir: &Path) -> std::io::Result<Vec<ReportedPod>> {
         report.truncate(MAX_REPORTED_PODS);
     }
     Ok(report)
+}
+
+/// The pods of `pods` with only their IPs that `in_lease` accepts (a pod left with none is
+/// dropped), and the `(pod id, IP)` pairs it refused.
+fn inside_lease(
+    pods: Vec<ReportedPod>,
+    in_lease: impl Fn(IpAddr) -> bool,
+) -> (Vec<ReportedPod>, BTreeSet<(String, IpAddr)>) {
+    let mut outside = BTreeSet::new();
+    let inside = pods
+        .into_iter()
+        .filter_map(|mut pod| {
+            pod.ips.retain(|ip| {
+                let keep = in_lease(*ip);
+                if !keep {
+                    outside.insert((pod.id.clone(), *ip));
+                }
+                keep
+            });
+            (!pod.ips.is_empty()).then_some(pod)
+        })
+        .collect();
+    (inside, outside)
 }
 
 /// The container id in a host-local state file: its first line, trimmed; `None` if the file

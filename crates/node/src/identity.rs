@@ -5,10 +5,11 @@
 //! registration returned.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use weft_api::pki::CertifiedKey;
+use weft_api::pki::{CertificateCheck, CertifiedKey, certificate_info};
 use weft_fabric::MacAddr;
 use weft_kernel::WgPrivateKey;
 
@@ -157,6 +158,17 @@ impl Credentials {
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
         write_atomic(&Credentials::path(dir), text.as_bytes(), 0o600)?;
         Ok(())
+    }
+
+    /// The node certificate as `weft-server certificate check` lists it at `now`, named
+    /// `agent/credentials.json` (the file in the agent's data dir, `<data-dir>/agent`).
+    pub fn certificate_check(&self, now: SystemTime) -> Result<CertificateCheck, NodeError> {
+        let info = certificate_info(&self.cert_pem)?;
+        Ok(CertificateCheck::new(
+            "agent/credentials.json".to_owned(),
+            info,
+            now,
+        ))
     }
 
     /// The node's certificate and key.

@@ -4,10 +4,13 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use weft_api::client::{self, LeaseWatch, NodeClient, TrustedCa};
+use weft_api::pki::{RENEW_BEFORE, certificate_info};
 use weft_api::protocol::{LeaseEvent, RegisterRequest, WATCH_IDLE_TIMEOUT};
 use weft_api::{ApiError, JoinToken};
 use weft_config::ClusterNetwork;
@@ -54,6 +57,13 @@ pub trait LeaseSource: Send {
 /// in the data dir, that authenticates every later request. The watch resumes from the last
 /// revision after a reconnect, on whichever server answers, so no event is missed or repeated.
 ///
+/// Renewal: every registration (so every start) gets a fresh certificate, valid for a year.
+/// While [`LeaseSource::next`] runs, the source checks the certificate's end as its
+/// [`CertificateRenewal`] says and registers again, with the token and the node password, when
+/// little is left; every later connection (a reconnecting watch, and through
+/// [`ApiSource::credentials`] the egress tunnels) uses the new certificate, since a server may
+/// end the old one's connections as soon as it issues the new one.
+///
 /// Liveness: servers send a bookmark on an idle watch every
 /// [`BOOKMARK_INTERVAL`](weft_api::protocol::BOOKMARK_INTERVAL); a watch that yields no byte for
 /// [`WATCH_IDLE_TIMEOUT`] (three intervals) is taken for dead (a server or path that vanished
@@ -73,7 +83,34 @@ pub struct ApiSource {
     alias: Option<(String, String)>,
     idle_timeout: Duration,
     metrics: AgentMetrics,
+    renewal: CertificateRenewal,
+    /// What the last registration asked for, and when the certificate it gave ends.
+    registered: Option<Registered>,
+    /// When the certificate is checked next.
+    next_check: Instant,
+    /// The credentials of the last registration, for everything else that connects as the node.
+    credentials: watch::Sender<Option<Credentials>>,
 }
+
+/// When an agent renews its node certificate: [`ApiSource`] checks it every `check_interval`
+/// (and registering at start always gets a fresh one), and renews it when less than
+/// `renew_before` is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertificateRenewal {
+    /// How often the certificate's end is checked.
+    pub check_interval: Duration,
+    /// How much of its life must be left; with less, it is renewed.
+    pub renew_before: Duration,
+}
+
+/// A registration, remembered for renewing its certificate.
+struct Registered {
+    request: RegisterRequest,
+    not_after: SystemTime,
+}
+
+/// How soon a renewal that failed is tried again (or at the next check, if that is sooner).
+const RENEWAL_RETRY: Duration = Duration::from_secs(60);
 
 /// The static file [`StaticSource`] reads.
 #[derive(Debug, Clone, Deserialize)]
@@ -118,7 +155,24 @@ impl ApiSource {
             alias: None,
             idle_timeout: WATCH_IDLE_TIMEOUT,
             metrics: AgentMetrics::default(),
+            renewal: CertificateRenewal::default(),
+            registered: None,
+            next_check: Instant::now(),
+            credentials: watch::Sender::new(None),
         }
+    }
+
+    /// Renews the node certificate as `renewal` says (default: checked every 12 hours, renewed
+    /// with less than 90 days left).
+    pub fn with_renewal(mut self, renewal: CertificateRenewal) -> ApiSource {
+        self.renewal = renewal;
+        self
+    }
+
+    /// The node's credentials as the last registration gave them (`None` before the first);
+    /// each renewal sends the new ones.
+    pub fn credentials(&self) -> watch::Receiver<Option<Credentials>> {
+        self.credentials.subscribe()
     }
 
     /// Reaches the server the cluster knows as `known` through `local` instead: a server's
@@ -270,8 +324,13 @@ impl LeaseSource for ApiSource {
             key_pem: response.node_key_pem,
             servers: response.servers.clone(),
         };
+        let not_after = certificate_info(&creds.cert_pem)?.not_after;
+        let client = NodeClient::new(&ca.ca_pem, &creds.identity()).map_err(NodeError::Api)?;
         creds.save(&self.dir)?;
-        self.client = Some(NodeClient::new(&ca.ca_pem, &creds.identity()).map_err(NodeError::Api)?);
+        self.client = Some(client);
+        self.registered = Some(Registered { request, not_after });
+        self.next_check = Instant::now() + self.renewal.check_interval;
+        self.credentials.send_replace(Some(creds));
         for server in response.servers {
             self.learn_server(server);
         }
@@ -279,10 +338,14 @@ impl LeaseSource for ApiSource {
     }
 
     async fn next(&mut self) -> Result<LeaseUpdate, NodeError> {
-        let Some(client) = self.client.clone() else {
-            return Err(NodeError::NotRegistered);
-        };
         loop {
+            if Instant::now() >= self.next_check {
+                self.check_certificate().await;
+            }
+            // Read for every connection: a renewal replaces it.
+            let Some(client) = self.client.clone() else {
+                return Err(NodeError::NotRegistered);
+            };
             let server = self.server().to_owned();
             let Some(revision) = self.revision else {
                 match client.list_leases(&server).await {
@@ -291,6 +354,10 @@ impl LeaseSource for ApiSource {
                         self.revision = Some(snapshot.revision);
                         self.refresh_servers(&client, &server).await;
                         return Ok(LeaseUpdate::Snapshot(snapshot.leases));
+                    }
+                    Err(e) if revoked(&e) => {
+                        self.register_again(&e).await?;
+                        continue;
                     }
                     Err(e) => {
                         self.fail_over(&e).await;
@@ -304,6 +371,10 @@ impl LeaseSource for ApiSource {
                 None => {
                     match tokio::time::timeout(idle, client.watch_leases(&server, revision)).await {
                         Ok(Ok(w)) => self.watch.insert(w),
+                        Ok(Err(e)) if revoked(&e) => {
+                            self.register_again(&e).await?;
+                            continue;
+                        }
                         Ok(Err(e)) => {
                             self.fail_over(&e).await;
                             continue;
@@ -316,7 +387,13 @@ impl LeaseSource for ApiSource {
                     }
                 }
             };
-            let Ok(next) = tokio::time::timeout(idle, watch.next()).await else {
+            let next_check = self.next_check;
+            let next = tokio::select! {
+                next = tokio::time::timeout(idle, watch.next()) => next,
+                // Time to check the certificate; the watch stays as it is.
+                () = tokio::time::sleep_until(next_check) => continue,
+            };
+            let Ok(next) = next else {
                 self.watch = None;
                 let silent = format!(
                     "the lease watch was silent for {:.1} s (no bookmark)",
@@ -363,12 +440,75 @@ impl LeaseSource for ApiSource {
     }
 }
 
+/// Whether the servers refused this node's certificate as no longer its current one: another
+/// registration of the node was issued a newer one, or the node was deleted.
+fn revoked(error: &ApiError) -> bool {
+    matches!(error, ApiError::Rejected { status: 401, .. })
+}
+
 impl ApiSource {
+    /// Registers again, as at start, after the servers refused the node's certificate
+    /// (`error`): a running agent gets a new one, as a kubelet registers its Node again.
+    /// A refusal of the registration itself (a password or identity another node holds) ends
+    /// the source.
+    async fn register_again(&mut self, error: &ApiError) -> Result<(), NodeError> {
+        let Some(registered) = &self.registered else {
+            return Err(NodeError::NotRegistered);
+        };
+        tracing::warn!(%error, "the servers no longer take this node's certificate; registering again");
+        let request = registered.request.clone();
+        self.watch = None;
+        // Backs off as after any failure: two processes of one node don't spin.
+        self.fail_over(error).await;
+        self.register(&request).await.map(drop)
+    }
+
+    /// Renews the node certificate when less than the renewal's `renew_before` is left, then
+    /// sets the next check: a check interval on, or sooner after a failed renewal. A renewal
+    /// cut short (this future dropped) leaves the check due, so the next call renews.
+    async fn check_certificate(&mut self) {
+        let Some(registered) = &self.registered else {
+            return;
+        };
+        let left = registered
+            .not_after
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        if left >= self.renewal.renew_before {
+            self.next_check = Instant::now() + self.renewal.check_interval;
+            return;
+        }
+        tracing::info!(
+            days_left = left.as_secs() / 86_400,
+            "the node certificate ends soon; renewing it"
+        );
+        let request = registered.request.clone();
+        match self.register(&request).await {
+            Ok(_) => tracing::info!("renewed the node certificate"),
+            Err(error) => {
+                tracing::warn!(%error, "renewing the node certificate failed; trying again soon");
+                self.next_check = Instant::now() + self.renewal.check_interval.min(RENEWAL_RETRY);
+            }
+        }
+    }
+
     async fn refresh_servers(&mut self, client: &NodeClient, server: &str) {
         if let Ok(servers) = client.servers(server).await {
             for s in servers {
                 self.learn_server(s);
             }
+        }
+    }
+}
+
+// === impl CertificateRenewal ===
+
+impl Default for CertificateRenewal {
+    /// Checked every 12 hours, renewed with less than 90 days left (K3s's threshold).
+    fn default() -> Self {
+        CertificateRenewal {
+            check_interval: Duration::from_secs(12 * 3600),
+            renew_before: RENEW_BEFORE,
         }
     }
 }

@@ -56,13 +56,61 @@ pub enum StoreError {
     Stopped,
     /// `--datastore-endpoint` is not a list of etcd URLs.
     #[error(
-        "invalid datastore-endpoint {value:?}: {reason}; give comma-separated etcd URLs like http://127.0.0.1:2379"
+        "invalid datastore-endpoint {value:?}: {reason}; give comma-separated etcd URLs like https://127.0.0.1:2379"
     )]
     InvalidEndpoint {
         /// The whole flag value.
         value: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// TLS files were given for a store that does not use TLS: the embedded store, or etcd at
+    /// `http://` endpoints.
+    #[error(
+        "{} {} only to an https:// etcd endpoint, but {store}: set --datastore-endpoint to https:// URLs, or unset them",
+        flags.join(", "),
+        if flags.len() == 1 { "applies" } else { "apply" }
+    )]
+    TlsNeedsHttps {
+        /// The TLS flags given.
+        flags: Vec<&'static str>,
+        /// What the store is instead, e.g. `--datastore-endpoint is http://10.0.0.1:2379`.
+        store: String,
+    },
+    /// A TLS file can't be read, or does not hold what its flag needs.
+    #[error("{flag} {path} can't be used: {reason}; point it at a readable PEM file", path = path.display())]
+    TlsFile {
+        /// The flag, e.g. `--datastore-cafile`.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An `https://` endpoint without `--datastore-cafile`, and the host trusts no CA.
+    #[error(
+        "an https:// --datastore-endpoint without --datastore-cafile trusts the system's CAs, and this host has none ({reason}): set --datastore-cafile to the CA that signed etcd's certificate, or install the ca-certificates package"
+    )]
+    NoSystemCas {
+        /// Why none were found.
+        reason: String,
+    },
+    /// The TLS files can't make a client configuration: most often a key that does not go
+    /// with the certificate.
+    #[error("can't set up TLS to etcd: {reason}")]
+    TlsSetup {
+        /// What is wrong, naming the files.
+        reason: String,
+    },
+    /// A TLS connection to etcd failed over a certificate: etcd's, or the client's.
+    #[error("TLS to etcd at {endpoint} failed: {failure}; {advice}")]
+    EtcdTls {
+        /// The endpoint.
+        endpoint: String,
+        /// What failed, in rustls's words.
+        failure: String,
+        /// What to change.
+        advice: String,
     },
     /// An etcd request failed.
     #[error("etcd {op} failed: {source}; check that --datastore-endpoint reaches a healthy etcd")]

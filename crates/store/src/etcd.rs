@@ -3,8 +3,8 @@
 //! Each [`Kv`] call is one etcd request (a list may take several pages, all read at the
 //! revision of the first): transactions are etcd transactions comparing `mod_revision`, or
 //! `create_revision == 0` for absence; a watch is an etcd watch on the prefix from
-//! `start_revision = from + 1`; compaction is etcd's. Talks plain `http://` only: weft's etcd
-//! client does not do TLS yet.
+//! `start_revision = from + 1`; compaction is etcd's. Talks `http://`, or `https://` with the
+//! TLS files of [`EtcdTlsFiles`] (the `tls` module).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -23,9 +23,13 @@ use crate::{
     Compare, KeyValue, Kv, Listing, Op, Revision, StoreError, Txn, TxnOutcome, WatchBatch,
     WatchEvent, WatchStream, keys,
 };
+use tls::EtcdTls;
 
 #[cfg(test)]
 mod tests;
+mod tls;
+
+pub use tls::{ClientCertFiles, EtcdTlsFiles};
 
 /// Cluster state in etcd (3.4 or later): for several servers sharing one cluster.
 ///
@@ -41,21 +45,22 @@ pub struct EtcdStore {
 /// How long one etcd request may take before it fails with [`StoreError::EtcdTimeout`].
 pub const ETCD_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Parses `--datastore-endpoint`: comma-separated `http://HOST:PORT` URLs of etcd.
+/// Parses `--datastore-endpoint`: comma-separated `http://HOST:PORT` or `https://HOST:PORT`
+/// URLs of etcd, all with the same scheme.
 pub fn parse_endpoints(value: &str) -> Result<Vec<String>, StoreError> {
     let invalid = |reason: String| StoreError::InvalidEndpoint {
         value: value.to_owned(),
         reason,
     };
-    let mut endpoints = Vec::new();
+    let mut endpoints: Vec<String> = Vec::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        if entry.starts_with("https://") {
+        let Some((scheme, authority)) = ["https://", "http://"]
+            .into_iter()
+            .find_map(|scheme| Some((scheme, entry.strip_prefix(scheme)?)))
+        else {
             return Err(invalid(format!(
-                "{entry} is https, and weft's etcd client does not do TLS yet (use http:// on a trusted network)"
+                "{entry} does not start with http:// or https://"
             )));
-        }
-        let Some(authority) = entry.strip_prefix("http://") else {
-            return Err(invalid(format!("{entry} does not start with http://")));
         };
         let authority = authority.strip_suffix('/').unwrap_or(authority);
         match authority.rsplit_once(':') {
@@ -63,11 +68,18 @@ pub fn parse_endpoints(value: &str) -> Result<Vec<String>, StoreError> {
                 if !host.is_empty() && !authority.contains('/') && port.parse::<u16>().is_ok() => {}
             _ => {
                 return Err(invalid(format!(
-                    "{entry} is not http://HOST:PORT (etcd's client port is usually 2379)"
+                    "{entry} is not {scheme}HOST:PORT (etcd's client port is usually 2379)"
                 )));
             }
         }
-        endpoints.push(format!("http://{authority}"));
+        if let Some(first) = endpoints.first()
+            && !first.starts_with(scheme)
+        {
+            return Err(invalid(format!(
+                "{first} and {entry} mix http:// and https://; use https:// for every endpoint"
+            )));
+        }
+        endpoints.push(format!("{scheme}{authority}"));
     }
     if endpoints.is_empty() {
         return Err(invalid("no endpoint given".to_owned()));
@@ -78,24 +90,68 @@ pub fn parse_endpoints(value: &str) -> Result<Vec<String>, StoreError> {
 // === impl EtcdStore ===
 
 impl EtcdStore {
-    /// Connects to etcd at `endpoints` (`http://HOST:PORT` each) and checks that it answers.
+    /// Connects to etcd at `endpoints` (`http://HOST:PORT` each) and checks that it answers;
+    /// an `https://` endpoint trusts the system's CAs and sends no client certificate.
     pub async fn connect(endpoints: &[String]) -> Result<EtcdStore, StoreError> {
-        let options = ConnectOptions::new()
+        EtcdStore::connect_tls(endpoints, &EtcdTlsFiles::default()).await
+    }
+
+    /// Connects to etcd at `endpoints` (as [`parse_endpoints`] gives them) and checks that it
+    /// answers; `https://` endpoints with the CA and client certificate of `tls`.
+    ///
+    /// TLS files for `http://` endpoints are refused ([`StoreError::TlsNeedsHttps`]), and a
+    /// handshake that fails over a certificate is [`StoreError::EtcdTls`], saying which
+    /// certificate and what to set.
+    pub async fn connect_tls(
+        endpoints: &[String],
+        tls: &EtcdTlsFiles,
+    ) -> Result<EtcdStore, StoreError> {
+        let https = endpoints.iter().any(|e| e.starts_with("https://"));
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        let tls = match https {
+            true => Some(EtcdTls::load(tls)?),
+            false if tls.is_empty() => None,
+            false => {
+                return Err(StoreError::TlsNeedsHttps {
+                    flags: tls.flags(),
+                    store: format!("--datastore-endpoint is {}", endpoints.join(",")),
+                });
+            }
+        };
+        if let Some(tls) = &tls {
+            options = options.with_tls(tls.options());
+        }
         let client = call("connect", || {
             Client::connect(endpoints, Some(options.clone()))
         })
         .await?;
         // The client connects lazily: ask etcd something so a wrong endpoint fails here.
-        call("connect", || {
+        let probe = call("connect", || {
             let mut kv = client.kv_client();
             async move {
                 let options = GetOptions::new().with_count_only();
                 kv.get(keys::ROOT, Some(options)).await
             }
         })
-        .await?;
+        .await;
+        if let Err(e) = probe {
+            // etcd-client's error hides why TLS failed: find out with a handshake of our own.
+            for endpoint in endpoints {
+                if let Some(tls) = &tls
+                    && let Some(failure) = tls.diagnose(endpoint).await
+                    && let Some(advice) = tls.advice(&failure)
+                {
+                    return Err(StoreError::EtcdTls {
+                        endpoint: endpoint.clone(),
+                        failure,
+                        advice,
+                    });
+                }
+            }
+            return Err(e);
+        }
         Ok(EtcdStore {
             client,
             endpoints: endpoints.into(),

@@ -8,7 +8,9 @@
 //! - [`EmbeddedStore`], the default: one redb file, `<data-dir>/server/state.redb`, with
 //!   nothing to set up. redb, not SQLite: pure Rust, no C build, and a key-value table is all
 //!   this needs (the module doc of `embedded` says more).
-//! - [`EtcdStore`], for HA: several servers on one etcd (`--datastore-endpoint`).
+//! - [`EtcdStore`], for HA: several servers on one etcd (`--datastore-endpoint`), over
+//!   `https://` with etcd's CA and a client certificate ([`EtcdTlsFiles`], K3s's
+//!   `--datastore-cafile`, `--datastore-certfile` and `--datastore-keyfile`) or plain `http://`.
 //!
 //! [`Store`] is the typed layer on top, shared by both: records ([`NodeRecord`],
 //! [`weft_fabric::Lease`], [`PodRecord`], the cluster config as opaque JSON), watches per kind,
@@ -18,8 +20,8 @@
 //!
 //! This crate deliberately does not decide policy: it does not compare cluster configs
 //! (weft-config does), hash or check node passwords (weft-api does), serve anything over the
-//! network, or start etcd (outside [`testing`], the `test-util` feature's real etcd for tests).
-//! It does no TLS to etcd yet.
+//! network, or start etcd (outside [`testing`], the `test-util` feature's real etcd for tests,
+//! plain or with TLS and client certificates).
 //!
 //! Read [`Kv`], [`Store`] and [`keys`] first.
 
@@ -37,7 +39,7 @@ pub mod testing;
 
 pub use embedded::{DEFAULT_MAX_EVENTS, EMBEDDED_FILE, EmbeddedOptions, EmbeddedStore};
 pub use error::StoreError;
-pub use etcd::{ETCD_REQUEST_TIMEOUT, EtcdStore, parse_endpoints};
+pub use etcd::{ClientCertFiles, ETCD_REQUEST_TIMEOUT, EtcdStore, EtcdTlsFiles, parse_endpoints};
 pub use kv::{
     Compare, KeyValue, Kv, Listing, Op, Revision, Txn, TxnOutcome, WatchBatch, WatchEvent,
     WatchStream,

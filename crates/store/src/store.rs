@@ -14,7 +14,7 @@ use weft_ipam::{Cidr, CidrList, DualStackAllocator, IpamError, NodeCidrs};
 use crate::records::Claim;
 use crate::records::{Record, decode, decode_json, encode, name_of};
 use crate::{
-    Compare, CorruptRecord, Created, EmbeddedStore, EtcdStore, Event, KeyValue, Kv,
+    Compare, CorruptRecord, Created, EmbeddedStore, EtcdStore, EtcdTlsFiles, Event, KeyValue, Kv,
     LeaseAllocation, LeaseAttrs, Listed, NodeMaskSizes, NodeRecord, PodRecord, Revision,
     StoreError, Txn, TypedBatch, TypedWatch, Versioned, WatchEvent, keys, parse_endpoints,
 };
@@ -33,10 +33,12 @@ pub enum Datastore {
         /// The server's `--data-dir`.
         data_dir: PathBuf,
     },
-    /// etcd at these `http://HOST:PORT` endpoints.
+    /// etcd at these `http://HOST:PORT` or `https://HOST:PORT` endpoints.
     Etcd {
         /// The endpoints.
         endpoints: Vec<String>,
+        /// The CA and client certificate for `https://` endpoints; empty for `http://`.
+        tls: EtcdTlsFiles,
     },
 }
 
@@ -63,17 +65,38 @@ pub struct Store {
 // === impl Datastore ===
 
 impl Datastore {
-    /// The datastore of `--data-dir` and `--datastore-endpoint` (empty or absent: embedded).
+    /// The datastore of `--data-dir`, `--datastore-endpoint` (empty or absent: embedded) and
+    /// the TLS files (`--datastore-cafile`, `--datastore-certfile`, `--datastore-keyfile`),
+    /// which only `https://` endpoints take.
     pub fn from_flags(
         data_dir: &Path,
         datastore_endpoint: Option<&str>,
+        tls: EtcdTlsFiles,
     ) -> Result<Datastore, StoreError> {
-        match datastore_endpoint.map(str::trim) {
-            None | Some("") => Ok(Datastore::Embedded {
+        let datastore = match datastore_endpoint.map(str::trim) {
+            None | Some("") => Datastore::Embedded {
                 data_dir: data_dir.to_owned(),
-            }),
-            Some(value) => Ok(Datastore::Etcd {
+            },
+            Some(value) => Datastore::Etcd {
                 endpoints: parse_endpoints(value)?,
+                tls: EtcdTlsFiles::default(),
+            },
+        };
+        if tls.is_empty() {
+            return Ok(datastore);
+        }
+        match datastore {
+            Datastore::Etcd { endpoints, .. } if endpoints[0].starts_with("https://") => {
+                Ok(Datastore::Etcd { endpoints, tls })
+            }
+            Datastore::Etcd { endpoints, .. } => Err(StoreError::TlsNeedsHttps {
+                flags: tls.flags(),
+                store: format!("--datastore-endpoint is {}", endpoints.join(",")),
+            }),
+            Datastore::Embedded { .. } => Err(StoreError::TlsNeedsHttps {
+                flags: tls.flags(),
+                store: "--datastore-endpoint is not set, so the store is the embedded one"
+                    .to_owned(),
             }),
         }
     }
@@ -82,7 +105,9 @@ impl Datastore {
     pub async fn open(&self) -> Result<Store, StoreError> {
         let kv: Arc<dyn Kv> = match self {
             Datastore::Embedded { data_dir } => Arc::new(EmbeddedStore::open(data_dir).await?),
-            Datastore::Etcd { endpoints } => Arc::new(EtcdStore::connect(endpoints).await?),
+            Datastore::Etcd { endpoints, tls } => {
+                Arc::new(EtcdStore::connect_tls(endpoints, tls).await?)
+            }
         };
         Ok(Store::new(kv))
     }

@@ -13,13 +13,15 @@
 //!   [>= 90% of their throughput].
 //!
 //! The server and the agent are child processes of this program (`tunnel_bench server DIR` and
-//! `tunnel_bench agent DIR PORT`), as they are separate daemons in a cluster, so their memory is
-//! measured apart from the clients and targets, which run in the parent. Every figure is
+//! `tunnel_bench agent DIR PORT KUBELET_PORT`), as they are separate daemons in a cluster, so
+//! their memory is measured apart from the clients and targets, which run in the parent. The
+//! tunnelled targets listen on the agent's kubelet port, on its node IPs `127.0.0.1` and
+//! `127.0.0.3`: an agent dials no other port on loopback. Every figure is
 //! measured several times, tunnel and baseline interleaved, and the median is printed: the
 //! machine is shared, so only ratios from one run compare.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Stdio};
 use std::sync::Arc;
@@ -48,6 +50,8 @@ const NEIGHBOURS: usize = 4;
 const STALL_RUN: Duration = Duration::from_secs(3);
 /// Runs per figure.
 const RUNS: usize = 5;
+/// The agent's node IPs; the targets listen on them.
+const AGENT_NODE_IPS: [[u8; 4]; 2] = [[127, 0, 0, 1], [127, 0, 0, 3]];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -58,7 +62,7 @@ fn main() {
         .expect("a runtime");
     match args.get(1).map(String::as_str) {
         Some("server") => runtime.block_on(server(Path::new(&args[2]))),
-        Some("agent") => runtime.block_on(agent(Path::new(&args[2]), &args[3])),
+        Some("agent") => runtime.block_on(agent(Path::new(&args[2]), &args[3], &args[4])),
         Some("relay") => runtime.block_on(relay(&args[2])),
         _ => runtime.block_on(bench(&args[1..])),
     }
@@ -74,7 +78,7 @@ fn config() -> Config {
 
 // === The daemons ===
 
-/// The server child: a tunnel server on loopback that routes every port of 127.0.0.1 to
+/// The server child: a tunnel server on loopback that routes every port of the node IPs of
 /// `agent-1` (cluster mode), printing `ready PORT`.
 async fn server(dir: &Path) {
     raise_open_files();
@@ -85,7 +89,7 @@ async fn server(dir: &Path) {
         local_node: None,
         nodes: vec![NodeRoute {
             name: "agent-1".to_owned(),
-            addresses: vec!["127.0.0.1".parse().expect("an IP")],
+            addresses: AGENT_NODE_IPS.iter().map(|ip| IpAddr::from(*ip)).collect(),
             kubelet_port: 10250,
             pod_cidrs: Vec::new(),
             pods: Vec::new(),
@@ -104,16 +108,17 @@ async fn server(dir: &Path) {
     std::future::pending::<()>().await;
 }
 
-/// The agent child: a tunnel to the server at 127.0.0.1:`port` that dials anything on
-/// 127.0.0.1, printing `ready` once connected.
-async fn agent(dir: &Path, port: &str) {
+/// The agent child: a tunnel to the server at 127.0.0.1:`port` that dials its kubelet port
+/// `kubelet_port` on its node IPs, printing `ready` once connected.
+async fn agent(dir: &Path, port: &str, kubelet_port: &str) {
     raise_open_files();
     let ca = read_ca(dir);
     let node = ca.issue_node("agent-1").expect("a node certificate");
     let tls = tls::client_config(ca.cert_pem(), Some(&node)).expect("client TLS");
+    let kubelet_port = kubelet_port.parse().expect("a kubelet port");
     let authorizer = Authorizer {
-        node_ips: vec!["127.0.0.1".parse().expect("an IP")],
-        ..Authorizer::new(EgressSelectorMode::Cluster, 10250)
+        node_ips: AGENT_NODE_IPS.iter().map(|ip| IpAddr::from(*ip)).collect(),
+        ..Authorizer::new(EgressSelectorMode::Cluster, kubelet_port)
     };
     let tunnels = AgentTunnels::new(
         tls,
@@ -132,10 +137,13 @@ async fn agent(dir: &Path, port: &str) {
 /// A listener on a free loopback port with a deep accept queue, as weft-server's, so a
 /// thousand connections at once do not overflow it.
 fn listen() -> TcpListener {
+    listen_on([127, 0, 0, 1], 0)
+}
+
+/// [`listen`] on loopback address `ip` and `port` (a free one when 0).
+fn listen_on(ip: [u8; 4], port: u16) -> TcpListener {
     let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
-    socket
-        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .expect("bind");
+    socket.bind(SocketAddr::from((ip, port))).expect("bind");
     socket.listen(4096).expect("listen")
 }
 
@@ -275,20 +283,29 @@ async fn bench(only: &[String]) {
     let ca = ClusterCa::generate().expect("a CA");
     std::fs::write(dir.0.join("ca.crt"), ca.cert_pem()).expect("write the CA");
     std::fs::write(dir.0.join("ca.key"), ca.key_pem()).expect("write the CA key");
+    // The tunnelled targets, on the agent's kubelet port of each of its node IPs.
+    let sink = sink().await;
+    let echo = echo_on(AGENT_NODE_IPS[1], sink.port()).await;
     let mut server = Daemon::spawn(&["server", &dir.0.display().to_string()]);
     let port = ready_port(&mut server);
-    let mut agent = Daemon::spawn(&["agent", &dir.0.display().to_string(), &port.to_string()]);
+    let mut agent = Daemon::spawn(&[
+        "agent",
+        &dir.0.display().to_string(),
+        &port.to_string(),
+        &sink.port().to_string(),
+    ]);
     assert_eq!(agent.line(), "ready", "the agent connected");
-    let egress: CertifiedKey = ca.issue_egress().expect("an egress certificate");
+    // The kube-apiserver's certificate: the only one the CONNECT front door takes.
+    let apiserver: CertifiedKey = ca
+        .issue_kube_apiserver()
+        .expect("a kube-apiserver certificate");
     let setup = Setup {
         server,
         agent,
         server_addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        client_tls: tls::client_config(ca.cert_pem(), Some(&egress)).expect("client TLS"),
+        client_tls: tls::client_config(ca.cert_pem(), Some(&apiserver)).expect("client TLS"),
         dir,
     };
-    let sink = sink().await;
-    let echo = echo().await;
 
     println_flush(
         "tunnel bench: CONNECT over TLS -> server -> TLS WebSocket -> agent -> target, on loopback",
@@ -325,7 +342,7 @@ async fn bench(only: &[String]) {
 
         // The same CONNECTs to an address no node has, which a fresh server dials itself: what
         // the client's TLS connection and the relay cost without a tunnel stream.
-        let outside = echo_on([127, 0, 0, 2]).await;
+        let outside = echo_on([127, 0, 0, 2], 0).await;
         let mut fresh = Daemon::spawn(&["server", &setup.dir.0.display().to_string()]);
         let fresh_addr = SocketAddr::from(([127, 0, 0, 1], ready_port(&mut fresh)));
         let before = fresh.rss();
@@ -569,9 +586,10 @@ fn percentiles(values: &mut [f64]) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-/// A target that reads everything, then answers `done`.
+/// A target that reads everything, then answers `done`, on a free port of the agent's first
+/// node IP.
 async fn sink() -> SocketAddr {
-    let listener = listen();
+    let listener = listen_on(AGENT_NODE_IPS[0], 0);
     let addr = listener.local_addr().expect("an address");
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
@@ -585,16 +603,9 @@ async fn sink() -> SocketAddr {
     addr
 }
 
-/// A target that echoes.
-async fn echo() -> SocketAddr {
-    echo_on([127, 0, 0, 1]).await
-}
-
-/// A target that echoes, on loopback address `ip`.
-async fn echo_on(ip: [u8; 4]) -> SocketAddr {
-    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
-    socket.bind(SocketAddr::from((ip, 0))).expect("bind");
-    let listener = socket.listen(4096).expect("listen");
+/// A target that echoes, on loopback address `ip` and `port` (a free one when 0).
+async fn echo_on(ip: [u8; 4], port: u16) -> SocketAddr {
+    let listener = listen_on(ip, port);
     let addr = listener.local_addr().expect("an address");
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {

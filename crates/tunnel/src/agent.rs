@@ -40,7 +40,8 @@ pub struct Backoff {
 
 /// One tunnel per server, kept up.
 pub struct AgentTunnels {
-    tls: Arc<ClientConfig>,
+    /// The TLS configuration the next connection uses; every tunnel's task reads it anew.
+    tls: Arc<RwLock<Arc<ClientConfig>>>,
     dialer: Arc<AgentDialer>,
     config: Config,
     backoff: Backoff,
@@ -70,11 +71,22 @@ impl AgentDialer {
             .unwrap_or_else(PoisonError::into_inner) = authorizer;
     }
 
+    /// Whether the rules allow `target`; a refusal is logged, with the floor class it falls in.
     fn allows(&self, target: &Target) -> bool {
-        self.authorizer
+        let authorizer = self
+            .authorizer
             .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .allows(target)
+            .unwrap_or_else(PoisonError::into_inner);
+        if authorizer.allows(target) {
+            return true;
+        }
+        match authorizer.below_floor(target) {
+            Some(class) => {
+                tracing::warn!(%target, "refused a tunnel dial to {class}, which no agent dials")
+            }
+            None => tracing::warn!(%target, "refused a tunnel dial the authorizer does not allow"),
+        }
+        false
     }
 }
 
@@ -85,7 +97,6 @@ impl Dialer for AgentDialer {
     ) -> Pin<Box<dyn Future<Output = Result<TcpStream, DialError>> + Send + '_>> {
         Box::pin(async move {
             if !self.allows(&target) {
-                tracing::warn!(%target, "refused a tunnel dial the authorizer does not allow");
                 return Err(DialError::NotAllowed);
             }
             let connect = TcpStream::connect((target.host(), target.port()));
@@ -147,12 +158,18 @@ impl AgentTunnels {
         backoff: Backoff,
     ) -> AgentTunnels {
         AgentTunnels {
-            tls,
+            tls: Arc::new(RwLock::new(tls)),
             dialer,
             config,
             backoff,
             servers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Authenticates every connection from now on with `tls` (the node's certificate was
+    /// renewed). Live tunnels go on as they are; each one that ends reconnects with `tls`.
+    pub fn set_tls(&self, tls: Arc<ClientConfig>) {
+        *self.tls.write().unwrap_or_else(PoisonError::into_inner) = tls;
     }
 
     /// Keeps a tunnel to each of `servers` (`host:port` of their supervisor port) and drops
@@ -243,10 +260,11 @@ impl Server {
     }
 }
 
-/// Connects to `url`, drives the tunnel until it ends, waits, and again, forever.
+/// Connects to `url` with the TLS configuration `tls` holds at that moment, drives the tunnel
+/// until it ends, waits, and again, forever.
 async fn keep_connected(
     url: String,
-    tls: Arc<ClientConfig>,
+    tls: Arc<RwLock<Arc<ClientConfig>>>,
     dialer: Arc<AgentDialer>,
     config: Config,
     backoff: Backoff,
@@ -254,7 +272,8 @@ async fn keep_connected(
 ) {
     let mut failures = 0;
     loop {
-        match websocket::connect(&url, tls.clone()).await {
+        let current = tls.read().unwrap_or_else(PoisonError::into_inner).clone();
+        match websocket::connect(&url, current).await {
             Ok(socket) => {
                 let dialer: Arc<dyn Dialer> = dialer.clone();
                 match Connection::new(socket, Role::Agent, config.clone(), Some(dialer)) {

@@ -17,7 +17,8 @@ use crate::policy::EgressSelectorMode;
 pub struct EgressFiles {
     /// The cluster CA, which signs the server's serving certificate.
     pub ca_bundle: PathBuf,
-    /// The egress client certificate (`O=system:masters`).
+    /// The kube-apiserver's client certificate (`CN=system:apiserver, O=system:masters`), the one
+    /// the CONNECT front door takes.
     pub client_cert: PathBuf,
     /// Its key.
     pub client_key: PathBuf,
@@ -51,7 +52,7 @@ pub fn selector_config(mode: EgressSelectorMode, url: &str, files: &EgressFiles)
 }
 
 /// Writes the configuration to `config` (mode 0600) and nothing else: for a server whose CA and
-/// egress certificate files exist already. Directories are created.
+/// kube-apiserver certificate files exist already. Directories are created.
 pub fn write_config(
     config: &Path,
     files: &EgressFiles,
@@ -61,19 +62,19 @@ pub fn write_config(
     write_private(config, &selector_config(mode, url, files))
 }
 
-/// Writes the CA, the egress certificate and key into `files`' paths, and the configuration to
-/// `config`, every file mode 0600; returns `config`. Directories are created.
+/// Writes the CA, the kube-apiserver's certificate and key into `files`' paths, and the
+/// configuration to `config`, every file mode 0600; returns `config`. Directories are created.
 pub fn write(
     config: &Path,
     files: &EgressFiles,
     mode: EgressSelectorMode,
     url: &str,
     ca_pem: &str,
-    egress: &CertifiedKey,
+    kube_apiserver: &CertifiedKey,
 ) -> io::Result<PathBuf> {
     write_private(&files.ca_bundle, ca_pem)?;
-    write_private(&files.client_cert, &egress.cert_pem)?;
-    write_private(&files.client_key, &egress.key_pem)?;
+    write_private(&files.client_cert, &kube_apiserver.cert_pem)?;
+    write_private(&files.client_key, &kube_apiserver.key_pem)?;
     write_private(config, &selector_config(mode, url, files))?;
     Ok(config.to_owned())
 }

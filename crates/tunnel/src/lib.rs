@@ -13,9 +13,9 @@
 //!   `AsyncRead + AsyncWrite`, and [`transport::splice`] joins it to a connection without copies
 //!   and without a buffer while idle.
 //! - [`server`]: the tunnel endpoint (node certificates only) and the HTTP CONNECT front door
-//!   (the egress certificate only), routing by [`policy::RoutingTable`].
-//! - [`agent`]: one tunnel to every server with reconnects, and a dialer that dials only what
-//!   the [`policy::Authorizer`] allows.
+//!   (the kube-apiserver's client certificate only), routing by [`policy::RoutingTable`].
+//! - [`agent`]: one tunnel to every server with reconnects (each with the certificate set
+//!   last), and a dialer that dials only what the [`policy::Authorizer`] allows.
 //!
 //! It deliberately knows nothing of the cluster's state: the server binary hands
 //! [`server::TunnelServer`] the nodes to route by and the agent hands [`agent::AgentDialer`]

@@ -3,7 +3,8 @@
 //! and the agent hand in what they know of the nodes; nothing here does I/O.
 //!
 //! Read [`RoutingTable::route`] (the server's CONNECT front door) and [`Authorizer::allows`]
-//! (the agent's check of every dial, whatever the server asks).
+//! (the agent's check of every dial, whatever the server asks), with its floor, [`Forbidden`]:
+//! the addresses no agent dials, whatever its rules say.
 
 #[cfg(test)]
 mod tests;
@@ -86,6 +87,10 @@ pub enum Route {
 }
 
 /// The agent's rules for which dials it performs.
+///
+/// Whatever the rules say, [`Authorizer::allows`] never passes the floor ([`Forbidden`]), and
+/// honours pod CIDRs and pod IPs only inside `cluster_cidrs`: what a server sends (a lease, a
+/// pod to dial) widens the rules only inside the cluster CIDR the agent was told at join.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorizer {
     /// The egress-selector mode (the servers').
@@ -94,10 +99,29 @@ pub struct Authorizer {
     pub kubelet_port: u16,
     /// This node's IPs.
     pub node_ips: Vec<IpAddr>,
-    /// This node's pod CIDRs, allowed in `pod` mode.
+    /// The cluster CIDRs the agent was told at join; pod CIDRs and pods count only inside them.
+    pub cluster_cidrs: Vec<IpNetwork>,
+    /// This node's pod CIDRs, allowed in `pod` mode; set them with
+    /// [`Authorizer::set_pod_cidrs`], which keeps only those inside `cluster_cidrs`.
     pub pod_cidrs: Vec<IpNetwork>,
     /// This node's pod IPs, allowed in `cluster` mode.
     pub pods: Vec<IpAddr>,
+}
+
+/// The classes of address an agent never dials, whatever a server asks or sends: the floor
+/// under every [`Authorizer`]. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is judged as its
+/// IPv4 address, since a dual-stack socket dials it as that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forbidden {
+    /// `0.0.0.0/8` or `::`: "this host", which Linux dials as loopback.
+    Unspecified,
+    /// `169.254.0.0/16` or `fe80::/10`, where cloud metadata services answer.
+    LinkLocal,
+    /// `224.0.0.0/4` or `ff00::/8`.
+    Multicast,
+    /// `127.0.0.0/8` or `::1` on any port but the kubelet's and the streaming server's: the
+    /// services bound to the agent's host alone.
+    Loopback,
 }
 
 // === impl RoutingTable ===
@@ -221,37 +245,133 @@ impl Routes {
 // === impl Authorizer ===
 
 impl Authorizer {
-    /// An authorizer for `mode` that allows only the kubelet on loopback until the node's IPs
-    /// and pods are known.
+    /// An authorizer for `mode` that allows only the kubelet on loopback until the node's IPs,
+    /// the cluster CIDRs and the pods are known.
     pub fn new(mode: EgressSelectorMode, kubelet_port: u16) -> Authorizer {
         Authorizer {
             mode,
             kubelet_port,
             node_ips: Vec::new(),
+            cluster_cidrs: Vec::new(),
             pod_cidrs: Vec::new(),
             pods: Vec::new(),
         }
     }
 
-    /// Whether this agent dials `target`. In every mode: the kubelet and streaming ports on
-    /// loopback and on the node's own IPs. In `pod` mode also any address in the node's pod
-    /// CIDRs; in `cluster` mode also the node's IPs on any port and its reported pods. Host
-    /// names are never dialed, so a name cannot smuggle in another address.
+    /// Whether this agent dials `target`. Never below the floor ([`Forbidden`]). Above it, in
+    /// every mode: the kubelet and streaming ports on loopback and on the node's own IPs. In
+    /// `pod` mode also any address in the node's pod CIDRs; in `cluster` mode also the node's
+    /// IPs on any port and its reported pods; pod CIDRs and pods only inside the cluster CIDRs.
+    /// Host names are never dialed, so a name cannot smuggle in another address; an IPv4-mapped
+    /// address is judged as its IPv4 address.
     pub fn allows(&self, target: &Target) -> bool {
-        let Ok(ip) = target.host().parse::<IpAddr>() else {
+        let Some(ip) = target_ip(target) else {
             return false;
         };
         let port = target.port();
-        let kubelet = port == self.kubelet_port || port == STREAM_SERVER_PORT;
+        if Forbidden::of(ip, port, self.kubelet_port).is_some() {
+            return false;
+        }
         let loopback =
             ip == IpAddr::V4(Ipv4Addr::LOCALHOST) || ip == IpAddr::V6(Ipv6Addr::LOCALHOST);
-        if kubelet && (loopback || self.node_ips.contains(&ip)) {
+        if is_kubelet_port(port, self.kubelet_port) && (loopback || self.node_ips.contains(&ip)) {
             return true;
         }
+        let in_cluster = || self.cluster_cidrs.iter().any(|cidr| cidr.contains(ip));
         match self.mode {
-            EgressSelectorMode::Pod => self.pod_cidrs.iter().any(|cidr| cidr.contains(ip)),
-            EgressSelectorMode::Cluster => self.node_ips.contains(&ip) || self.pods.contains(&ip),
+            EgressSelectorMode::Pod => {
+                in_cluster() && self.pod_cidrs.iter().any(|cidr| cidr.contains(ip))
+            }
+            EgressSelectorMode::Cluster => {
+                self.node_ips.contains(&ip) || (in_cluster() && self.pods.contains(&ip))
+            }
             _ => false,
         }
     }
+
+    /// The floor class `target` falls in, if any: why [`Authorizer::allows`] refuses it
+    /// whatever the rules say.
+    pub fn below_floor(&self, target: &Target) -> Option<Forbidden> {
+        Forbidden::of(target_ip(target)?, target.port(), self.kubelet_port)
+    }
+
+    /// Takes the node's pod CIDRs (from its lease), keeping those that lie inside one of the
+    /// cluster CIDRs; returns the others, which it ignores, so the caller can say so.
+    pub fn set_pod_cidrs(&mut self, cidrs: Vec<IpNetwork>) -> Vec<IpNetwork> {
+        let (inside, outside) = cidrs.into_iter().partition(|cidr| {
+            self.cluster_cidrs
+                .iter()
+                .any(|outer| is_within(*cidr, *outer))
+        });
+        self.pod_cidrs = inside;
+        outside
+    }
+}
+
+// === impl Forbidden ===
+
+impl Forbidden {
+    /// The class `ip` falls in when dialed on `port` by an agent whose kubelet listens on
+    /// `kubelet_port`, or `None` when it is above the floor.
+    pub fn of(ip: IpAddr, port: u16, kubelet_port: u16) -> Option<Forbidden> {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => {
+                if v4.octets()[0] == 0 {
+                    Some(Forbidden::Unspecified)
+                } else if v4.is_link_local() {
+                    Some(Forbidden::LinkLocal)
+                } else if v4.is_multicast() {
+                    Some(Forbidden::Multicast)
+                } else if v4.is_loopback() && !is_kubelet_port(port, kubelet_port) {
+                    Some(Forbidden::Loopback)
+                } else {
+                    None
+                }
+            }
+            IpAddr::V6(v6) => {
+                if v6.is_unspecified() {
+                    Some(Forbidden::Unspecified)
+                } else if v6.is_unicast_link_local() {
+                    Some(Forbidden::LinkLocal)
+                } else if v6.is_multicast() {
+                    Some(Forbidden::Multicast)
+                } else if v6.is_loopback() && !is_kubelet_port(port, kubelet_port) {
+                    Some(Forbidden::Loopback)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Forbidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Forbidden::Unspecified => "an unspecified address",
+            Forbidden::LinkLocal => "a link-local address",
+            Forbidden::Multicast => "a multicast address",
+            Forbidden::Loopback => "loopback off the kubelet ports",
+        })
+    }
+}
+
+/// The target's host as an IP, an IPv4-mapped IPv6 address as its IPv4 address; `None` for a
+/// name.
+fn target_ip(target: &Target) -> Option<IpAddr> {
+    target
+        .host()
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
+/// Whether `port` is the kubelet's (`kubelet_port`) or its streaming server's.
+fn is_kubelet_port(port: u16, kubelet_port: u16) -> bool {
+    port == kubelet_port || port == STREAM_SERVER_PORT
+}
+
+/// Whether `inner` lies entirely inside `outer` (never across families).
+fn is_within(inner: IpNetwork, outer: IpNetwork) -> bool {
+    outer.prefix() <= inner.prefix() && outer.contains(inner.network())
 }

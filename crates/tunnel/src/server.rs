@@ -1,6 +1,7 @@
 //! The server's side: [`TunnelServer`] accepts agents' tunnels on [`CONNECT_PATH`] (only with a
 //! node certificate, and bound to that node's name) and serves the HTTP CONNECT front door (only
-//! with the egress certificate), routing each target by [`RoutingTable`].
+//! with the kube-apiserver's client certificate, `CN=system:apiserver`), routing each target by
+//! [`RoutingTable`].
 //!
 //! A CONNECT through a tunnel is answered `200` only after the agent's dial succeeded; a refused
 //! or failed dial, an unknown node or a node without a tunnel is a `502` that says why.
@@ -247,17 +248,17 @@ impl TunnelServer {
     /// The HTTP CONNECT front door.
     async fn front_door(&self, mut request: Request<Incoming>, peer: Peer) -> Response<Body> {
         match peer.identity {
-            Some(ClientIdentity::Egress) => {}
+            Some(ClientIdentity::KubeApiserver) => {}
             None => {
                 return error_response(
                     StatusCode::UNAUTHORIZED,
-                    "CONNECT needs the egress client certificate",
+                    "CONNECT needs the kube-apiserver's client certificate (<data-dir>/server/tls/client-kube-apiserver.crt)",
                 );
             }
             Some(_) => {
                 return error_response(
                     StatusCode::FORBIDDEN,
-                    "only the egress client (system:masters) may CONNECT",
+                    "only the kube-apiserver's client certificate (CN=system:apiserver) may CONNECT: use <data-dir>/server/tls/client-kube-apiserver.crt",
                 );
             }
         }

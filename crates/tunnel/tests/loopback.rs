@@ -1,7 +1,8 @@
 //! Real servers and agents on loopback, over TLS with the cluster CA: a CONNECT client reaches a
 //! target through an agent's tunnel; dials the agent refuses, unknown nodes and nodes without a
-//! tunnel are `502`s that say why; no node certificate means no tunnel and no egress
-//! certificate means no CONNECT; an agent reconnects after its server restarts.
+//! tunnel are `502`s that say why; no node certificate means no tunnel and only the
+//! kube-apiserver's certificate opens a CONNECT; an agent reconnects after its server restarts,
+//! with the certificate it holds by then.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -92,6 +93,17 @@ impl Cluster {
         panic!("agent-1's tunnel never came up");
     }
 
+    /// Waits until the server has no tunnel.
+    async fn wait_for_no_tunnel(&self) {
+        for _ in 0..500 {
+            if self.server.connected_nodes().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("agent-1's tunnel never went down");
+    }
+
     /// Sends `CONNECT target` with `identity`'s certificate; returns the status line's code and
     /// the connection, past the response head.
     async fn connect(
@@ -104,8 +116,11 @@ impl Cluster {
         (answer.status, answer.body, answer.conn)
     }
 
-    fn egress(&self) -> CertifiedKey {
-        self.ca.issue_egress().expect("an egress certificate")
+    /// The kube-apiserver's client certificate, the one CONNECT takes.
+    fn apiserver(&self) -> CertifiedKey {
+        self.ca
+            .issue_kube_apiserver()
+            .expect("a kube-apiserver certificate")
     }
 }
 
@@ -150,7 +165,7 @@ async fn connect_reaches_the_target_through_the_agents_tunnel() {
     cluster.wait_for_tunnel().await;
 
     let (status, body, mut conn) = cluster
-        .connect(&format!("127.0.0.1:{port}"), Some(&cluster.egress()))
+        .connect(&format!("127.0.0.1:{port}"), Some(&cluster.apiserver()))
         .await;
     assert_eq!(status, 200, "{body}");
     // 4 MiB there and back, written and read concurrently.
@@ -171,7 +186,7 @@ async fn connect_reaches_the_target_through_the_agents_tunnel() {
 
     // Also by node name: the agent dials its kubelet on loopback.
     let (status, body, mut conn) = cluster
-        .connect(&format!("{NODE}:{port}"), Some(&cluster.egress()))
+        .connect(&format!("{NODE}:{port}"), Some(&cluster.apiserver()))
         .await;
     assert_eq!(status, 200, "{body}");
     conn.write_all(b"ping").await.expect("write");
@@ -184,15 +199,15 @@ async fn connect_reaches_the_target_through_the_agents_tunnel() {
 async fn failures_are_502s_that_say_why() {
     let port = echo().await;
     let cluster = Cluster::start(port).await;
-    let egress = cluster.egress();
+    let apiserver = cluster.apiserver();
 
     // No tunnel from agent-1 yet.
     let (status, body, _) = cluster
-        .connect(&format!("127.0.0.1:{port}"), Some(&egress))
+        .connect(&format!("127.0.0.1:{port}"), Some(&apiserver))
         .await;
     assert_eq!(status, 502);
     assert!(body.contains("no tunnel to node agent-1"), "{body}");
-    let (status, body, _) = cluster.connect("agent-9:10250", Some(&egress)).await;
+    let (status, body, _) = cluster.connect("agent-9:10250", Some(&apiserver)).await;
     assert_eq!(status, 502);
     assert!(body.contains("unknown node agent-9"), "{body}");
 
@@ -201,7 +216,7 @@ async fn failures_are_502s_that_say_why() {
     let _agent = cluster.agent(port + 1);
     cluster.wait_for_tunnel().await;
     let (status, body, _) = cluster
-        .connect(&format!("127.0.0.1:{port}"), Some(&egress))
+        .connect(&format!("127.0.0.1:{port}"), Some(&apiserver))
         .await;
     assert_eq!(status, 502);
     assert!(body.contains("does not allow"), "{body}");
@@ -212,7 +227,7 @@ async fn failures_are_502s_that_say_why() {
     let closed_port = closed.local_addr().expect("addr").port();
     drop(closed);
     let (status, body, _) = cluster
-        .connect(&format!("127.0.0.1:{closed_port}"), Some(&egress))
+        .connect(&format!("127.0.0.1:{closed_port}"), Some(&apiserver))
         .await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("refused"), "{body}");
@@ -228,8 +243,9 @@ async fn the_right_certificate_is_required() {
         weft_tunnel::server::CONNECT_PATH
     );
 
-    // No client certificate, or the egress one: no tunnel.
-    for identity in [None, Some(cluster.egress())] {
+    // No client certificate, the kube-apiserver's or the admin's: no tunnel.
+    let admin = cluster.ca.issue_admin().expect("an admin certificate");
+    for identity in [None, Some(cluster.apiserver()), Some(admin.clone())] {
         let tls = tls::client_config(cluster.ca.cert_pem(), identity.as_ref()).expect("tls");
         let error = websocket::connect(&url, tls)
             .await
@@ -239,14 +255,20 @@ async fn the_right_certificate_is_required() {
             "{error}"
         );
     }
-    // No certificate, or a node's: no CONNECT.
+    // No certificate, a node's or the admin's: no CONNECT; the kube-apiserver's: CONNECT.
+    let _agent = cluster.agent(port);
+    cluster.wait_for_tunnel().await;
     let node = cluster.ca.issue_node(NODE).expect("node cert");
-    let (status, _, _) = cluster.connect(&format!("127.0.0.1:{port}"), None).await;
+    let target = format!("127.0.0.1:{port}");
+    let (status, _, _) = cluster.connect(&target, None).await;
     assert_eq!(status, 401);
-    let (status, _, _) = cluster
-        .connect(&format!("127.0.0.1:{port}"), Some(&node))
-        .await;
-    assert_eq!(status, 403);
+    for refused in [&node, &admin] {
+        let (status, body, _) = cluster.connect(&target, Some(refused)).await;
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("client-kube-apiserver.crt"), "{body}");
+    }
+    let (status, body, _) = cluster.connect(&target, Some(&cluster.apiserver())).await;
+    assert_eq!(status, 200, "{body}");
     // A certificate of another CA is no identity at all.
     let other = ClusterCa::generate().expect("CA");
     let tls = tls::client_config(
@@ -255,6 +277,38 @@ async fn the_right_certificate_is_required() {
     )
     .expect("tls");
     assert!(websocket::connect(&url, tls).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_tunnel_uses_the_certificate_set_last() {
+    let port = echo().await;
+    let cluster = Cluster::start(port).await;
+    let agent = cluster.agent(port);
+    cluster.wait_for_tunnel().await;
+    // A certificate the server refuses (another CA's) is set; the live tunnel goes on.
+    let stranger = ClusterCa::generate()
+        .expect("a CA")
+        .issue_node(NODE)
+        .expect("a certificate");
+    let refused = tls::client_config(cluster.ca.cert_pem(), Some(&stranger)).expect("tls");
+    agent.set_tls(refused);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(cluster.server.connected_nodes(), [NODE]);
+
+    // Once the server ends it, the tunnel reconnects with that certificate: refused.
+    cluster.server.close_all("the old certificate was revoked");
+    cluster.wait_for_no_tunnel().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(cluster.server.connected_nodes().is_empty());
+
+    // A renewed certificate of the cluster: the next attempt connects.
+    let renewed = cluster.ca.issue_node(NODE).expect("a node certificate");
+    agent.set_tls(tls::client_config(cluster.ca.cert_pem(), Some(&renewed)).expect("tls"));
+    cluster.wait_for_tunnel().await;
+    let (status, body, _) = cluster
+        .connect(&format!("127.0.0.1:{port}"), Some(&cluster.apiserver()))
+        .await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,7 +361,7 @@ async fn an_agent_reconnects_after_its_server_restarts() {
     });
     restarted.wait_for_tunnel().await;
     let (status, body, mut conn) = restarted
-        .connect(&format!("127.0.0.1:{port}"), Some(&restarted.egress()))
+        .connect(&format!("127.0.0.1:{port}"), Some(&restarted.apiserver()))
         .await;
     assert_eq!(status, 200, "{body}");
     conn.write_all(b"again").await.expect("write");
@@ -322,12 +376,12 @@ async fn a_client_that_stops_reading_stalls_only_its_own_stream() {
     let cluster = Cluster::start(port).await;
     let _agent = cluster.agent(port);
     cluster.wait_for_tunnel().await;
-    let egress = cluster.egress();
+    let apiserver = cluster.apiserver();
     let target = format!("127.0.0.1:{port}");
 
     // One client sends 128 MiB to the echo target and never reads the echo: once the socket
     // buffers and its stream's windows are full, it stalls.
-    let (status, _, stalled) = cluster.connect(&target, Some(&egress)).await;
+    let (status, _, stalled) = cluster.connect(&target, Some(&apiserver)).await;
     assert_eq!(status, 200);
     let (_stalled_reader, mut stalled_writer) = tokio::io::split(stalled);
     let stuck = tokio::spawn(async move {
@@ -342,7 +396,7 @@ async fn a_client_that_stops_reading_stalls_only_its_own_stream() {
     assert!(!stuck.is_finished(), "the stalled client's writes block");
 
     // Meanwhile another stream on the same tunnel moves 8 MiB both ways.
-    let (status, body, conn) = cluster.connect(&target, Some(&egress)).await;
+    let (status, body, conn) = cluster.connect(&target, Some(&apiserver)).await;
     assert_eq!(status, 200, "{body}");
     let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
     let (mut reader, mut writer) = tokio::io::split(conn);
@@ -392,11 +446,11 @@ async fn many_streams_share_a_small_session_buffer_and_all_finish() {
     let cluster = Cluster::start_with(port, config.clone()).await;
     let _agent = cluster.agent_with(port, config);
     cluster.wait_for_tunnel().await;
-    let egress = cluster.egress();
+    let apiserver = cluster.apiserver();
     let target = format!("127.0.0.1:{port}");
-    let (cluster, target, egress) = (&cluster, &target, &egress);
+    let (cluster, target, apiserver) = (&cluster, &target, &apiserver);
     let streams = (0..200).map(|_| async move {
-        let (status, body, conn) = cluster.connect(target, Some(egress)).await;
+        let (status, body, conn) = cluster.connect(target, Some(apiserver)).await;
         assert_eq!(status, 200, "{body}");
         let (mut reader, mut writer) = tokio::io::split(conn);
         let chunk = vec![1u8; 64 * 1024];

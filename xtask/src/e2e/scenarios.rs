@@ -12,7 +12,8 @@
 //! | 6 | `node-delete` | `node_delete` |
 //! | 7 | `ha-etcd` | `ha` |
 //! | 8 | `bad-input` | `bad_input` |
-//! | 9 | backend switch vxlan → wireguard-native → vxlan | not yet: a server restarted with another `flannel-backend` is refused as a critical-config mismatch |
+//! | 9 | backend switch vxlan → wireguard-native → vxlan | `backend_switch` |
+//! | issue 12 | `trust`: a rogue host holding the agent token is refused each attack | `trust` |
 //!
 //! The egress tunnel also appears in `backend-none` (the tunnel works without a pod network)
 //! and `ha-etcd` (CONNECT through the surviving servers).
@@ -28,6 +29,7 @@ pub(crate) mod fabric;
 mod ha;
 mod node_delete;
 mod restart;
+mod trust;
 
 use super::lab::Lab;
 
@@ -72,6 +74,11 @@ const OTHERS: &[Scenario] = &[
         name: "ha-etcd",
         about: "three servers on etcd, one killed: pods still talk, a new node joins",
         run: ha::run,
+    },
+    Scenario {
+        name: "trust",
+        about: "a rogue host with the agent token can't take a node's address or MAC, report others' IPs, start a server; a deleted node's certificate is refused",
+        run: trust::run,
     },
     Scenario {
         name: "bad-input",

@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use crate::test_support::{agent, errors, ok, server, system, warnings};
+use crate::test_support::{
+    agent, errors, ok, server, server_flags, system, system_with_ips, warnings,
+};
 use crate::{Key, Role};
 
 const CONFIG: &str = "/etc/weft/config.yaml";
@@ -70,6 +72,9 @@ fn server_json_has_every_setting_and_derived() {
             "disable-network-policy": false,
             "disable-agent": false,
             "datastore-endpoint": "https://root:********@10.0.0.9:2379",
+            "datastore-cafile": null,
+            "datastore-certfile": null,
+            "datastore-keyfile": null,
             "reconcile-interval": 10,
             "metrics-address": "127.0.0.1:9346",
             "log-format": "text",
@@ -254,5 +259,49 @@ fn explicit_config_file_must_exist() {
         [
             "config file /also-nope.yaml does not exist (named by --config): create it or name an existing file"
         ]
+    );
+}
+
+/// Resolves the data dir of a server with `args`, `files` and `env` on a host with no address
+/// to pick a node IP from (so the whole configuration fails): `Ok` with the dir, or an error
+/// containing `Err`'s text.
+fn check_data_dir(
+    args: &[&str],
+    files: &[(&str, &str)],
+    env: &[(&str, &str)],
+    expect: Result<&str, &str>,
+) {
+    let sys = system_with_ips(files, env, &[]);
+    assert!(server(args, &sys).result.is_err(), "{args:?}: no node IP");
+    let loaded = crate::load_data_dir(Role::Server, &server_flags(args), sys.system());
+    match (&loaded.result, expect) {
+        (Ok(dir), Ok(want)) => assert_eq!(dir, std::path::Path::new(want), "{args:?}"),
+        (Err(errors), Err(part)) => assert!(
+            errors.iter().any(|e| e.to_string().contains(part)),
+            "{args:?}: {errors:?}"
+        ),
+        (got, want) => panic!("{args:?}: got {got:?}, want {want:?}"),
+    }
+}
+
+#[test]
+fn the_data_dir_alone_needs_no_host_detection() {
+    let file = (CONFIG, "data-dir: /from/file\n");
+    let env = ("K3S_DATA_DIR", "/from/env");
+    check_data_dir(&[], &[], &[], Ok("/var/lib/weft"));
+    check_data_dir(
+        &["--data-dir=/from/flag"],
+        &[file],
+        &[env],
+        Ok("/from/flag"),
+    );
+    check_data_dir(&[], &[file], &[env], Ok("/from/file"));
+    check_data_dir(&[], &[], &[env], Ok("/from/env"));
+    check_data_dir(&["-d", "relative"], &[], &[], Err("data-dir"));
+    check_data_dir(
+        &[],
+        &[(CONFIG, "no-such-key: 1\n")],
+        &[],
+        Err("no-such-key"),
     );
 }

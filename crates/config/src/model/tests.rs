@@ -150,20 +150,32 @@ fn server_url() {
 
 #[test]
 fn datastore_endpoint() {
-    let ok = "https://u:pw@10.0.0.1:2379,http://10.0.0.2:2379"
+    let ok = "https://u:pw@10.0.0.1:2379,https://10.0.0.2:2379"
         .parse::<DatastoreEndpoint>()
         .unwrap();
     assert_eq!(
         ok.masked(),
-        "https://u:********@10.0.0.1:2379,http://10.0.0.2:2379"
+        "https://u:********@10.0.0.1:2379,https://10.0.0.2:2379"
     );
     assert_eq!(
         ok.expose(),
-        "https://u:pw@10.0.0.1:2379,http://10.0.0.2:2379"
+        "https://u:pw@10.0.0.1:2379,https://10.0.0.2:2379"
     );
     assert_eq!(
         format!("{ok:?}"),
-        "DatastoreEndpoint(https://u:********@10.0.0.1:2379,http://10.0.0.2:2379)"
+        "DatastoreEndpoint(https://u:********@10.0.0.1:2379,https://10.0.0.2:2379)"
+    );
+    assert!(ok.is_https());
+    let plain = "http://10.0.0.1:2379, http://10.0.0.2:2379"
+        .parse::<DatastoreEndpoint>()
+        .unwrap();
+    assert!(!plain.is_https());
+    assert_eq!(
+        "http://u:pw@10.0.0.1:2379,https://10.0.0.2:2379"
+            .parse::<DatastoreEndpoint>()
+            .unwrap_err()
+            .to_string(),
+        "datastore-endpoint http://u:********@10.0.0.1:2379,https://10.0.0.2:2379 mixes http:// and https:// URLs: use https:// for every etcd endpoint"
     );
     assert_eq!(
         "mysql://root:secret@tcp(10.0.0.1:3306)/k3s"

@@ -32,6 +32,10 @@ fn k3s_env_names() {
     check(Key::Server, "K3S_URL");
     check(Key::DataDir, "K3S_DATA_DIR");
     check(Key::Config, "K3S_CONFIG_FILE");
+    check(Key::DatastoreEndpoint, "K3S_DATASTORE_ENDPOINT");
+    check(Key::DatastoreCafile, "K3S_DATASTORE_CAFILE");
+    check(Key::DatastoreCertfile, "K3S_DATASTORE_CERTFILE");
+    check(Key::DatastoreKeyfile, "K3S_DATASTORE_KEYFILE");
 }
 
 #[test]
@@ -142,4 +146,29 @@ fn daemon_settings_rows() {
     );
     assert_eq!(Key::closest("masq_mode"), "masq-mode");
     assert_eq!(Key::closest("subnet-env"), "subnet-file");
+}
+
+#[test]
+fn datastore_rows_are_server_only_text_together() {
+    let keys = [
+        Key::DatastoreEndpoint,
+        Key::DatastoreCafile,
+        Key::DatastoreCertfile,
+        Key::DatastoreKeyfile,
+    ];
+    let at = Key::ALL
+        .iter()
+        .position(|k| *k == Key::DatastoreEndpoint)
+        .unwrap();
+    assert_eq!(Key::ALL[at..at + keys.len()], keys);
+    for key in keys {
+        let s = key.setting();
+        assert_eq!(
+            (s.scope, s.kind, s.secret),
+            (Scope::Server, Kind::Text, false),
+            "{key}"
+        );
+        assert!(!Role::Agent.takes(key), "{key}");
+    }
+    assert_eq!(Key::DatastoreCafile.setting().default, "the system's CAs");
 }

@@ -19,6 +19,8 @@ fn paths() -> BootstrapPaths {
         ca_cert: dir.join("tls/server-ca.crt"),
         admin_cert: dir.join("tls/client-admin.crt"),
         admin_key: dir.join("tls/client-admin.key"),
+        kube_apiserver_cert: dir.join("tls/client-kube-apiserver.crt"),
+        kube_apiserver_key: dir.join("tls/client-kube-apiserver.key"),
     }
 }
 
@@ -63,7 +65,8 @@ fn the_url_is_the_bind_address_or_loopback() {
             settings.config_path,
             dir.join("etc/egress-selector-config.yaml")
         );
-        assert_eq!(settings.files.client_cert, paths().admin_cert);
+        assert_eq!(settings.files.client_cert, paths().kube_apiserver_cert);
+        assert_eq!(settings.files.client_key, paths().kube_apiserver_key);
         assert_eq!(settings.files.ca_bundle, paths().ca_cert);
     };
     check("0.0.0.0:9345", false, "https://127.0.0.1:9345");
@@ -116,6 +119,11 @@ fn routes_come_from_nodes_leases_and_pods() {
         pod("agent-1", "c2", &["10.42.1.6", "fd42:1::6"]),
         // A pod of a node that is gone is not routed.
         pod("agent-9", "c3", &["10.42.9.9"]),
+        // Records outside their node's lease (an older server's, or edited by hand): the
+        // server's own node IP, another node's pod, an IP of a family the lease lacks.
+        pod("agent-2", "forged", &["10.0.0.1", "10.42.2.7"]),
+        pod("agent-2", "theft", &["10.42.1.5"]),
+        pod("agent-2", "v6", &["fd42:2::7"]),
     ] {
         known.pods.insert(pod_key(&p), p);
     }
@@ -131,7 +139,7 @@ fn routes_come_from_nodes_leases_and_pods() {
         local_node: Some("server-0".to_owned()),
         nodes: Vec::new(),
     };
-    let table = routing_table(&base, 11250, &known, &leases);
+    let (table, strays) = routing_table(&base, 11250, &known, &leases);
     assert_eq!(table.mode, EgressSelectorMode::Cluster);
     assert_eq!(table.local_node.as_deref(), Some("server-0"));
     assert_eq!(
@@ -152,10 +160,37 @@ fn routes_come_from_nodes_leases_and_pods() {
                 addresses: vec![ip("10.0.0.3"), ip("fd00::3")],
                 kubelet_port: 11250,
                 pod_cidrs: vec!["10.42.2.0/24".parse().expect("cidr")],
-                pods: Vec::new(),
+                pods: vec![ip("10.42.2.7")],
             },
         ]
     );
+    let stray = |pod: &str, address: &str| StrayPod {
+        pod: format!("agent-2/{pod}"),
+        node: "agent-2".to_owned(),
+        ip: ip(address),
+    };
+    assert_eq!(
+        strays,
+        BTreeSet::from([
+            stray("forged", "10.0.0.1"),
+            stray("theft", "10.42.1.5"),
+            stray("v6", "fd42:2::7"),
+        ])
+    );
+    // The CONNECT front door routes none of them through agent-2.
+    let routes = weft_tunnel::policy::Routes::new(table);
+    for (address, expect) in [
+        ("10.0.0.1", None),
+        ("10.42.1.5", Some("agent-1")),
+        ("fd42:2::7", None),
+        ("10.42.2.7", Some("agent-2")),
+    ] {
+        let node = match routes.route(address, 8080) {
+            weft_tunnel::policy::Route::Tunnel { node, .. } => Some(node),
+            _ => None,
+        };
+        assert_eq!(node.as_deref(), expect, "{address}");
+    }
 }
 
 #[test]

@@ -45,6 +45,75 @@ fn reports_are_checked() {
     check_report(many, Err("at most 4096 pods"));
 }
 
+fn lease(node: &str, ipv4: &str, ipv6: Option<&str>) -> Lease {
+    let mut json = serde_json::json!({ "node-name": node, "ipv4-cidr": ipv4 });
+    if let Some(ipv6) = ipv6 {
+        json["ipv6-cidr"] = serde_json::json!(ipv6);
+    }
+    serde_json::from_value(json).expect("a lease")
+}
+
+#[test]
+fn every_reported_ip_must_lie_in_the_nodes_lease() {
+    let n2 = lease("n2", "10.42.1.0/24", Some("fd00:42:0:1::/64"));
+    let check_of = |lease: Option<&Lease>, pods: Vec<ReportedPod>| {
+        let wanted = check(&PodReport { pods }).expect("a valid report");
+        check_lease("n2", lease, &wanted)
+    };
+    // (lease, pods, None when accepted or the whole error)
+    let cases: Vec<(Option<&Lease>, Vec<ReportedPod>, Option<&str>)> = vec![
+        (Some(&n2), Vec::new(), None),
+        (
+            Some(&n2),
+            vec![
+                pod("a", &["10.42.1.5", "fd00:42:0:1::5"]),
+                pod("b", &["10.42.1.6"]),
+            ],
+            None,
+        ),
+        // The server's own node IP.
+        (
+            Some(&n2),
+            vec![pod("web", &["10.0.0.5"])],
+            Some(
+                "pod ip 10.0.0.5 of pod web is outside node n2's pod CIDRs 10.42.1.0/24, fd00:42:0:1::/64; a node reports only pods of its own lease",
+            ),
+        ),
+        // Partly inside is refused whole.
+        (
+            Some(&n2),
+            vec![
+                pod("a", &["10.42.1.5"]),
+                pod("b", &["10.42.1.6", "fd00:42:0:2::6"]),
+            ],
+            Some(
+                "pod ip fd00:42:0:2::6 of pod b is outside node n2's pod CIDRs 10.42.1.0/24, fd00:42:0:1::/64; a node reports only pods of its own lease",
+            ),
+        ),
+        // An IPv4-mapped address is no pod of an IPv4 lease.
+        (
+            Some(&n2),
+            vec![pod("a", &["::ffff:10.42.1.5"])],
+            Some(
+                "pod ip ::ffff:10.42.1.5 of pod a is outside node n2's pod CIDRs 10.42.1.0/24, fd00:42:0:1::/64; a node reports only pods of its own lease",
+            ),
+        ),
+        // No lease: no pods, but an empty report is fine.
+        (None, Vec::new(), None),
+        (
+            None,
+            vec![pod("a", &["10.42.1.5"])],
+            Some(
+                "node n2 has no lease with a pod CIDR, so it can report no pods; a node reports only pods of its own lease (register it again)",
+            ),
+        ),
+    ];
+    for (lease, pods, expect) in cases {
+        let got = check_of(lease, pods.clone());
+        assert_eq!(got.as_ref().err().map(String::as_str), expect, "{pods:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_replaces_only_the_nodes_own_pods() {
     let dir = tempfile::tempdir().expect("a temp dir");

@@ -1,6 +1,7 @@
 //! High availability: several servers on one real etcd. Agents learn every server, keep their
-//! watch going when the server they watch stops, new nodes join through a survivor, and two
-//! servers allocating at once never hand out the same CIDR.
+//! watch going when the server they watch stops, new nodes join through a survivor, two
+//! servers allocating at once never hand out the same CIDR, and servers share an etcd that
+//! takes only TLS with client certificates.
 
 use std::collections::BTreeSet;
 
@@ -67,13 +68,14 @@ async fn agents_fail_over_and_nodes_join_through_a_survivor() {
 
     // The first server stops (as a crash: no goodbye); a lease changes through the second.
     servers.remove(0).stop().await;
+    // node-1's agent is stopped before another process of it registers (its agent would
+    // register again with its own MAC once its certificate is revoked).
+    drop(watchers.remove(0));
     let changed = nodes[0]
         .register(&urls[1], &token, &nodes[0].request_with_mac(mac(1)))
         .await
         .expect("node-1 re-registers through the second server")
         .lease;
-    // node-1's own watch ran on the certificate its new registration revoked.
-    watchers.remove(0);
     for watcher in &mut watchers {
         watcher
             .until("node-1's new MAC after fail-over", PATIENCE, |l| {
@@ -98,12 +100,12 @@ async fn agents_fail_over_and_nodes_join_through_a_survivor() {
     // The second server stops too; the third carries on.
     servers.remove(0).stop().await;
     let admin = servers[0].admin();
+    // node-2 is taken out of service before it is deleted.
+    drop(watchers.remove(0));
     admin
         .delete_node(&urls[2], "node-2")
         .await
         .expect("the admin deletes node-2 through the third server");
-    // node-2's own watch ends with its certificate.
-    watchers.remove(0);
     for watcher in &mut watchers {
         watcher
             .until("node-2 to go", PATIENCE, |l| !l.contains_key("node-2"))
@@ -122,16 +124,7 @@ async fn agents_fail_over_and_nodes_join_through_a_survivor() {
 async fn two_servers_allocating_at_once_never_share_a_cidr() {
     let etcd = Etcd::start().await;
     let dirs = dirs::<2>();
-    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.client_url, None))
-        .await
-        .expect("the first server starts");
-    let second = TestServer::start(ServerOptions::etcd(
-        dirs[1].path(),
-        &etcd.client_url,
-        Some(first.token.clone()),
-    ))
-    .await
-    .expect("the second server starts");
+    let (first, second) = crate::harness::two_on(&etcd, &dirs).await;
     let token = first.token.clone();
     let urls = [first.url.clone(), second.url.clone()];
 
@@ -172,6 +165,47 @@ async fn two_servers_allocating_at_once_never_share_a_cidr() {
         view.sort_by(|a, b| a.node_name.cmp(&b.node_name));
         assert_eq!(view, handed);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_share_an_etcd_that_requires_client_certificates() {
+    let etcd = Etcd::start_tls().await;
+    let dirs = dirs::<3>();
+    let on_tls_etcd = |dir: &tempfile::TempDir, token: Option<weft_api::JoinToken>| {
+        let mut options = ServerOptions::etcd(dir.path(), &etcd.client_url, token);
+        options.etcd_tls = etcd.client_tls();
+        options
+    };
+    let first = TestServer::start(on_tls_etcd(&dirs[0], None))
+        .await
+        .expect("the first server starts on etcd over TLS");
+    let second = TestServer::start(on_tls_etcd(&dirs[1], Some(first.token.clone())))
+        .await
+        .expect("a second server joins over TLS");
+    let node = TestNode::new("node-1", 1);
+    let lease = node
+        .register(&first.url, &first.token, &node.request())
+        .await
+        .expect("a node registers through the first server")
+        .lease;
+    crate::harness::eventually("the second server to see the lease", || {
+        second.hub.snapshot().leases == [lease.clone()]
+    })
+    .await;
+
+    // Without a client certificate, etcd refuses the server, and the error says what to set.
+    let mut without_certificate = on_tls_etcd(&dirs[2], Some(first.token.clone()));
+    without_certificate.etcd_tls.client = None;
+    let refused = TestServer::start(without_certificate)
+        .await
+        .err()
+        .expect("etcd refuses a server without a client certificate");
+    let message = refused.to_string();
+    assert!(
+        message.contains("etcd requires a client certificate")
+            && message.contains("set --datastore-certfile and --datastore-keyfile"),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,8 +41,8 @@ use weft_control::{ControlError, ServerSettings};
 use weft_fabric::{BackendData, Lease, MacAddr};
 use weft_node::identity::NodeIdentity;
 use weft_node::{ApiSource, LeaseSource, LeaseUpdate};
-use weft_store::Datastore;
 pub(crate) use weft_store::testing::EtcdServer as Etcd;
+use weft_store::{Datastore, EtcdTlsFiles};
 
 /// How long a test waits for something that should take milliseconds.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
@@ -131,6 +131,8 @@ pub(crate) struct ServerOptions {
     pub(crate) data_dir: PathBuf,
     /// etcd's endpoint; the embedded store in `data_dir` when `None`.
     pub(crate) etcd: Option<String>,
+    /// The CA and client certificate for an `https://` etcd.
+    pub(crate) etcd_tls: EtcdTlsFiles,
     /// The server's cluster network.
     pub(crate) network: ClusterNetwork,
     /// `--token`.
@@ -188,6 +190,7 @@ impl ServerOptions {
         ServerOptions {
             data_dir: data_dir.to_owned(),
             etcd: None,
+            etcd_tls: EtcdTlsFiles::default(),
             network: dual_stack(),
             token: None,
             agent_token: None,
@@ -205,6 +208,30 @@ impl ServerOptions {
             ..ServerOptions::embedded(data_dir)
         }
     }
+}
+
+/// A server on the embedded store in a temporary data dir (kept as long as the dir is).
+pub(crate) async fn embedded() -> (TempDir, TestServer) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = TestServer::start(ServerOptions::embedded(dir.path()))
+        .await
+        .expect("the server starts");
+    (dir, server)
+}
+
+/// Two servers on `etcd`, the second joined with the first's token.
+pub(crate) async fn two_on(etcd: &Etcd, dirs: &[TempDir; 2]) -> (TestServer, TestServer) {
+    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.client_url, None))
+        .await
+        .expect("the first server starts");
+    let second = TestServer::start(ServerOptions::etcd(
+        dirs[1].path(),
+        &etcd.client_url,
+        Some(first.token.clone()),
+    ))
+    .await
+    .expect("the second server starts");
+    (first, second)
 }
 
 impl TestServer {
@@ -245,6 +272,7 @@ impl TestServer {
             },
             Some(endpoint) => Datastore::Etcd {
                 endpoints: vec![endpoint.clone()],
+                tls: options.etcd_tls.clone(),
             },
         };
         let settings = ServerSettings {

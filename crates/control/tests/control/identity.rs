@@ -9,15 +9,7 @@ use weft_api::ApiError;
 use weft_api::protocol::RegisterRequest;
 use weft_fabric::{BackendData, WgPublicKey};
 
-use crate::harness::{Etcd, ServerOptions, TestNode, TestServer};
-
-async fn server() -> (tempfile::TempDir, TestServer) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let server = TestServer::start(ServerOptions::embedded(dir.path()))
-        .await
-        .expect("the server starts");
-    (dir, server)
-}
+use crate::harness::{Etcd, TestNode, TestServer, embedded as server};
 
 /// The refusal's status and message.
 fn refusal(result: Result<impl std::fmt::Debug, ApiError>) -> (u16, String) {
@@ -166,16 +158,7 @@ async fn two_servers_racing_for_one_address_give_it_to_one_node() {
     let etcd = Etcd::start().await;
     let dirs: [tempfile::TempDir; 2] =
         std::array::from_fn(|_| tempfile::tempdir().expect("a temporary directory"));
-    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.client_url, None))
-        .await
-        .expect("the first server starts");
-    let second = TestServer::start(ServerOptions::etcd(
-        dirs[1].path(),
-        &etcd.client_url,
-        Some(first.token.clone()),
-    ))
-    .await
-    .expect("the second server starts");
+    let (first, second) = crate::harness::two_on(&etcd, &dirs).await;
     let token = first.token.clone();
     let urls = [first.url.clone(), second.url.clone()];
 
@@ -206,4 +189,47 @@ async fn two_servers_racing_for_one_address_give_it_to_one_node() {
     }
     let nodes = first.admin().list_nodes(&first.url).await.expect("nodes");
     assert_eq!(nodes.len(), 40, "only the winners are stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_from_before_claims_are_claimed_when_a_server_starts() {
+    let (dir, server) = server().await;
+    let victim = TestNode::new("n2", 2);
+    victim
+        .register(&server.url, &server.token, &victim.request())
+        .await
+        .expect("n2 registers");
+    let options = server.stop().await;
+
+    // The store as a server from before claims left it: the record holds none, the index is
+    // empty.
+    {
+        let store = weft_store::Datastore::Embedded {
+            data_dir: dir.path().to_owned(),
+        }
+        .open()
+        .await
+        .expect("the store opens");
+        let mut record = store.get_node("n2").await.expect("read").expect("n2").value;
+        let mut txn = weft_store::Txn::new();
+        for key in std::mem::take(&mut record.claims) {
+            txn = txn.delete(key);
+        }
+        txn = txn.put(
+            weft_store::keys::node("n2"),
+            serde_json::to_vec(&record).expect("json"),
+        );
+        store.kv().txn(txn).await.expect("written");
+    }
+
+    let server = TestServer::start(options).await.expect("the server starts");
+    let rogue = TestNode::new("a-rogue", 9);
+    let mut request = rogue.request();
+    request.node_ips = vec![victim.ips[0]];
+    let (status, message) = refusal(rogue.register(&server.url, &server.token, &request).await);
+    assert_eq!(status, 409, "{message}");
+    assert!(
+        message.starts_with("192.0.2.2 is already node n2's"),
+        "{message}"
+    );
 }

@@ -7,6 +7,7 @@
 //! - `restart`: a server's restart keeps leases, the CA and the token; critical settings.
 //! - `watch`: lease changes and deletions reach watchers, resume after a reconnect, liveness.
 //! - `metrics`: `/metrics` serves the control plane's and the agent's metrics.
+//! - `renewal`: node certificates are renewed at start and by a running agent.
 //! - `revocation`: a deleted node's certificate, or one issued before the current one, is refused.
 //! - `tokens`: the agent token, and a first start that fails before its token is kept.
 //! - `ha`: three servers on one etcd: fail-over, joining through a survivor, and concurrent
@@ -17,6 +18,7 @@ mod harness;
 mod identity;
 mod join;
 mod metrics;
+mod renewal;
 mod restart;
 mod revocation;
 mod tokens;

@@ -54,6 +54,61 @@ fn pods_come_from_host_locals_state() {
     assert_eq!(scan_pods(dir).expect("scanned").len(), 1);
 }
 
+#[test]
+fn only_pod_ips_inside_the_lease_are_kept() {
+    let ip = |text: &str| text.parse::<IpAddr>().expect("an IP");
+    let pod = |id: &str, ips: &[&str]| ReportedPod {
+        id: id.to_owned(),
+        ips: ips.iter().map(|text| ip(text)).collect(),
+    };
+    let lease: Vec<weft_ipam::Cidr> = ["10.42.1.0/24", "fd42:0:0:1::/64"]
+        .iter()
+        .map(|text| weft_ipam::Cidr::parse("cidr", text).expect("a CIDR"))
+        .collect();
+    let in_lease = |address: IpAddr| lease.iter().any(|cidr| cidr.contains(address));
+    // (scanned pods, kept pods, skipped (id, IP) pairs)
+    type Case<'a> = (Vec<ReportedPod>, Vec<ReportedPod>, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case<'_>> = vec![
+        (Vec::new(), Vec::new(), Vec::new()),
+        (
+            vec![pod("a", &["10.42.1.5", "fd42:0:0:1::5"])],
+            vec![pod("a", &["10.42.1.5", "fd42:0:0:1::5"])],
+            Vec::new(),
+        ),
+        // The server's own node IP, another node's pod, link-local: skipped.
+        (
+            vec![
+                pod("a", &["10.42.1.5"]),
+                pod("b", &["192.0.2.1"]),
+                pod("c", &["10.42.2.5", "fd42:0:0:2::5"]),
+                pod("d", &["169.254.169.254"]),
+            ],
+            vec![pod("a", &["10.42.1.5"])],
+            vec![
+                ("b", "192.0.2.1"),
+                ("c", "10.42.2.5"),
+                ("c", "fd42:0:0:2::5"),
+                ("d", "169.254.169.254"),
+            ],
+        ),
+        // Partly inside: the pod keeps the IPs inside.
+        (
+            vec![pod("a", &["10.42.1.5", "fd42:0:0:9::5"])],
+            vec![pod("a", &["10.42.1.5"])],
+            vec![("a", "fd42:0:0:9::5")],
+        ),
+    ];
+    for (scanned, kept, skipped) in cases {
+        let (inside, outside) = inside_lease(scanned.clone(), in_lease);
+        assert_eq!(inside, kept, "{scanned:?}");
+        let skipped: BTreeSet<(String, IpAddr)> = skipped
+            .iter()
+            .map(|(id, address)| ((*id).to_owned(), ip(address)))
+            .collect();
+        assert_eq!(outside, skipped, "{scanned:?}");
+    }
+}
+
 fn example() -> StaticSource {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/static-leases.json");
     StaticSource::read(&path).expect("the example file")
@@ -61,7 +116,6 @@ fn example() -> StaticSource {
 
 fn settings(dir: &Path, node: &str) -> EgressSettings {
     EgressSettings {
-        dir: dir.to_owned(),
         node_name: node.to_owned(),
         node_ips: vec!["10.0.0.2".parse().expect("an IP")],
         kubelet_port: 10250,
@@ -74,24 +128,22 @@ fn settings(dir: &Path, node: &str) -> EgressSettings {
     }
 }
 
-/// Saves credentials as registration does, naming a server nobody listens on.
-fn register(dir: &Path, node: &str) {
+/// Credentials as registration gives them, naming a server nobody listens on.
+fn registered(node: &str) -> watch::Receiver<Option<Credentials>> {
     let ca = ClusterCa::generate().expect("a CA");
     let cert = ca.issue_node(node).expect("a node certificate");
-    Credentials {
+    let creds = Credentials {
         ca_pem: ca.cert_pem().to_owned(),
         cert_pem: cert.cert_pem,
         key_pem: cert.key_pem,
         servers: vec!["https://127.0.0.1:9".to_owned()],
-    }
-    .save(dir)
-    .expect("saved");
+    };
+    watch::channel(Some(creds)).1
 }
 
 #[tokio::test]
 async fn the_authorizer_follows_this_nodes_lease() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    register(dir.path(), "node-b");
     let mut source = example();
     let mut cluster = source.cluster().await.expect("the cluster");
     cluster.egress_selector_mode = EgressSelectorMode::Pod;
@@ -104,7 +156,13 @@ async fn the_authorizer_follows_this_nodes_lease() {
         backend: Default::default(),
         created_revision: 0,
     };
-    let egress = start(settings(dir.path(), "node-b"), &cluster, &before).expect("started");
+    let egress = start(
+        settings(dir.path(), "node-b"),
+        &cluster,
+        &before,
+        registered("node-b"),
+    )
+    .expect("started");
     let authorizer = || egress.authorizer().expect("not disabled");
     assert!(authorizer().pod_cidrs.is_empty());
     let pod = Target::new("10.42.1.9", 8080).expect("a target");
@@ -128,19 +186,82 @@ async fn the_authorizer_follows_this_nodes_lease() {
     assert!(!after.allows(&Target::new("10.42.0.9", 8080).expect("a target")));
 }
 
+/// A lease of `node` with the given CIDRs, as a server sends it.
+fn lease_of(node: &str, ipv4: &str, ipv6: Option<&str>) -> Lease {
+    let mut json = serde_json::json!({ "node-name": node, "ipv4-cidr": ipv4 });
+    if let Some(ipv6) = ipv6 {
+        json["ipv6-cidr"] = serde_json::json!(ipv6);
+    }
+    serde_json::from_value(json).expect("a lease")
+}
+
+#[tokio::test]
+async fn a_lease_widens_the_authorizer_only_inside_the_cluster_cidr() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut cluster = example().cluster().await.expect("the cluster");
+    cluster.egress_selector_mode = EgressSelectorMode::Pod;
+    assert_eq!(cluster.cluster_cidr.to_string(), "10.42.0.0/16");
+    // The lease at start lies outside the cluster CIDR: ignored.
+    let outside = lease_of("node-b", "10.99.1.0/24", None);
+    let egress = start(
+        settings(dir.path(), "node-b"),
+        &cluster,
+        &outside,
+        registered("node-b"),
+    )
+    .expect("started");
+    let allows = |host: &str| {
+        let target = Target::new(host, 8080).expect("a target");
+        egress.authorizer().expect("not disabled").allows(&target)
+    };
+    assert!(egress.authorizer().expect("enabled").pod_cidrs.is_empty());
+    assert!(!allows("10.99.1.5"));
+    // A lease inside it widens the rules; one outside it, later, narrows them again.
+    egress.set_lease(&lease_of("node-b", "10.42.1.0/24", None));
+    assert!(allows("10.42.1.5"));
+    for (ipv4, ipv6, target) in [
+        ("169.254.0.0/16", None, "169.254.169.254"),
+        ("10.0.0.0/8", None, "10.0.0.5"),
+        ("169.254.169.0/24", Some("fe80::/64"), "fe80::5"),
+        (
+            "10.99.1.0/24",
+            Some("::ffff:0.0.0.0/96"),
+            "::ffff:10.99.1.5",
+        ),
+    ] {
+        egress.set_lease(&lease_of("node-b", ipv4, ipv6));
+        let authorizer = egress.authorizer().expect("enabled");
+        assert!(authorizer.pod_cidrs.is_empty(), "{ipv4} {ipv6:?}");
+        assert!(!allows(target), "{target} of {ipv4} {ipv6:?}");
+        assert!(!allows("10.42.1.5"), "the lease before is gone");
+    }
+}
+
 #[tokio::test]
 async fn disabled_mode_has_no_tunnels_and_unregistered_nodes_none_either() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let mut cluster = example().cluster().await.expect("the cluster");
     let lease = example().leases()[0].clone();
     cluster.egress_selector_mode = EgressSelectorMode::Disabled;
-    let egress = start(settings(dir.path(), "node-a"), &cluster, &lease).expect("nothing");
+    let unregistered = || watch::channel(None).1;
+    let egress = start(
+        settings(dir.path(), "node-a"),
+        &cluster,
+        &lease,
+        unregistered(),
+    )
+    .expect("nothing");
     assert!(!egress.is_enabled());
     assert_eq!(egress.authorizer(), None);
     assert!(egress.connected().is_empty());
     cluster.egress_selector_mode = EgressSelectorMode::Agent;
     assert!(matches!(
-        start(settings(dir.path(), "node-a"), &cluster, &lease),
+        start(
+            settings(dir.path(), "node-a"),
+            &cluster,
+            &lease,
+            unregistered()
+        ),
         Err(NodeError::NotRegistered)
     ));
 }
@@ -148,14 +269,16 @@ async fn disabled_mode_has_no_tunnels_and_unregistered_nodes_none_either() {
 #[tokio::test]
 async fn cluster_mode_allows_the_pods_it_finds() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    register(dir.path(), "node-a");
     let mut cluster = example().cluster().await.expect("the cluster");
     cluster.egress_selector_mode = EgressSelectorMode::Cluster;
     let lease = example().leases()[0].clone();
     let settings = settings(dir.path(), "node-a");
     std::fs::create_dir_all(&settings.ipam_dir).expect("made");
     reserve(&settings.ipam_dir, "10.42.0.7", "c0ffee");
-    let egress = start(settings, &cluster, &lease).expect("started");
+    // Outside node-a's lease (10.42.0.0/24): another node's pod, the server's node IP.
+    reserve(&settings.ipam_dir, "10.42.1.7", "stray");
+    reserve(&settings.ipam_dir, "192.0.2.1", "forged");
+    let egress = start(settings, &cluster, &lease, registered("node-a")).expect("started");
     let allows = |target: &Target| egress.authorizer().expect("enabled").allows(target);
     let pod = Target::new("10.42.0.7", 8080).expect("a target");
     for _ in 0..100 {
@@ -165,7 +288,17 @@ async fn cluster_mode_allows_the_pods_it_finds() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(allows(&pod), "the scanned pod is allowed");
-    assert!(!allows(&Target::new("10.42.0.8", 8080).expect("a target")));
+    assert_eq!(
+        egress.authorizer().expect("enabled").pods,
+        [pod.host().parse::<IpAddr>().expect("an IP")],
+        "only the pod inside the lease"
+    );
+    for other in ["10.42.0.8", "10.42.1.7", "192.0.2.1"] {
+        assert!(
+            !allows(&Target::new(other, 8080).expect("a target")),
+            "{other}"
+        );
+    }
 }
 
 #[test]

@@ -13,6 +13,10 @@ fn endpoints_parse() {
         &["http://10.0.0.1:2379", "http://etcd-b:2379"],
     );
     check("http://[fd00::1]:2379", &["http://[fd00::1]:2379"]);
+    check(
+        "https://10.0.0.1:2379, https://etcd-b:2379/",
+        &["https://10.0.0.1:2379", "https://etcd-b:2379"],
+    );
 }
 
 #[test]
@@ -20,13 +24,20 @@ fn bad_endpoints_say_what_to_give() {
     for (value, reason) in [
         ("", "no endpoint given"),
         (" , ", "no endpoint given"),
-        ("127.0.0.1:2379", "does not start with http://"),
-        ("https://127.0.0.1:2379", "does not do TLS"),
+        ("127.0.0.1:2379", "does not start with http:// or https://"),
         ("http://127.0.0.1", "not http://HOST:PORT"),
+        ("https://127.0.0.1", "not https://HOST:PORT"),
         ("http://:2379", "not http://HOST:PORT"),
         ("http://127.0.0.1:99999", "not http://HOST:PORT"),
         ("http://127.0.0.1:2379/path", "not http://HOST:PORT"),
-        ("postgres://db:5432", "does not start with http://"),
+        (
+            "postgres://db:5432",
+            "does not start with http:// or https://",
+        ),
+        (
+            "https://10.0.0.1:2379,http://10.0.0.2:2379",
+            "https://10.0.0.1:2379 and http://10.0.0.2:2379 mix http:// and https://; use https:// for every endpoint",
+        ),
     ] {
         let message = parse_endpoints(value).unwrap_err().to_string();
         assert!(
@@ -34,7 +45,7 @@ fn bad_endpoints_say_what_to_give() {
             "{message}"
         );
         assert!(message.contains(reason), "{value}: {message}");
-        assert!(message.contains("http://127.0.0.1:2379"), "{message}");
+        assert!(message.contains("like https://127.0.0.1:2379"), "{message}");
     }
 }
 

@@ -137,24 +137,74 @@ fn typed_batches_report_corrupt_records_and_go_on() {
 #[test]
 fn datastore_from_flags() {
     let dir = PathBuf::from("/var/lib/weft");
+    let none = EtcdTlsFiles::default;
     let embedded = Datastore::Embedded {
         data_dir: dir.clone(),
     };
-    assert_eq!(Datastore::from_flags(&dir, None).unwrap(), embedded);
-    assert_eq!(Datastore::from_flags(&dir, Some(" ")).unwrap(), embedded);
+    assert_eq!(Datastore::from_flags(&dir, None, none()).unwrap(), embedded);
     assert_eq!(
-        Datastore::from_flags(&dir, Some("http://10.0.0.1:2379,http://10.0.0.2:2379")).unwrap(),
+        Datastore::from_flags(&dir, Some(" "), none()).unwrap(),
+        embedded
+    );
+    assert_eq!(
+        Datastore::from_flags(
+            &dir,
+            Some("http://10.0.0.1:2379,http://10.0.0.2:2379"),
+            none()
+        )
+        .unwrap(),
         Datastore::Etcd {
             endpoints: vec![
                 "http://10.0.0.1:2379".to_owned(),
                 "http://10.0.0.2:2379".to_owned()
-            ]
+            ],
+            tls: none(),
         }
     );
     assert!(matches!(
-        Datastore::from_flags(&dir, Some("mysql://db")),
+        Datastore::from_flags(&dir, Some("mysql://db"), none()),
         Err(StoreError::InvalidEndpoint { .. })
     ));
+}
+
+#[test]
+fn datastore_tls_files_need_https() {
+    let dir = PathBuf::from("/var/lib/weft");
+    let tls = EtcdTlsFiles {
+        ca_file: Some("/etc/etcd/ca.crt".into()),
+        client: Some(crate::ClientCertFiles {
+            cert_file: "/etc/etcd/client.crt".into(),
+            key_file: "/etc/etcd/client.key".into(),
+        }),
+    };
+    assert_eq!(
+        Datastore::from_flags(&dir, Some("https://10.0.0.1:2379"), tls.clone()).unwrap(),
+        Datastore::Etcd {
+            endpoints: vec!["https://10.0.0.1:2379".to_owned()],
+            tls: tls.clone(),
+        }
+    );
+    let flags = "--datastore-cafile, --datastore-certfile, --datastore-keyfile apply only to an https:// etcd endpoint";
+    for (endpoint, store) in [
+        (
+            None,
+            "--datastore-endpoint is not set, so the store is the embedded one",
+        ),
+        (
+            Some("http://10.0.0.1:2379"),
+            "--datastore-endpoint is http://10.0.0.1:2379",
+        ),
+    ] {
+        let message = Datastore::from_flags(&dir, endpoint, tls.clone())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            format!(
+                "{flags}, but {store}: set --datastore-endpoint to https:// URLs, or unset them"
+            )
+        );
+    }
 }
 
 #[test]

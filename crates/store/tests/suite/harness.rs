@@ -1,5 +1,6 @@
 //! The back ends the suite runs against: an embedded store in a temporary directory, or a real
-//! etcd that the test starts on loopback ports and kills on drop.
+//! etcd that the test starts on loopback ports and kills on drop, plain or over TLS with
+//! `--client-cert-auth`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,7 +9,8 @@ use tempfile::TempDir;
 use weft_store::testing::EtcdServer;
 use weft_store::{EmbeddedOptions, EmbeddedStore, EtcdStore, Kv, Store};
 
-/// Generates `embedded` and `etcd` tests that run `$test(Backend)` against each back end.
+/// Generates `embedded`, `etcd` and `etcd_tls` tests that run `$test(Backend)` against each
+/// back end.
 #[macro_export]
 macro_rules! both_backends {
     ($($test:ident),* $(,)?) => {$(
@@ -22,6 +24,11 @@ macro_rules! both_backends {
             async fn etcd() {
                 super::$test($crate::harness::Backend::etcd().await).await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn etcd_tls() {
+                super::$test($crate::harness::Backend::etcd_tls().await).await;
+            }
         }
     )*};
 }
@@ -30,7 +37,7 @@ macro_rules! both_backends {
 pub(crate) enum Backend {
     /// A store file in a temporary directory.
     Embedded { dir: TempDir },
-    /// A real etcd.
+    /// A real etcd, plain or over TLS.
     Etcd { server: EtcdServer },
 }
 
@@ -49,10 +56,19 @@ impl Backend {
         }
     }
 
+    /// An empty etcd on `https://` with `--client-cert-auth`, started for this test; handles
+    /// connect with its CA and a client certificate.
+    pub(crate) async fn etcd_tls() -> Backend {
+        Backend::Etcd {
+            server: EtcdServer::start_tls().await,
+        }
+    }
+
     /// Which back end this is, for messages.
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Backend::Embedded { .. } => "embedded",
+            Backend::Etcd { server } if server.client_url.starts_with("https://") => "etcd (TLS)",
             Backend::Etcd { .. } => "etcd",
         }
     }
@@ -66,9 +82,12 @@ impl Backend {
                     .expect("open the embedded store"),
             ),
             Backend::Etcd { server } => Arc::new(
-                EtcdStore::connect(std::slice::from_ref(&server.client_url))
-                    .await
-                    .expect("connect to etcd"),
+                EtcdStore::connect_tls(
+                    std::slice::from_ref(&server.client_url),
+                    &server.client_tls(),
+                )
+                .await
+                .expect("connect to etcd"),
             ),
         }
     }

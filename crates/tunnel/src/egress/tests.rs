@@ -8,8 +8,8 @@ use super::*;
 fn files(dir: &Path) -> EgressFiles {
     EgressFiles {
         ca_bundle: dir.join("tls/server-ca.crt"),
-        client_cert: dir.join("tls/client-egress.crt"),
-        client_key: dir.join("tls/client-egress.key"),
+        client_cert: dir.join("tls/client-kube-apiserver.crt"),
+        client_key: dir.join("tls/client-kube-apiserver.key"),
     }
 }
 
@@ -29,8 +29,8 @@ fn http_connect_names_the_server_and_the_files() {
                 "url": "https://127.0.0.1:9345",
                 "tlsConfig": {
                     "caBundle": "/var/lib/weft/server/tls/server-ca.crt",
-                    "clientKey": "/var/lib/weft/server/tls/client-egress.key",
-                    "clientCert": "/var/lib/weft/server/tls/client-egress.crt",
+                    "clientKey": "/var/lib/weft/server/tls/client-kube-apiserver.key",
+                    "clientCert": "/var/lib/weft/server/tls/client-kube-apiserver.crt",
                 },
             }},
         }}],
@@ -58,7 +58,7 @@ fn write_creates_private_files() {
     let dir = std::env::temp_dir().join(format!("weft-egress-{}", std::process::id()));
     let files = files(&dir);
     let config: PathBuf = dir.join("etc/egress-selector-config.yaml");
-    let egress = CertifiedKey {
+    let kube_apiserver = CertifiedKey {
         cert_pem: "CERT".to_owned(),
         key_pem: "KEY".to_owned(),
     };
@@ -68,7 +68,7 @@ fn write_creates_private_files() {
         EgressSelectorMode::Pod,
         "https://[::1]:9345",
         "CA",
-        &egress,
+        &kube_apiserver,
     )
     .expect("written");
     assert_eq!(written, config);
@@ -102,7 +102,7 @@ fn write_config_writes_only_the_configuration() {
     )
     .expect("written");
     let text = std::fs::read_to_string(&config).expect("read");
-    assert!(text.contains("client-egress.crt"), "{text}");
+    assert!(text.contains("client-kube-apiserver.crt"), "{text}");
     let mode = std::fs::metadata(&config)
         .expect("stat")
         .permissions()

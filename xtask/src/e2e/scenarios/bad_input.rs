@@ -125,7 +125,7 @@ pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
 
 /// Starts `node`, waits for it to exit, and returns what it printed; an error unless it exits
 /// with status 1.
-fn refused(lab: &Lab<'_>, node: &mut Node) -> anyhow::Result<String> {
+pub(crate) fn refused(lab: &Lab<'_>, node: &mut Node) -> anyhow::Result<String> {
     node.spawn(lab)?;
     let daemon = node.daemon()?;
     let status = daemon

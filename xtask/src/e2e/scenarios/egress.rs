@@ -256,7 +256,8 @@ fn disabled(
             agent.name
         );
     }
-    // The front door as an apiserver given HTTPConnect would use it: it dials directly.
+    // The front door as an apiserver given HTTPConnect would use it (with its own client
+    // certificate, the only one CONNECT takes): it dials directly.
     let tls = server.dir.join("server/tls");
     let file = |name: &str| tls.join(name).display().to_string();
     let front = Front {
@@ -264,8 +265,8 @@ fn disabled(
         url: Some("https://127.0.0.1:9345".to_owned()),
         tls: Some([
             file("server-ca.crt"),
-            file("client-admin.crt"),
-            file("client-admin.key"),
+            file("client-kube-apiserver.crt"),
+            file("client-kube-apiserver.key"),
         ]),
     };
     let target = format!("{n2}:{KUBELET}");
