@@ -106,8 +106,10 @@ fn steps(root: &Path) -> Vec<Step> {
                     "test",
                     "-p",
                     "weft-kernel",
+                    "-p",
+                    "weft-node",
                     "--features",
-                    "weft-kernel/netns-tests",
+                    "weft-kernel/netns-tests,weft-node/netns-tests",
                 ])
                 .args(["--test", "*", "--no-fail-fast"]),
         },

@@ -8,7 +8,7 @@
 //!
 //! | metric | type | what |
 //! |---|---|---|
-//! | `weft_agent_reconcile_duration_seconds` | histogram | one reconcile: observe the kernel, plan, apply, write the files |
+//! | `weft_agent_reconcile_duration_seconds` | histogram | one reconcile: a lease change or a repair (plan and apply its objects), or a full one (observe the kernel, plan, apply, write the files) |
 //! | `weft_agent_reconciles_total{result}` | counter | reconciles, `ok` or `error` |
 //! | `weft_agent_reconcile_operations_total{op}` | counter | kernel operations applied, by kind (`replace_route`, `delete_fdb`, ...) |
 //! | `weft_agent_peers` | gauge | peers' leases the agent programs |
@@ -95,7 +95,7 @@ impl AgentMetrics {
         let agent = registry.sub_registry_with_prefix("weft_agent");
         agent.register_with_unit(
             "reconcile_duration",
-            "One reconcile: observe the kernel, plan, apply the difference, write the files",
+            "One reconcile: a lease change or repair (plan and apply its objects), or a full one (observe the kernel, plan, apply, write the files)",
             Unit::Seconds,
             self.reconcile_duration.clone(),
         );

@@ -119,7 +119,10 @@ pub(crate) fn run(root: &Path, flags: &E2e) -> anyhow::Result<ExitCode> {
     let Some(verdict) = verdict else {
         // The guest never got to its verdict: say why in one line, and count the run failed.
         if status.code() == Some(124) {
-            println!("the VM ran out of its {} minutes", VM_TIMEOUT.as_secs() / 60);
+            println!(
+                "the VM ran out of its {} minutes",
+                VM_TIMEOUT.as_secs() / 60
+            );
         } else {
             println!("the VM did not run the scenarios to the end ({status})");
         }
