@@ -86,6 +86,12 @@ pub(crate) fn run(root: &Path, flags: E2e) -> anyhow::Result<ExitCode> {
     if flags.vm && !flags.in_vm {
         return vm::run(root, &flags);
     }
+    if let Some(factor) = flags.patience {
+        lab::set_patience(factor);
+    }
+    if flags.in_vm {
+        vm::prepare_guest()?;
+    }
     let started = Instant::now();
     let env = Env::prepare(root, flags.bin_dir.as_deref(), flags.wireguard)?;
     println!();

@@ -91,6 +91,9 @@ pub(crate) struct E2e {
     /// `--in-vm` (internal, not in the usage text): this run is the one inside the VM, which
     /// also runs the scenarios that need kernel WireGuard.
     pub(crate) in_vm: bool,
+    /// `--patience N` (internal, not in the usage text): wait N times as long for anything to
+    /// happen (a VM under software emulation is several times slower).
+    pub(crate) patience: Option<u32>,
 }
 
 /// `--wireguard-implementation` of an e2e run.
@@ -218,6 +221,13 @@ fn parse_e2e(args: &[String]) -> anyhow::Result<E2e> {
             }
             "--vm" => e2e.vm = true,
             "--in-vm" => e2e.in_vm = true,
+            "--patience" => {
+                let n = args.next().context("`--patience` needs a factor")?;
+                e2e.patience = Some(
+                    n.parse()
+                        .with_context(|| format!("`--patience` needs a whole number, not `{n}`"))?,
+                );
+            }
             "--kernel" => {
                 e2e.kernel = Some(
                     args.next()

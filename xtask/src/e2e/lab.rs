@@ -19,6 +19,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -516,6 +517,7 @@ pub(crate) fn wait_for<T>(
     timeout: Duration,
     mut probe: impl FnMut() -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<T> {
+    let timeout = timeout * patience();
     let deadline = Instant::now() + timeout;
     loop {
         let last = match probe() {
@@ -531,6 +533,21 @@ pub(crate) fn wait_for<T>(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// How many times longer than on this machine [`wait_for`] waits: 1, but more in a VM under
+/// software emulation, where everything is several times slower. Set once, at the start of a
+/// run ([`set_patience`]).
+static PATIENCE: AtomicU32 = AtomicU32::new(1);
+
+/// How many times longer than on this machine this run waits (see [`set_patience`]).
+pub(crate) fn patience() -> u32 {
+    PATIENCE.load(Ordering::Relaxed)
+}
+
+/// Makes every [`wait_for`] of this run wait `factor` times as long.
+pub(crate) fn set_patience(factor: u32) {
+    PATIENCE.store(factor.max(1), Ordering::Relaxed);
 }
 
 /// A log line for people: weft's JSON lines (`--log-format json`) as `time LEVEL target:

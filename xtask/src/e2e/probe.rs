@@ -105,14 +105,16 @@ pub(crate) fn transfer(
             Ok(listener.output().contains("listening on").then_some(()))
         },
     )?;
+    let patience = super::lab::patience();
     read(
         from.exec(&lab.dir, "timeout")
-            .args(["20", "socat", "-u"])
+            .arg((20 * patience).to_string())
+            .args(["socat", "-u"])
             .arg(format!("OPEN:{}", payload.display()))
-            .arg(format!("{connect},connect-timeout=5")),
+            .arg(format!("{connect},connect-timeout={}", 5 * patience)),
     )
     .with_context(|| format!("TCP {from} -> {to_ip}:{port}"))?;
-    let status = listener.wait(Duration::from_secs(20))?;
+    let status = listener.wait(Duration::from_secs(u64::from(20 * patience)))?;
     if !status.success() {
         bail!(
             "the receiving socat exited with {status}: {}",

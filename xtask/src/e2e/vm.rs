@@ -43,6 +43,11 @@ const DEFAULT_KERNEL: (&str, &str) = ("linux-image-amd64", "vmlinuz-6.1.");
 const KVM_PROBE: Duration = Duration::from_secs(20);
 /// How long the whole VM run may take.
 const VM_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// How many times longer the guest waits for things under KVM and under TCG.
+const PATIENCE_KVM: u32 = 2;
+const PATIENCE_TCG: u32 = 6;
+/// The modules the guest loads before the scenarios run (the kernel loads the others on use).
+const GUEST_MODULES: &[&str] = &["tun"];
 /// The guest's memory and CPUs: room for a few clusters, within this 2-core, 24 GiB machine.
 const MEMORY: &str = "4G";
 const CPUS: &str = "2";
@@ -93,6 +98,8 @@ pub(crate) fn run(root: &Path, flags: &E2e) -> anyhow::Result<ExitCode> {
             .unwrap_or(WireguardImplementation::Kernel)
             .as_str()
             .to_owned(),
+        "--patience".to_owned(),
+        (if kvm { PATIENCE_KVM } else { PATIENCE_TCG }).to_string(),
     ];
     for name in &flags.only {
         guest.extend(["--only".to_owned(), name.clone()]);
@@ -136,6 +143,18 @@ pub(crate) fn run(root: &Path, flags: &E2e) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Readies the guest before its scenarios: loads the modules that are not loaded on first use
+/// (the userspace WireGuard device opens `/dev/net/tun`, which exists once `tun` is loaded).
+pub(crate) fn prepare_guest() -> anyhow::Result<()> {
+    for module in GUEST_MODULES {
+        cmd(Path::new("/"), "modprobe")
+            .arg(module)
+            .run()
+            .with_context(|| format!("loading the {module} module in the VM"))?;
+    }
+    Ok(())
 }
 
 /// `vng` arguments that boot `kernel` with the shared root, KVM or not.

@@ -102,7 +102,36 @@ fn e2e() {
     );
     check(
         "e2e --list --only restart",
-        Err("`--list` takes no other flag"),
+        Err("`--list` takes no other flag but `--vm`"),
+    );
+    check("e2e --vm --list", e2e(|e| (e.vm, e.list) = (true, true)));
+    check(
+        "e2e --vm --kernel /boot/vmlinuz-6.12 --only vxlan-ipv4",
+        e2e(|e| {
+            e.vm = true;
+            e.kernel = Some("/boot/vmlinuz-6.12".into());
+            e.only = vec!["vxlan-ipv4".to_owned()];
+        }),
+    );
+    check(
+        "e2e --kernel /boot/vmlinuz",
+        Err("`--kernel` needs `--vm`: it names the kernel the VM boots"),
+    );
+    check(
+        "e2e --in-vm --patience 6 --wireguard-implementation userspace",
+        e2e(|e| {
+            e.in_vm = true;
+            e.patience = Some(6);
+            e.wireguard = Some(WireguardImplementation::Userspace);
+        }),
+    );
+    check(
+        "e2e --wireguard-implementation fast",
+        Err("`--wireguard-implementation` takes kernel or userspace, not Some(\"fast\")"),
+    );
+    check(
+        "e2e --patience slow",
+        Err("`--patience` needs a whole number, not `slow`"),
     );
     check("e2e --fast", Err("unknown e2e flag `--fast`"));
     check(
