@@ -4,11 +4,13 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context;
 use weft_api::JoinToken;
 use weft_api::client::AdminClient;
+use weft_api::http::ServeLimits;
 use weft_api::pki::CertifiedKey;
 use weft_config::{Role, ServerConfig, ServerFlags, System, load_data_dir, load_server};
 use weft_control::egress as server_egress;
@@ -76,10 +78,14 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
             server_egress::start(store.clone(), started.plane.hub().clone(), egress_settings)
                 .await?;
         egress.export_metrics(started.metrics.clone());
-        let serve = tokio::spawn(weft_api::http::serve(
+        let limits =
+            ServeLimits::with_caps(config.max_connections, config.max_connections_per_address);
+        let serve = tokio::spawn(weft_api::http::serve_limited(
             started.listener,
             tls,
             egress.front(started.plane.clone()),
+            limits,
+            Arc::new(started.metrics.clone()),
         ));
         // One /metrics for the control plane and the embedded agent.
         let agent_metrics = AgentMetrics::new();

@@ -83,6 +83,8 @@ fn valid_config_prints_json_and_exits_0() {
     assert_eq!(json["flannel-backend"], "host-gw");
     assert_eq!(json["node-cidr-mask-size-ipv4"], 25);
     assert_eq!(json["supervisor-port"], 9345);
+    assert_eq!(json["max-connections"], 20000);
+    assert_eq!(json["max-connections-per-address"], 1000);
     assert_eq!(json["derived"]["primary-family"], "ipv4");
     assert_eq!(json["derived"]["ipv6"], true);
     assert_eq!(
@@ -237,6 +239,8 @@ fn help_shows_every_flag_with_default_and_env() {
         "--token-file <FILE>",
         "-s, --server <URL>",
         "--supervisor-port <PORT>",
+        "--max-connections <COUNT>",
+        "--max-connections-per-address <COUNT>",
         "--bind-address <IP>",
         "--advertise-address <IP>",
         "--disable-agent[=<BOOL>]",
