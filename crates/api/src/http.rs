@@ -401,12 +401,37 @@ impl Activity {
     }
 }
 
+/// How long [`send`] waits for the TCP connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`send`] waits for the TLS handshake once connected.
+pub const TLS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`send`] waits for the response's head once the request is sent.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Sends one request to `url` on a new TLS connection and returns the response head with its
-/// body still streaming.
+/// body still streaming. Each step has its deadline ([`CONNECT_TIMEOUT`], [`TLS_TIMEOUT`],
+/// [`RESPONSE_TIMEOUT`]), so a server that accepts and never answers fails the request as
+/// [`ApiError::Unreachable`]; reading the body is the caller's to bound.
 pub async fn send(
     tls: Arc<ClientConfig>,
     url: &str,
     request: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, ApiError> {
+    send_within(
+        tls,
+        url,
+        request,
+        [CONNECT_TIMEOUT, TLS_TIMEOUT, RESPONSE_TIMEOUT],
+    )
+    .await
+}
+
+/// [`send`] with the connect, TLS and response deadlines given.
+async fn send_within(
+    tls: Arc<ClientConfig>,
+    url: &str,
+    request: Request<Full<Bytes>>,
+    [connect_timeout, tls_timeout, response_timeout]: [Duration; 3],
 ) -> Result<Response<Incoming>, ApiError> {
     let uri: Uri = url.parse().map_err(|e| ApiError::InvalidServerUrl {
         url: url.to_owned(),
@@ -425,28 +450,38 @@ pub async fn send(
         url: url.to_owned(),
         reason: e.to_string(),
     };
-    let tcp = TcpStream::connect((host.as_str(), port))
+    let late = |what: &str, limit: Duration| ApiError::Unreachable {
+        url: url.to_owned(),
+        reason: format!("{what} within {} s", limit.as_secs_f64()),
+    };
+    let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect((host.as_str(), port)))
         .await
+        .map_err(|_| late("no TCP connection", connect_timeout))?
         .map_err(|e| unreachable(&e))?;
     let _ = tcp.set_nodelay(true);
     let name = ServerName::try_from(host.clone()).map_err(|e| ApiError::InvalidServerUrl {
         url: url.to_owned(),
         reason: e.to_string(),
     })?;
-    let stream = TlsConnector::from(tls)
-        .connect(name, tcp)
+    let stream = tokio::time::timeout(tls_timeout, TlsConnector::from(tls).connect(name, tcp))
         .await
+        .map_err(|_| late("no TLS handshake", tls_timeout))?
         .map_err(|e| ApiError::Tls(format!("TLS to {url} failed: {e}")))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let answered = async {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| unreachable(&e))
+    };
+    tokio::time::timeout(response_timeout, answered)
         .await
-        .map_err(|e| unreachable(&e))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| unreachable(&e))
+        .map_err(|_| late("no response", response_timeout))?
 }
 
 /// Reads a whole body, refusing one over `limit` bytes.

@@ -33,7 +33,8 @@ impl Handler for Echo {
     }
 }
 
-/// Answers `/stall` with a body that never sends a byte, the rest with nothing.
+/// Answers `/stall` with a body that never sends a byte, never answers `/never`, and answers
+/// the rest with nothing.
 struct Staller;
 
 impl Handler for Staller {
@@ -43,6 +44,9 @@ impl Handler for Staller {
         _peer: Peer,
     ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send + '_>> {
         Box::pin(async move {
+            if request.uri().path() == "/never" {
+                std::future::pending::<()>().await;
+            }
             if request.uri().path() == "/stall" {
                 let never = futures::stream::pending::<Result<hyper::body::Frame<Bytes>, _>>();
                 Response::new(BodyExt::boxed(http_body_util::StreamBody::new(never)))
@@ -273,4 +277,75 @@ async fn eventually_served(ca: &ClusterCa, from: [u8; 4], addr: SocketAddr) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{from:?} was never served again after its connections closed");
+}
+
+/// A listener that accepts connections, holds them and never sends a byte.
+async fn black_hole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("an address");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn a_server_that_accepts_and_never_answers_fails_the_request_in_time() {
+    let (addr, _task) = black_hole().await;
+    let ca = ClusterCa::generate().expect("a CA");
+    let config = tls::client_config(ca.cert_pem(), None).expect("client TLS");
+    let url = format!("https://{addr}/cacerts");
+    let request = Request::get(&url)
+        .body(Full::new(Bytes::new()))
+        .expect("a request");
+    let deadlines = [
+        Duration::from_secs(5),
+        Duration::from_millis(300),
+        Duration::from_secs(5),
+    ];
+    let sent = tokio::time::timeout(
+        Duration::from_secs(3),
+        send_within(config, &url, request, deadlines),
+    )
+    .await
+    .expect("the request gave up on its own");
+    assert_eq!(
+        sent.map(|_| ()),
+        Err(ApiError::Unreachable {
+            url,
+            reason: "no TLS handshake within 0.3 s".to_owned()
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_the_request_fails_it_in_time() {
+    // Handshakes, takes the request, and never answers it.
+    let (ca, addr, _) = server_with(ServeLimits::default(), Arc::new(Staller)).await;
+    let config = tls::client_config(ca.cert_pem(), None).expect("client TLS");
+    let url = format!("https://{addr}/never");
+    let request = Request::get(&url)
+        .body(Full::new(Bytes::new()))
+        .expect("a request");
+    let deadlines = [
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+        Duration::from_millis(300),
+    ];
+    let sent = tokio::time::timeout(
+        Duration::from_secs(3),
+        send_within(config, &url, request, deadlines),
+    )
+    .await
+    .expect("the request gave up on its own");
+    assert_eq!(
+        sent.map(|_| ()),
+        Err(ApiError::Unreachable {
+            url,
+            reason: "no response within 0.3 s".to_owned()
+        })
+    );
 }

@@ -1,6 +1,7 @@
 //! Hostile clients against the real server: slow clients that never finish their headers are
 //! closed within the header deadline, and a connection flood from one address stops at the
-//! per-address cap, while an agent from another address joins and watches as usual.
+//! per-address cap, while an agent from another address joins and watches as usual; an agent
+//! whose first server accepts and never answers moves on to the next within 15 s.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -170,4 +171,39 @@ async fn a_flood_from_one_address_stops_at_its_cap_and_others_are_served() {
         "/metrics counts the 80 refused connections: {metrics}"
     );
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_fails_over_from_a_server_that_accepts_and_never_answers_within_15_s() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = TestServer::start(ServerOptions::embedded(dir.path()))
+        .await
+        .expect("the server starts");
+    let black_hole = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind");
+    let dead = format!(
+        "https://127.0.0.1:{}",
+        black_hole.local_addr().expect("an address").port()
+    );
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = black_hole.accept().await {
+            held.push(tcp);
+        }
+    });
+    let node = TestNode::new("node-a", 1);
+    let started = Instant::now();
+    let joined = tokio::time::timeout(
+        Duration::from_secs(15),
+        node.join(&[&dead, &server.url], &server.token),
+    )
+    .await;
+    let Ok(joined) = joined else {
+        panic!("the agent was still waiting on the silent server after 15 s");
+    };
+    let (_, source) = joined.expect("node-a joins through the second server");
+    assert_eq!(source.server(), server.url, "the agent moved on");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    holding.abort();
 }
