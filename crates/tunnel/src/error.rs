@@ -40,6 +40,19 @@ pub enum ConnectError {
         /// The server's reason.
         message: String,
     },
+    /// A step of opening the tunnel got no answer in time: the server accepted and went
+    /// silent, or a path drops its packets.
+    #[error(
+        "connecting to {url} timed out: no {step} within {after:?}; the server may be overloaded or unreachable"
+    )]
+    TimedOut {
+        /// The URL.
+        url: String,
+        /// The step: `TCP connection`, `TLS handshake` or `answer to the upgrade`.
+        step: &'static str,
+        /// Its deadline.
+        after: std::time::Duration,
+    },
     /// The WebSocket handshake failed otherwise (the HTTP exchange broke, or the server's
     /// answer was no WebSocket's).
     #[error("tunnel handshake with {url} failed: {reason}")]
