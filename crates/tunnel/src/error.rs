@@ -80,6 +80,13 @@ pub enum ConnectionError {
     /// The peer broke the WebSocket framing.
     #[error(transparent)]
     WebSocket(#[from] WebSocketError),
+    /// What this side had to send made no progress for the write stall timeout: the peer reads
+    /// nothing, so it is taken for dead.
+    #[error("the peer read nothing for {after:?} while this side had data for it")]
+    Stalled {
+        /// The write stall timeout.
+        after: std::time::Duration,
+    },
 }
 
 /// A peer that broke the WebSocket framing the tunnel speaks (RFC 6455, binary messages only).
