@@ -25,6 +25,9 @@ use weft_node::metrics::{self, AgentMetrics, Registry};
 use weft_node::settings::{agent_settings, node_name};
 use weft_store::{ClientCertFiles, Datastore, EtcdTlsFiles};
 
+/// How long a stopping server waits for the store to remove its record.
+const UNREGISTER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `weft-server validate`: prints the effective configuration, or every error.
 pub(crate) fn validate(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
     let loaded = load_server(&flags.0, System::os());
@@ -113,8 +116,15 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
         serve.abort();
         drop(metrics_endpoint);
         egress.stop();
-        if let Err(e) = servers::unregister_server(&store, &url).await {
-            tracing::warn!(error = %e, "could not remove this server's record");
+        // Bounded well within the stop deadline: a store that does not answer keeps the record.
+        match tokio::time::timeout(UNREGISTER_TIMEOUT, servers::unregister_server(&store, &url))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not remove this server's record"),
+            Err(_) => tracing::warn!(
+                "the store did not answer within 2 s; this server's record stays, and agents skip it"
+            ),
         }
         match outcome {
             Ok(()) => {
