@@ -262,16 +262,12 @@ impl Session {
             .max_streams
             .saturating_mul(EVENTS_PER_STREAM)
             .saturating_add(SPARE_EVENTS);
-        let result = Frame::decode(&message)
+        let mut result = Frame::decode(&message)
             .map_err(ProtocolError::from)
-            .and_then(|frame| self.on_frame(frame))
-            .and_then(|()| {
-                if self.events.len() > max_events {
-                    Err(ProtocolError::TooManyEvents { max: max_events })
-                } else {
-                    Ok(())
-                }
-            });
+            .and_then(|frame| self.on_frame(frame));
+        if result.is_ok() && self.events.len() > max_events {
+            result = Err(ProtocolError::TooManyEvents { max: max_events });
+        }
         if let Err(error) = result {
             let reason = error.to_string();
             self.close_with(
