@@ -1,5 +1,6 @@
-//! Planning for 5,000 vxlan peers: from scratch, and after one peer changed (`cargo xtask bench
-//! plan`; `cargo xtask bench fabric` applies them to a real kernel).
+//! Planning for 5,000 vxlan peers: from scratch, and after one peer changed, in full and the
+//! agent's incremental way (`cargo xtask bench plan`; `cargo xtask bench fabric` applies them
+//! to a real kernel).
 
 use std::hint::black_box;
 
@@ -30,5 +31,26 @@ fn plan_one_changed(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, plan_from_scratch, plan_one_changed);
+fn plan_one_changed_incremental(c: &mut Criterion) {
+    let mut workload = FabricWorkload::new(PEERS);
+    let before = workload.desired();
+    let mut desired = workload.desired_peers();
+    let mut i = 0;
+    c.bench_function(
+        "fabric plan/one changed peer among 5000, incremental",
+        |b| {
+            b.iter(|| {
+                i = (i + 1) % PEERS;
+                black_box(workload.plan_one_changed_incremental(&mut desired, &before, i))
+            })
+        },
+    );
+}
+
+criterion_group!(
+    benches,
+    plan_from_scratch,
+    plan_one_changed,
+    plan_one_changed_incremental
+);
 criterion_main!(benches);

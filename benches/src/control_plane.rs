@@ -2,8 +2,10 @@
 //! through the real HTTPS API (weft-api's client), with no kernel.
 //!
 //! Each agent registers (its own node password, node IP and VTEP MAC, and a TLS connection of
-//! its own), then holds a lease watch with its node certificate. Then one agent changes its
-//! lease a few times, and the swarm times how long each change takes to reach every watcher.
+//! its own), then holds a lease watch with its node certificate. Then one more node, which
+//! watches nothing (registering again revokes a node's earlier certificate, and its watch),
+//! changes its lease a few times, and the swarm times how long each change takes to reach
+//! every watcher.
 //! `cargo xtask bench control-plane` runs it with 5,000 agents against a `weft-server` process
 //! (`examples/control_plane.rs`); the unit tests run a small swarm against a server in-process.
 //!
@@ -116,6 +118,9 @@ impl Swarm {
         let started = Instant::now();
         let agents = self.register_all(&ca).await?;
         let registered = started.elapsed();
+        // The lease that changes is one more node's, which watches nothing: a node that
+        // registers again is issued a new certificate, which ends its own watch.
+        let mover = self.register_one(&ca, self.agents).await?;
 
         let first = NodeClient::new(&ca.ca_pem, &agents[0].identity)?;
         let revision = first.list_leases(&self.server).await?.revision;
@@ -136,7 +141,7 @@ impl Swarm {
 
         let mut rounds = Vec::with_capacity(self.rounds);
         for round in 0..self.rounds {
-            rounds.push(self.change(&ca, &agents[0], round, &mut heard).await?);
+            rounds.push(self.change(&ca, &mover, round, &mut heard).await?);
         }
         for watcher in watchers {
             watcher.abort();
@@ -151,27 +156,7 @@ impl Swarm {
 
     /// Registers every agent, `concurrency` at a time.
     async fn register_all(&self, ca: &TrustedCa) -> Result<Vec<Agent>, SwarmError> {
-        let registrations = (0..self.agents).map(|i| async move {
-            let agent = Agent {
-                name: format!("agent-{i:05}"),
-                password: weft_api::token::random_secret(),
-                ip: agent_ip(i),
-                identity: CertifiedKey {
-                    cert_pem: String::new(),
-                    key_pem: String::new(),
-                },
-            };
-            let request = agent.request(vtep_mac(i, 0));
-            let answer =
-                client::register(&self.server, ca, &self.token, &agent.password, &request).await?;
-            Ok::<_, SwarmError>(Agent {
-                identity: CertifiedKey {
-                    cert_pem: answer.node_cert_pem,
-                    key_pem: answer.node_key_pem,
-                },
-                ..agent
-            })
-        });
+        let registrations = (0..self.agents).map(|i| self.register_one(ca, i));
         let mut agents: Vec<Agent> = futures::stream::iter(registrations)
             .buffer_unordered(self.concurrency.max(1))
             .collect::<Vec<_>>()
@@ -180,6 +165,29 @@ impl Swarm {
             .collect::<Result<_, _>>()?;
         agents.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(agents)
+    }
+
+    /// Registers agent number `i` (its name, address and VTEP MAC follow from `i`).
+    async fn register_one(&self, ca: &TrustedCa, i: usize) -> Result<Agent, SwarmError> {
+        let agent = Agent {
+            name: format!("agent-{i:05}"),
+            password: weft_api::token::random_secret(),
+            ip: agent_ip(i),
+            identity: CertifiedKey {
+                cert_pem: String::new(),
+                key_pem: String::new(),
+            },
+        };
+        let request = agent.request(vtep_mac(i, 0));
+        let answer =
+            client::register(&self.server, ca, &self.token, &agent.password, &request).await?;
+        Ok(Agent {
+            identity: CertifiedKey {
+                cert_pem: answer.node_cert_pem,
+                key_pem: answer.node_key_pem,
+            },
+            ..agent
+        })
     }
 
     /// Starts one watch task per agent, `concurrency` connecting at a time.
@@ -239,7 +247,7 @@ impl Swarm {
         // Let the previous round's stragglers (none expected) drain first.
         while heard.try_recv().is_ok() {}
         let sent = Instant::now();
-        let request = agent.request(vtep_mac(0, round + 1));
+        let request = agent.request(vtep_mac(self.agents, round + 1));
         client::register(&self.server, ca, &self.token, &agent.password, &request).await?;
         let request = sent.elapsed();
         let mut latencies = Vec::with_capacity(self.agents);

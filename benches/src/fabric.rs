@@ -1,9 +1,10 @@
 //! The planning workload: a vxlan node with 5,000 peers (15,000 kernel objects), planned from
-//! an empty kernel and after one peer changed.
+//! an empty kernel and after one peer changed, in full and incrementally (as the agent plans a
+//! lease change: that peer's objects against the state kept in memory).
 
 use weft_fabric::{
-    BackendData, DesiredState, ExternalInterface, FabricConfig, KernelState, Lease, MacAddr,
-    MasqMode, Plan, Vxlan, desired_state, plan,
+    BackendData, DesiredPeers, DesiredState, ExternalInterface, FabricConfig, KernelState, Lease,
+    MacAddr, MasqMode, Plan, Vxlan, desired_state, plan, plan_objects,
 };
 use weft_ipam::CidrList;
 
@@ -92,5 +93,36 @@ impl FabricWorkload {
             vtep_mac_ipv6: None,
         };
         plan(before, &self.desired())
+    }
+
+    /// The desired state kept per peer, as the agent holds it.
+    pub fn desired_peers(&self) -> DesiredPeers {
+        DesiredPeers::new(
+            &self.backend,
+            &self.local,
+            self.peers.iter().cloned(),
+            &self.config,
+        )
+        .expect("the workload's leases are valid")
+    }
+
+    /// Changes peer `i`'s VTEP MAC as [`FabricWorkload::plan_one_changed`] does, but plans it
+    /// the agent's way: that peer's objects in `desired`, then the plan of the keys they
+    /// touched against `observed` (the kernel as last seen).
+    pub fn plan_one_changed_incremental(
+        &mut self,
+        desired: &mut DesiredPeers,
+        observed: &KernelState,
+        i: usize,
+    ) -> Plan {
+        let peer = &mut self.peers[i];
+        peer.backend = BackendData::Vxlan {
+            vtep_mac_ipv4: Some(MacAddr([2, 0, 0, 0xee, (i >> 8) as u8, i as u8])),
+            vtep_mac_ipv6: None,
+        };
+        let keys = desired
+            .put(&self.backend, &self.config, peer.clone())
+            .expect("the workload's leases are valid");
+        plan_objects(observed, desired.state(), &keys)
     }
 }

@@ -44,3 +44,19 @@ fn fabric_workload_plans_what_it_claims() {
     let changed = w.plan_one_changed(&before, 7);
     assert_eq!(changed.len(), 3, "{changed}");
 }
+
+/// The incremental plan of one changed peer is the full plan's.
+#[test]
+fn fabric_workload_plans_one_change_incrementally_as_in_full() {
+    let mut full = crate::fabric::FabricWorkload::new(300);
+    let mut incremental = crate::fabric::FabricWorkload::new(300);
+    let mut before = full.desired();
+    let mut desired = incremental.desired_peers();
+    for i in [7, 8, 299] {
+        let want = full.plan_one_changed(&before, i);
+        let got = incremental.plan_one_changed_incremental(&mut desired, &before, i);
+        assert_eq!(got, want);
+        assert_eq!(got.len(), 3, "{got}");
+        before = full.desired();
+    }
+}

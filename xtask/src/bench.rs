@@ -21,9 +21,17 @@ pub(crate) fn run(root: &Path, bench: Bench) -> anyhow::Result<()> {
     let cargo_bench = cargo(root).args(["bench", "--package", BENCH_PACKAGE]);
     match bench.name {
         // Applying 5,000 vxlan peers to a real kernel (in fresh network namespaces, as root)
-        // against `ip -batch` + `bridge -batch` for the same objects.
+        // against `ip -batch` + `bridge -batch` for the same objects; then the agent's path with
+        // them (one lease change to the kernel, memory, 100 changes a second for 10 s) against
+        // the full observe-plan-apply.
         Some(name) if name == "fabric" => {
-            release_example(root, "weft-kernel", "apply_bench", &["5000", "5"])
+            release_example(root, "weft-kernel", "apply_bench", &["5000", "5"])?;
+            release_example(
+                root,
+                "weft-kernel",
+                "agent_bench",
+                &["5000", "50", "100", "10"],
+            )
         }
         // Pod-to-pod TCP throughput (iperf3) over vxlan and over userspace WireGuard, in the
         // same network namespaces (root).

@@ -106,8 +106,10 @@ fn steps(root: &Path) -> Vec<Step> {
                     "test",
                     "-p",
                     "weft-kernel",
+                    "-p",
+                    "weft-node",
                     "--features",
-                    "weft-kernel/netns-tests",
+                    "weft-kernel/netns-tests,weft-node/netns-tests",
                 ])
                 .args(["--test", "*", "--no-fail-fast"]),
         },
@@ -119,8 +121,41 @@ fn steps(root: &Path) -> Vec<Step> {
             needs_root: true,
             cmd: cargo(root).args(["xtask", "e2e"]),
         },
+        Step {
+            // The kernel paths this machine's kernel may lack, WireGuard's module above all, in
+            // a VM that boots Debian's 6.1: root only.
+            name: "e2e-vm",
+            kind: Kind::Summary,
+            needs_root: true,
+            cmd: cargo(root)
+                .args(["xtask", "e2e", "--vm"])
+                .args(VM_SCENARIOS.iter().flat_map(|name| ["--only", name])),
+        },
+        Step {
+            // One scenario on Debian's newer kernel, 6.12.
+            name: "e2e-vm-6.12",
+            kind: Kind::Summary,
+            needs_root: true,
+            cmd: cargo(root)
+                .args(["xtask", "e2e", "--vm", "--kernel"])
+                .arg(crate::e2e::vm::kernel_path(NEWER_KERNEL))
+                .args(["--only", "vxlan-ipv4"]),
+        },
     ]
 }
+
+/// What the VM lane runs on Debian's 6.1 kernel: kernel WireGuard for each family, beside the
+/// userspace device, across restarts and backend switches.
+const VM_SCENARIOS: &[&str] = &[
+    "wireguard-ipv4",
+    "wireguard-dual",
+    "wireguard-ipv6",
+    "wireguard-mixed",
+    "restart",
+    "backend-switch",
+];
+/// The prefix of the newer Debian kernel's vmlinuz (`linux-image-6.12-amd64`).
+const NEWER_KERNEL: &str = "vmlinuz-6.12.";
 
 /// Reads a run's own verdict line, `12 passed, 0 failed`, as `cargo xtask e2e` prints it.
 fn parse_summary(line: &str) -> Option<Tally> {

@@ -27,6 +27,7 @@ pub(crate) mod probe;
 pub(crate) mod reaper;
 pub(crate) mod responder;
 pub(crate) mod scenarios;
+pub(crate) mod vm;
 
 #[cfg(test)]
 mod tests;
@@ -41,7 +42,7 @@ use std::time::Instant;
 use anyhow::{Context, anyhow, bail};
 
 use crate::cmd::cargo;
-use crate::flags::E2e;
+use crate::flags::{E2e, WireguardImplementation};
 use lab::Lab;
 use reaper::Reaper;
 use scenarios::Scenario;
@@ -54,6 +55,9 @@ pub(crate) const NS_PREFIX: &str = "wfe-";
 pub(crate) struct Env {
     pub(crate) server: PathBuf,
     pub(crate) agent: PathBuf,
+    /// `--wireguard-implementation`: every node runs with it, and the wireguard-native
+    /// scenarios check their devices run on it.
+    pub(crate) wireguard: Option<WireguardImplementation>,
     /// `<tmp>/wfe-<pid>`, removed at the end.
     pub(crate) dir: PathBuf,
     counter: Cell<u32>,
@@ -70,7 +74,7 @@ pub(crate) fn run(root: &Path, flags: E2e) -> anyhow::Result<ExitCode> {
         responder::serve(address, name)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let all = scenarios::all();
+    let all = scenarios::all(flags.vm || flags.in_vm);
     if flags.list {
         let width = all.iter().map(|s| s.name.len()).max().unwrap_or(0);
         for scenario in &all {
@@ -79,8 +83,11 @@ pub(crate) fn run(root: &Path, flags: E2e) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let selected = select(&all, &flags.only)?;
+    if flags.vm && !flags.in_vm {
+        return vm::run(root, &flags);
+    }
     let started = Instant::now();
-    let env = Env::prepare(root, flags.bin_dir.as_deref())?;
+    let env = Env::prepare(root, flags.bin_dir.as_deref(), flags.wireguard)?;
     println!();
     println!("e2e: {} scenario(s)", selected.len());
     let (mut passed, mut failed) = (0, 0);
@@ -163,7 +170,11 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 impl Env {
     /// Checks for root, installs missing packages, builds (or finds) the binaries, sweeps what
     /// dead runs left and starts this run's guardian.
-    pub(crate) fn prepare(root: &Path, bin_dir: Option<&Path>) -> anyhow::Result<Env> {
+    pub(crate) fn prepare(
+        root: &Path,
+        bin_dir: Option<&Path>,
+        wireguard: Option<WireguardImplementation>,
+    ) -> anyhow::Result<Env> {
         let is_root = crate::ci::is_root();
         let mut wanted: Vec<&deps::Package> = deps::RUNTIME.iter().collect();
         if bin_dir.is_none() {
@@ -201,6 +212,7 @@ impl Env {
         Ok(Env {
             server,
             agent,
+            wireguard,
             dir,
             counter: Cell::new(0),
             _reaper: reaper,

@@ -19,10 +19,13 @@ tasks:
   fuzz <target> [--seconds N] run a cargo-fuzz target from fuzz/ for N seconds (default 60)
   fuzz --list                 list the fuzz targets
   bench [NAME]                run the benches in benches/: all of them, or the one named
-  e2e [--only NAME]... [--bin-dir DIR]
+  e2e [--only NAME]... [--bin-dir DIR] [--wireguard-implementation kernel|userspace]
                               run whole clusters in network namespaces (root; installs the
                               Debian packages it needs); the last line is `N passed, N failed`
-  e2e --list                  list the end-to-end scenarios
+  e2e --vm [--kernel PATH] [--only NAME]...
+                              the same inside a VM that boots Debian's kernel (or PATH), where
+                              wireguard-native runs on the kernel module (root; qemu, KVM or TCG)
+  e2e [--vm] --list           list the end-to-end scenarios
   demo [--once] [--bin-dir DIR]
                               run a three-node cluster with two pods per node, print its
                               nodes, pods and connectivity, and keep it up until Enter (root)
@@ -78,6 +81,33 @@ pub(crate) struct E2e {
     /// ADDRESS that answers every request with NAME and the client's address, standing in for
     /// a kubelet or a pod's server in a namespace (see `e2e/responder.rs`).
     pub(crate) serve: Option<(String, String)>,
+    /// `--vm`: run the scenarios inside a VM that boots a distribution kernel.
+    pub(crate) vm: bool,
+    /// `--kernel PATH`: the vmlinuz the VM boots (Debian's `linux-image-amd64` when `None`).
+    pub(crate) kernel: Option<PathBuf>,
+    /// `--wireguard-implementation IMPL`: every node runs with it, and the wireguard-native
+    /// scenarios check their devices are of that implementation (`kernel` by default in a VM).
+    pub(crate) wireguard: Option<WireguardImplementation>,
+    /// `--in-vm` (internal, not in the usage text): this run is the one inside the VM, which
+    /// also runs the scenarios that need kernel WireGuard.
+    pub(crate) in_vm: bool,
+}
+
+/// `--wireguard-implementation` of an e2e run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WireguardImplementation {
+    Kernel,
+    Userspace,
+}
+
+impl WireguardImplementation {
+    /// The flag value weft takes.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            WireguardImplementation::Kernel => "kernel",
+            WireguardImplementation::Userspace => "userspace",
+        }
+    }
 }
 
 /// `cargo xtask demo`.
@@ -186,6 +216,24 @@ fn parse_e2e(args: &[String]) -> anyhow::Result<E2e> {
                         .with_context(|| format!("`--reap` needs a process id, not `{pid}`"))?,
                 );
             }
+            "--vm" => e2e.vm = true,
+            "--in-vm" => e2e.in_vm = true,
+            "--kernel" => {
+                e2e.kernel = Some(
+                    args.next()
+                        .context("`--kernel` needs a vmlinuz path")?
+                        .into(),
+                );
+            }
+            "--wireguard-implementation" => {
+                e2e.wireguard = Some(match args.next().map(String::as_str) {
+                    Some("kernel") => WireguardImplementation::Kernel,
+                    Some("userspace") => WireguardImplementation::Userspace,
+                    other => bail!(
+                        "`--wireguard-implementation` takes kernel or userspace, not {other:?}"
+                    ),
+                });
+            }
             "--serve" => {
                 let address = args
                     .next()
@@ -200,7 +248,10 @@ fn parse_e2e(args: &[String]) -> anyhow::Result<E2e> {
         }
     }
     if e2e.list && (!e2e.only.is_empty() || e2e.bin_dir.is_some()) {
-        bail!("`--list` takes no other flag");
+        bail!("`--list` takes no other flag but `--vm`");
+    }
+    if e2e.kernel.is_some() && !e2e.vm {
+        bail!("`--kernel` needs `--vm`: it names the kernel the VM boots");
     }
     Ok(e2e)
 }

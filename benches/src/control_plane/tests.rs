@@ -79,16 +79,17 @@ async fn a_small_swarm_registers_watches_and_times_every_change() {
         assert!(round.latencies.is_sorted());
         assert!(round.percentile(50.0) <= round.percentile(99.0));
     }
+    // The 20 watchers, and the one more node whose lease changed.
     let leases = hub.snapshot().leases;
-    assert_eq!(leases.len(), 20);
+    assert_eq!(leases.len(), 21);
     let changed = leases
         .iter()
-        .find(|l| l.node_name == "agent-00000")
-        .expect("agent 0's lease");
+        .find(|l| l.node_name == "agent-00020")
+        .expect("the changing node's lease");
     assert_eq!(
         changed.backend,
         BackendData::Vxlan {
-            vtep_mac_ipv4: Some(vtep_mac(0, 3)),
+            vtep_mac_ipv4: Some(vtep_mac(20, 3)),
             vtep_mac_ipv6: None,
         },
         "the last round's MAC"

@@ -10,6 +10,7 @@ use weft_kernel::{Kernel, Scope};
 use weft_node::agent::{self, AgentSettings};
 use weft_node::daemon;
 use weft_node::egress::{self, EgressSettings};
+use weft_node::health::{Readiness, reasons};
 use weft_node::identity::NodeIdentity;
 use weft_node::metrics::{self, AgentMetrics, Registry};
 use weft_node::settings::{agent_settings, join_token, node_name};
@@ -34,7 +35,11 @@ pub(crate) fn daemon(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
         let mut registry = Registry::default();
         agent_metrics.register(&mut registry);
         metrics::register_process(&mut registry);
-        let metrics_endpoint = metrics::spawn(config.node.metrics_address, registry).await;
+        let readiness = Readiness::default();
+        let joined = readiness.condition(reasons::NOT_JOINED);
+        let reconciled = readiness.condition(reasons::NOT_RECONCILED);
+        let metrics_endpoint =
+            metrics::spawn(config.node.metrics_address, registry, readiness).await;
 
         let (source, settings) = source(&config)?;
         let mut source = source.with_metrics(agent_metrics.clone());
@@ -44,7 +49,10 @@ pub(crate) fn daemon(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
         if !cluster_ok(&config, &cluster) {
             return Ok(ExitCode::FAILURE);
         }
-        let fabric = fabric.with_metrics(agent_metrics.clone());
+        joined.set();
+        let fabric = fabric
+            .with_metrics(agent_metrics.clone())
+            .with_readiness(reconciled);
         // Tunnels to every server, whatever the backend (`none` too).
         let mut egress = egress::start(
             egress_settings,

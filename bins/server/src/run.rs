@@ -2,7 +2,7 @@
 //! weft-control and the embedded agent, print, and pick the exit code.
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -20,6 +20,7 @@ use weft_node::ApiSource;
 use weft_node::agent;
 use weft_node::daemon;
 use weft_node::egress;
+use weft_node::health::{Condition, Readiness, reasons};
 use weft_node::identity::{Credentials, NodeIdentity};
 use weft_node::metrics::{self, AgentMetrics, Registry};
 use weft_node::settings::{agent_settings, node_name};
@@ -81,6 +82,17 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
             server_egress::start(store.clone(), started.plane.hub().clone(), egress_settings)
                 .await?;
         egress.export_metrics(started.metrics.clone());
+        // One /readyz for the control plane and the embedded agent.
+        let readiness = Readiness::default();
+        let store_open = readiness.condition(reasons::STORE_NOT_OPEN);
+        let api_serving = readiness.condition(reasons::API_NOT_SERVING);
+        let agent_ready = (!config.disable_agent).then(|| {
+            (
+                readiness.condition(reasons::NOT_JOINED),
+                readiness.condition(reasons::NOT_RECONCILED),
+            )
+        });
+        store_open.set();
         let limits =
             ServeLimits::with_caps(config.max_connections, config.max_connections_per_address);
         let serve = tokio::spawn(weft_api::http::serve_limited(
@@ -90,6 +102,7 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
             limits,
             Arc::new(started.metrics.clone()),
         ));
+        api_serving.set();
         // One /metrics for the control plane and the embedded agent.
         let agent_metrics = AgentMetrics::new();
         let mut registry = Registry::default();
@@ -98,20 +111,25 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
             agent_metrics.register(&mut registry);
         }
         metrics::register_process(&mut registry);
-        let metrics_endpoint = metrics::spawn(config.node.metrics_address, registry).await;
+        let metrics_endpoint =
+            metrics::spawn(config.node.metrics_address, registry, readiness).await;
 
-        let outcome = if config.disable_agent {
-            daemon::shutdown_signal().await;
-            Ok(())
-        } else {
-            embedded_agent(
-                &config,
-                local_node.unwrap_or_default(),
-                url.clone(),
-                token,
-                agent_metrics,
-            )
-            .await
+        let outcome = match agent_ready {
+            None => {
+                daemon::shutdown_signal().await;
+                Ok(())
+            }
+            Some(ready) => {
+                embedded_agent(
+                    &config,
+                    local_node.unwrap_or_default(),
+                    url.clone(),
+                    token,
+                    agent_metrics,
+                    ready,
+                )
+                .await
+            }
         };
         serve.abort();
         drop(metrics_endpoint);
@@ -136,13 +154,15 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Runs the embedded agent against this server until a stop signal.
+/// Runs the embedded agent against this server until a stop signal; sets `joined` once it has
+/// joined and hands `reconciled` to its fabric.
 async fn embedded_agent(
     config: &ServerConfig,
     name: String,
     url: String,
     token: JoinToken,
     metrics: AgentMetrics,
+    (joined, reconciled): (Condition, Condition),
 ) -> anyhow::Result<()> {
     let node = &config.node;
     let settings = agent_settings(node, name);
@@ -156,7 +176,9 @@ async fn embedded_agent(
         .with_metrics(metrics.clone());
     let kernel = Kernel::connect()?;
     let (fabric, cluster) = agent::join(&mut source, settings, kernel).await?;
-    let fabric = fabric.with_metrics(metrics.clone());
+    let fabric = fabric
+        .with_metrics(metrics.clone())
+        .with_readiness(reconciled);
     let (errors, warnings) = node.check_cluster(&cluster);
     write_stderr(
         &warnings
@@ -174,6 +196,7 @@ async fn embedded_agent(
                 .join("; ")
         );
     }
+    joined.set();
     // Tunnels to every server, whatever the backend (`none` too).
     // Its tunnel to its own server goes over loopback too.
     let egress_settings = egress_settings.with_alias(url, local);
@@ -195,10 +218,10 @@ async fn embedded_agent(
 
 /// `weft-server node list`.
 pub(crate) fn node_list(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
-    let Some(config) = load(flags) else {
+    let Some((client, url)) = admin(flags)? else {
         return Ok(ExitCode::FAILURE);
     };
-    let (client, url) = admin(&config)?;
+    write_stderr(&[format!("node list: asked {url}")]);
     let nodes = daemon::runtime()?.block_on(client.list_nodes(&url))?;
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -229,10 +252,10 @@ pub(crate) fn node_list(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
 
 /// `weft-server node delete NAME`.
 pub(crate) fn node_delete(flags: &ServerFlags, name: &str) -> anyhow::Result<ExitCode> {
-    let Some(config) = load(flags) else {
+    let Some((client, url)) = admin(flags)? else {
         return Ok(ExitCode::FAILURE);
     };
-    let (client, url) = admin(&config)?;
+    write_stderr(&[format!("node delete: asked {url}")]);
     daemon::runtime()?.block_on(client.delete_node(&url, name))?;
     writeln!(std::io::stdout().lock(), "deleted node {name}")?;
     Ok(ExitCode::SUCCESS)
@@ -266,9 +289,19 @@ pub(crate) fn certificate_check(flags: &ServerFlags) -> anyhow::Result<ExitCode>
     })
 }
 
-/// The admin client from this server's files, and the local server's URL.
-fn admin(config: &ServerConfig) -> anyhow::Result<(AdminClient, String)> {
-    let tls = config.node.data_dir.join("server").join("tls");
+/// The admin client from this server's files, and the URL the running server recorded in
+/// `<data-dir>/server/api-address`. Resolves only `data-dir` (flag, config file, environment):
+/// no token, node name or node IP. `None` when the configuration is invalid (its errors
+/// printed).
+fn admin(flags: &ServerFlags) -> anyhow::Result<Option<(AdminClient, String)>> {
+    let loaded = load_data_dir(Role::Server, &flags.0, System::os());
+    write_stderr(&loaded.report(|_| serde_json::Value::Null).stderr);
+    let Ok(data_dir) = loaded.result else {
+        return Ok(None);
+    };
+    let server = data_dir.join("server");
+    let url = weft_control::api_address::read(&server)?;
+    let tls = server.join("tls");
     let read = |name: &str| {
         std::fs::read_to_string(tls.join(name)).with_context(|| {
             format!(
@@ -282,17 +315,15 @@ fn admin(config: &ServerConfig) -> anyhow::Result<(AdminClient, String)> {
         key_pem: read("client-admin.key")?,
     };
     let client = AdminClient::new(&read("server-ca.crt")?, &identity)?;
-    Ok((client, local_url(config)))
+    Ok(Some((client, url)))
 }
 
 /// This server's API over loopback (or on its bind address when that is not a wildcard).
 fn local_url(config: &ServerConfig) -> String {
-    let local = match config.node.bind_address {
-        IpAddr::V4(a) if a.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
-        IpAddr::V6(a) if a.is_unspecified() => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-        other => other,
-    };
-    url_of(SocketAddr::new(local, config.supervisor_port))
+    weft_control::api_address::local_api_url(SocketAddr::new(
+        config.node.bind_address,
+        config.supervisor_port,
+    ))
 }
 
 /// The control plane's settings from the configuration.

@@ -436,3 +436,47 @@ fn bad_etcd_tls_settings_are_all_reported() {
         ]
     );
 }
+
+#[test]
+fn k3s_config_file_validates_with_a_warning_per_ignored_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        &format!(
+            "{NODE}tls-san:\n  - k3s.example.com\nwrite-kubeconfig-mode: \"0644\"\nnode-label:\n  - zone=a\nkubelet-arg:\n  - max-pods=200\ncluster-cidr: 10.42.0.0/16\nflannel-backend: host-gw\n"
+        ),
+    );
+    let out = run(&["validate"], &[("K3S_CONFIG_FILE", &config)]);
+    assert_eq!(
+        stderr_lines(&out),
+        [
+            "warning: ignoring tls-san: not a network setting weft uses",
+            "warning: ignoring write-kubeconfig-mode: not a network setting weft uses",
+            "warning: ignoring node-label: not a network setting weft uses",
+            "warning: ignoring kubelet-arg: not a network setting weft uses",
+        ]
+    );
+    assert!(out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["flannel-backend"], "host-gw");
+    assert_eq!(json["cluster-cidr"], serde_json::json!(["10.42.0.0/16"]));
+
+    // A typo still fails, naming the key meant.
+    let typo = write(
+        dir.path(),
+        "typo.yaml",
+        &format!("{NODE}tls-san: [k3s.example.com]\ncluster-cdir: 10.42.0.0/16\n"),
+    );
+    let out = run(&["validate"], &[("K3S_CONFIG_FILE", &typo)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr_lines(&out),
+        [
+            "warning: ignoring tls-san: not a network setting weft uses".to_owned(),
+            format!(
+                "error: unknown key cluster-cdir in {typo}: the closest known key is cluster-cidr"
+            ),
+        ]
+    );
+}

@@ -70,9 +70,10 @@ pub enum ConfigError {
         /// The key.
         key: String,
     },
-    /// A key in a config file is no setting weft knows.
+    /// A key in a config file is no setting weft or K3s knows.
     ///
-    /// K3s drops unknown keys on servers and crashes agents on them; weft refuses them on both.
+    /// K3s drops unknown keys on servers and crashes agents on them; weft refuses them on both,
+    /// and skips only the K3s settings it does not act on ([`Warning::IgnoredK3sKey`]).
     #[error("unknown key {key} in {}: the closest known key is {closest}", path.display())]
     UnknownKey {
         /// The file.
@@ -81,6 +82,24 @@ pub enum ConfigError {
         key: String,
         /// The known key closest to it.
         closest: &'static str,
+    },
+    /// A K3s server setting in an agent's config file: `k3s agent` refuses it too.
+    #[error("{key} in {} is a k3s server setting, which an agent does not take (k3s agent refuses it too): remove it from the agent's config file", path.display())]
+    K3sServerKeyOnAgent {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+    },
+    /// A K3s setting that changes the pod network in a way weft can't honour.
+    #[error("{key} in {} is a k3s setting weft can't honour: {fix}", path.display())]
+    K3sUnsupported {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// Why, and how to fix the file.
+        fix: &'static str,
     },
     /// A config file sets `config`, which only the command line and environment can set.
     #[error("key config in {} has no effect: a config file can't name another one; use --config, WEFT_CONFIG_FILE or K3S_CONFIG_FILE", path.display())]
@@ -741,6 +760,13 @@ pub enum Warning {
     PlainHttpDatastore {
         /// The endpoints, with any password replaced by `********`.
         endpoint: String,
+    },
+    /// A config file sets a K3s setting weft does not act on (kubelet, container runtime,
+    /// kube-apiserver, etcd, packaged components, logging); the file loads without it.
+    #[error("ignoring {key}: not a network setting weft uses")]
+    IgnoredK3sKey {
+        /// The key, as K3s names it.
+        key: &'static str,
     },
     /// A `WEFT_*` variable and its K3s twin are both set, to different values.
     #[error("{weft} and {k3s} are both set, to different values: using {weft}; unset one")]

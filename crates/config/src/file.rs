@@ -4,14 +4,18 @@
 //! `K3S_CONFIG_FILE` or `--config` (in that order: the environment wins over the flag, as in
 //! K3s). Then come the drop-ins `<file>.d/*.yaml|*.yml`, in file-name order. A later file's
 //! `key:` replaces the value, `key+:` appends to it. A file ending in `.toml` is TOML with the
-//! same keys. Unlike K3s, a named file that does not exist and an unknown key are errors.
+//! same keys. A K3s setting weft does not act on (`tls-san`, `kubelet-arg`, ...) is skipped with
+//! one [`Warning::IgnoredK3sKey`], as `k3s server` skips keys it does not know. Unlike K3s, a
+//! named file that does not exist and a key neither weft nor K3s knows are errors, and so is a
+//! K3s server setting in an agent's file, which `k3s agent` refuses too.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::{ConfigError, Env, Files, Key, Origin, Role, SharedIoError};
+use crate::setting::{K3sKey, k3s_key};
+use crate::{ConfigError, Env, Files, Key, Origin, Role, SharedIoError, Warning};
 
 #[cfg(test)]
 mod tests;
@@ -49,6 +53,8 @@ pub(crate) struct ConfigLocation {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct FileValues {
     values: BTreeMap<Key, (FileValue, PathBuf)>,
+    /// The K3s settings skipped, each once, in the order first met.
+    ignored: Vec<&'static str>,
 }
 
 /// Finds the main config file: `WEFT_CONFIG_FILE`, `K3S_CONFIG_FILE`, `--config`, default.
@@ -71,13 +77,14 @@ pub(crate) fn locate(flag: Option<&str>, env: &dyn Env) -> ConfigLocation {
 
 /// Reads the main file and its drop-ins, checks every key for `role`, and merges them.
 ///
-/// Returns the merged values and every error found; a file with errors still contributes its
-/// good keys, so later checks can report their own problems too.
+/// Returns the merged values, every error found and one warning per K3s setting skipped; a
+/// file with errors still contributes its good keys, so later checks can report their own
+/// problems too.
 pub(crate) fn load(
     location: &ConfigLocation,
     role: Role,
     files: &dyn Files,
-) -> (FileValues, Vec<ConfigError>) {
+) -> (FileValues, Vec<ConfigError>, Vec<Warning>) {
     let mut values = FileValues::default();
     let mut errors = Vec::new();
     let read = |path: &Path, errors: &mut Vec<ConfigError>, values: &mut FileValues| match files
@@ -119,7 +126,12 @@ pub(crate) fn load(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => errors.push(read_error(&dir, e)),
     }
-    (values, errors)
+    let warnings = values
+        .ignored
+        .iter()
+        .map(|&key| Warning::IgnoredK3sKey { key })
+        .collect();
+    (values, errors, warnings)
 }
 
 /// Parses one config file: TOML when the name ends in `.toml`, else YAML.
@@ -152,7 +164,7 @@ impl FileValues {
     }
 
     /// Checks each entry's key for `role` and merges the good ones: `key` replaces,
-    /// `key+` appends.
+    /// `key+` appends. K3s settings weft does not act on are noted, each once.
     pub(crate) fn apply(
         &mut self,
         path: &Path,
@@ -163,11 +175,31 @@ impl FileValues {
         for entry in entries {
             let key = match Key::lookup(&entry.key) {
                 None => {
-                    errors.push(ConfigError::UnknownKey {
-                        path: path.to_owned(),
-                        closest: Key::closest(&entry.key),
-                        key: entry.key,
-                    });
+                    match k3s_key(&entry.key, role) {
+                        Some(K3sKey::Ignored(key)) => {
+                            if !self.ignored.contains(&key) {
+                                self.ignored.push(key);
+                            }
+                        }
+                        Some(K3sKey::ServerOnly(key)) => {
+                            errors.push(ConfigError::K3sServerKeyOnAgent {
+                                path: path.to_owned(),
+                                key,
+                            });
+                        }
+                        Some(K3sKey::Unsupported(key, fix)) => {
+                            errors.push(ConfigError::K3sUnsupported {
+                                path: path.to_owned(),
+                                key,
+                                fix,
+                            });
+                        }
+                        None => errors.push(ConfigError::UnknownKey {
+                            path: path.to_owned(),
+                            closest: Key::closest(&entry.key),
+                            key: entry.key,
+                        }),
+                    }
                     continue;
                 }
                 Some(Key::Config) => {

@@ -272,9 +272,10 @@ fn gather(
     sys: System<'_>,
 ) -> (Resolved, ConfigLocation, Vec<ConfigError>, Vec<Warning>) {
     let location = file::locate(flags.get(Key::Config).last().map(String::as_str), sys.env);
-    let (files, mut errors) = file::load(&location, role, sys.files);
-    let (resolved, errs, warnings) = resolve::resolve(role, flags, &files, sys.env);
+    let (files, mut errors, mut warnings) = file::load(&location, role, sys.files);
+    let (resolved, errs, warns) = resolve::resolve(role, flags, &files, sys.env);
     errors.extend(errs);
+    warnings.extend(warns);
     (resolved, location, errors, warnings)
 }
 

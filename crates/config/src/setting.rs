@@ -779,6 +779,196 @@ static SETTINGS: [Setting; Key::ALL.len()] = [
     },
 ];
 
+/// Which K3s commands take a [`K3sSetting`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum K3sRoles {
+    /// `k3s server` only.
+    Server,
+    /// `k3s agent` only.
+    Agent,
+    /// Both.
+    Both,
+}
+
+/// A setting K3s takes that weft does not act on (K3s's `pkg/cli/cmds` flag lists, minus the
+/// settings weft has): a K3s config file holding it loads, with a warning.
+#[derive(Debug)]
+pub(crate) struct K3sSetting {
+    /// The config-file key.
+    pub(crate) name: &'static str,
+    /// K3s's other names for it.
+    pub(crate) aliases: &'static [&'static str],
+    /// Which K3s commands take it.
+    pub(crate) roles: K3sRoles,
+}
+
+/// K3s settings that change the pod network and that weft can't honour, with the fix: ignoring
+/// them would start a node on a network other than the one asked for, so they are errors.
+pub(crate) const K3S_UNSUPPORTED: &[(&str, &str)] = &[
+    (
+        "vpn-auth",
+        "weft has no VPN integration (K3s's tailscale backend); remove it and pick a flannel-backend, e.g. wireguard-native to encrypt traffic between nodes",
+    ),
+    (
+        "vpn-auth-file",
+        "weft has no VPN integration (K3s's tailscale backend); remove it and pick a flannel-backend, e.g. wireguard-native to encrypt traffic between nodes",
+    ),
+];
+
+/// Shorthand for a row of [`K3S_IGNORED`].
+const fn k3s(name: &'static str, roles: K3sRoles) -> K3sSetting {
+    K3sSetting {
+        name,
+        aliases: &[],
+        roles,
+    }
+}
+
+/// Every K3s server and agent setting weft does not act on, by K3s's flag lists (k3s `master`
+/// at f08deaf, `pkg/cli/cmds/server.go` and `agent.go`): kubelet, container runtime,
+/// kube-apiserver, etcd, packaged components, logging.
+pub(crate) static K3S_IGNORED: &[K3sSetting] = {
+    use K3sRoles::{Agent, Both, Server};
+    &[
+        // Logging, both commands.
+        k3s("debug", Both),
+        k3s("v", Both),
+        k3s("vmodule", Both),
+        K3sSetting {
+            name: "log",
+            aliases: &["l"],
+            roles: Both,
+        },
+        k3s("alsologtostderr", Both),
+        // The node, kubelet and container runtime, both commands.
+        k3s("node-label", Both),
+        k3s("node-taint", Both),
+        k3s("image-credential-provider-bin-dir", Both),
+        k3s("image-credential-provider-config", Both),
+        k3s("selinux", Both),
+        k3s("lb-server-port", Both),
+        k3s("protect-kernel-defaults", Both),
+        k3s("container-runtime-endpoint", Both),
+        k3s("default-runtime", Both),
+        k3s("image-service-endpoint", Both),
+        k3s("pause-image", Both),
+        k3s("snapshotter", Both),
+        k3s("private-registry", Both),
+        k3s("disable-default-registry-endpoint", Both),
+        k3s("nonroot-devices", Both),
+        k3s("airgap-extra-registry", Both),
+        k3s("node-internal-dns", Both),
+        k3s("node-external-dns", Both),
+        k3s("resolv-conf", Both),
+        k3s("kubelet-arg", Both),
+        k3s("kube-proxy-arg", Both),
+        k3s("enable-pprof", Both),
+        k3s("rootless", Both),
+        k3s("prefer-bundled-bin", Both),
+        k3s("docker", Both),
+        // The agent's client-side load balancer.
+        k3s("disable-apiserver-lb", Agent),
+        // The kube-apiserver and its listener.
+        k3s("https-listen-port", Server),
+        k3s("apiserver-port", Server),
+        k3s("apiserver-bind-address", Server),
+        k3s("advertise-port", Server),
+        k3s("tls-san", Server),
+        k3s("tls-san-security", Server),
+        k3s("service-node-port-range", Server),
+        k3s("servicelb-namespace", Server),
+        K3sSetting {
+            name: "write-kubeconfig",
+            aliases: &["o"],
+            roles: Server,
+        },
+        k3s("write-kubeconfig-mode", Server),
+        k3s("write-kubeconfig-group", Server),
+        k3s("helm-job-image", Server),
+        k3s("kube-apiserver-arg", Server),
+        k3s("kube-scheduler-arg", Server),
+        K3sSetting {
+            name: "kube-cloud-controller-manager-arg",
+            aliases: &["kube-cloud-controller-arg"],
+            roles: Server,
+        },
+        // Embedded etcd, its snapshots and kine.
+        k3s("cluster-init", Server),
+        k3s("cluster-reset", Server),
+        k3s("cluster-reset-restore-path", Server),
+        k3s("etcd-arg", Server),
+        k3s("kine-tls", Server),
+        k3s("etcd-expose-metrics", Server),
+        k3s("etcd-disable-snapshots", Server),
+        k3s("etcd-snapshot-name", Server),
+        k3s("etcd-snapshot-schedule-cron", Server),
+        k3s("etcd-snapshot-reconcile-interval", Server),
+        k3s("etcd-snapshot-retention", Server),
+        k3s("etcd-snapshot-dir", Server),
+        k3s("etcd-snapshot-compress", Server),
+        k3s("etcd-s3", Server),
+        k3s("etcd-s3-endpoint", Server),
+        k3s("etcd-s3-endpoint-ca", Server),
+        k3s("etcd-s3-skip-ssl-verify", Server),
+        k3s("etcd-s3-access-key", Server),
+        k3s("etcd-s3-secret-key", Server),
+        k3s("etcd-s3-session-token", Server),
+        k3s("etcd-s3-bucket", Server),
+        k3s("etcd-s3-bucket-lookup-type", Server),
+        k3s("etcd-s3-region", Server),
+        k3s("etcd-s3-folder", Server),
+        k3s("etcd-s3-retention", Server),
+        k3s("etcd-s3-proxy", Server),
+        k3s("etcd-s3-config-secret", Server),
+        k3s("etcd-s3-insecure", Server),
+        k3s("etcd-s3-timeout", Server),
+        // Packaged components and cluster-wide Kubernetes settings.
+        k3s("default-local-storage-path", Server),
+        k3s("disable", Server),
+        k3s("disable-scheduler", Server),
+        k3s("disable-cloud-controller", Server),
+        k3s("disable-kube-proxy", Server),
+        k3s("disable-helm-controller", Server),
+        k3s("disable-apiserver", Server),
+        k3s("disable-controller-manager", Server),
+        k3s("disable-etcd", Server),
+        k3s("embedded-registry", Server),
+        k3s("supervisor-metrics", Server),
+        k3s("system-default-registry", Server),
+        k3s("secrets-encryption", Server),
+        k3s("secrets-encryption-provider", Server),
+    ]
+};
+
+/// What a config file's key is to K3s, when it is no weft setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum K3sKey {
+    /// A setting K3s takes for this role and weft does not act on: warn and skip it.
+    Ignored(&'static str),
+    /// A K3s server setting in an agent's file: `k3s agent` refuses it too.
+    ServerOnly(&'static str),
+    /// A K3s network setting weft can't honour, and how to fix the file.
+    Unsupported(&'static str, &'static str),
+}
+
+/// What `key` is to K3s for `role`, or `None` when K3s does not know it either.
+///
+/// `k3s server` skips every key it does not know, so a server's file may hold any K3s setting,
+/// the agent-only ones too; `k3s agent` refuses keys it does not take, so an agent's file may
+/// hold only the agent's.
+pub(crate) fn k3s_key(key: &str, role: Role) -> Option<K3sKey> {
+    if let Some((name, fix)) = K3S_UNSUPPORTED.iter().find(|(name, _)| *name == key) {
+        return Some(K3sKey::Unsupported(name, fix));
+    }
+    let setting = K3S_IGNORED
+        .iter()
+        .find(|s| s.name == key || s.aliases.contains(&key))?;
+    Some(match (role, setting.roles) {
+        (Role::Agent, K3sRoles::Server) => K3sKey::ServerOnly(setting.name),
+        _ => K3sKey::Ignored(setting.name),
+    })
+}
+
 // === impl Key ===
 
 impl Key {
@@ -851,7 +1041,8 @@ impl Key {
         })
     }
 
-    /// The known config-file key closest to `key`, by edit distance.
+    /// The known config-file key closest to `key`, by edit distance: weft's settings, then
+    /// the K3s settings weft skips, a weft setting winning a tie.
     ///
     /// Every role's keys count: a typo of a server setting in an agent's file is best answered
     /// with the setting meant, whose own error then says it belongs on servers.
@@ -860,6 +1051,7 @@ impl Key {
             .into_iter()
             .filter(|k| *k != Key::Config)
             .map(Key::name)
+            .chain(K3S_IGNORED.iter().map(|s| s.name))
             .min_by_key(|name| edit_distance(key, name))
             .unwrap_or("cluster-cidr")
     }

@@ -70,6 +70,17 @@ pub enum ControlError {
         /// The underlying error.
         reason: String,
     },
+    /// `<data-dir>/server/api-address`, where a running server records its API's URL, is
+    /// missing or unusable.
+    #[error(
+        "{} {problem}: start weft-server with this data dir first (it records its API's address there at start), or give the server's --data-dir", path.display()
+    )]
+    NoApiAddress {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// The API port could not be bound.
     #[error(
         "can't listen on {addr}: {reason}; is another server running, or is supervisor-port taken?"

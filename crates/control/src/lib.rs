@@ -5,7 +5,8 @@
 //! bootstraps the cluster's trust ([`bootstrap`]: the CA sealed in the store with the token),
 //! starts the lease fan-out ([`hub::LeaseHub`]) and, on etcd, the [`compactor`] that keeps
 //! etcd's history bounded, binds the API port, and records the server in the store so agents
-//! learn it. [`service::ControlPlane`] answers the API; [`metrics`] holds
+//! learn it, and its API's local URL in `<data-dir>/server/api-address` ([`api_address`]) so
+//! node management on this host needs only the data dir. [`service::ControlPlane`] answers the API; [`metrics`] holds
 //! what it counts for `/metrics`.
 //!
 //! [`egress`] adds the egress selector: weft-tunnel's tunnel endpoint and CONNECT front door,
@@ -18,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api_address;
 pub mod bootstrap;
 pub mod compactor;
 pub mod credentials;
@@ -133,6 +135,11 @@ pub async fn start(settings: ServerSettings) -> Result<Started, ControlError> {
         .with_bookmark_interval(settings.bookmark_interval),
     );
     servers::register_server(&store, &settings.url).await?;
+    let bound = listener.local_addr().map_err(|e| ControlError::Listen {
+        addr: settings.bind,
+        reason: e.to_string(),
+    })?;
+    api_address::record(&settings.dir, &api_address::local_api_url(bound))?;
     metrics.refresh(&store).await;
     tokio::spawn(metrics.clone().refresh_forever(store.clone()));
     if matches!(settings.datastore, Datastore::Etcd { .. }) {

@@ -59,13 +59,7 @@ pub(crate) fn first_claims(
         .into_iter()
         .filter(|family| lease_cidr(local, *family).is_some())
         .collect();
-    let mut holders = Holders::default();
-    let own = claims_of(local, &families)
-        .into_iter()
-        .chain(data_claims(local_data, &families));
-    for claim in own {
-        holders.take(claim, &local.node_name);
-    }
+    let mut holders = local_holders(local, local_data, &families);
 
     let mut order: Vec<usize> = (0..peers.len())
         .filter(|&i| peers[i].node_name != local.node_name)
@@ -79,18 +73,9 @@ pub(crate) fn first_claims(
     for i in order {
         let peer = &peers[i];
         let claims = claims_of(peer, &families);
-        let taken = claims
-            .iter()
-            .find_map(|claim| holders.holder(claim).map(|held| (*claim, held)));
-        if let Some((claim, (owner, held))) = taken {
-            problems.push(PeerProblem {
-                node: peer.node_name.clone(),
-                reason: PeerProblemReason::Claimed {
-                    claim,
-                    owner: owner.to_owned(),
-                    held,
-                },
-            });
+        let taken = claims.iter().find_map(|claim| holders.problem(peer, claim));
+        if let Some(problem) = taken {
+            problems.push(problem);
             continue;
         }
         for claim in claims {
@@ -106,9 +91,26 @@ pub(crate) fn first_claims(
         .collect()
 }
 
+/// The holders of this node's values: those of its lease and `local_data` (what its backend
+/// uses now, in case the lease lags behind), in `families`.
+pub(crate) fn local_holders<'a>(
+    local: &'a Lease,
+    local_data: &BackendData,
+    families: &[Family],
+) -> Holders<'a> {
+    let mut holders = Holders::default();
+    let own = claims_of(local, families)
+        .into_iter()
+        .chain(data_claims(local_data, families));
+    for claim in own {
+        holders.take(claim, &local.node_name);
+    }
+    holders
+}
+
 /// Who holds which value so far.
 #[derive(Debug, Default)]
-struct Holders<'a> {
+pub(crate) struct Holders<'a> {
     /// Every value but pod CIDRs, and its holder.
     values: HashMap<Claim, &'a str>,
     /// Pod CIDRs by network address, and their holders. They never overlap one another, so
@@ -119,6 +121,19 @@ struct Holders<'a> {
 // === impl Holders ===
 
 impl<'a> Holders<'a> {
+    /// The problem of `peer` claiming `claim`, when another node holds it.
+    pub(crate) fn problem(&self, peer: &Lease, claim: &Claim) -> Option<PeerProblem> {
+        let (owner, held) = self.holder(claim)?;
+        Some(PeerProblem {
+            node: peer.node_name.clone(),
+            reason: PeerProblemReason::Claimed {
+                claim: *claim,
+                owner: owner.to_owned(),
+                held,
+            },
+        })
+    }
+
     /// The node holding `claim`, and what it holds: the same value, or a pod CIDR that
     /// overlaps it.
     fn holder(&self, claim: &Claim) -> Option<(&'a str, Claim)> {
@@ -161,7 +176,7 @@ impl<'a> Holders<'a> {
 }
 
 /// The values a lease claims in `families`, and its WireGuard key.
-fn claims_of(lease: &Lease, families: &[Family]) -> Vec<Claim> {
+pub(crate) fn claims_of(lease: &Lease, families: &[Family]) -> Vec<Claim> {
     let mut claims = Vec::new();
     for &family in families {
         claims.extend(lease_cidr(lease, family).map(Claim::PodCidr));

@@ -1,5 +1,6 @@
 //! The files an agent writes for the rest of the node: flannel's `subnet.env` and a CNI
-//! conflist that the reference CNI plugins (bridge, host-local, portmap) run unmodified.
+//! conflist that the reference CNI plugins (bridge, host-local, portmap, bandwidth) run
+//! unmodified.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -37,7 +38,10 @@ pub fn subnet_env(cluster: &CidrList, local: &Lease, mtu: u32) -> String {
 }
 
 /// The CNI conflist (`cniVersion` 1.0.0): a `bridge` on `cni0` as the pods' default gateway
-/// with `host-local` IPAM over this node's pod CIDR(s), one range per family, then `portmap`.
+/// with `host-local` IPAM over this node's pod CIDR(s), one range per family, then `portmap`
+/// (the pods' host ports) and `bandwidth` (the pods' `kubernetes.io/ingress-bandwidth` and
+/// `egress-bandwidth` annotations, which the container runtime passes as the `bandwidth`
+/// capability), chained as K3s chains them.
 ///
 /// `ipam_data_dir` is where host-local keeps its reservations; it is per agent so several
 /// agents can share one host (each in its own network namespace).
@@ -71,6 +75,10 @@ pub fn cni_conflist(local: &Lease, mtu: u32, ipam_data_dir: &str) -> String {
                 "type": "portmap",
                 "capabilities": { "portMappings": true },
                 "snat": true
+            },
+            {
+                "type": "bandwidth",
+                "capabilities": { "bandwidth": true }
             }
         ]
     });

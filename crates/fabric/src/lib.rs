@@ -15,6 +15,9 @@
 //! kernel and applies plans, and `weft-agent plan` prints them. That keeps every backend
 //! testable without root, and a restart that finds everything in place a no-op.
 //!
+//! [`incremental`] keeps the desired state per peer ([`DesiredPeers`]), so an agent plans one
+//! lease change against only the objects it touches ([`plan_objects`]).
+//!
 //! Read [`Backend`], [`KernelState`] and [`plan`] first.
 
 #![forbid(unsafe_code)]
@@ -25,6 +28,7 @@ mod error;
 pub mod files;
 pub mod firewall;
 mod host_gw;
+pub mod incremental;
 mod lease;
 mod plan;
 mod state;
@@ -38,6 +42,7 @@ pub use backend::{
 pub use claims::Claim;
 pub use error::FabricError;
 pub use host_gw::HostGw;
+pub use incremental::{Change, DesiredPeers, ObjectKeys, plan_objects};
 pub use lease::{BackendData, Lease, MacAddr};
 pub use plan::{Op, Plan, ROUTE_PROTOCOL, plan};
 pub use state::{

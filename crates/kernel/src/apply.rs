@@ -206,13 +206,20 @@ impl Kernel {
             return Ok(failed);
         }
         let batcher = Arc::clone(&self.batcher);
-        let codes = run_blocking(move || {
+        let run = move || {
             let mut batcher = batcher
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             batcher.run(requests)
-        })
-        .await
+        };
+        // One datagram (a lease change's few requests) runs here: the kernel handles route
+        // netlink requests inside the send, so the acknowledgement is queued when the receive
+        // asks for it, and a hop to the blocking pool would cost more than the work.
+        let codes = if sent.len() <= crate::batch::CHUNK {
+            run()
+        } else {
+            run_blocking(run).await
+        }
         .map_err(|e| KernelError::Socket { kind: e.kind() })?;
         for (op, code) in sent.into_iter().zip(codes) {
             if let Err(e) = outcome(op, code) {

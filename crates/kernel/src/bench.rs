@@ -9,7 +9,8 @@
 //! include starting the two processes, like the anchors.
 //!
 //! `cargo xtask bench fabric` calls [`run`]; `cargo run --release -p weft-kernel --features
-//! test-util --example apply_bench` prints the same report.
+//! test-util --example apply_bench` prints the same report. [`agent`] measures the agent's path
+//! (lease event to kernel, memory, a steady stream of changes) on the same setup.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -22,6 +23,8 @@ use weft_fabric::{
 use weft_ipam::CidrList;
 
 use crate::cmd::Cmd;
+
+pub mod agent;
 use crate::netns::{Namespace, veth};
 use crate::{Kernel, KernelError, Scope};
 

@@ -55,6 +55,14 @@ pub enum KernelError {
         #[source]
         source: rtnetlink::Error,
     },
+    /// The socket of the kernel's netlink notifications could not be opened or read.
+    #[error(
+        "kernel netlink notifications: {kind}; weft-kernel needs Linux and a route netlink socket subscribed to links, addresses, routes and neighbours"
+    )]
+    Notifications {
+        /// What the socket reported.
+        kind: io::ErrorKind,
+    },
     /// The netlink socket could not be opened.
     #[error("could not open a netlink socket: {kind}; weft-kernel needs Linux and CAP_NET_ADMIN")]
     Connect {

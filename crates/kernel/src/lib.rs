@@ -11,7 +11,10 @@
 //! peers apply in a few netlink round trips' worth of waiting. Applying is idempotent: EEXIST
 //! and ENOENT are classified into [`KernelError::AlreadyExists`] and [`KernelError::NotFound`]
 //! and handled on purpose, and neighbours, FDB entries and routes are sent as replaces.
-//! [`Kernel::cleanup`] removes everything weft made; [`Kernel::external_interface`] and
+//! An agent does not observe the whole kernel on every change: a [`Mirror`] keeps the observed
+//! scope current from its own applies and the kernel's rtnetlink notifications, and plans only
+//! the objects a lease change or a notification touched (see [`Mirror`] for when it observes in
+//! full). [`Kernel::cleanup`] removes everything weft made; [`Kernel::external_interface`] and
 //! [`Kernel::default_interface`] describe the interface fabric traffic leaves by.
 //!
 //! What this crate deliberately does not do: decide anything. Which objects should exist is
@@ -20,7 +23,7 @@
 //! it did not make. It also does not pick a network namespace: everything runs in the
 //! namespace of the thread that builds the tokio runtime ([`netns`] does that for tests).
 //!
-//! Read [`Kernel`], [`Scope`] and [`KernelError`] first.
+//! Read [`Kernel`], [`Scope`], [`Mirror`] and [`KernelError`] first.
 //!
 //! The privileged tests in `tests/` run behind the `netns-tests` feature, as root:
 //! `cargo test -p weft-kernel --features netns-tests`.
@@ -33,6 +36,7 @@ mod cmd;
 mod error;
 mod firewall;
 mod interface;
+mod mirror;
 #[cfg(feature = "test-util")]
 pub mod netns;
 mod observe;
@@ -44,6 +48,7 @@ mod wireguard;
 
 pub use error::KernelError;
 pub use interface::DefaultInterface;
+pub use mirror::{Converged, Mirror, Notice, RECEIVE_BUFFER, Resync};
 pub use observe::Scope;
 pub use probe::Capability;
 pub use wireguard::{Handshake, WgPrivateKey, Wireguard};

@@ -44,6 +44,44 @@ pub struct Scope {
     pub masq_modes: Vec<MasqMode>,
 }
 
+/// What one observation read, with the names of the links it resolved.
+#[derive(Debug)]
+pub(crate) struct Observed {
+    /// The objects in scope.
+    pub(crate) state: KernelState,
+    /// Every link's name by index.
+    pub(crate) names: HashMap<u32, String>,
+    /// The names of the links in scope by index.
+    pub(crate) weft_links: HashMap<u32, String>,
+}
+
+/// A neighbour or FDB entry on a weft link, as one netlink message describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Entry {
+    /// `ip neigh`: `ip` has `mac` on `dev`.
+    Neighbour {
+        /// The device.
+        dev: String,
+        /// The neighbour's IP.
+        ip: IpAddr,
+        /// Its MAC.
+        mac: MacAddr,
+        /// Whether it is permanent (the only kind weft makes).
+        permanent: bool,
+    },
+    /// `bridge fdb ... self`: frames to `mac` on `dev` go to `dst`.
+    Fdb {
+        /// The device.
+        dev: String,
+        /// The MAC.
+        mac: MacAddr,
+        /// The underlay destination.
+        dst: IpAddr,
+        /// Whether it is permanent (the only kind weft makes).
+        permanent: bool,
+    },
+}
+
 // === impl Scope ===
 
 impl Scope {
@@ -80,6 +118,11 @@ impl Kernel {
     /// 87` (both families), `ip neigh show nud permanent` and `bridge fdb show`; sysctls come
     /// from `/proc/sys`; firewall rules from `nft -j list table ip weft` or `iptables -S`.
     pub async fn observe(&self, scope: &Scope) -> Result<KernelState, KernelError> {
+        Ok(self.observe_indexed(scope).await?.state)
+    }
+
+    /// [`Kernel::observe`], with the link names it resolved on the way.
+    pub(crate) async fn observe_indexed(&self, scope: &Scope) -> Result<Observed, KernelError> {
         let mut state = KernelState::default();
         let links = self.dump_links().await?;
         let names: HashMap<u32, String> = links
@@ -127,7 +170,25 @@ impl Kernel {
             }
         }
         for msg in &neighbours {
-            observe_neighbour(msg, &weft_links, &mut state);
+            match neighbour_entry(msg, &weft_links) {
+                Some(Entry::Neighbour {
+                    dev,
+                    ip,
+                    mac,
+                    permanent: true,
+                }) => {
+                    state.neighbours.insert((dev, ip), mac);
+                }
+                Some(Entry::Fdb {
+                    dev,
+                    mac,
+                    dst,
+                    permanent: true,
+                }) => {
+                    state.fdb.insert((dev, mac), dst);
+                }
+                _ => {}
+            }
         }
 
         for key in &scope.sysctls {
@@ -142,7 +203,11 @@ impl Kernel {
                 }
             }
         }
-        Ok(state)
+        Ok(Observed {
+            state,
+            names,
+            weft_links,
+        })
     }
 
     /// `ip link show`: every link.
@@ -246,7 +311,7 @@ pub(crate) fn link_mtu(msg: &LinkMessage) -> Option<u32> {
 /// A weft link as the kernel holds it. A device of a type weft does not create keeps its name
 /// but gets [`LinkKind::Other`], so the plan replaces it. WireGuard devices get their kind once
 /// their configuration is read (`Kernel::observe_wireguard`); until then they are `Other`.
-fn observed_link(name: String, msg: &LinkMessage, names: &HashMap<u32, String>) -> Link {
+pub(crate) fn observed_link(name: String, msg: &LinkMessage, names: &HashMap<u32, String>) -> Link {
     let mac = msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
         _ => None,
@@ -315,7 +380,10 @@ fn vxlan_kind(data: &[InfoVxlan], mac: MacAddr, names: &HashMap<u32, String>) ->
 }
 
 /// An address on a weft link; IPv6 link-local addresses belong to the kernel and are left out.
-fn observed_address(msg: &AddressMessage, weft_links: &HashMap<u32, String>) -> Option<Address> {
+pub(crate) fn observed_address(
+    msg: &AddressMessage,
+    weft_links: &HashMap<u32, String>,
+) -> Option<Address> {
     let link = weft_links.get(&msg.header.index)?;
     // IFA_LOCAL is the interface's own address; IFA_ADDRESS the peer's on point-to-point links.
     let local = msg.attributes.iter().find_map(|a| match a {
@@ -341,7 +409,15 @@ fn observed_address(msg: &AddressMessage, weft_links: &HashMap<u32, String>) -> 
 }
 
 /// A route of weft's: main table, protocol 87, unicast, one next hop.
-fn observed_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<Route> {
+pub(crate) fn observed_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<Route> {
+    if msg.header.protocol != RouteProtocol::from(ROUTE_PROTOCOL) {
+        return None;
+    }
+    main_route(msg, names)
+}
+
+/// A route of the main table, whoever made it.
+pub(crate) fn main_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<Route> {
     let h = &msg.header;
     let table = msg
         .attributes
@@ -351,9 +427,7 @@ fn observed_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<Ro
             _ => None,
         })
         .unwrap_or(u32::from(h.table));
-    if h.protocol != RouteProtocol::from(ROUTE_PROTOCOL)
-        || table != u32::from(RouteHeader::RT_TABLE_MAIN)
-    {
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
         return None;
     }
     let mut dst = None;
@@ -401,19 +475,14 @@ pub(crate) fn route_ip(addr: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
-/// Adds a permanent neighbour or a permanent self FDB entry on a weft link to `state`.
-fn observe_neighbour(
+/// The neighbour or self FDB entry `msg` describes on a weft link.
+pub(crate) fn neighbour_entry(
     msg: &NeighbourMessage,
     weft_links: &HashMap<u32, String>,
-    state: &mut KernelState,
-) {
+) -> Option<Entry> {
     let h = &msg.header;
-    let Some(dev) = weft_links.get(&h.ifindex) else {
-        return;
-    };
-    if h.state != NeighbourState::Permanent {
-        return;
-    }
+    let dev = weft_links.get(&h.ifindex)?;
+    let permanent = h.state == NeighbourState::Permanent;
     let mut ip = None;
     let mut mac = None;
     for attr in &msg.attributes {
@@ -432,19 +501,25 @@ fn observe_neighbour(
             _ => {}
         }
     }
-    let (Some(ip), Some(mac)) = (ip, mac) else {
-        return;
-    };
+    let (ip, mac) = (ip?, mac?);
     match h.family {
-        AddressFamily::Inet | AddressFamily::Inet6 => {
-            state.neighbours.insert((dev.clone(), ip), mac);
-        }
+        AddressFamily::Inet | AddressFamily::Inet6 => Some(Entry::Neighbour {
+            dev: dev.clone(),
+            ip,
+            mac,
+            permanent,
+        }),
         // The all-zero MAC is the default destination (`bridge fdb append 00:00:...`), which
         // weft does not use.
         AddressFamily::Bridge if h.flags.contains(NeighbourFlags::Own) && mac.0 != [0; 6] => {
-            state.fdb.insert((dev.clone(), mac), ip);
+            Some(Entry::Fdb {
+                dev: dev.clone(),
+                mac,
+                dst: ip,
+                permanent,
+            })
         }
-        _ => {}
+        _ => None,
     }
 }
 

@@ -1,6 +1,14 @@
 //! The agent loop: join the cluster through a [`LeaseSource`], then keep the kernel equal to
-//! the desired state of every lease: on each lease change and on a periodic check, observe,
-//! plan, apply only the difference, and write `subnet.env` and the CNI config.
+//! the desired state of every lease, and write `subnet.env` and the CNI config.
+//!
+//! The agent keeps both sides in memory: the desired state per peer ([`DesiredPeers`]) and the
+//! kernel as last seen ([`Mirror`], kept current from the agent's own applies and the kernel's
+//! netlink notifications). A lease change plans only the changed peer's objects against the
+//! mirror and applies the difference; a notification about an object in weft's scope (someone
+//! deleted a route, say) plans and repairs that object. The whole kernel is observed only at
+//! start-up, on the reconcile interval, when a weft link changes and when notifications were
+//! lost; a new snapshot of leases or a change to this node's own lease rebuilds the desired
+//! state and reconciles in full.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -11,14 +19,16 @@ use weft_api::protocol::RegisterRequest;
 use weft_config::{ClusterNetwork, FlannelBackend};
 use weft_fabric::files::{CNI_CONFLIST_NAME, cni_conflist, subnet_env};
 use weft_fabric::{
-    Backend, BackendKind, Desired, ExternalInterface, FabricConfig, HostGw, Lease, MasqMode,
-    NoBackend, PeerProblem, Plan, Vxlan, WgImplementation, WireguardNative, desired_state, plan,
+    Backend, BackendKind, Desired, DesiredPeers, ExternalInterface, FabricConfig, HostGw, Lease,
+    MasqMode, NoBackend, ObjectKeys, PeerProblem, Plan, Vxlan, WgImplementation, WireguardNative,
+    desired_state, plan,
 };
 use weft_ipam::Family;
-use weft_kernel::{Kernel, Scope};
+use weft_kernel::{Kernel, Mirror, Notice, Resync, Scope};
 
 use crate::NodeError;
-use crate::files::write_atomic;
+use crate::files::{install_cni_conflist, write_atomic};
+use crate::health::Condition;
 use crate::identity::NodeIdentity;
 use crate::metrics::AgentMetrics;
 use crate::source::{LeaseSource, LeaseUpdate};
@@ -63,6 +73,14 @@ pub struct Fabric {
     reported: Vec<PeerProblem>,
     wireguard: Option<WgImplementation>,
     metrics: AgentMetrics,
+    reconciled: Condition,
+    /// The desired state per peer; `None` until built, and after a change that needs it built
+    /// again (a snapshot, this node's own lease).
+    desired: Option<DesiredPeers>,
+    /// The objects lease changes touched since the last reconcile.
+    pending: ObjectKeys,
+    /// The kernel as last seen; `None` until the first reconcile.
+    mirror: Option<Mirror>,
 }
 
 /// What one reconcile did.
@@ -113,6 +131,10 @@ pub async fn join<S: LeaseSource>(
         reported: Vec::new(),
         wireguard,
         metrics: AgentMetrics::default(),
+        reconciled: Condition::default(),
+        desired: None,
+        pending: ObjectKeys::default(),
+        mirror: None,
     };
     Ok((fabric, cluster))
 }
@@ -129,7 +151,7 @@ pub async fn run<S: LeaseSource>(
     tokio::pin!(stop);
     let mut synced = false;
     loop {
-        tokio::select! {
+        let done = tokio::select! {
             () = &mut stop => return Ok(()),
             update = source.next() => {
                 let update = update?;
@@ -137,15 +159,22 @@ pub async fn run<S: LeaseSource>(
                     tracing::warn!("this node's lease was removed; registering again");
                     let request = fabric.register_request();
                     fabric.local = source.register(&request).await?;
+                    fabric.desired = None;
                 }
                 synced = true;
+                fabric.reconcile_changes().await
             }
-            _ = interval.tick(), if synced => {}
-        }
-        if !synced {
-            continue;
-        }
-        match fabric.reconcile().await {
+            notice = fabric.changed(), if fabric.mirror.is_some() => match notice {
+                Ok(notice) => fabric.repair(&notice).await,
+                Err(e) => {
+                    // The notification socket failed: observe on the next change or check.
+                    fabric.mirror = None;
+                    Err(e)
+                }
+            },
+            _ = interval.tick(), if synced => fabric.reconcile().await,
+        };
+        match done {
             Ok(done) if !done.plan.is_empty() => tracing::info!(
                 operations = done.plan.len(),
                 took_ms = done.took.as_secs_f64() * 1e3,
@@ -165,6 +194,13 @@ impl Fabric {
     /// Keeps `metrics` (reconciles, operations, peers, lease updates) from now on.
     pub fn with_metrics(mut self, metrics: AgentMetrics) -> Fabric {
         self.metrics = metrics;
+        self
+    }
+
+    /// Sets `reconciled` (`/readyz`) once a reconcile has brought the kernel to the desired
+    /// state.
+    pub fn with_readiness(mut self, reconciled: Condition) -> Fabric {
+        self.reconciled = reconciled;
         self
     }
 
@@ -205,19 +241,33 @@ impl Fabric {
                     .filter(|l| l.node_name != me)
                     .map(|l| (l.node_name.clone(), l))
                     .collect();
+                self.desired = None;
                 false
             }
             LeaseUpdate::Put(lease) if lease.node_name == me => {
                 self.local = lease;
+                self.desired = None;
                 false
             }
             LeaseUpdate::Put(lease) => {
-                self.peers.insert(lease.node_name.clone(), lease);
+                self.peers.insert(lease.node_name.clone(), lease.clone());
+                if let Some(desired) = &mut self.desired {
+                    match desired.put(&*self.backend, &self.config, lease) {
+                        Ok(keys) => self.pending.append(keys),
+                        Err(_) => self.desired = None,
+                    }
+                }
                 false
             }
             LeaseUpdate::Delete(node) if node == me => true,
             LeaseUpdate::Delete(node) => {
                 self.peers.remove(&node);
+                if let Some(desired) = &mut self.desired {
+                    match desired.remove(&*self.backend, &self.config, &node) {
+                        Ok(keys) => self.pending.append(keys),
+                        Err(_) => self.desired = None,
+                    }
+                }
                 false
             }
         }
@@ -258,35 +308,108 @@ impl Fabric {
         Ok((desired, plan))
     }
 
-    /// Observes the kernel, applies what differs from the desired state, and writes the files.
+    /// Observes the kernel, applies what differs from the desired state, and writes the files
+    /// (at start-up and on the reconcile interval).
     pub async fn reconcile(&mut self) -> Result<Reconciled, NodeError> {
-        let reconciled = self.reconcile_once().await;
+        let started = Instant::now();
+        // The full plan covers whatever lease changes were pending.
+        self.pending = ObjectKeys::default();
+        let reconciled = self
+            .converge(&Notice::Resync(Resync::Requested), started)
+            .await;
+        let reconciled = match reconciled {
+            Ok(done) => self.write_files().map(|()| done),
+            Err(e) => Err(e),
+        };
+        self.count(reconciled)
+    }
+
+    /// Applies what the lease changes since the last reconcile want: only the changed peers'
+    /// objects, planned against the kernel as last seen. A change that rebuilt the desired
+    /// state (a snapshot, this node's own lease), or a first run, reconciles in full.
+    pub async fn reconcile_changes(&mut self) -> Result<Reconciled, NodeError> {
+        if self.desired.is_none() || self.mirror.is_none() {
+            return self.reconcile().await;
+        }
+        let started = Instant::now();
+        let keys = Notice::Objects(std::mem::take(&mut self.pending));
+        let reconciled = self.converge(&keys, started).await;
+        self.count(reconciled)
+    }
+
+    /// Waits for the kernel's next notification about weft's objects (cancel-safe); pending
+    /// forever before the first reconcile.
+    pub async fn changed(&mut self) -> Result<Notice, NodeError> {
+        match &mut self.mirror {
+            Some(mirror) => mirror.changed().await.map_err(NodeError::Kernel),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Repairs what a notification reports: the objects it names go back to the desired
+    /// state; lost notifications or a changed weft link mean a full reconcile.
+    pub async fn repair(&mut self, notice: &Notice) -> Result<Reconciled, NodeError> {
+        if let Notice::Resync(reason) = notice {
+            tracing::info!(%reason, "observing the kernel again");
+        }
+        let started = Instant::now();
+        let reconciled = self.converge(notice, started).await;
+        self.count(reconciled)
+    }
+
+    fn count(&self, reconciled: Result<Reconciled, NodeError>) -> Result<Reconciled, NodeError> {
         match &reconciled {
-            Ok(done) => self.metrics.reconciled(done.took, &done.plan),
+            Ok(done) => {
+                self.metrics.reconciled(done.took, &done.plan);
+                self.reconciled.set();
+            }
             Err(_) => self.metrics.reconcile_failed(),
         }
         reconciled
     }
 
-    async fn reconcile_once(&mut self) -> Result<Reconciled, NodeError> {
-        let started = Instant::now();
-        let (desired, plan) = self.desired_and_plan().await?;
-        if !plan.is_empty() {
-            for op in &plan.ops {
-                tracing::debug!(%op, "applying");
+    /// Brings what `notice` names to the desired state, building what is missing first.
+    async fn converge(
+        &mut self,
+        notice: &Notice,
+        started: Instant,
+    ) -> Result<Reconciled, NodeError> {
+        let full = Notice::Resync(Resync::Requested);
+        let (desired, notice) = match self.desired.take() {
+            Some(desired) => (desired, notice),
+            None => {
+                // Built anew, it is planned in full, which covers whatever was pending.
+                self.pending = ObjectKeys::default();
+                let peers = self.peers.values().cloned();
+                let desired = DesiredPeers::new(&*self.backend, &self.local, peers, &self.config)
+                    .map_err(NodeError::Fabric)?;
+                (desired, &full)
             }
-            self.kernel.apply(&plan).await.map_err(NodeError::Kernel)?;
+        };
+        let desired = &*self.desired.insert(desired);
+        let mirror = match &mut self.mirror {
+            Some(mirror) => mirror,
+            None => {
+                let mirror = Mirror::new(self.kernel.clone(), self.scope.clone())
+                    .map_err(NodeError::Kernel)?;
+                self.mirror.insert(mirror)
+            }
+        };
+        let converged = mirror.converge(desired.state(), notice).await;
+        let plan = converged.map_err(NodeError::Kernel)?.plan;
+        for op in &plan.ops {
+            tracing::debug!(%op, "applied");
         }
-        if desired.problems != self.reported {
-            for problem in &desired.problems {
+        let problems = desired.problems();
+        if problems != self.reported {
+            for problem in &problems {
                 tracing::warn!("{problem}");
             }
-            self.reported = desired.problems.clone();
+            self.reported = problems.clone();
         }
-        self.write_files()?;
         Ok(Reconciled {
             plan,
-            problems: desired.problems,
+            problems,
             took: started.elapsed(),
         })
     }
@@ -311,20 +434,12 @@ impl Fabric {
         if write_atomic(&self.settings.subnet_file, env.as_bytes(), 0o644)? {
             tracing::info!(path = %self.settings.subnet_file.display(), "wrote subnet.env");
         }
-        let conflist = match &self.settings.flannel_cni_conf {
-            Some(path) => std::fs::read(path).map_err(|e| NodeError::File {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?,
-            None => {
-                let ipam_dir = self.settings.dir.join("cni").join("networks");
-                cni_conflist(&self.local, mtu, &ipam_dir.display().to_string()).into_bytes()
-            }
-        };
-        let target = self.settings.cni_conf_dir.join(CNI_CONFLIST_NAME);
-        if write_atomic(&target, &conflist, 0o644)? {
-            tracing::info!(path = %target.display(), "wrote the CNI config");
-        }
+        let ipam_dir = self.settings.dir.join("cni").join("networks");
+        install_cni_conflist(
+            &self.settings.cni_conf_dir,
+            self.settings.flannel_cni_conf.as_deref(),
+            || cni_conflist(&self.local, mtu, &ipam_dir.display().to_string()),
+        )?;
         Ok(())
     }
 }

@@ -7,13 +7,15 @@
 //! - [`source`]: [`LeaseSource`], with [`ApiSource`] (the weft servers, with CA pinning,
 //!   fail-over and watch resume) and [`StaticSource`] (a JSON file, for distributions that
 //!   allocate pod CIDRs themselves).
-//! - [`agent`]: [`agent::join`], then [`agent::run`]: on every lease change and every
-//!   `reconcile-interval`, observe the kernel (weft-kernel), plan (weft-fabric) and apply only
-//!   the difference, then write `subnet.env` and the CNI config atomically.
+//! - [`agent`]: [`agent::join`], then [`agent::run`]: on every lease change, plan the changed
+//!   peer's objects (weft-fabric) against the kernel as last seen (weft-kernel's mirror, kept
+//!   current by netlink notifications) and apply only the difference; repair what a
+//!   notification reports; on every `reconcile-interval`, observe the whole kernel, reconcile
+//!   and write `subnet.env` and the CNI config atomically.
 //! - [`egress`]: the egress selector's agent side: a tunnel to every server, the dial
 //!   authorizer, and in `cluster` mode the report of this node's pods from the CNI's IPAM state.
 //! - [`metrics`]: the agent's Prometheus metrics and the `/metrics` endpoint both daemons
-//!   serve.
+//!   serve, with [`health`]'s `/healthz` and `/readyz` beside it.
 //!
 //! It deliberately holds no flags and reads no environment: the bins resolve configuration
 //! with weft-config and hand over [`agent::AgentSettings`].
@@ -27,6 +29,7 @@ pub mod daemon;
 pub mod egress;
 mod error;
 pub mod files;
+pub mod health;
 pub mod identity;
 pub mod metrics;
 pub mod preflight;

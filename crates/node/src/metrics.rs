@@ -1,13 +1,14 @@
 //! Prometheus metrics: the agent's own, the process's, and the `/metrics` endpoint that both
-//! daemons serve on `metrics-address` (plain HTTP/1.1; the default address is loopback).
+//! daemons serve on `metrics-address` (plain HTTP/1.1; the default address is loopback),
+//! beside `/healthz` and `/readyz` (see [`crate::health`]).
 //!
 //! A daemon builds one [`Registry`], registers [`AgentMetrics`] (and, in `weft-server`,
 //! weft-control's metrics, so the embedded agent shares the server's endpoint) and
-//! [`register_process`], then [`spawn`]s the endpoint.
+//! [`register_process`], then [`spawn`]s the endpoint with its [`Readiness`].
 //!
 //! | metric | type | what |
 //! |---|---|---|
-//! | `weft_agent_reconcile_duration_seconds` | histogram | one reconcile: observe the kernel, plan, apply, write the files |
+//! | `weft_agent_reconcile_duration_seconds` | histogram | one reconcile: a lease change or a repair (plan and apply its objects), or a full one (observe the kernel, plan, apply, write the files) |
 //! | `weft_agent_reconciles_total{result}` | counter | reconciles, `ok` or `error` |
 //! | `weft_agent_reconcile_operations_total{op}` | counter | kernel operations applied, by kind (`replace_route`, `delete_fdb`, ...) |
 //! | `weft_agent_peers` | gauge | peers' leases the agent programs |
@@ -38,6 +39,7 @@ use tokio::net::TcpListener;
 use weft_fabric::{Op, Plan};
 
 use crate::NodeError;
+use crate::health::Readiness;
 use crate::source::LeaseUpdate;
 
 pub use prometheus_client::registry::Registry;
@@ -93,7 +95,7 @@ impl AgentMetrics {
         let agent = registry.sub_registry_with_prefix("weft_agent");
         agent.register_with_unit(
             "reconcile_duration",
-            "One reconcile: observe the kernel, plan, apply the difference, write the files",
+            "One reconcile: a lease change or repair (plan and apply its objects), or a full one (observe the kernel, plan, apply, write the files)",
             Unit::Seconds,
             self.reconcile_duration.clone(),
         );
@@ -269,15 +271,20 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
         })
 }
 
-/// Serves `registry` on `addr` in a task until the returned handle is dropped.
+/// Serves `registry`, `/healthz` and `readiness` on `addr` in a task until the returned handle
+/// is dropped.
 ///
 /// When `addr` can't be bound, it logs why and serves nothing: a daemon's network matters
 /// more than its metrics.
-pub async fn spawn(addr: SocketAddr, registry: Registry) -> Serving {
+pub async fn spawn(addr: SocketAddr, registry: Registry, readiness: Readiness) -> Serving {
     match bind(addr).await {
         Ok(listener) => {
-            tracing::debug!(%addr, "serving /metrics");
-            Serving(Some(tokio::spawn(serve(listener, Arc::new(registry)))))
+            tracing::debug!(%addr, "serving /metrics, /healthz and /readyz");
+            Serving(Some(tokio::spawn(serve(
+                listener,
+                Arc::new(registry),
+                readiness,
+            ))))
         }
         Err(e) => {
             tracing::error!("{e}; running without /metrics");
@@ -305,8 +312,9 @@ impl Drop for Serving {
     }
 }
 
-/// Serves `GET /metrics` (plain HTTP/1.1) on `listener` until the future is dropped.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+/// Serves `GET /metrics`, `/healthz` and `/readyz` (plain HTTP/1.1) on `listener` until the
+/// future is dropped.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>, readiness: Readiness) {
     loop {
         let (tcp, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -317,10 +325,12 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
             }
         };
         let registry = registry.clone();
+        let readiness = readiness.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let registry = registry.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &registry)) }
+                let readiness = readiness.clone();
+                async move { Ok::<_, Infallible>(respond(&req, &registry, &readiness)) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -332,18 +342,30 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
     }
 }
 
-fn respond(req: &Request<hyper::body::Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<hyper::body::Incoming>,
+    registry: &Registry,
+    readiness: &Readiness,
+) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => (StatusCode::OK, CONTENT_TYPE, encode(registry)),
-        (_, "/metrics") => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            "use GET\n".to_owned(),
-        ),
+        (&Method::GET, "/healthz") => (StatusCode::OK, TEXT, "ok\n".to_owned()),
+        (&Method::GET, "/readyz") => match readiness.check() {
+            Ok(()) => (StatusCode::OK, TEXT, "ok\n".to_owned()),
+            Err(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                format!("not ready: {reason}\n"),
+            ),
+        },
+        (_, "/metrics" | "/healthz" | "/readyz") => {
+            (StatusCode::METHOD_NOT_ALLOWED, TEXT, "use GET\n".to_owned())
+        }
         _ => (
             StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "the metrics are at /metrics\n".to_owned(),
+            TEXT,
+            "this endpoint serves /metrics, /healthz and /readyz\n".to_owned(),
         ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));

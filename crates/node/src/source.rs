@@ -355,6 +355,10 @@ impl LeaseSource for ApiSource {
                         self.refresh_servers(&client, &server).await;
                         return Ok(LeaseUpdate::Snapshot(snapshot.leases));
                     }
+                    Err(e) if revoked(&e) => {
+                        self.register_again(&e).await?;
+                        continue;
+                    }
                     Err(e) => {
                         self.fail_over(&e).await;
                         continue;
@@ -367,6 +371,10 @@ impl LeaseSource for ApiSource {
                 None => {
                     match tokio::time::timeout(idle, client.watch_leases(&server, revision)).await {
                         Ok(Ok(w)) => self.watch.insert(w),
+                        Ok(Err(e)) if revoked(&e) => {
+                            self.register_again(&e).await?;
+                            continue;
+                        }
                         Ok(Err(e)) => {
                             self.fail_over(&e).await;
                             continue;
@@ -432,7 +440,29 @@ impl LeaseSource for ApiSource {
     }
 }
 
+/// Whether the servers refused this node's certificate as no longer its current one: another
+/// registration of the node was issued a newer one, or the node was deleted.
+fn revoked(error: &ApiError) -> bool {
+    matches!(error, ApiError::Rejected { status: 401, .. })
+}
+
 impl ApiSource {
+    /// Registers again, as at start, after the servers refused the node's certificate
+    /// (`error`): a running agent gets a new one, as a kubelet registers its Node again.
+    /// A refusal of the registration itself (a password or identity another node holds) ends
+    /// the source.
+    async fn register_again(&mut self, error: &ApiError) -> Result<(), NodeError> {
+        let Some(registered) = &self.registered else {
+            return Err(NodeError::NotRegistered);
+        };
+        tracing::warn!(%error, "the servers no longer take this node's certificate; registering again");
+        let request = registered.request.clone();
+        self.watch = None;
+        // Backs off as after any failure: two processes of one node don't spin.
+        self.fail_over(error).await;
+        self.register(&request).await.map(drop)
+    }
+
     /// Renews the node certificate when less than the renewal's `renew_before` is left, then
     /// sets the next check: a check interval on, or sooner after a failed renewal. A renewal
     /// cut short (this future dropped) leaves the check due, so the next call renews.

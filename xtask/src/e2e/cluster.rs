@@ -152,6 +152,17 @@ impl Node {
             "--log-format".to_owned(),
             "json".to_owned(),
         ];
+        let args = match lab.env.wireguard {
+            Some(implementation) => {
+                let mut args = args;
+                args.extend([
+                    "--wireguard-implementation".to_owned(),
+                    implementation.as_str().to_owned(),
+                ]);
+                args
+            }
+            None => args,
+        };
         let bin = match role {
             Role::Server => lab.env.server.clone(),
             Role::Agent => lab.env.agent.clone(),
@@ -303,6 +314,26 @@ impl Node {
                 .args(&self.args)
                 .args(extra),
         )
+    }
+}
+
+impl Node {
+    /// `weft-agent SUBCOMMAND... <this agent's flags>` in this agent's namespace; returns
+    /// stdout and stderr.
+    pub(crate) fn agent_command(
+        &self,
+        lab: &Lab<'_>,
+        subcommand: &[&str],
+    ) -> anyhow::Result<std::process::Output> {
+        if self.role != Role::Agent {
+            bail!("{} is not an agent", self.name);
+        }
+        self.host
+            .ns
+            .exec(&lab.dir, &self.bin)
+            .args(subcommand)
+            .args(&self.args)
+            .output(None)
     }
 }
 

@@ -23,7 +23,7 @@ use crate::flags::Demo;
 
 /// `cargo xtask demo`.
 pub(crate) fn run(root: &Path, flags: Demo) -> anyhow::Result<ExitCode> {
-    let env = Env::prepare(root, flags.bin_dir.as_deref())?;
+    let env = Env::prepare(root, flags.bin_dir.as_deref(), None)?;
     let lab = Lab::new(&env, "demo")?;
     match show(&lab, flags.once) {
         Ok(true) => Ok(ExitCode::SUCCESS),

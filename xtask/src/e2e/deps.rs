@@ -71,6 +71,7 @@ pub(crate) const RUNTIME: &[Package] = &[
             "/usr/lib/cni/bridge",
             "/usr/lib/cni/host-local",
             "/usr/lib/cni/portmap",
+            "/usr/lib/cni/bandwidth",
         ],
         why: "the CNI plugins that make pods",
     },
@@ -126,15 +127,30 @@ pub(crate) fn ensure(wanted: &[&Package], root: bool) -> anyhow::Result<()> {
             names.join(" ")
         );
     }
+    apt_install(&names)?;
+    let still = missing_names(wanted);
+    if !still.is_empty() {
+        bail!("still missing after apt-get install: {}", still.join(" "));
+    }
+    Ok(())
+}
+
+/// How long apt-get waits for the dpkg lock another apt-get holds before it gives up.
+const DPKG_LOCK_TIMEOUT: &str = "DPkg::Lock::Timeout=600";
+
+/// `apt-get update`, then `apt-get install` of `packages`, waiting for the dpkg lock rather
+/// than failing when another apt-get runs.
+pub(crate) fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     if find("apt-get").is_none() {
         bail!(
             "missing packages {} and no apt-get to install them with",
-            names.join(" ")
+            packages.join(" ")
         );
     }
-    println!("installing {}", names.join(" "));
+    println!("installing {}", packages.join(" "));
     let apt = |args: &[&str]| {
         cmd(Path::new("/"), "apt-get")
+            .args(["-o", DPKG_LOCK_TIMEOUT])
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .run()
@@ -142,13 +158,8 @@ pub(crate) fn ensure(wanted: &[&Package], root: bool) -> anyhow::Result<()> {
     apt(&["update", "-q"])?;
     apt(&["install", "-y", "-q", "--no-install-recommends"]
         .into_iter()
-        .chain(names.iter().copied())
-        .collect::<Vec<_>>())?;
-    let still = missing_names(wanted);
-    if !still.is_empty() {
-        bail!("still missing after apt-get install: {}", still.join(" "));
-    }
-    Ok(())
+        .chain(packages.iter().copied())
+        .collect::<Vec<_>>())
 }
 
 fn missing_names(wanted: &[&Package]) -> Vec<&'static str> {

@@ -227,3 +227,18 @@ pub(crate) fn ifindex(ns: &Ns, dev: &str) -> anyhow::Result<u32> {
         .and_then(|n| n.trim().parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no ifindex in `{}`", out.trim()))
 }
+
+/// The kind of link `dev` is (`wireguard`, `tun`, `vxlan`, ...), as the kernel reports it over
+/// netlink (`ip -details -json link show`); `None` for a link without one (loopback, ...).
+pub(crate) fn link_kind(ns: &Ns, dev: &str) -> anyhow::Result<Option<String>> {
+    let out = ns.ip(&["-details", "-json", "link", "show", "dev", dev])?;
+    Ok(parse_link_kind(&out))
+}
+
+/// The `linkinfo.info_kind` of the first link in `ip -details -json link show` output.
+pub(crate) fn parse_link_kind(json: &str) -> Option<String> {
+    let links: serde_json::Value = serde_json::from_str(json).ok()?;
+    links[0]["linkinfo"]["info_kind"]
+        .as_str()
+        .map(str::to_owned)
+}

@@ -9,7 +9,9 @@ use serde_json::json;
 use super::cluster::{Front, NodeRow, Role, Settings, parse_egress_config, parse_node_list};
 use super::cni::{empty_result, plugin_config, result_ips};
 use super::demo::{columns, node_table, render_matrix};
-use super::inspect::{WgPeer, parse_fdb_dsts, parse_uapi_peers, parse_wg_dump, route_via};
+use super::inspect::{
+    WgPeer, parse_fdb_dsts, parse_link_kind, parse_uapi_peers, parse_wg_dump, route_via,
+};
 use super::lab::{Families, Ns, Segment, has_event, render_log_line};
 use super::probe::{accepted_peer, ping_counts, pseudo_random, received_bits_per_second};
 use super::reaper::run_pid;
@@ -227,7 +229,10 @@ fn cargo_artifacts() {
 
 #[test]
 fn scenario_names_are_unique_and_selectable() {
-    let all = scenarios::all();
+    let all = scenarios::all(false);
+    let in_vm = scenarios::all(true);
+    assert!(in_vm.len() > all.len(), "the VM adds scenarios");
+    assert!(all.iter().all(|s| in_vm.iter().any(|v| v.name == s.name)));
     let mut names: Vec<&str> = all.iter().map(|s| s.name).collect();
     names.sort_unstable();
     names.dedup();
@@ -351,4 +356,15 @@ fn responder_bodies() {
         super::responder::body("kubelet-n2", ip("192.0.2.2")),
         "kubelet-n2 192.0.2.2\n"
     );
+}
+
+#[test]
+fn link_kinds_from_ip_json() {
+    let tun = r#"[{"ifindex":7,"ifname":"flannel-wg","linkinfo":{"info_kind":"tun","info_data":{"type":"tun"}}}]"#;
+    assert_eq!(parse_link_kind(tun).as_deref(), Some("tun"));
+    let wg = r#"[{"ifindex":8,"ifname":"flannel-wg","linkinfo":{"info_kind":"wireguard"}}]"#;
+    assert_eq!(parse_link_kind(wg).as_deref(), Some("wireguard"));
+    let lo = r#"[{"ifindex":1,"ifname":"lo","link_type":"loopback"}]"#;
+    assert_eq!(parse_link_kind(lo), None);
+    assert_eq!(parse_link_kind("not json"), None);
 }

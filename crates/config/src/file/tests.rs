@@ -179,7 +179,7 @@ fn load_files(
         path: PathBuf::from("/etc/weft/config.yaml"),
         named_by,
     };
-    let (values, errors) = load(&location, role, &MapFiles::new(files.iter().copied()));
+    let (values, errors, _) = load(&location, role, &MapFiles::new(files.iter().copied()));
     (values, errors.iter().map(ToString::to_string).collect())
 }
 
@@ -373,10 +373,161 @@ fn toml_main_file() {
         ),
         ("/w.toml.d/a.yaml", "cluster-cidr+: [x]\n"),
     ]);
-    let (values, errors) = load(&location, Role::Server, &files);
+    let (values, errors, _) = load(&location, Role::Server, &files);
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(
         values.get(Key::ClusterCidr).unwrap().0,
         many(&["10.42.0.0/16", "fd00:42::/56", "x"])
     );
+}
+
+/// Loads files at `/etc/weft/config.yaml` for `role`: errors and warnings as text.
+fn load_messages(role: Role, files: &[(&str, &str)]) -> (FileValues, Vec<String>, Vec<String>) {
+    let location = ConfigLocation {
+        path: PathBuf::from("/etc/weft/config.yaml"),
+        named_by: None,
+    };
+    let (values, errors, warnings) = load(&location, role, &MapFiles::new(files.iter().copied()));
+    (
+        values,
+        errors.iter().map(ToString::to_string).collect(),
+        warnings.iter().map(ToString::to_string).collect(),
+    )
+}
+
+#[test]
+fn k3s_server_keys_load_with_one_warning_each() {
+    let (values, errors, warnings) = load_messages(
+        Role::Server,
+        &[
+            (
+                "/etc/weft/config.yaml",
+                "tls-san: [k3s.example.com]\nwrite-kubeconfig-mode: \"0644\"\nnode-label+: [a=b]\nkubelet-arg: [max-pods=200]\ncluster-cidr: 10.42.0.0/16\no: /root/kubeconfig\n",
+            ),
+            (
+                "/etc/weft/config.yaml.d/10.yaml",
+                "tls-san+: [other.example.com]\ndisable: [traefik, servicelb]\ndisable-apiserver-lb: true\n",
+            ),
+        ],
+    );
+    assert_eq!(errors, Vec::<String>::new());
+    assert_eq!(
+        warnings,
+        [
+            "ignoring tls-san: not a network setting weft uses",
+            "ignoring write-kubeconfig-mode: not a network setting weft uses",
+            "ignoring node-label: not a network setting weft uses",
+            "ignoring kubelet-arg: not a network setting weft uses",
+            "ignoring write-kubeconfig: not a network setting weft uses",
+            "ignoring disable: not a network setting weft uses",
+            "ignoring disable-apiserver-lb: not a network setting weft uses",
+        ]
+    );
+    assert_eq!(
+        value(&values, Key::ClusterCidr),
+        Some((one("10.42.0.0/16"), "/etc/weft/config.yaml".to_owned()))
+    );
+}
+
+#[test]
+fn k3s_keys_in_toml() {
+    let location = ConfigLocation {
+        path: PathBuf::from("/w.toml"),
+        named_by: Some("--config"),
+    };
+    let files = MapFiles::new([(
+        "/w.toml",
+        "tls-san = [\"a\"]\ncluster-cidr = \"10.42.0.0/16\"\n",
+    )]);
+    let (values, errors, warnings) = load(&location, Role::Server, &files);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["ignoring tls-san: not a network setting weft uses"]
+    );
+    assert_eq!(values.get(Key::ClusterCidr).unwrap().0, one("10.42.0.0/16"));
+}
+
+#[test]
+fn agent_takes_only_the_k3s_agent_keys() {
+    let (values, errors, warnings) = load_messages(
+        Role::Agent,
+        &[
+            (
+                "/etc/weft/config.yaml",
+                "node-label: [a=b]\nkubelet-arg: [max-pods=200]\ntls-san: [x]\nnode-name: n1\n",
+            ),
+            (
+                "/etc/weft/config.yaml.d/10.yaml",
+                "write-kubeconfig-mode: \"0644\"\ndisable-apiserver-lb: true\nkublet-arg: [x]\n",
+            ),
+        ],
+    );
+    assert_eq!(
+        errors,
+        [
+            "tls-san in /etc/weft/config.yaml is a k3s server setting, which an agent does not take (k3s agent refuses it too): remove it from the agent's config file",
+            "write-kubeconfig-mode in /etc/weft/config.yaml.d/10.yaml is a k3s server setting, which an agent does not take (k3s agent refuses it too): remove it from the agent's config file",
+            "unknown key kublet-arg in /etc/weft/config.yaml.d/10.yaml: the closest known key is kubelet-arg",
+        ]
+    );
+    assert_eq!(
+        warnings,
+        [
+            "ignoring node-label: not a network setting weft uses",
+            "ignoring kubelet-arg: not a network setting weft uses",
+            "ignoring disable-apiserver-lb: not a network setting weft uses",
+        ]
+    );
+    assert_eq!(
+        value(&values, Key::NodeName),
+        Some((one("n1"), "/etc/weft/config.yaml".to_owned()))
+    );
+}
+
+#[test]
+fn k3s_network_keys_weft_cant_honour_are_errors() {
+    for role in [Role::Server, Role::Agent] {
+        let (_, errors, warnings) = load_messages(
+            role,
+            &[(
+                "/etc/weft/config.yaml",
+                "vpn-auth: name=tailscale,joinKey=k\nvpn-auth-file: /k\n",
+            )],
+        );
+        let fix = "weft has no VPN integration (K3s's tailscale backend); remove it and pick a flannel-backend, e.g. wireguard-native to encrypt traffic between nodes";
+        assert_eq!(
+            errors,
+            [
+                format!(
+                    "vpn-auth in /etc/weft/config.yaml is a k3s setting weft can't honour: {fix}"
+                ),
+                format!(
+                    "vpn-auth-file in /etc/weft/config.yaml is a k3s setting weft can't honour: {fix}"
+                ),
+            ],
+            "{role:?}"
+        );
+        assert_eq!(warnings, Vec::<String>::new());
+    }
+}
+
+#[test]
+fn typos_still_fail_with_the_closest_key() {
+    let (_, errors, warnings) = load_messages(
+        Role::Server,
+        &[(
+            "/etc/weft/config.yaml",
+            "tls-sna: [x]\nclustr-cidr: 10.42.0.0/16\nwrite-kubeconfig-mod: \"0644\"\n",
+        )],
+    );
+    assert_eq!(
+        errors,
+        [
+            "unknown key tls-sna in /etc/weft/config.yaml: the closest known key is tls-san",
+            "unknown key clustr-cidr in /etc/weft/config.yaml: the closest known key is cluster-cidr",
+            "unknown key write-kubeconfig-mod in /etc/weft/config.yaml: the closest known key is write-kubeconfig-mode",
+        ]
+    );
+    assert_eq!(warnings, Vec::<String>::new());
 }

@@ -20,7 +20,8 @@ fn run(
         path: CONFIG.into(),
         named_by: None,
     };
-    let (values, mut errors) = file::load(&location, role, &MapFiles::new(files.iter().copied()));
+    let (values, mut errors, _) =
+        file::load(&location, role, &MapFiles::new(files.iter().copied()));
     let (resolved, errs, warnings) =
         resolve(role, flags, &values, &MapEnv::new(env.iter().copied()));
     errors.extend(errs);

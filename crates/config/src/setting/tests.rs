@@ -62,6 +62,8 @@ fn closest_key() {
         ("flanel-backend", "flannel-backend"),
         ("node_ip", "node-ip"),
         ("nodename", "node-name"),
+        ("tls-sna", "tls-san"),
+        ("kubelet_arg", "kubelet-arg"),
     ];
     for (key, want) in cases {
         assert_eq!(Key::closest(key), *want, "{key}");
@@ -171,4 +173,53 @@ fn datastore_rows_are_server_only_text_together() {
         assert!(!Role::Agent.takes(key), "{key}");
     }
     assert_eq!(Key::DatastoreCafile.setting().default, "the system's CAs");
+}
+
+#[test]
+fn k3s_settings_weft_skips_are_no_weft_settings_and_appear_once() {
+    use crate::setting::{K3S_IGNORED, K3S_UNSUPPORTED};
+    let names: Vec<&str> = K3S_IGNORED
+        .iter()
+        .flat_map(|s| std::iter::once(s.name).chain(s.aliases.iter().copied()))
+        .chain(K3S_UNSUPPORTED.iter().map(|(name, _)| *name))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(Key::lookup(name), None, "{name} is a weft setting");
+        assert!(!names[i + 1..].contains(name), "{name} appears twice");
+    }
+}
+
+#[test]
+fn k3s_keys_by_role() {
+    use crate::setting::{K3sKey, k3s_key};
+    let cases: &[(&str, Role, Option<K3sKey>)] = &[
+        ("tls-san", Role::Server, Some(K3sKey::Ignored("tls-san"))),
+        ("tls-san", Role::Agent, Some(K3sKey::ServerOnly("tls-san"))),
+        (
+            "node-label",
+            Role::Agent,
+            Some(K3sKey::Ignored("node-label")),
+        ),
+        ("l", Role::Agent, Some(K3sKey::Ignored("log"))),
+        (
+            "kube-cloud-controller-arg",
+            Role::Server,
+            Some(K3sKey::Ignored("kube-cloud-controller-manager-arg")),
+        ),
+        (
+            "disable-apiserver-lb",
+            Role::Server,
+            Some(K3sKey::Ignored("disable-apiserver-lb")),
+        ),
+        ("cluster-cidr", Role::Server, None),
+        ("flannel-ip-masq-disable-random-fully", Role::Server, None),
+        ("tls_san", Role::Server, None),
+    ];
+    for (key, role, want) in cases {
+        assert_eq!(k3s_key(key, *role), *want, "{key} {role:?}");
+    }
+    assert!(matches!(
+        k3s_key("vpn-auth", Role::Agent),
+        Some(K3sKey::Unsupported("vpn-auth", _))
+    ));
 }

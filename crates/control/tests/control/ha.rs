@@ -68,13 +68,14 @@ async fn agents_fail_over_and_nodes_join_through_a_survivor() {
 
     // The first server stops (as a crash: no goodbye); a lease changes through the second.
     servers.remove(0).stop().await;
+    // node-1's agent is stopped before another process of it registers (its agent would
+    // register again with its own MAC once its certificate is revoked).
+    drop(watchers.remove(0));
     let changed = nodes[0]
         .register(&urls[1], &token, &nodes[0].request_with_mac(mac(1)))
         .await
         .expect("node-1 re-registers through the second server")
         .lease;
-    // node-1's own watch ran on the certificate its new registration revoked.
-    watchers.remove(0);
     for watcher in &mut watchers {
         watcher
             .until("node-1's new MAC after fail-over", PATIENCE, |l| {
@@ -99,12 +100,12 @@ async fn agents_fail_over_and_nodes_join_through_a_survivor() {
     // The second server stops too; the third carries on.
     servers.remove(0).stop().await;
     let admin = servers[0].admin();
+    // node-2 is taken out of service before it is deleted.
+    drop(watchers.remove(0));
     admin
         .delete_node(&urls[2], "node-2")
         .await
         .expect("the admin deletes node-2 through the third server");
-    // node-2's own watch ends with its certificate.
-    watchers.remove(0);
     for watcher in &mut watchers {
         watcher
             .until("node-2 to go", PATIENCE, |l| !l.contains_key("node-2"))
@@ -123,16 +124,7 @@ async fn agents_fail_over_and_nodes_join_through_a_survivor() {
 async fn two_servers_allocating_at_once_never_share_a_cidr() {
     let etcd = Etcd::start().await;
     let dirs = dirs::<2>();
-    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.client_url, None))
-        .await
-        .expect("the first server starts");
-    let second = TestServer::start(ServerOptions::etcd(
-        dirs[1].path(),
-        &etcd.client_url,
-        Some(first.token.clone()),
-    ))
-    .await
-    .expect("the second server starts");
+    let (first, second) = crate::harness::two_on(&etcd, &dirs).await;
     let token = first.token.clone();
     let urls = [first.url.clone(), second.url.clone()];
 

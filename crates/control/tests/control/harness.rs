@@ -213,6 +213,30 @@ impl ServerOptions {
     }
 }
 
+/// A server on the embedded store in a temporary data dir (kept as long as the dir is).
+pub(crate) async fn embedded() -> (TempDir, TestServer) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = TestServer::start(ServerOptions::embedded(dir.path()))
+        .await
+        .expect("the server starts");
+    (dir, server)
+}
+
+/// Two servers on `etcd`, the second joined with the first's token.
+pub(crate) async fn two_on(etcd: &Etcd, dirs: &[TempDir; 2]) -> (TestServer, TestServer) {
+    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.client_url, None))
+        .await
+        .expect("the first server starts");
+    let second = TestServer::start(ServerOptions::etcd(
+        dirs[1].path(),
+        &etcd.client_url,
+        Some(first.token.clone()),
+    ))
+    .await
+    .expect("the second server starts");
+    (first, second)
+}
+
 impl TestServer {
     /// Starts a server and serves its API.
     ///

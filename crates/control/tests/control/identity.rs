@@ -9,15 +9,7 @@ use weft_api::ApiError;
 use weft_api::protocol::RegisterRequest;
 use weft_fabric::{BackendData, WgPublicKey};
 
-use crate::harness::{Etcd, ServerOptions, TestNode, TestServer};
-
-async fn server() -> (tempfile::TempDir, TestServer) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let server = TestServer::start(ServerOptions::embedded(dir.path()))
-        .await
-        .expect("the server starts");
-    (dir, server)
-}
+use crate::harness::{Etcd, TestNode, TestServer, embedded as server};
 
 /// The refusal's status and message.
 fn refusal(result: Result<impl std::fmt::Debug, ApiError>) -> (u16, String) {
@@ -166,16 +158,7 @@ async fn two_servers_racing_for_one_address_give_it_to_one_node() {
     let etcd = Etcd::start().await;
     let dirs: [tempfile::TempDir; 2] =
         std::array::from_fn(|_| tempfile::tempdir().expect("a temporary directory"));
-    let first = TestServer::start(ServerOptions::etcd(dirs[0].path(), &etcd.client_url, None))
-        .await
-        .expect("the first server starts");
-    let second = TestServer::start(ServerOptions::etcd(
-        dirs[1].path(),
-        &etcd.client_url,
-        Some(first.token.clone()),
-    ))
-    .await
-    .expect("the second server starts");
+    let (first, second) = crate::harness::two_on(&etcd, &dirs).await;
     let token = first.token.clone();
     let urls = [first.url.clone(), second.url.clone()];
 

@@ -7,15 +7,9 @@ use weft_api::client::NodeClient;
 use weft_fabric::Lease;
 use weft_node::{LeaseSource, LeaseUpdate, NodeError};
 
-use crate::harness::{PATIENCE, ServerOptions, TestNode, TestServer, mac, mac_of, network};
-
-async fn server() -> (tempfile::TempDir, TestServer) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let server = TestServer::start(ServerOptions::embedded(dir.path()))
-        .await
-        .expect("the server starts");
-    (dir, server)
-}
+use crate::harness::{
+    PATIENCE, ServerOptions, TestNode, TestServer, embedded as server, mac, mac_of, network,
+};
 
 fn cidrs(lease: &Lease) -> (String, String) {
     (

@@ -49,7 +49,11 @@ async fn the_endpoint_serves_the_control_planes_and_agents_metrics() {
     metrics::register_process(&mut registry);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let listener = metrics::bind(addr).await.expect("bind /metrics");
-    let serving = tokio::spawn(metrics::serve(listener, Arc::new(registry)));
+    let serving = tokio::spawn(metrics::serve(
+        listener,
+        Arc::new(registry),
+        weft_node::health::Readiness::default(),
+    ));
 
     // Two nodes join, one machine is refused its name, a wrong token is refused, one node
     // watches, and the other is deleted.

@@ -8,17 +8,9 @@ use weft_api::pki::{CertificateInfo, ClusterCa, Expiry, LEAF_VALIDITY, certifica
 use weft_node::identity::Credentials;
 use weft_node::source::CertificateRenewal;
 
-use crate::harness::{PATIENCE, ServerOptions, TestNode, TestServer, Watcher, within};
+use crate::harness::{PATIENCE, TestNode, Watcher, embedded as server, within};
 
 const DAY: Duration = Duration::from_secs(86_400);
-
-async fn server() -> (tempfile::TempDir, TestServer) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let server = TestServer::start(ServerOptions::embedded(dir.path()))
-        .await
-        .expect("the server starts");
-    (dir, server)
-}
 
 /// The node certificate `node` has saved.
 fn saved(node: &TestNode) -> Credentials {

@@ -8,15 +8,7 @@ use weft_api::ApiError;
 use weft_api::client::NodeClient;
 use weft_api::pki::CertifiedKey;
 
-use crate::harness::{ServerOptions, TestNode, TestServer, within};
-
-async fn server() -> (tempfile::TempDir, TestServer) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let server = TestServer::start(ServerOptions::embedded(dir.path()))
-        .await
-        .expect("the server starts");
-    (dir, server)
-}
+use crate::harness::{PATIENCE, TestNode, TestServer, Watcher, embedded as server, within};
 
 /// Registers `node` and returns a client with the certificate it was issued.
 async fn registered(server: &TestServer, node: &TestNode) -> NodeClient {
@@ -114,4 +106,38 @@ async fn a_new_certificate_revokes_the_one_before() {
     new.list_leases(&server.url)
         .await
         .expect("the new certificate still reads leases");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_agent_whose_certificate_was_replaced_registers_again() {
+    let (_dir, server) = server().await;
+    let node = TestNode::new("n1", 1);
+    let (_, source) = node
+        .join(&[&server.url], &server.token)
+        .await
+        .expect("n1 joins");
+    let mut watcher = Watcher::spawn(source);
+    watcher
+        .until("n1's lease", PATIENCE, |l| l.len() == 1)
+        .await;
+
+    // Another process of the same node registers (as `weft-agent plan` does): the running
+    // agent's certificate is revoked, and it registers again rather than stop.
+    registered(&server, &node).await;
+    let other = TestNode::new("n2", 2);
+    let (lease, _) = other
+        .join(&[&server.url], &server.token)
+        .await
+        .expect("n2 joins");
+    watcher
+        .until("n2's lease", PATIENCE, |l| l.get("n2") == Some(&lease))
+        .await;
+    let saved = weft_node::identity::Credentials::load(node.dir.path())
+        .expect("readable")
+        .expect("saved");
+    let client = NodeClient::new(&server.ca_pem, &saved.identity()).expect("a client");
+    client
+        .list_leases(&server.url)
+        .await
+        .expect("the certificate the agent registered for last is current");
 }

@@ -25,7 +25,7 @@ fn subnet_env_in_flannels_format() {
 }
 
 #[test]
-fn conflist_runs_bridge_host_local_and_portmap() {
+fn conflist_runs_bridge_host_local_portmap_and_bandwidth() {
     let text = cni_conflist(&lease(1, true), 1430, "/var/lib/weft/agent/cni");
     let conf: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(conf["cniVersion"], "1.0.0");
@@ -48,4 +48,9 @@ fn conflist_runs_bridge_host_local_and_portmap() {
     );
     assert_eq!(conf["plugins"][1]["type"], "portmap");
     assert_eq!(conf["plugins"][1]["capabilities"]["portMappings"], true);
+    assert_eq!(
+        conf["plugins"][2],
+        serde_json::json!({"type": "bandwidth", "capabilities": {"bandwidth": true}})
+    );
+    assert_eq!(conf["plugins"].as_array().map(Vec::len), Some(3));
 }

@@ -14,9 +14,9 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol,
 };
-use weft_fabric::{Address, KernelState, LinkKind, MacAddr, Route};
+use weft_fabric::{Address, LinkKind, MacAddr, Route};
 
-use super::{observe_neighbour, observed_address, observed_link, observed_route};
+use super::{Entry, neighbour_entry, observed_address, observed_link, observed_route};
 
 const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
@@ -153,37 +153,50 @@ fn neighbour(family: AddressFamily, state: NeighbourState, mac: [u8; 6]) -> Neig
 }
 
 #[test]
-fn permanent_neighbours_and_fdb_entries_are_observed() {
+fn neighbours_and_fdb_entries_on_weft_links_are_read() {
     let weft = HashMap::from([(7, "flannel.1".to_owned())]);
-    let mut state = KernelState::default();
-    observe_neighbour(
-        &neighbour(AddressFamily::Inet, NeighbourState::Permanent, MAC),
-        &weft,
-        &mut state,
-    );
-    observe_neighbour(
-        &neighbour(AddressFamily::Inet, NeighbourState::Reachable, MAC),
-        &weft,
-        &mut state,
-    );
-    observe_neighbour(
-        &neighbour(AddressFamily::Bridge, NeighbourState::Permanent, MAC),
-        &weft,
-        &mut state,
-    );
-    // The all-zero default destination is not weft's.
-    observe_neighbour(
-        &neighbour(AddressFamily::Bridge, NeighbourState::Permanent, [0; 6]),
-        &weft,
-        &mut state,
-    );
     let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
-    assert_eq!(
-        state.neighbours.into_iter().collect::<Vec<_>>(),
-        [(("flannel.1".to_owned(), ip), MacAddr(MAC))]
-    );
-    assert_eq!(
-        state.fdb.into_iter().collect::<Vec<_>>(),
-        [(("flannel.1".to_owned(), MacAddr(MAC)), ip)]
-    );
+    let dev = || "flannel.1".to_owned();
+    // Cases: (the message, the entry read from it).
+    let cases = [
+        (
+            neighbour(AddressFamily::Inet, NeighbourState::Permanent, MAC),
+            Some(Entry::Neighbour {
+                dev: dev(),
+                ip,
+                mac: MacAddr(MAC),
+                permanent: true,
+            }),
+        ),
+        (
+            neighbour(AddressFamily::Inet, NeighbourState::Reachable, MAC),
+            Some(Entry::Neighbour {
+                dev: dev(),
+                ip,
+                mac: MacAddr(MAC),
+                permanent: false,
+            }),
+        ),
+        (
+            neighbour(AddressFamily::Bridge, NeighbourState::Permanent, MAC),
+            Some(Entry::Fdb {
+                dev: dev(),
+                mac: MacAddr(MAC),
+                dst: ip,
+                permanent: true,
+            }),
+        ),
+        // The all-zero default destination is not weft's.
+        (
+            neighbour(AddressFamily::Bridge, NeighbourState::Permanent, [0; 6]),
+            None,
+        ),
+    ];
+    for (msg, want) in cases {
+        assert_eq!(neighbour_entry(&msg, &weft), want, "{msg:?}");
+    }
+    // Nothing on a link outside the scope is read.
+    let mut elsewhere = neighbour(AddressFamily::Inet, NeighbourState::Permanent, MAC);
+    elsewhere.header.ifindex = 8;
+    assert_eq!(neighbour_entry(&elsewhere, &weft), None);
 }

@@ -9,6 +9,8 @@
 //!    naming each one, and the cluster keeps its settings.
 //! 4. An agent with a wrong token (a token pinning another CA; the right CA with a wrong
 //!    secret) is refused: it never appears in `node list` and programs nothing.
+//! 5. Where the kernel has no WireGuard, a server told `--wireguard-implementation kernel` for
+//!    wireguard-native exits 1 with an error that names the module and the fix.
 
 use std::time::Duration;
 
@@ -120,12 +122,38 @@ pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
         ));
     }
     s1.stop()?;
+
+    // 5. Kernel WireGuard where the kernel has none.
+    let host = lab.host("wg", &[(&segment, 30)])?;
+    if host
+        .ns
+        .ip(&["link", "add", "wfe-probe", "type", "wireguard"])
+        .is_ok()
+    {
+        host.ns.ip(&["link", "del", "wfe-probe"])?;
+        lab.step(
+            "this kernel has WireGuard: nothing to refuse for --wireguard-implementation kernel",
+        );
+        return Ok(());
+    }
+    let wireguard = Settings::new("wireguard-native", families);
+    let mut kernel_only = Node::server(lab, "wg", host.clone(), &wireguard, &[]);
+    kernel_only.set_arg("--wireguard-implementation", "kernel");
+    let out = refused(lab, &mut kernel_only)?;
+    ensure!(
+        out.contains("`modprobe wireguard`") && out.contains("wireguard-implementation"),
+        "no error names the module and the fix:\n{out}"
+    );
+    lab.step(format!(
+        "--wireguard-implementation kernel without the module: exit 1 ({})",
+        last_error(&out).unwrap_or("no error line")
+    ));
     Ok(())
 }
 
 /// Starts `node`, waits for it to exit, and returns what it printed; an error unless it exits
 /// with status 1.
-fn refused(lab: &Lab<'_>, node: &mut Node) -> anyhow::Result<String> {
+pub(crate) fn refused(lab: &Lab<'_>, node: &mut Node) -> anyhow::Result<String> {
     node.spawn(lab)?;
     let daemon = node.daemon()?;
     let status = daemon

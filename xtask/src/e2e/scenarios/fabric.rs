@@ -12,15 +12,19 @@
 //!
 //! wireguard-native runs on the kernel module where there is one and on the agent's userspace
 //! implementation elsewhere; the peers are read from the agent's read-only UAPI socket for a
-//! userspace device and from `wg show` for a kernel one.
+//! userspace device and from `wg show` for a kernel one. A run with
+//! `--wireguard-implementation` (the VM lane runs `kernel`) also checks every node runs on that
+//! implementation: its devices' link kind (`wireguard` or `tun`, read through netlink), what
+//! `weft-agent check` reports, and what `weft-agent plan` says.
 
 use anyhow::{bail, ensure};
 
-use crate::e2e::cluster::{self, Node, NodeRow, Settings, row};
+use crate::e2e::cluster::{self, Node, NodeRow, Role, Settings, row};
 use crate::e2e::cni::Pod;
 use crate::e2e::inspect;
-use crate::e2e::lab::{Families, Lab, family_name};
+use crate::e2e::lab::{Families, Lab, family_name, wait_for};
 use crate::e2e::probe::{ping, transfer};
+use crate::flags::WireguardImplementation;
 
 use super::Scenario;
 
@@ -77,6 +81,15 @@ fn run(lab: &Lab<'_>, backend: &'static str, families: Families) -> anyhow::Resu
     let segment = lab.segment(0, families)?;
     let settings = Settings::new(backend, families);
     let (mut nodes, rows) = cluster::start(lab, &segment, &settings, 1, &[])?;
+    if let (Some(implementation), "wireguard-native") = (lab.env.wireguard, backend) {
+        for node in &nodes {
+            check_implementation(lab, node, families, implementation)?;
+        }
+        lab.step(format!(
+            "every node runs WireGuard on the {} implementation",
+            implementation.as_str()
+        ));
+    }
     let outside = lab.host("out", &[(&segment, 100)])?;
     for v6 in families.each() {
         check_path(backend, &nodes[0], row(&rows, "n2")?, v6)?;
@@ -128,6 +141,64 @@ fn run(lab: &Lab<'_>, backend: &'static str, families: Families) -> anyhow::Resu
     for node in nodes.iter_mut().rev() {
         node.stop()?;
     }
+    Ok(())
+}
+
+/// How long a node may take to make its WireGuard devices after it registered.
+const DEVICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Checks that `node`'s WireGuard devices run on `implementation`: the link kind its kernel
+/// reports, and, for an agent, what `weft-agent check` and `weft-agent plan` say.
+pub(crate) fn check_implementation(
+    lab: &Lab<'_>,
+    node: &Node,
+    families: Families,
+    implementation: WireguardImplementation,
+) -> anyhow::Result<()> {
+    let kind = match implementation {
+        WireguardImplementation::Kernel => "wireguard",
+        WireguardImplementation::Userspace => "tun",
+    };
+    for v6 in families.each() {
+        let dev = inspect::wireguard_dev(v6);
+        // An agent that has just joined may not have made its devices yet (a VM under TCG is
+        // slow); once there, the kind is what it is.
+        let found = wait_for(&format!("{}'s {dev}", node.name), DEVICE_TIMEOUT, || {
+            Ok(inspect::link_kind(&node.host.ns, dev).ok())
+        })?;
+        ensure!(
+            found.as_deref() == Some(kind),
+            "{}'s {dev} is of kind {found:?}, not {kind}",
+            node.name
+        );
+    }
+    if node.role != Role::Agent {
+        return Ok(());
+    }
+    let check = node.agent_command(lab, &["check"])?;
+    let report = String::from_utf8_lossy(&check.stdout);
+    let said = match implementation {
+        WireguardImplementation::Kernel => "wireguard-native runs on the kernel's WireGuard",
+        WireguardImplementation::Userspace => {
+            "wireguard-native runs on the userspace implementation"
+        }
+    };
+    ensure!(
+        report.contains(said),
+        "`weft-agent check` on {} does not say `{said}`:\n{report}",
+        node.name
+    );
+    let plan = node.agent_command(lab, &["plan"])?;
+    let said = format!(
+        "wireguard-native: the {} implementation runs the WireGuard devices",
+        implementation.as_str()
+    );
+    let stderr = String::from_utf8_lossy(&plan.stderr);
+    ensure!(
+        plan.status.success() && stderr.contains(&said),
+        "`weft-agent plan` on {} does not say `{said}`:\n{stderr}",
+        node.name
+    );
     Ok(())
 }
 

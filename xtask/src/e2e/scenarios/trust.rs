@@ -14,8 +14,8 @@
 //! | a server started with the agent token | refused |
 //!
 //! Then n3 is taken out of service and deleted: its certificate gets 401 from
-//! `/v1-weft/leases`. Node certificates are valid for a year at most (`weft-server certificate
-//! check`).
+//! `/v1-weft/leases`. Every certificate but the CA's is valid for a year at most, the CA's for
+//! ten (`weft-server certificate check`), and the admin certificate opens no CONNECT.
 
 use std::fs;
 use std::net::IpAddr;
@@ -24,15 +24,15 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 
-use crate::e2e::cluster::{self, Node, Settings};
+use crate::e2e::cluster::{self, Front, Node, Settings};
 use crate::e2e::inspect;
 use crate::e2e::lab::{Daemon, Families, Lab, Ns};
 use crate::e2e::responder;
 
+use super::bad_input::refused;
+
 /// The kubelet port of the cluster.
 const KUBELET: u16 = 10250;
-/// How long a refused daemon may take to give up.
-const REFUSE_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
     let families = Families::V4;
@@ -194,6 +194,34 @@ pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
     );
     lab.step("n3 deleted: its certificate gets 401 from /v1-weft/leases");
 
+    // 6. Lifetimes, and one certificate for one job.
+    for node in [&server, &agents[0]] {
+        let out = server.server_command(
+            lab,
+            &["certificate", "check"],
+            &["--data-dir", &node.dir.display().to_string()],
+        )?;
+        certificate_lifetimes(&out).with_context(|| format!("certificates of {}", node.name))?;
+    }
+    let admin = Front {
+        tls: front.tls.clone().map(|[ca, _, _]| {
+            let tls = server.dir.join("server").join("tls");
+            [
+                ca,
+                tls.join("client-admin.crt").display().to_string(),
+                tls.join("client-admin.key").display().to_string(),
+            ]
+        }),
+        ..front.clone()
+    };
+    ensure!(
+        admin
+            .get(lab, &server.host.ns, &format!("{n2_ip}:{KUBELET}"))
+            .is_err(),
+        "the admin certificate opened a CONNECT"
+    );
+    lab.step("certificates: CA 10 years, the rest at most 365 days; the admin's opens no CONNECT");
+
     ensure!(
         kubelet_of(n2_ip)? == "kubelet-n2",
         "n2's kubelet is answered by another node"
@@ -206,6 +234,29 @@ pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Checks `weft-server certificate check`'s lines: the CA's valid for about ten years, every
+/// other certificate for at most a year, none expired.
+fn certificate_lifetimes(out: &str) -> anyhow::Result<()> {
+    let mut seen = 0;
+    for line in out.lines().filter(|l| l.contains(": certificate ")) {
+        let days: i64 = line
+            .rsplit_once(" (")
+            .and_then(|(_, tail)| tail.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("no days left in `{line}`"))?;
+        ensure!(line.contains("is ok, expires at"), "not ok: {line}");
+        let limit = if line.starts_with("server-ca.crt") || line.contains("/server-ca.crt") {
+            3653
+        } else {
+            365
+        };
+        ensure!(days <= limit, "{days} days left, more than {limit}: {line}");
+        seen += 1;
+    }
+    ensure!(seen > 0, "no certificate listed:\n{out}");
+    Ok(())
+}
+
 /// The agent token a server wrote.
 fn agent_token(server: &Node) -> anyhow::Result<String> {
     let path = server.dir.join("server").join("agent-token");
@@ -213,23 +264,6 @@ fn agent_token(server: &Node) -> anyhow::Result<String> {
         .with_context(|| format!("reading {}", path.display()))?
         .trim()
         .to_owned())
-}
-
-/// Starts `node`, which must give up with exit 1; returns its output.
-fn refused(lab: &Lab<'_>, node: &mut Node) -> anyhow::Result<String> {
-    node.spawn(lab)?;
-    let daemon = node.daemon()?;
-    let status = daemon
-        .wait(REFUSE_TIMEOUT)
-        .with_context(|| format!("{} was not refused", daemon.title))?;
-    let out = daemon.output();
-    ensure!(
-        status.code() == Some(1),
-        "{} exited with {status}, not 1:\n{out}",
-        daemon.title
-    );
-    node.kill();
-    Ok(out)
 }
 
 /// The IPv4 VTEP MAC an agent keeps in its data dir.

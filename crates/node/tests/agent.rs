@@ -1,0 +1,237 @@
+//! Privileged tests of the agent's loop on a real kernel (feature `netns-tests`, root): lease
+//! changes reach the kernel through the agent's cached path, a route deleted by hand comes back
+//! on its notification (the reconcile interval is an hour), and an agent started afterwards
+//! finds nothing to do.
+//!
+//! Run with `cargo test -p weft-node --features netns-tests --test agent`.
+
+#![cfg(feature = "netns-tests")]
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use weft_api::protocol::RegisterRequest;
+use weft_config::ClusterNetwork;
+use weft_fabric::{BackendData, Lease, MacAddr, MasqMode};
+use weft_kernel::Kernel;
+use weft_kernel::netns::{Namespace, veth};
+use weft_node::agent::{self, AgentSettings};
+use weft_node::{LeaseSource, LeaseUpdate, NodeError};
+
+/// Peers at the start.
+const PEERS: u8 = 10;
+
+/// Leases from a snapshot, then whatever the test sends.
+struct Channel {
+    cluster: ClusterNetwork,
+    leases: Vec<Lease>,
+    snapshot_sent: bool,
+    updates: mpsc::UnboundedReceiver<LeaseUpdate>,
+}
+
+impl LeaseSource for Channel {
+    async fn cluster(&mut self) -> Result<ClusterNetwork, NodeError> {
+        Ok(self.cluster.clone())
+    }
+
+    async fn register(&mut self, request: &RegisterRequest) -> Result<Lease, NodeError> {
+        Ok(self
+            .leases
+            .iter()
+            .find(|l| l.node_name == request.node_name)
+            .cloned()
+            .expect("the node's lease"))
+    }
+
+    async fn next(&mut self) -> Result<LeaseUpdate, NodeError> {
+        if !self.snapshot_sent {
+            self.snapshot_sent = true;
+            return Ok(LeaseUpdate::Snapshot(self.leases.clone()));
+        }
+        match self.updates.recv().await {
+            Some(update) => Ok(update),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// The cluster of the static example: 10.42.0.0/16, vxlan.
+fn cluster() -> ClusterNetwork {
+    let file: serde_json::Value =
+        serde_json::from_str(include_str!("../examples/static-leases.json")).unwrap();
+    ClusterNetwork::from_json(&file["cluster"]).unwrap()
+}
+
+fn local() -> Lease {
+    Lease {
+        node_name: "node-a".to_owned(),
+        ipv4_cidr: "10.42.0.0/24".parse().ok(),
+        ipv6_cidr: None,
+        public_ipv4: Some(Ipv4Addr::new(192, 0, 2, 1)),
+        public_ipv6: None,
+        backend: BackendData::None,
+        created_revision: 0,
+    }
+}
+
+/// Peer `i`: 10.42.i.0/24 at 100.64.0.i, VTEP MAC 02:00:00:00:00:ii.
+fn peer(i: u8) -> Lease {
+    Lease {
+        node_name: format!("peer-{i}"),
+        ipv4_cidr: format!("10.42.{i}.0/24").parse().ok(),
+        ipv6_cidr: None,
+        public_ipv4: Some(Ipv4Addr::new(100, 64, 0, i)),
+        public_ipv6: None,
+        backend: BackendData::Vxlan {
+            vtep_mac_ipv4: Some(MacAddr([2, 0, 0, 0, 0, i])),
+            vtep_mac_ipv6: None,
+        },
+        created_revision: u64::from(i),
+    }
+}
+
+fn leases() -> Vec<Lease> {
+    std::iter::once(local())
+        .chain((1..=PEERS).map(peer))
+        .collect()
+}
+
+fn settings(dir: &Path) -> AgentSettings {
+    AgentSettings {
+        dir: dir.join("agent"),
+        node_name: "node-a".to_owned(),
+        node_ips: vec!["192.0.2.1".parse().unwrap()],
+        external_ips: Vec::new(),
+        flannel_iface: Some("ul0".to_owned()),
+        subnet_file: dir.join("subnet.env"),
+        cni_conf_dir: dir.join("net.d"),
+        flannel_cni_conf: None,
+        masq_mode: MasqMode::Nftables,
+        reconcile_interval: Duration::from_secs(3600),
+        wireguard_implementation: None,
+    }
+}
+
+/// Polls `cmd` in `node` until `found` says yes, for at most 1 s.
+fn within_a_second(node: &Namespace, cmd: &[&str], found: impl Fn(&str) -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        if found(&node.exec(cmd).unwrap_or_default()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn the_agent_follows_lease_changes_and_repairs_on_notifications() {
+    let node = Namespace::new("an").unwrap();
+    let other = Namespace::new("ao").unwrap();
+    veth(&node, "ul0", &other, "ul0").unwrap();
+    node.ip(&["addr", "add", "192.0.2.1/24", "dev", "ul0"])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let routes = ["ip", "route", "show", "dev", "flannel.1"];
+    let fdb = ["bridge", "fdb", "show", "dev", "flannel.1"];
+
+    std::thread::scope(|s| {
+        let (updates, receiver) = mpsc::unbounded_channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let path = dir.path().to_owned();
+        let agent = s.spawn(|| {
+            node.run(move |kernel: Kernel| async move {
+                let mut source = Channel {
+                    cluster: cluster(),
+                    leases: leases(),
+                    snapshot_sent: false,
+                    updates: receiver,
+                };
+                let (fabric, _) = agent::join(&mut source, settings(&path), kernel)
+                    .await
+                    .unwrap();
+                agent::run(&mut source, fabric, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            })
+            .unwrap()
+        });
+        assert!(
+            within_a_second(&node, &routes, |out| out.lines().count()
+                == usize::from(PEERS)),
+            "the snapshot was not applied"
+        );
+
+        // A new VTEP MAC, a new public IP, a new peer and a removed one, each in the kernel
+        // within a second of its event.
+        let mut moved = peer(3);
+        moved.backend = BackendData::Vxlan {
+            vtep_mac_ipv4: Some(MacAddr([2, 0, 0, 0, 1, 3])),
+            vtep_mac_ipv6: None,
+        };
+        updates.send(LeaseUpdate::Put(moved)).unwrap();
+        assert!(within_a_second(&node, &fdb, |out| out
+            .contains("02:00:00:00:01:03 dst 100.64.0.3")
+            && !out.contains("02:00:00:00:00:03")));
+        let mut renumbered = peer(4);
+        renumbered.public_ipv4 = Some(Ipv4Addr::new(100, 64, 1, 4));
+        updates.send(LeaseUpdate::Put(renumbered)).unwrap();
+        assert!(within_a_second(&node, &fdb, |out| out
+            .contains("02:00:00:00:00:04 dst 100.64.1.4")));
+        updates.send(LeaseUpdate::Put(peer(PEERS + 1))).unwrap();
+        assert!(within_a_second(&node, &routes, |out| out.contains("10.42.11.0/24")));
+        updates
+            .send(LeaseUpdate::Delete("peer-5".to_owned()))
+            .unwrap();
+        assert!(within_a_second(&node, &routes, |out| !out.contains("10.42.5.0/24")));
+
+        // Deleted by hand: back on its notification, an hour before the next check.
+        node.ip(&["route", "del", "10.42.7.0/24", "dev", "flannel.1"])
+            .unwrap();
+        assert!(within_a_second(&node, &routes, |out| out.contains("10.42.7.0/24")));
+
+        stop.send(()).unwrap();
+        agent.join().unwrap();
+    });
+
+    // An agent that starts now with the same leases finds the kernel as it wants it.
+    let mut now: Vec<Lease> = leases()
+        .into_iter()
+        .filter(|l| l.node_name != "peer-5")
+        .collect();
+    for lease in &mut now {
+        if lease.node_name == "peer-3" {
+            lease.backend = BackendData::Vxlan {
+                vtep_mac_ipv4: Some(MacAddr([2, 0, 0, 0, 1, 3])),
+                vtep_mac_ipv6: None,
+            };
+        }
+        if lease.node_name == "peer-4" {
+            lease.public_ipv4 = Some(Ipv4Addr::new(100, 64, 1, 4));
+        }
+    }
+    now.push(peer(PEERS + 1));
+    let path = dir.path().to_owned();
+    let (plan, problems) = node
+        .run(move |kernel: Kernel| async move {
+            let (_, receiver) = mpsc::unbounded_channel();
+            let mut source = Channel {
+                cluster: cluster(),
+                leases: now,
+                snapshot_sent: false,
+                updates: receiver,
+            };
+            let (mut fabric, _) = agent::join(&mut source, settings(&path), kernel)
+                .await
+                .unwrap();
+            fabric.update(source.next().await.unwrap());
+            fabric.plan().await.unwrap()
+        })
+        .unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(plan.is_empty(), "{plan}");
+}
