@@ -480,3 +480,18 @@ fn k3s_config_file_validates_with_a_warning_per_ignored_key() {
         ]
     );
 }
+
+#[test]
+fn the_connection_caps_default_as_the_api_does() {
+    use weft_api::http::ServeLimits;
+    assert_eq!(
+        (
+            weft_config::DEFAULT_MAX_CONNECTIONS,
+            weft_config::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+        ),
+        (
+            ServeLimits::DEFAULT_MAX_CONNECTIONS,
+            ServeLimits::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+        )
+    );
+}
