@@ -4,11 +4,13 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context;
 use weft_api::JoinToken;
 use weft_api::client::AdminClient;
+use weft_api::http::ServeLimits;
 use weft_api::pki::CertifiedKey;
 use weft_config::{Role, ServerConfig, ServerFlags, System, load_data_dir, load_server};
 use weft_control::egress as server_egress;
@@ -23,6 +25,9 @@ use weft_node::identity::{Credentials, NodeIdentity};
 use weft_node::metrics::{self, AgentMetrics, Registry};
 use weft_node::settings::{agent_settings, node_name};
 use weft_store::{ClientCertFiles, Datastore, EtcdTlsFiles};
+
+/// How long a stopping server waits for the store to remove its record.
+const UNREGISTER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `weft-server validate`: prints the effective configuration, or every error.
 pub(crate) fn validate(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
@@ -88,10 +93,14 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
             )
         });
         store_open.set();
-        let serve = tokio::spawn(weft_api::http::serve(
+        let limits =
+            ServeLimits::with_caps(config.max_connections, config.max_connections_per_address);
+        let serve = tokio::spawn(weft_api::http::serve_limited(
             started.listener,
             tls,
             egress.front(started.plane.clone()),
+            limits,
+            Arc::new(started.metrics.clone()),
         ));
         api_serving.set();
         // One /metrics for the control plane and the embedded agent.
@@ -125,8 +134,15 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
         serve.abort();
         drop(metrics_endpoint);
         egress.stop();
-        if let Err(e) = servers::unregister_server(&store, &url).await {
-            tracing::warn!(error = %e, "could not remove this server's record");
+        // Bounded well within the stop deadline: a store that does not answer keeps the record.
+        match tokio::time::timeout(UNREGISTER_TIMEOUT, servers::unregister_server(&store, &url))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not remove this server's record"),
+            Err(_) => tracing::warn!(
+                "the store did not answer within 2 s; this server's record stays, and agents skip it"
+            ),
         }
         match outcome {
             Ok(()) => {

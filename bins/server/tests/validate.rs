@@ -83,6 +83,8 @@ fn valid_config_prints_json_and_exits_0() {
     assert_eq!(json["flannel-backend"], "host-gw");
     assert_eq!(json["node-cidr-mask-size-ipv4"], 25);
     assert_eq!(json["supervisor-port"], 9345);
+    assert_eq!(json["max-connections"], 20000);
+    assert_eq!(json["max-connections-per-address"], 1000);
     assert_eq!(json["derived"]["primary-family"], "ipv4");
     assert_eq!(json["derived"]["ipv6"], true);
     assert_eq!(
@@ -237,6 +239,8 @@ fn help_shows_every_flag_with_default_and_env() {
         "--token-file <FILE>",
         "-s, --server <URL>",
         "--supervisor-port <PORT>",
+        "--max-connections <COUNT>",
+        "--max-connections-per-address <COUNT>",
         "--bind-address <IP>",
         "--advertise-address <IP>",
         "--disable-agent[=<BOOL>]",
@@ -474,5 +478,20 @@ fn k3s_config_file_validates_with_a_warning_per_ignored_key() {
                 "error: unknown key cluster-cdir in {typo}: the closest known key is cluster-cidr"
             ),
         ]
+    );
+}
+
+#[test]
+fn the_connection_caps_default_as_the_api_does() {
+    use weft_api::http::ServeLimits;
+    assert_eq!(
+        (
+            weft_config::DEFAULT_MAX_CONNECTIONS,
+            weft_config::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+        ),
+        (
+            ServeLimits::DEFAULT_MAX_CONNECTIONS,
+            ServeLimits::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+        )
     );
 }

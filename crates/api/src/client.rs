@@ -2,6 +2,7 @@
 //! and watch leases with the node's own certificate.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
@@ -24,6 +25,10 @@ use crate::{ApiError, JoinToken};
 const MAX_MESSAGE: usize = 64 << 20;
 /// The longest line of a lease watch.
 const MAX_EVENT_LINE: usize = 1 << 20;
+/// How long a request (everything but a lease watch) may take from connecting to the last byte
+/// of its answer, beside [`send`]'s deadlines for each step: a server that stops halfway is
+/// abandoned as unreachable.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The CA an agent trusts after bootstrap.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,13 +42,13 @@ pub struct TrustedCa {
 /// Fetches the server's CA bundle and checks it against the token's hash, before anything
 /// secret is sent. A bare-secret token trusts the bundle as fetched (`pinned: false`).
 pub async fn fetch_ca(server: &str, token: &JoinToken) -> Result<TrustedCa, ApiError> {
-    let response = send(
+    let body = exchange(
+        server,
         bootstrap_client_config()?,
         &url(server, CACERTS_PATH),
         get(),
     )
     .await?;
-    let body = checked(server, response).await?;
     let ca_pem = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::Protocol(format!("{server}{CACERTS_PATH} is not PEM text")))?;
     let got = ca_hash(ca_pem.as_bytes());
@@ -80,13 +85,14 @@ pub async fn cluster_config(
         )
         .body(Full::new(Bytes::new()))
         .map_err(|e| ApiError::Protocol(e.to_string()))?;
-    let response = send(
+    let body = exchange(
+        server,
         client_config(&ca.ca_pem, None)?,
         &url(server, CONFIG_PATH),
         req,
     )
     .await?;
-    json(server, response).await
+    parse(server, &body)
 }
 
 /// Registers this node with `server`, proving knowledge of the token and the node password.
@@ -110,13 +116,14 @@ pub async fn register(
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| ApiError::Protocol(e.to_string()))?;
-    let response = send(
+    let body = exchange(
+        server,
         client_config(&ca.ca_pem, None)?,
         &url(server, REGISTER_PATH),
         req,
     )
     .await?;
-    json(server, response).await
+    parse(server, &body)
 }
 
 /// A registered node's connection settings: the pinned CA and the node's certificate.
@@ -144,24 +151,26 @@ impl NodeClient {
 
     /// Every lease, with the revision to watch from.
     pub async fn list_leases(&self, server: &str) -> Result<LeaseSnapshot, ApiError> {
-        let response = send(
+        let body = exchange(
+            server,
             self.tls.clone(),
             &url(server, LEASES_PATH),
             get_path(server, LEASES_PATH),
         )
         .await?;
-        json(server, response).await
+        parse(server, &body)
     }
 
     /// Every server's URL, as the cluster knows them.
     pub async fn servers(&self, server: &str) -> Result<Vec<String>, ApiError> {
-        let response = send(
+        let body = exchange(
+            server,
             self.tls.clone(),
             &url(server, SERVERS_PATH),
             get_path(server, SERVERS_PATH),
         )
         .await?;
-        json(server, response).await
+        parse(server, &body)
     }
 
     /// Reports every pod on this node (egress `cluster` mode); the server replaces the node's
@@ -175,13 +184,16 @@ impl NodeClient {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ApiError::Protocol(e.to_string()))?;
-        let response = send(self.tls.clone(), &url(server, PODS_PATH), request).await?;
-        checked(server, response).await.map(|_| ())
+        exchange(server, self.tls.clone(), &url(server, PODS_PATH), request)
+            .await
+            .map(|_| ())
     }
 
     /// Watches leases from after `revision`.
     pub async fn watch_leases(&self, server: &str, revision: u64) -> Result<LeaseWatch, ApiError> {
         let path = format!("{LEASES_PATH}?watch={revision}");
+        // The head within `send`'s deadlines; the events as long as they come (the agent's
+        // idle timeout ends a silent watch).
         let response = send(
             self.tls.clone(),
             &url(server, &path),
@@ -269,12 +281,28 @@ async fn checked(server: &str, response: Response<Incoming>) -> Result<Bytes, Ap
     read_body(response.into_body(), MAX_MESSAGE).await
 }
 
-async fn json<T: DeserializeOwned>(
+/// Sends `request` to `url` and reads the whole answer within [`REQUEST_TIMEOUT`]: the body
+/// of a `200`, else the server's refusal.
+async fn exchange(
     server: &str,
-    response: Response<Incoming>,
-) -> Result<T, ApiError> {
-    let body = checked(server, response).await?;
-    serde_json::from_slice(&body)
+    tls: Arc<ClientConfig>,
+    url: &str,
+    request: Request<Full<Bytes>>,
+) -> Result<Bytes, ApiError> {
+    let answer = async {
+        let response = send(tls, url, request).await?;
+        checked(server, response).await
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, answer)
+        .await
+        .map_err(|_| ApiError::Unreachable {
+            url: url.to_owned(),
+            reason: format!("no whole answer within {} s", REQUEST_TIMEOUT.as_secs_f64()),
+        })?
+}
+
+fn parse<T: DeserializeOwned>(server: &str, body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
         .map_err(|e| ApiError::Protocol(format!("unexpected answer from {server}: {e}")))
 }
 
@@ -312,13 +340,14 @@ impl AdminClient {
 
     /// Every node with its addresses and pod CIDRs, as JSON objects.
     pub async fn list_nodes(&self, server: &str) -> Result<Vec<serde_json::Value>, ApiError> {
-        let response = send(
+        let body = exchange(
+            server,
             self.tls.clone(),
             &url(server, NODES_PATH),
             get_path(server, NODES_PATH),
         )
         .await?;
-        json(server, response).await
+        parse(server, &body)
     }
 
     /// Deletes node `name`: its record and lease go, and every agent removes its routes.
@@ -330,7 +359,8 @@ impl AdminClient {
             .header(hyper::header::HOST, host_header(server))
             .body(Full::new(Bytes::new()))
             .map_err(|e| ApiError::Protocol(e.to_string()))?;
-        let response = send(self.tls.clone(), &url(server, &path), req).await?;
-        checked(server, response).await.map(|_| ())
+        exchange(server, self.tls.clone(), &url(server, &path), req)
+            .await
+            .map(|_| ())
     }
 }

@@ -153,6 +153,19 @@ pub enum ConfigError {
         /// The value as given.
         value: String,
     },
+    /// `max-connections` or `max-connections-per-address` is not a whole number from 1 to
+    /// 1000000.
+    #[error(
+        "invalid {key} {value:?}: use a whole number of connections from 1 to 1000000, e.g. {example}"
+    )]
+    InvalidConnectionLimit {
+        /// The setting.
+        key: &'static str,
+        /// The value as given.
+        value: String,
+        /// The setting's default, as an example.
+        example: usize,
+    },
     /// A node CIDR mask size is not a prefix length.
     #[error("invalid {key} {value:?}: use a prefix length such as 24 for IPv4 or 64 for IPv6")]
     InvalidMaskSize {

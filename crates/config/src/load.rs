@@ -41,6 +41,10 @@ pub struct ServerConfig {
     pub network: ClusterNetwork,
     /// `supervisor-port`.
     pub supervisor_port: u16,
+    /// `max-connections`.
+    pub max_connections: usize,
+    /// `max-connections-per-address`.
+    pub max_connections_per_address: usize,
     /// `advertise-address`, or the first node external IP, or the first node IP.
     pub advertise_address: IpAddr,
     /// `disable-agent`.
@@ -84,6 +88,16 @@ pub fn load_server(flags: &FlagValues, sys: System<'_>) -> Loaded<ServerConfig> 
     let supervisor_port = r.port(
         Key::SupervisorPort,
         crate::DEFAULT_SUPERVISOR_PORT,
+        &mut errors,
+    );
+    let max_connections = r.connection_limit(
+        Key::MaxConnections,
+        crate::DEFAULT_MAX_CONNECTIONS,
+        &mut errors,
+    );
+    let max_connections_per_address = r.connection_limit(
+        Key::MaxConnectionsPerAddress,
+        crate::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         &mut errors,
     );
     let (datastore_endpoint, datastore_tls) =
@@ -138,6 +152,8 @@ pub fn load_server(flags: &FlagValues, sys: System<'_>) -> Loaded<ServerConfig> 
             node,
             network,
             supervisor_port,
+            max_connections,
+            max_connections_per_address,
             advertise_address,
             disable_agent,
             datastore_endpoint,
@@ -186,6 +202,8 @@ impl ServerConfig {
         for key in Role::Server.keys() {
             let value = match key {
                 Key::SupervisorPort => json!(self.supervisor_port),
+                Key::MaxConnections => json!(self.max_connections),
+                Key::MaxConnectionsPerAddress => json!(self.max_connections_per_address),
                 Key::AdvertiseAddress => json!(self.advertise_address.to_string()),
                 Key::DisableAgent => json!(self.disable_agent),
                 Key::DatastoreEndpoint => json!(

@@ -131,6 +131,30 @@ impl Resolved {
             },
         }
     }
+
+    /// A cap on connections: 1 to 1000000; `default` when unset or invalid (the error is
+    /// recorded).
+    pub(crate) fn connection_limit(
+        &self,
+        key: Key,
+        default: usize,
+        errors: &mut Vec<ConfigError>,
+    ) -> usize {
+        let Some((value, _)) = self.one(key) else {
+            return default;
+        };
+        match value.trim().parse::<usize>() {
+            Ok(limit) if (1..=1_000_000).contains(&limit) => limit,
+            _ => {
+                errors.push(ConfigError::InvalidConnectionLimit {
+                    key: key.name(),
+                    value: value.to_owned(),
+                    example: default,
+                });
+                default
+            }
+        }
+    }
 }
 
 /// Applies precedence to every setting of `role`, and refuses server settings given to an agent.

@@ -43,6 +43,10 @@ pub enum Key {
     AdvertiseAddress,
     /// `supervisor-port`.
     SupervisorPort,
+    /// `max-connections`.
+    MaxConnections,
+    /// `max-connections-per-address`.
+    MaxConnectionsPerAddress,
     /// `kubelet-port`.
     KubeletPort,
     /// `cluster-cidr`.
@@ -182,6 +186,10 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/weft/config.yaml";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/weft";
 /// The default supervisor (API and tunnel) port.
 pub const DEFAULT_SUPERVISOR_PORT: u16 = 9345;
+/// The default `max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// The default `max-connections-per-address`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 1_000;
 /// The default kubelet port.
 pub const DEFAULT_KUBELET_PORT: u16 = 10250;
 /// The default cluster domain.
@@ -377,6 +385,32 @@ static SETTINGS: [Setting; Key::ALL.len()] = [
         default: "9345",
         value_name: "PORT",
         help: "Port of the server's API, tunnel endpoint and HTTP CONNECT proxy",
+        secret: false,
+    },
+    Setting {
+        key: Key::MaxConnections,
+        name: "max-connections",
+        short: None,
+        aliases: &[],
+        kind: Kind::Number,
+        scope: Scope::Server,
+        env: &["WEFT_MAX_CONNECTIONS"],
+        default: "20000",
+        value_name: "COUNT",
+        help: "Most connections the server's API holds at once before upgrades to tunnels or CONNECT streams; past it new ones are closed at once (20000 fits 5,000 nodes)",
+        secret: false,
+    },
+    Setting {
+        key: Key::MaxConnectionsPerAddress,
+        name: "max-connections-per-address",
+        short: None,
+        aliases: &[],
+        kind: Kind::Number,
+        scope: Scope::Server,
+        env: &["WEFT_MAX_CONNECTIONS_PER_ADDRESS"],
+        default: "1000",
+        value_name: "COUNT",
+        help: "Most of those connections from one source address; raise it when many nodes share one address (a NAT)",
         secret: false,
     },
     Setting {
@@ -939,7 +973,7 @@ pub(crate) fn k3s_key(key: &str, role: Role) -> Option<K3sKey> {
 
 impl Key {
     /// Every key, in table order.
-    pub const ALL: [Key; 42] = [
+    pub const ALL: [Key; 44] = [
         Key::Config,
         Key::DataDir,
         Key::Token,
@@ -954,6 +988,8 @@ impl Key {
         Key::BindAddress,
         Key::AdvertiseAddress,
         Key::SupervisorPort,
+        Key::MaxConnections,
+        Key::MaxConnectionsPerAddress,
         Key::KubeletPort,
         Key::ClusterCidr,
         Key::ServiceCidr,

@@ -14,6 +14,8 @@
 //! | `weft_server_node_deletions_total` | counter | nodes deleted through this server |
 //! | `weft_server_tunnel_sessions` | gauge | agents' egress tunnel sessions to this server |
 //! | `weft_server_tunnel_streams` | gauge | streams across them: CONNECTs relayed through a node |
+//! | `weft_server_connections_refused_total{reason}` | counter | API connections closed at accept: `max_connections`, `max_connections_per_address` |
+//! | `weft_server_connections_timed_out_total{deadline}` | counter | API connections closed for a missed deadline: `handshake` (10 s), `header` (a request's headers, 10 s), `idle` (nothing moved for 90 s) |
 
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use weft_api::http::{ConnectionObserver, Dropped};
 use weft_store::Store;
 
 /// How often the gauges read from the store are refreshed.
@@ -44,6 +47,8 @@ pub struct ControlMetrics {
     pub(crate) node_deletions: Counter,
     tunnel_sessions: Gauge,
     tunnel_streams: Gauge,
+    connections_refused: Family<Label, Counter>,
+    connections_timed_out: Family<Label, Counter>,
 }
 
 /// How a registration ended, the `result` label of `weft_server_registrations_total`.
@@ -91,7 +96,18 @@ impl ControlMetrics {
             node_deletions: Counter::default(),
             tunnel_sessions: Gauge::default(),
             tunnel_streams: Gauge::default(),
+            connections_refused: Family::default(),
+            connections_timed_out: Family::default(),
         };
+        for why in [
+            Dropped::MaxConnections,
+            Dropped::MaxConnectionsPerAddress,
+            Dropped::HandshakeTimeout,
+            Dropped::HeaderTimeout,
+            Dropped::IdleTimeout,
+        ] {
+            drop(metrics.dropped_counter(why));
+        }
         // Every result starts at zero, so rates work from the first scrape.
         for result in [
             Registration::Ok,
@@ -164,6 +180,42 @@ impl ControlMetrics {
             "Streams across the agents' tunnel sessions",
             self.tunnel_streams.clone(),
         );
+        server.register(
+            "connections_refused",
+            "API connections closed at accept because a cap was reached",
+            self.connections_refused.clone(),
+        );
+        server.register(
+            "connections_timed_out",
+            "API connections closed because they missed a deadline",
+            self.connections_timed_out.clone(),
+        );
+    }
+
+    /// The counter that counts connections dropped for `why`.
+    fn dropped_counter(&self, why: Dropped) -> Counter {
+        match why {
+            Dropped::MaxConnections => self
+                .connections_refused
+                .get_or_create(&[("reason", "max_connections")])
+                .clone(),
+            Dropped::MaxConnectionsPerAddress => self
+                .connections_refused
+                .get_or_create(&[("reason", "max_connections_per_address")])
+                .clone(),
+            Dropped::HandshakeTimeout => self
+                .connections_timed_out
+                .get_or_create(&[("deadline", "handshake")])
+                .clone(),
+            Dropped::HeaderTimeout => self
+                .connections_timed_out
+                .get_or_create(&[("deadline", "header")])
+                .clone(),
+            Dropped::IdleTimeout => self
+                .connections_timed_out
+                .get_or_create(&[("deadline", "idle")])
+                .clone(),
+        }
     }
 
     /// The gauge of tunnel sessions, for the tunnel server to keep.
@@ -211,6 +263,12 @@ impl ControlMetrics {
             interval.tick().await;
             self.refresh(&store).await;
         }
+    }
+}
+
+impl ConnectionObserver for ControlMetrics {
+    fn dropped(&self, why: Dropped) {
+        self.dropped_counter(why).inc();
     }
 }
 

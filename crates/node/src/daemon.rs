@@ -1,8 +1,11 @@
 //! What both daemons do the same way: logging, the runtime, the open-files limit, and waiting
-//! for a stop signal.
+//! for a stop signal, after which a daemon exits within [`STOP_DEADLINE`] whatever its tasks
+//! are doing.
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use weft_config::{LogFormat, Report};
 
@@ -27,8 +30,42 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+/// How long a daemon may take to stop after the stop signal: then it exits at once, abandoning
+/// whatever is still running (a store or server that does not answer, a stuck task). The pod
+/// network stays in place either way.
+pub const STOP_DEADLINE: Duration = Duration::from_millis(4500);
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT), and from then on the process exits within
+/// [`STOP_DEADLINE`], cleanly or not.
 pub async fn shutdown_signal() {
+    wait_for_signal().await;
+    exit_after(STOP_DEADLINE);
+}
+
+/// Exits the process `deadline` from now unless it exited before; a thread of its own, so
+/// nothing the runtime does can hold it up. Armed once.
+fn exit_after(deadline: Duration) {
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    if ARMED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("stop-deadline".to_owned())
+        .spawn(move || {
+            std::thread::sleep(deadline);
+            tracing::warn!(
+                deadline_ms = deadline.as_millis(),
+                "still stopping after the stop deadline; exiting now and abandoning what is left"
+            );
+            std::process::exit(0);
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "could not start the stop deadline's thread");
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -40,6 +40,19 @@ pub enum ConnectError {
         /// The server's reason.
         message: String,
     },
+    /// A step of opening the tunnel got no answer in time: the server accepted and went
+    /// silent, or a path drops its packets.
+    #[error(
+        "connecting to {url} timed out: no {step} within {after:?}; the server may be overloaded or unreachable"
+    )]
+    TimedOut {
+        /// The URL.
+        url: String,
+        /// The step: `TCP connection`, `TLS handshake` or `answer to the upgrade`.
+        step: &'static str,
+        /// Its deadline.
+        after: std::time::Duration,
+    },
     /// The WebSocket handshake failed otherwise (the HTTP exchange broke, or the server's
     /// answer was no WebSocket's).
     #[error("tunnel handshake with {url} failed: {reason}")]
@@ -67,6 +80,13 @@ pub enum ConnectionError {
     /// The peer broke the WebSocket framing.
     #[error(transparent)]
     WebSocket(#[from] WebSocketError),
+    /// What this side had to send made no progress for the write stall timeout: the peer reads
+    /// nothing, so it is taken for dead.
+    #[error("the peer read nothing for {after:?} while this side had data for it")]
+    Stalled {
+        /// The write stall timeout.
+        after: std::time::Duration,
+    },
 }
 
 /// A peer that broke the WebSocket framing the tunnel speaks (RFC 6455, binary messages only).

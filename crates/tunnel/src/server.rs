@@ -49,7 +49,7 @@ pub struct TunnelServer {
 struct Inner {
     config: Config,
     routes: RwLock<Arc<Routes>>,
-    /// Each node's live sessions, oldest first.
+    /// Each node's sessions, oldest first: the live one last, older ones only while they close.
     sessions: Mutex<HashMap<String, Vec<Session>>>,
     next: AtomicU64,
 }
@@ -222,15 +222,22 @@ impl TunnelServer {
                 }
             };
             let id = server.inner.next.fetch_add(1, Ordering::Relaxed);
-            server
-                .sessions()
-                .entry(node.clone())
-                .or_default()
-                .push(Session {
+            {
+                let mut sessions = server.sessions();
+                let list = sessions.entry(node.clone()).or_default();
+                // One session per node: the newest replaces the older (an agent keeps one
+                // tunnel per server, so an older one is dead or not the agent's).
+                for older in list.iter() {
+                    older
+                        .connection
+                        .close("replaced by a newer tunnel of the same node");
+                }
+                list.push(Session {
                     id,
                     fingerprint,
                     connection,
                 });
+            }
             tracing::info!(%node, addr = %peer.addr, "tunnel connected");
             let reason = driver.await;
             tracing::info!(%node, %reason, "tunnel closed");

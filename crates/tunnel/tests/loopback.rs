@@ -2,7 +2,7 @@
 //! target through an agent's tunnel; dials the agent refuses, unknown nodes and nodes without a
 //! tunnel are `502`s that say why; no node certificate means no tunnel and only the
 //! kube-apiserver's certificate opens a CONNECT; an agent reconnects after its server restarts,
-//! with the certificate it holds by then.
+//! with the certificate it holds by then; a node holds one session, the newest.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -468,4 +468,57 @@ async fn many_streams_share_a_small_session_buffer_and_all_finish() {
     tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(streams))
         .await
         .expect("every stream finished");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_holds_one_session_the_newest() {
+    let port = echo().await;
+    let cluster = Cluster::start(port).await;
+    let node = cluster.ca.issue_node(NODE).expect("a node certificate");
+    let tls = tls::client_config(cluster.ca.cert_pem(), Some(&node)).expect("client tls");
+    let url = format!(
+        "wss://{}{}",
+        cluster.addr,
+        weft_tunnel::server::CONNECT_PATH
+    );
+    // The same node opens session after session, keeping each.
+    let mut connections = Vec::new();
+    for _ in 0..5 {
+        let socket = websocket::connect(&url, tls.clone())
+            .await
+            .expect("the tunnel opens");
+        let (connection, driver) = weft_tunnel::transport::Connection::new(
+            socket,
+            weft_tunnel::proto::Role::Agent,
+            Config::default(),
+            None,
+        )
+        .expect("a valid config");
+        tokio::spawn(driver);
+        connections.push(connection);
+        // The server registers each before the next arrives.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..500 {
+        if cluster.server.stats().sessions == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        cluster.server.stats().sessions,
+        1,
+        "sessions the node holds"
+    );
+    let newest = connections.pop().expect("five connections");
+    assert!(!newest.is_closed(), "the newest session lives");
+    for older in &connections {
+        for _ in 0..500 {
+            if older.is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(older.is_closed(), "an older session was replaced");
+    }
 }

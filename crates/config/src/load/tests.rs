@@ -50,6 +50,8 @@ fn server_json_has_every_setting_and_derived() {
             "bind-address": "0.0.0.0",
             "advertise-address": "192.168.1.10",
             "supervisor-port": 6443,
+            "max-connections": 20000,
+            "max-connections-per-address": 1000,
             "kubelet-port": 10251,
             "cluster-cidr": ["10.42.0.0/16", "2001:cafe:42::/56"],
             "service-cidr": ["10.43.0.0/16", "2001:cafe:43::/112"],

@@ -271,6 +271,42 @@ fn ports() {
 }
 
 #[test]
+fn connection_limits() {
+    let (r, _, _) = run(
+        Role::Server,
+        &server_flags(&["--max-connections=0"]),
+        &[],
+        &[("WEFT_MAX_CONNECTIONS_PER_ADDRESS", "50")],
+    );
+    let mut errors = Vec::new();
+    assert_eq!(
+        r.connection_limit(Key::MaxConnections, 20_000, &mut errors),
+        20_000
+    );
+    assert_eq!(
+        r.connection_limit(Key::MaxConnectionsPerAddress, 1_000, &mut errors),
+        50
+    );
+    let (r, _, _) = run(
+        Role::Server,
+        &server_flags(&["--max-connections-per-address=many"]),
+        &[],
+        &[],
+    );
+    assert_eq!(
+        r.connection_limit(Key::MaxConnectionsPerAddress, 1_000, &mut errors),
+        1_000
+    );
+    assert_eq!(
+        errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        [
+            "invalid max-connections \"0\": use a whole number of connections from 1 to 1000000, e.g. 20000",
+            "invalid max-connections-per-address \"many\": use a whole number of connections from 1 to 1000000, e.g. 1000",
+        ]
+    );
+}
+
+#[test]
 fn server_settings_on_an_agent_from_flags_and_env() {
     let (_, errors, _) = run(
         Role::Agent,

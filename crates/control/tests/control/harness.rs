@@ -1,8 +1,8 @@
 //! The harness of the control-plane tests: servers, agents, a TCP proxy and a real etcd, all on
 //! loopback with free ports and temporary directories, and no root.
 //!
-//! - [`TestServer`] runs weft-control's `start` and weft-api's `serve` in a tokio runtime of its
-//!   own. Stopping it drops that runtime, so every task and connection of the server goes at
+//! - [`TestServer`] runs weft-control's `start` and weft-api's `serve_limited` (with the
+//!   control plane's metrics) in a tokio runtime of its own. Stopping it drops that runtime, so every task and connection of the server goes at
 //!   once, as when the process dies; its requests are recorded ([`Seen`]).
 //! - [`TestNode`] is one machine: a data dir with its node password and VTEP MACs. It joins
 //!   through weft-node's [`ApiSource`] (the agent's real lease source) or registers with
@@ -29,7 +29,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use weft_api::client::{self, AdminClient};
-use weft_api::http::{Body, Handler, Peer};
+use weft_api::http::{Body, Handler, Peer, ServeLimits};
 use weft_api::pki::CertifiedKey;
 use weft_api::protocol::{NODE_PASSWORD_HEADER, RegisterRequest, RegisterResponse};
 use weft_api::{ApiError, JoinToken};
@@ -145,6 +145,8 @@ pub(crate) struct ServerOptions {
     pub(crate) advertise_port: Option<u16>,
     /// How often idle lease watches get a bookmark.
     pub(crate) bookmark_interval: Duration,
+    /// The API's deadlines and connection caps.
+    pub(crate) limits: ServeLimits,
 }
 
 /// One request a server received.
@@ -197,6 +199,7 @@ impl ServerOptions {
             port: free_port(),
             advertise_port: None,
             bookmark_interval: weft_api::protocol::BOOKMARK_INTERVAL,
+            limits: ServeLimits::default(),
         }
     }
 
@@ -305,7 +308,13 @@ impl TestServer {
             plane: started.plane.clone(),
             seen: seen.clone(),
         });
-        runtime.spawn(weft_api::http::serve(started.listener, tls, handler));
+        runtime.spawn(weft_api::http::serve_limited(
+            started.listener,
+            tls,
+            handler,
+            options.limits,
+            Arc::new(started.metrics.clone()),
+        ));
         Ok(TestServer {
             url,
             token: started.bootstrap.token.clone(),

@@ -2,6 +2,7 @@
 //! `serve`) and agents (weft-node's `ApiSource`, weft-api's client) on loopback, with the
 //! embedded store and with a real etcd. Nothing here needs root or the kernel.
 //!
+//! - `abuse`: slow clients and a connection flood are cut off while agents join and watch.
 //! - `join`: registration and leases, identity and trust (node passwords, tokens, the CA pin).
 //! - `identity`: no node takes another's address, VTEP MAC or WireGuard key, on one server or racing on etcd.
 //! - `restart`: a server's restart keeps leases, the CA and the token; critical settings.
@@ -13,6 +14,7 @@
 //! - `ha`: three servers on one etcd: fail-over, joining through a survivor, and concurrent
 //!   allocation without duplicates.
 
+mod abuse;
 mod ha;
 mod harness;
 mod identity;

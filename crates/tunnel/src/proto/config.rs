@@ -31,6 +31,9 @@ pub struct Config {
     /// A stream this side opened fails with [`DialError::TimedOut`](super::DialError) when the
     /// dial reply takes longer than this. Default 30 s.
     pub dial_timeout: Duration,
+    /// The transport closes the connection when what it has to send makes no progress for this
+    /// long: a peer that reads nothing is dead, whatever it still sends. Default 30 s.
+    pub write_stall_timeout: Duration,
 }
 
 // === impl Config ===
@@ -45,6 +48,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(15),
             dial_timeout: Duration::from_secs(30),
+            write_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -76,6 +80,9 @@ impl Config {
         }
         if self.dial_timeout.is_zero() {
             return Err(ConfigError::DialTimeout);
+        }
+        if self.write_stall_timeout.is_zero() {
+            return Err(ConfigError::WriteStallTimeout);
         }
         Ok(())
     }

@@ -192,6 +192,13 @@ pub enum ProtocolError {
         /// The most refusals this side keeps queued.
         max: usize,
     },
+    /// The peer made this side queue more events than it allows (dials and resets, say) while
+    /// this side could not send: a peer that does not read.
+    #[error("the peer queued more than {max} events on this side without reading what it sends")]
+    TooManyEvents {
+        /// The most events this side keeps queued.
+        max: usize,
+    },
 }
 
 /// Why a session ended. The transport closes the WebSocket; an agent reconnects.
@@ -300,4 +307,7 @@ pub enum ConfigError {
     /// The dial timeout is zero.
     #[error("dial timeout must be above zero")]
     DialTimeout,
+    /// The write stall timeout is zero.
+    #[error("write stall timeout must be above zero")]
+    WriteStallTimeout,
 }

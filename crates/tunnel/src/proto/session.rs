@@ -21,6 +21,15 @@ use super::stream::{Fin, Phase, Stream};
 /// 4 bytes; only a peer that keeps dialing without reading the answers reaches this.
 const MAX_QUEUED_REFUSALS: usize = 65_536;
 
+/// Events a peer may leave waiting per allowed stream (plus [`SPARE_EVENTS`]) before the
+/// session is closed. The application takes events after every input, so only a peer that
+/// keeps sending while this side can't write (it does not read) queues many: a loop of dials
+/// and resets adds two per round and holds no stream, so no other bound stops it.
+const EVENTS_PER_STREAM: usize = 16;
+
+/// Events allowed beyond [`EVENTS_PER_STREAM`] times `max_streams`.
+const SPARE_EVENTS: usize = 1024;
+
 /// One end of a tunnel: many streams multiplexed over one message-oriented connection (one
 /// frame per WebSocket binary message), with per-stream credit flow control and keepalive.
 ///
@@ -248,9 +257,17 @@ impl Session {
         }
         self.last_recv = now;
         self.next_ping = now + self.config.ping_interval;
-        let result = Frame::decode(&message)
+        let max_events = self
+            .config
+            .max_streams
+            .saturating_mul(EVENTS_PER_STREAM)
+            .saturating_add(SPARE_EVENTS);
+        let mut result = Frame::decode(&message)
             .map_err(ProtocolError::from)
             .and_then(|frame| self.on_frame(frame));
+        if result.is_ok() && self.events.len() > max_events {
+            result = Err(ProtocolError::TooManyEvents { max: max_events });
+        }
         if let Err(error) = result {
             let reason = error.to_string();
             self.close_with(

@@ -24,6 +24,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot, watch};
+use tokio::task::AbortHandle;
 
 use weft_api::io::pool as buffers;
 
@@ -85,8 +86,11 @@ struct State {
     opening: HashMap<StreamId, oneshot::Sender<Result<(), OpenError>>>,
     /// Streams the peer reset, until their handle goes.
     resets: HashMap<StreamId, ResetCode>,
-    /// WebSocket pings to answer.
-    pongs: Vec<Bytes>,
+    /// The latest WebSocket ping, to answer (RFC 6455 lets a pong answer only the latest, so a
+    /// peer's pings can't pile up while this side can't write).
+    pong: Option<Bytes>,
+    /// The dials running for the peer, to cancel when it resets their stream.
+    dialing: HashMap<StreamId, AbortHandle>,
     /// Why the connection ended, once it has.
     ended: Option<ConnectionError>,
 }
@@ -111,7 +115,8 @@ impl Connection {
                 writers: HashMap::new(),
                 opening: HashMap::new(),
                 resets: HashMap::new(),
-                pongs: Vec::new(),
+                pong: None,
+                dialing: HashMap::new(),
                 ended: None,
             }),
             wake_driver: Notify::new(),
@@ -222,6 +227,9 @@ impl State {
         for (_, answer) in self.opening.drain() {
             let _ = answer.send(Err(OpenError::Closed(error.clone())));
         }
+        for (_, dial) in self.dialing.drain() {
+            dial.abort();
+        }
         self.ended = Some(error);
     }
 
@@ -255,6 +263,10 @@ impl State {
                 }
             }
             Event::Reset { stream, code } => {
+                if let Some(dial) = self.dialing.remove(&stream) {
+                    // Nobody waits for it: stop connecting at once.
+                    dial.abort();
+                }
                 if let Some(answer) = self.opening.remove(&stream) {
                     let _ = answer.send(Err(OpenError::Reset(code)));
                 } else {
@@ -280,11 +292,11 @@ async fn drive(
     dialer: Option<Arc<dyn Dialer>>,
 ) -> ConnectionError {
     let side = ws.side;
+    let stall_timeout = shared.lock().session.config().write_stall_timeout;
     let (read_half, mut write_half) = tokio::io::split(ws.io);
     let reader = tokio::spawn(read_messages(read_half, side, shared.clone()));
 
     let mut out: Vec<u8> = Vec::new();
-    let mut dials = Vec::new();
     let error = loop {
         let (deadline, ended, full) = {
             let mut state = shared.lock();
@@ -292,7 +304,7 @@ async fn drive(
             if state.session.poll_timeout().is_some_and(|t| t <= now) {
                 state.session.handle_timeout(now);
             }
-            for ping in std::mem::take(&mut state.pongs) {
+            if let Some(ping) = state.pong.take() {
                 websocket::control_frame(&mut out, side, Some(&ping));
             }
             while out.len() < WRITE_BATCH {
@@ -304,21 +316,25 @@ async fn drive(
                 websocket::end_frame(&mut out, start, side);
             }
             while let Some(event) = state.session.poll_event() {
-                dials.extend(state.dispatch(event));
-            }
-            if dialer.is_none() {
-                for (stream, _) in dials.drain(..) {
-                    let _ = state.session.refuse_dial(stream, DialError::NotAllowed);
+                let Some((stream, target)) = state.dispatch(event) else {
+                    continue;
+                };
+                match &dialer {
+                    // Started at once and under the lock, so the dial's handle is in `dialing`
+                    // before the dial can finish or a reset of its stream be dispatched.
+                    Some(dialer) => {
+                        let task =
+                            tokio::spawn(dial(shared.clone(), dialer.clone(), stream, target));
+                        state.dialing.insert(stream, task.abort_handle());
+                    }
+                    None => {
+                        let _ = state.session.refuse_dial(stream, DialError::NotAllowed);
+                    }
                 }
             }
             let full = out.len() >= WRITE_BATCH;
             (state.session.poll_timeout(), state.ended.clone(), full)
         };
-        if let Some(dialer) = &dialer {
-            for (stream, target) in dials.drain(..) {
-                tokio::spawn(dial(shared.clone(), dialer.clone(), stream, target));
-            }
-        }
         if let Some(ended) = ended {
             // Say goodbye at the WebSocket level too, after the go-away; a peer that takes
             // nothing more does not hold the end up.
@@ -331,7 +347,7 @@ async fn drive(
             break ended;
         }
         if !out.is_empty() {
-            if let Err(error) = write_watched(&mut write_half, &out, &shared).await {
+            if let Err(error) = write_watched(&mut write_half, &out, &shared, stall_timeout).await {
                 shared.lock().end(error);
                 break shared.ended();
             }
@@ -363,36 +379,57 @@ async fn drive(
 /// reading (its socket full) and went silent must not keep a write pending forever, or the
 /// idle timeout that notices it never fires and the agent never reconnects. So the write races
 /// the session's deadline, and the timeout is handled meanwhile; once it closed the session,
-/// the write is abandoned.
+/// the write is abandoned. A peer that stopped reading but still sends (pings, say) keeps the
+/// session alive, so the write also fails once it made no progress for `stall_timeout`.
 async fn write_watched<W>(
     write_half: &mut W,
     out: &[u8],
     shared: &Shared,
+    stall_timeout: std::time::Duration,
 ) -> Result<(), ConnectionError>
 where
     W: AsyncWrite + Unpin,
 {
-    let write = async {
-        write_half.write_all(out).await?;
-        write_half.flush().await
-    };
-    let mut write = std::pin::pin!(write);
+    let mut written = 0;
+    let mut progress = tokio::time::Instant::now();
     loop {
         let deadline = shared.lock().session.poll_timeout();
         let Some(deadline) = deadline else {
             // The session closed while the write was pending.
             return Err(shared.ended());
         };
-        tokio::select! {
-            written = &mut write => {
-                return written.map_err(|error| ConnectionError::Io(Arc::new(error)));
+        let writer = &mut *write_half;
+        let rest = &out[written..];
+        let step = async move {
+            if rest.is_empty() {
+                writer.flush().await.map(|()| None)
+            } else {
+                writer.write(rest).await.map(Some)
             }
+        };
+        tokio::select! {
+            stepped = step => match stepped {
+                Ok(None) => return Ok(()),
+                Ok(Some(0)) => {
+                    return Err(ConnectionError::Io(Arc::new(io::ErrorKind::WriteZero.into())));
+                }
+                Ok(Some(n)) => {
+                    written += n;
+                    progress = tokio::time::Instant::now();
+                }
+                Err(error) => return Err(ConnectionError::Io(Arc::new(error))),
+            },
             () = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                 let mut state = shared.lock();
                 state.session.handle_timeout(Instant::now());
                 if let Some(reason) = state.session.close_reason() {
                     return Err(ConnectionError::Session(reason.clone()));
                 }
+            }
+            () = tokio::time::sleep_until(progress + stall_timeout) => {
+                return Err(ConnectionError::Stalled {
+                    after: stall_timeout,
+                });
             }
         }
     }
@@ -422,7 +459,7 @@ where
                 for message in messages.drain(..) {
                     match message {
                         Message::Binary(frame) => state.session.handle_frame(now, frame),
-                        Message::Ping(payload) => state.pongs.push(payload),
+                        Message::Ping(payload) => state.pong = Some(payload),
                         Message::Pong => {}
                         Message::Close => closed = true,
                     }
@@ -451,6 +488,7 @@ async fn dial(shared: Arc<Shared>, dialer: Arc<dyn Dialer>, stream: StreamId, ta
     let result = dialer.dial(target.clone()).await;
     let tcp = {
         let mut state = shared.lock();
+        state.dialing.remove(&stream);
         match result {
             Ok(tcp) => state.session.accept_dial(stream).ok().map(|()| tcp),
             Err(error) => {

@@ -16,6 +16,7 @@
 mod tests;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty};
@@ -33,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use weft_api::http::{Body, error_response, full};
+use weft_api::http::{Body, CONNECT_TIMEOUT, RESPONSE_TIMEOUT, TLS_TIMEOUT, error_response, full};
 use weft_api::io::ReadAhead;
 
 use crate::error::{ConnectError, WebSocketError};
@@ -192,8 +193,19 @@ pub fn accept(
 /// Connects to a server's tunnel endpoint `url` (`wss://host:port/path`) over TLS with `tls`
 /// (the cluster CA and the node's certificate) and completes the WebSocket handshake. A server
 /// that answers other than `101` (`401` without a node certificate, `403` for another identity)
-/// is a [`ConnectError::Rejected`] with its reason.
+/// is a [`ConnectError::Rejected`] with its reason. Each step has weft-api's deadline for it
+/// (TCP [`CONNECT_TIMEOUT`], TLS [`TLS_TIMEOUT`], the upgrade's answer [`RESPONSE_TIMEOUT`]), so
+/// a server that accepts and never answers is a [`ConnectError::TimedOut`].
 pub async fn connect(url: &str, tls: Arc<ClientConfig>) -> Result<WebSocket, ConnectError> {
+    connect_within(url, tls, [CONNECT_TIMEOUT, TLS_TIMEOUT, RESPONSE_TIMEOUT]).await
+}
+
+/// [`connect`] with the TCP, TLS and answer deadlines given.
+async fn connect_within(
+    url: &str,
+    tls: Arc<ClientConfig>,
+    [connect_timeout, tls_timeout, response_timeout]: [Duration; 3],
+) -> Result<WebSocket, ConnectError> {
     let invalid = |reason| ConnectError::InvalidUrl {
         url: url.to_owned(),
         reason,
@@ -224,64 +236,79 @@ pub async fn connect(url: &str, tls: Arc<ClientConfig>) -> Result<WebSocket, Con
         url: url.to_owned(),
         reason,
     };
-    let tcp = TcpStream::connect((host, port)).await.map_err(io)?;
+    let timed_out = |step: &'static str, after: Duration| ConnectError::TimedOut {
+        url: url.to_owned(),
+        step,
+        after,
+    };
+    let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| timed_out("TCP connection", connect_timeout))?
+        .map_err(io)?;
     let _ = tcp.set_nodelay(true);
     let name = ServerName::try_from(host.to_owned()).map_err(|_| invalid("bad host name"))?;
     // rustls reads 4 KiB at a time; read the socket in large chunks under it.
-    let mut tls = TlsConnector::from(tls)
-        .connect(name, ReadAhead::new(tcp))
+    let handshake_tls = TlsConnector::from(tls).connect(name, ReadAhead::new(tcp));
+    let mut tls = tokio::time::timeout(tls_timeout, handshake_tls)
         .await
+        .map_err(|_| timed_out("TLS handshake", tls_timeout))?
         .map_err(io)?;
     tls.get_mut().1.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| handshake(e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.with_upgrades().await {
-            tracing::debug!(%error, "the tunnel's HTTP connection ended");
-        }
-    });
-    let key = generate_key();
-    let request = Request::get(path)
-        .header(HOST, authority)
-        .header(UPGRADE, "websocket")
-        .header(CONNECTION, "Upgrade")
-        .header(SEC_WEBSOCKET_KEY, &key)
-        .header(SEC_WEBSOCKET_VERSION, "13")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| handshake(e.to_string()))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| handshake(e.to_string()))?;
-    let status = response.status();
-    if status != StatusCode::SWITCHING_PROTOCOLS {
-        let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
-            .collect()
+    let upgrade = async {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map(|collected| collected.to_bytes())
-            .unwrap_or_default();
-        let message = serde_json::from_slice::<weft_api::protocol::ErrorBody>(&body)
-            .map(|error| error.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-        return Err(ConnectError::Rejected {
-            url: url.to_owned(),
-            status: status.as_u16(),
-            message,
+            .map_err(|e| handshake(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "the tunnel's HTTP connection ended");
+            }
         });
-    }
-    let accepted = response
-        .headers()
-        .get(SEC_WEBSOCKET_ACCEPT)
-        .is_some_and(|value| value.as_bytes() == derive_accept_key(key.as_bytes()).as_bytes());
-    if !accepted {
-        return Err(handshake(
-            "the server's Sec-WebSocket-Accept does not match the key".to_owned(),
-        ));
-    }
-    let upgraded = hyper::upgrade::on(response)
+        let key = generate_key();
+        let request = Request::get(path)
+            .header(HOST, authority)
+            .header(UPGRADE, "websocket")
+            .header(CONNECTION, "Upgrade")
+            .header(SEC_WEBSOCKET_KEY, &key)
+            .header(SEC_WEBSOCKET_VERSION, "13")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| handshake(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| handshake(e.to_string()))?;
+        let status = response.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes())
+                .unwrap_or_default();
+            let message = serde_json::from_slice::<weft_api::protocol::ErrorBody>(&body)
+                .map(|error| error.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+            return Err(ConnectError::Rejected {
+                url: url.to_owned(),
+                status: status.as_u16(),
+                message,
+            });
+        }
+        let accepted = response
+            .headers()
+            .get(SEC_WEBSOCKET_ACCEPT)
+            .is_some_and(|value| value.as_bytes() == derive_accept_key(key.as_bytes()).as_bytes());
+        if !accepted {
+            return Err(handshake(
+                "the server's Sec-WebSocket-Accept does not match the key".to_owned(),
+            ));
+        }
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .map_err(|e| handshake(e.to_string()))?;
+        Ok(upgraded)
+    };
+    let upgraded = tokio::time::timeout(response_timeout, upgrade)
         .await
-        .map_err(|e| handshake(e.to_string()))?;
+        .map_err(|_| timed_out("answer to the upgrade", response_timeout))??;
     Ok(WebSocket::new(TokioIo::new(upgraded), Side::Client))
 }
 

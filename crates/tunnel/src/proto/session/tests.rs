@@ -701,6 +701,48 @@ fn a_peer_that_floods_dials_past_the_limit_is_cut_off() {
 }
 
 #[test]
+fn a_peer_that_loops_dials_and_resets_without_reading_is_cut_off() {
+    let mut pair = pair_with(Config::default(), config(1024, 1 << 20, 4));
+    let now = pair.now();
+    let encoded = |frame: Frame| {
+        let mut buf = Vec::new();
+        frame.encode(&mut buf);
+        Bytes::from(buf)
+    };
+    let mut rounds = (2..).step_by(2).map(|id| {
+        [
+            encoded(dial(id, 0)),
+            encoded(Frame::Reset {
+                stream: StreamId(id),
+                code: ResetCode::Cancelled,
+            }),
+        ]
+    });
+    // While the application takes the events, dials and resets may loop as long as they like.
+    for round in rounds.by_ref().take(50_000) {
+        for frame in round {
+            pair.agent.session.handle_frame(now, frame);
+        }
+        while pair.agent.session.poll_event().is_some() {}
+    }
+    assert_eq!(pair.agent.session.close_reason(), None);
+    // Once they pile up (the driver is stuck writing to a peer that does not read), the
+    // session ends: 4 streams allow 16 * 4 + 1024 events.
+    for round in rounds.take(1_000) {
+        for frame in round {
+            pair.agent.session.handle_frame(now, frame);
+        }
+    }
+    assert_eq!(
+        pair.agent.session.close_reason(),
+        Some(&SessionError::Protocol(ProtocolError::TooManyEvents {
+            max: 4 * 16 + 1024
+        }))
+    );
+    assert!(pair.agent.session.stats().streams <= 4);
+}
+
+#[test]
 fn close_stops_reading_without_blocking_the_writer() {
     let mut pair = pair_with(config(4096, 1 << 20, 8), config(4096, 1 << 20, 8));
     let stream = pair.open("10.0.0.1", 10250);
@@ -850,6 +892,13 @@ fn invalid_configs_are_refused() {
             ..Config::default()
         },
         ConfigError::DialTimeout,
+    );
+    check(
+        Config {
+            write_stall_timeout: Duration::ZERO,
+            ..Config::default()
+        },
+        ConfigError::WriteStallTimeout,
     );
 }
 

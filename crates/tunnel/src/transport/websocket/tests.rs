@@ -1,6 +1,7 @@
 //! Tests of the WebSocket framing: frames round-trip from either side at every length class,
 //! masking follows the side, and every way a peer can break the framing is refused with its
-//! own error before the payload is waited for.
+//! own error before the payload is waited for; opening a tunnel to a server that accepts and
+//! never answers gives up in time.
 
 use proptest::prelude::*;
 
@@ -197,4 +198,35 @@ proptest! {
         let mut buf = BytesMut::from(&bytes[..]);
         while let Ok(Some(_)) = decode(&mut buf, side) {}
     }
+}
+
+#[tokio::test]
+async fn opening_a_tunnel_to_a_server_that_never_answers_gives_up_in_time() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("an address");
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let ca = weft_api::pki::ClusterCa::generate().expect("a CA");
+    let tls = weft_api::tls::client_config(ca.cert_pem(), None).expect("client TLS");
+    let url = format!("wss://{addr}/v1-weft/connect");
+    let short = Duration::from_millis(300);
+    let opened = tokio::time::timeout(
+        Duration::from_secs(3),
+        connect_within(&url, tls, [Duration::from_secs(5), short, short]),
+    )
+    .await
+    .expect("opening gave up on its own");
+    assert_eq!(
+        opened.err().map(|e| e.to_string()),
+        Some(format!(
+            "connecting to {url} timed out: no TLS handshake within 300ms; the server may be overloaded or unreachable"
+        ))
+    );
+    holding.abort();
 }
