@@ -144,13 +144,12 @@ fn steps(root: &Path) -> Vec<Step> {
     ]
 }
 
-/// What the VM lane runs on Debian's 6.1 kernel: kernel WireGuard for each family, beside the
-/// userspace device, across restarts and backend switches.
+/// What the VM lane runs on Debian's 6.1 kernel: kernel WireGuard for each family, across
+/// restarts and backend switches.
 const VM_SCENARIOS: &[&str] = &[
     "wireguard-ipv4",
     "wireguard-dual",
     "wireguard-ipv6",
-    "wireguard-mixed",
     "restart",
     "backend-switch",
 ];

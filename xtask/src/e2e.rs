@@ -74,7 +74,7 @@ pub(crate) fn run(root: &Path, flags: E2e) -> anyhow::Result<ExitCode> {
         responder::serve(address, name)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let all = scenarios::all(flags.vm || flags.in_vm);
+    let all = scenarios::all();
     if flags.list {
         let width = all.iter().map(|s| s.name.len()).max().unwrap_or(0);
         for scenario in &all {

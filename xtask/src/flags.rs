@@ -89,7 +89,7 @@ pub(crate) struct E2e {
     /// scenarios check their devices are of that implementation (`kernel` by default in a VM).
     pub(crate) wireguard: Option<WireguardImplementation>,
     /// `--in-vm` (internal, not in the usage text): this run is the one inside the VM, which
-    /// also runs the scenarios that need kernel WireGuard.
+    /// readies the guest before its scenarios.
     pub(crate) in_vm: bool,
     /// `--patience N` (internal, not in the usage text): wait N times as long for anything to
     /// happen (a VM under software emulation is several times slower).
@@ -223,10 +223,10 @@ fn parse_e2e(args: &[String]) -> anyhow::Result<E2e> {
             "--in-vm" => e2e.in_vm = true,
             "--patience" => {
                 let n = args.next().context("`--patience` needs a factor")?;
-                e2e.patience = Some(
-                    n.parse()
-                        .with_context(|| format!("`--patience` needs a whole number, not `{n}`"))?,
-                );
+                e2e.patience =
+                    Some(n.parse().with_context(|| {
+                        format!("`--patience` needs a whole number, not `{n}`")
+                    })?);
             }
             "--kernel" => {
                 e2e.kernel = Some(

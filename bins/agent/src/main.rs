@@ -45,8 +45,9 @@ enum Cmd {
     /// exit 1 with every error on stderr, one per line starting `error: `, when not. Warnings
     /// go to stderr as lines starting `warning: ` in both cases.
     Validate(AgentFlags),
-    /// Register with a server, read every lease, and print the operations the agent would apply
-    /// to this node's kernel, one per line in `ip`/`bridge`/`nft` syntax. Applies nothing.
+    /// Read every lease with the certificate this node's agent saved (it never registers, so a
+    /// running agent keeps its certificate), and print the operations the agent would apply to
+    /// this node's kernel, one per line in `ip`/`bridge`/`nft` syntax. Applies nothing.
     Plan(AgentFlags),
     /// Check this host for what the pod network needs, one line per capability with a fix for
     /// each failure. Exit 1 when something the configured backend needs is missing.

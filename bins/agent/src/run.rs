@@ -80,7 +80,9 @@ pub(crate) fn plan(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
     };
     daemon::init_logging(config.node.log_format);
     runtime()?.block_on(async {
-        let (mut source, settings) = source(&config)?;
+        // Read-only: registering would issue a new certificate and revoke the running agent's.
+        let (source, settings) = source(&config)?;
+        let mut source = source.read_only();
         let kernel = Kernel::connect()?;
         let (mut fabric, cluster) = agent::join(&mut source, settings, kernel).await?;
         if !cluster_ok(&config, &cluster) {

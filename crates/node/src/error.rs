@@ -44,8 +44,9 @@ pub enum NodeError {
         "no join token: set --token (K3S_TOKEN) or --token-file (K3S_TOKEN_FILE) to the token from the server's <data-dir>/server/token"
     )]
     NoToken,
-    /// Leases were asked for before registering.
-    #[error("the node is not registered yet")]
+    /// Leases were asked for before registering, or a read-only source found no saved
+    /// registration of the node.
+    #[error("the node is not registered yet: start its agent (weft-agent run) first")]
     NotRegistered,
     /// The cluster uses a backend this agent can't run.
     #[error("flannel-backend {backend} is not supported by this agent")]

@@ -90,6 +90,8 @@ pub struct ApiSource {
     next_check: Instant,
     /// The credentials of the last registration, for everything else that connects as the node.
     credentials: watch::Sender<Option<Credentials>>,
+    /// Reads with the node's saved certificate and never registers ([`ApiSource::read_only`]).
+    read_only: bool,
 }
 
 /// When an agent renews its node certificate: [`ApiSource`] checks it every `check_interval`
@@ -159,7 +161,18 @@ impl ApiSource {
             registered: None,
             next_check: Instant::now(),
             credentials: watch::Sender::new(None),
+            read_only: false,
         }
+    }
+
+    /// A source that only reads, with the certificate the node's agent saved, and never
+    /// registers: a registration issues a new certificate, which would revoke the running
+    /// agent's (`weft-agent plan` looks without disturbing it). Registering returns the
+    /// node's lease as the servers list it; a node that never registered gets
+    /// [`NodeError::NotRegistered`].
+    pub fn read_only(mut self) -> ApiSource {
+        self.read_only = true;
+        self
     }
 
     /// Renews the node certificate as `renewal` says (default: checked every 12 hours, renewed
@@ -308,6 +321,9 @@ impl LeaseSource for ApiSource {
     }
 
     async fn register(&mut self, request: &RegisterRequest) -> Result<Lease, NodeError> {
+        if self.read_only {
+            return self.saved_lease(&request.node_name).await;
+        }
         let token = self.token.clone();
         let password = self.identity.password.clone();
         let request = request.clone();
@@ -452,8 +468,8 @@ impl ApiSource {
     /// A refusal of the registration itself (a password or identity another node holds) ends
     /// the source.
     async fn register_again(&mut self, error: &ApiError) -> Result<(), NodeError> {
-        let Some(registered) = &self.registered else {
-            return Err(NodeError::NotRegistered);
+        let Some(registered) = self.registered.as_ref().filter(|_| !self.read_only) else {
+            return Err(NodeError::Api(error.clone()));
         };
         tracing::warn!(%error, "the servers no longer take this node's certificate; registering again");
         let request = registered.request.clone();
@@ -461,6 +477,25 @@ impl ApiSource {
         // Backs off as after any failure: two processes of one node don't spin.
         self.fail_over(error).await;
         self.register(&request).await.map(drop)
+    }
+
+    /// The lease of `node` as the servers list it, read with the certificate the node saved.
+    async fn saved_lease(&mut self, node: &str) -> Result<Lease, NodeError> {
+        let creds = Credentials::load(&self.dir)?.ok_or(NodeError::NotRegistered)?;
+        let client = NodeClient::new(&creds.ca_pem, &creds.identity()).map_err(NodeError::Api)?;
+        let snapshot = self
+            .with_servers(|server, _| {
+                let client = client.clone();
+                async move { client.list_leases(&server).await }
+            })
+            .await?;
+        let lease = snapshot
+            .leases
+            .into_iter()
+            .find(|l| l.node_name == node)
+            .ok_or(NodeError::NotRegistered)?;
+        self.client = Some(client);
+        Ok(lease)
     }
 
     /// Renews the node certificate when less than the renewal's `renew_before` is left, then

@@ -14,7 +14,6 @@
 //! | 8 | `bad-input` | `bad_input` |
 //! | 9 | backend switch vxlan → wireguard-native → vxlan | `backend_switch` |
 //! | issue 12 | `trust`: a rogue host holding the agent token is refused each attack | `trust` |
-//! | issue 17 | `wireguard-mixed` (`--vm` only): kernel and userspace WireGuard in one cluster | `wireguard_mixed` |
 //!
 //! The egress tunnel also appears in `backend-none` (the tunnel works without a pod network)
 //! and `ha-etcd` (CONNECT through the surviving servers).
@@ -31,7 +30,6 @@ mod ha;
 mod node_delete;
 mod restart;
 mod trust;
-mod wireguard_mixed;
 
 use super::lab::Lab;
 
@@ -89,20 +87,11 @@ const OTHERS: &[Scenario] = &[
     },
 ];
 
-/// The scenarios that need a kernel with WireGuard: only `--vm` runs them.
-const VM_ONLY: &[Scenario] = &[Scenario {
-    name: "wireguard-mixed",
-    about: "one node on kernel WireGuard, one on the userspace device: pods talk both ways",
-    run: wireguard_mixed::run,
-}];
-
-/// Every scenario, in the order `cargo xtask e2e` runs them; with `vm`, also those that need
-/// kernel WireGuard.
-pub(crate) fn all(vm: bool) -> Vec<&'static Scenario> {
+/// Every scenario, in the order `cargo xtask e2e` runs them.
+pub(crate) fn all() -> Vec<&'static Scenario> {
     fabric::SCENARIOS
         .iter()
         .chain(OTHERS)
         .chain(egress::SCENARIOS)
-        .chain(VM_ONLY.iter().filter(|_| vm))
         .collect()
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use weft_api::ApiError;
 use weft_api::client::NodeClient;
 use weft_api::pki::CertifiedKey;
+use weft_node::{LeaseSource, LeaseUpdate};
 
 use crate::harness::{PATIENCE, TestNode, TestServer, Watcher, embedded as server, within};
 
@@ -140,4 +141,50 @@ async fn a_running_agent_whose_certificate_was_replaced_registers_again() {
         .list_leases(&server.url)
         .await
         .expect("the certificate the agent registered for last is current");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_source_uses_the_saved_certificate_and_revokes_nothing() {
+    let (_dir, server) = server().await;
+    let node = TestNode::new("n1", 1);
+    // Before the node ever registered, there is nothing to read with.
+    let refused = node
+        .source(&[&server.url], &server.token)
+        .read_only()
+        .register(&node.request())
+        .await
+        .expect_err("no saved registration");
+    assert!(
+        matches!(refused, weft_node::NodeError::NotRegistered),
+        "{refused}"
+    );
+
+    let (lease, source) = node
+        .join(&[&server.url], &server.token)
+        .await
+        .expect("n1 joins");
+    let mut watcher = Watcher::spawn(source);
+    watcher
+        .until("n1's lease", PATIENCE, |l| l.len() == 1)
+        .await;
+    let saved = weft_node::identity::Credentials::load(node.dir.path())
+        .expect("readable")
+        .expect("saved");
+
+    // What `weft-agent plan` does beside the running agent.
+    let mut reader = node.source(&[&server.url], &server.token).read_only();
+    assert_eq!(
+        reader.register(&node.request()).await.expect("the lease"),
+        lease
+    );
+    let LeaseUpdate::Snapshot(leases) = reader.next().await.expect("a snapshot") else {
+        panic!("the first update is not a snapshot");
+    };
+    assert_eq!(leases, [lease]);
+    // The running agent's certificate is still the current one.
+    let client = NodeClient::new(&server.ca_pem, &saved.identity()).expect("a client");
+    client
+        .list_leases(&server.url)
+        .await
+        .expect("the agent's certificate was not revoked");
 }

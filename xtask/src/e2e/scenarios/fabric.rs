@@ -149,7 +149,7 @@ const DEVICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Checks that `node`'s WireGuard devices run on `implementation`: the link kind its kernel
 /// reports, and, for an agent, what `weft-agent check` and `weft-agent plan` say.
-pub(crate) fn check_implementation(
+fn check_implementation(
     lab: &Lab<'_>,
     node: &Node,
     families: Families,
