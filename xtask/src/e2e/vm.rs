@@ -106,8 +106,11 @@ pub(crate) fn run(root: &Path, flags: &E2e) -> anyhow::Result<ExitCode> {
     }
     let started = Instant::now();
     let mut verdict = None;
+    // vng's own stderr joins its stdout: it writes the guest's console there, and reopening
+    // an inherited stderr that is a file would write over what the run printed before.
     let status = ns
-        .exec(root, "timeout")
+        .exec(root, "sh")
+        .args(["-c", "exec \"$@\" 2>&1", "sh", "timeout"])
         .args(["--kill-after=10", &VM_TIMEOUT.as_secs().to_string()])
         .arg(&vng)
         .args(vng_args(&kernel, kvm))
