@@ -6,7 +6,8 @@
 //! namespace and stay under Linux's 15-character limit. [`Namespace::run`] runs async code with
 //! a [`Kernel`] inside the namespace: it enters the namespace on a fresh thread (`setns` affects
 //! only the calling thread) before building a tokio runtime there. [`Background`] is a process
-//! killed on drop.
+//! killed on drop. [`vxlan_peer`] is the peer lease the privileged tests of the agent's path
+//! share.
 //!
 //! This module shells out to `ip` (iproute2); weft-kernel itself never does.
 
@@ -14,6 +15,10 @@ use std::future::Future;
 use std::process::{Child, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use std::net::Ipv4Addr;
+
+use weft_fabric::{BackendData, Lease, MacAddr};
 
 use crate::cmd::Cmd;
 use crate::{Kernel, KernelError};
@@ -250,5 +255,22 @@ impl Drop for Background {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Peer `i` of a vxlan test cluster: pod CIDR 10.42.i.0/24, underlay address 100.64.0.i, VTEP
+/// MAC 02:00:00:00:00:ii, created at revision `i` (so lower numbers claimed first).
+pub fn vxlan_peer(i: u8) -> Lease {
+    Lease {
+        node_name: format!("peer-{i}"),
+        ipv4_cidr: format!("10.42.{i}.0/24").parse().ok(),
+        ipv6_cidr: None,
+        public_ipv4: Some(Ipv4Addr::new(100, 64, 0, i)),
+        public_ipv6: None,
+        backend: BackendData::Vxlan {
+            vtep_mac_ipv4: Some(MacAddr([2, 0, 0, 0, 0, i])),
+            vtep_mac_ipv6: None,
+        },
+        created_revision: u64::from(i),
     }
 }

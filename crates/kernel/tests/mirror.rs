@@ -17,27 +17,11 @@ use weft_fabric::{
     MasqMode, Op, Plan, Vxlan, plan,
 };
 use weft_ipam::CidrList;
-use weft_kernel::netns::{Namespace, veth};
+use weft_kernel::netns::{Namespace, veth, vxlan_peer};
 use weft_kernel::{Kernel, Mirror, Notice, Resync, Scope};
 
 /// Peers at the start of each test.
 const PEERS: usize = 20;
-
-/// Peer `i`: pod CIDR 10.42.i.0/24, VTEP MAC 02:00:00:00:00:ii, underlay 100.64.0.i.
-fn lease(i: u8) -> Lease {
-    Lease {
-        node_name: format!("peer-{i}"),
-        ipv4_cidr: format!("10.42.{i}.0/24").parse().ok(),
-        ipv6_cidr: None,
-        public_ipv4: Some(Ipv4Addr::new(100, 64, 0, i)),
-        public_ipv6: None,
-        backend: BackendData::Vxlan {
-            vtep_mac_ipv4: Some(MacAddr([2, 0, 0, 0, 0, i])),
-            vtep_mac_ipv6: None,
-        },
-        created_revision: u64::from(i),
-    }
-}
 
 fn local() -> Lease {
     Lease {
@@ -83,7 +67,7 @@ fn scope() -> Scope {
 }
 
 fn desired() -> DesiredPeers {
-    let peers = (1..=PEERS as u8).map(lease);
+    let peers = (1..=PEERS as u8).map(vxlan_peer);
     DesiredPeers::new(&backend(), &local(), peers, &config()).unwrap()
 }
 
@@ -126,19 +110,19 @@ fn lease_changes_through_the_mirror_leave_the_kernel_a_full_reconcile_would() {
         let mut mirror = started(kernel.clone(), &desired, weft_kernel::RECEIVE_BUFFER).await;
         let observations = mirror.observations();
 
-        let mut changed_mac = lease(3);
+        let mut changed_mac = vxlan_peer(3);
         changed_mac.backend = BackendData::Vxlan {
             vtep_mac_ipv4: Some(MacAddr([2, 0, 0, 0, 1, 3])),
             vtep_mac_ipv6: None,
         };
-        let mut changed_ip = lease(4);
+        let mut changed_ip = vxlan_peer(4);
         changed_ip.public_ipv4 = Some(Ipv4Addr::new(100, 64, 1, 4));
         enum Step {
             Put(Lease),
             Remove(&'static str),
         }
         let steps = [
-            ("a peer added", Step::Put(lease(PEERS as u8 + 1))),
+            ("a peer added", Step::Put(vxlan_peer(PEERS as u8 + 1))),
             ("a new VTEP MAC", Step::Put(changed_mac)),
             ("a new public IP", Step::Put(changed_ip)),
             ("a peer removed", Step::Remove("peer-5")),

@@ -16,7 +16,7 @@ use weft_api::protocol::RegisterRequest;
 use weft_config::ClusterNetwork;
 use weft_fabric::{BackendData, Lease, MacAddr, MasqMode};
 use weft_kernel::Kernel;
-use weft_kernel::netns::{Namespace, veth};
+use weft_kernel::netns::{Namespace, veth, vxlan_peer};
 use weft_node::agent::{self, AgentSettings};
 use weft_node::{LeaseSource, LeaseUpdate, NodeError};
 
@@ -76,25 +76,9 @@ fn local() -> Lease {
     }
 }
 
-/// Peer `i`: 10.42.i.0/24 at 100.64.0.i, VTEP MAC 02:00:00:00:00:ii.
-fn peer(i: u8) -> Lease {
-    Lease {
-        node_name: format!("peer-{i}"),
-        ipv4_cidr: format!("10.42.{i}.0/24").parse().ok(),
-        ipv6_cidr: None,
-        public_ipv4: Some(Ipv4Addr::new(100, 64, 0, i)),
-        public_ipv6: None,
-        backend: BackendData::Vxlan {
-            vtep_mac_ipv4: Some(MacAddr([2, 0, 0, 0, 0, i])),
-            vtep_mac_ipv6: None,
-        },
-        created_revision: u64::from(i),
-    }
-}
-
 fn leases() -> Vec<Lease> {
     std::iter::once(local())
-        .chain((1..=PEERS).map(peer))
+        .chain((1..=PEERS).map(vxlan_peer))
         .collect()
 }
 
@@ -168,7 +152,7 @@ fn the_agent_follows_lease_changes_and_repairs_on_notifications() {
 
         // A new VTEP MAC, a new public IP, a new peer and a removed one, each in the kernel
         // within a second of its event.
-        let mut moved = peer(3);
+        let mut moved = vxlan_peer(3);
         moved.backend = BackendData::Vxlan {
             vtep_mac_ipv4: Some(MacAddr([2, 0, 0, 0, 1, 3])),
             vtep_mac_ipv6: None,
@@ -177,12 +161,14 @@ fn the_agent_follows_lease_changes_and_repairs_on_notifications() {
         assert!(within_a_second(&node, &fdb, |out| out
             .contains("02:00:00:00:01:03 dst 100.64.0.3")
             && !out.contains("02:00:00:00:00:03")));
-        let mut renumbered = peer(4);
+        let mut renumbered = vxlan_peer(4);
         renumbered.public_ipv4 = Some(Ipv4Addr::new(100, 64, 1, 4));
         updates.send(LeaseUpdate::Put(renumbered)).unwrap();
         assert!(within_a_second(&node, &fdb, |out| out
             .contains("02:00:00:00:00:04 dst 100.64.1.4")));
-        updates.send(LeaseUpdate::Put(peer(PEERS + 1))).unwrap();
+        updates
+            .send(LeaseUpdate::Put(vxlan_peer(PEERS + 1)))
+            .unwrap();
         assert!(within_a_second(&node, &routes, |out| out.contains("10.42.11.0/24")));
         updates
             .send(LeaseUpdate::Delete("peer-5".to_owned()))
@@ -214,7 +200,7 @@ fn the_agent_follows_lease_changes_and_repairs_on_notifications() {
             lease.public_ipv4 = Some(Ipv4Addr::new(100, 64, 1, 4));
         }
     }
-    now.push(peer(PEERS + 1));
+    now.push(vxlan_peer(PEERS + 1));
     let path = dir.path().to_owned();
     let (plan, problems) = node
         .run(move |kernel: Kernel| async move {
