@@ -5,16 +5,22 @@
 //! soon as this server sees the change.
 //!
 //! [`NodeCredentials`] follows the store's node records with one watch and keeps every node's
-//! current fingerprint in memory; a check that misses the cache (a node that registered on
-//! another server a moment ago) asks the store, which is the authority.
+//! current fingerprint in memory, each in a watch channel of its own, so a lease watch wakes
+//! only when its own node's certificate changes, not at every other node's registration; a
+//! check that misses the cache (a node that registered on another server a moment ago) asks
+//! the store, which is the authority. Revocations are also broadcast, for the one listener
+//! that needs them all (the tunnel server).
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use weft_store::{Event, Store, StoreError};
+
+#[cfg(test)]
+mod tests;
 
 /// How many revocations a slow listener may fall behind before it is told it lagged.
 const REVOCATIONS: usize = 1024;
@@ -30,9 +36,31 @@ pub struct NodeCredentials {
 struct Inner {
     store: Store,
     /// Node name to the fingerprint of its current certificate (`None`: a record from before
-    /// fingerprints, which takes any certificate the CA issued to the node's name).
-    current: RwLock<HashMap<String, Option<String>>>,
+    /// fingerprints, which takes any certificate the CA issued to the node's name), in a channel
+    /// its lease watches follow. A deleted node's channel says `Gone` and is dropped.
+    current: RwLock<HashMap<String, watch::Sender<Held>>>,
     revoked: broadcast::Sender<Revocation>,
+}
+
+/// What a node holds now, as its channel says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    /// The node has a record; its current certificate's fingerprint (`None`: any of its name).
+    Certificate(Option<String>),
+    /// The node was deleted.
+    Gone,
+}
+
+// === impl Held ===
+
+impl Held {
+    /// Whether the certificate with `fingerprint` is the node's current one.
+    pub fn admits(&self, fingerprint: &str) -> bool {
+        match self {
+            Held::Certificate(current) => current.as_deref().is_none_or(|c| c == fingerprint),
+            Held::Gone => false,
+        }
+    }
 }
 
 /// A node's earlier certificates stopped being valid: it was issued a new one, or deleted.
@@ -64,20 +92,18 @@ impl NodeCredentials {
 
     /// Whether the certificate with `fingerprint` is `node`'s current one.
     pub async fn is_current(&self, node: &str, fingerprint: &str) -> bool {
-        let cached = self.read().get(node).cloned();
-        match cached {
-            Some(None) => return true,
-            Some(Some(current)) if current == fingerprint => return true,
-            _ => {}
+        if self.held(node).is_some_and(|held| held.admits(fingerprint)) {
+            return true;
         }
         // Not what this server has seen: the node may have registered on another server a
         // moment ago. The store decides.
         match self.inner.store.get_node(node).await {
-            Ok(Some(record)) => record
-                .value
-                .cert_fingerprint
-                .as_deref()
-                .is_none_or(|current| current == fingerprint),
+            Ok(Some(record)) => {
+                let held = Held::Certificate(record.value.cert_fingerprint);
+                let admits = held.admits(fingerprint);
+                self.set(node, held);
+                admits
+            }
             Ok(None) => false,
             Err(e) => {
                 tracing::warn!(%node, error = %e, "could not read the node record to check its certificate");
@@ -86,19 +112,55 @@ impl NodeCredentials {
         }
     }
 
+    /// `node`'s channel: what it holds now, and every change after. A lease watch on one of
+    /// its certificates ends once the channel no longer admits that certificate (or closes).
+    pub fn watch(&self, node: &str) -> watch::Receiver<Held> {
+        if let Some(sender) = self.read().get(node) {
+            return sender.subscribe();
+        }
+        self.write()
+            .entry(node.to_owned())
+            .or_insert_with(|| watch::Sender::new(Held::Gone))
+            .subscribe()
+    }
+
     /// Every revocation from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Revocation> {
         self.inner.revoked.subscribe()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Option<String>>> {
+    fn held(&self, node: &str) -> Option<Held> {
+        self.read().get(node).map(|sender| sender.borrow().clone())
+    }
+
+    /// Records what `node` holds; returns what it held before (`None`: not known here).
+    fn set(&self, node: &str, held: Held) -> Option<Held> {
+        let mut map = self.write();
+        match map.get(node) {
+            Some(sender) => {
+                let old = sender.send_replace(held.clone());
+                if held == Held::Gone {
+                    map.remove(node);
+                }
+                Some(old)
+            }
+            None => {
+                if held != Held::Gone {
+                    map.insert(node.to_owned(), watch::Sender::new(held));
+                }
+                None
+            }
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, watch::Sender<Held>>> {
         self.inner
             .current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Option<String>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, watch::Sender<Held>>> {
         self.inner
             .current
             .write()
@@ -114,12 +176,19 @@ impl NodeCredentials {
             .into_iter()
             .map(|n| (n.value.name, n.value.cert_fingerprint))
             .collect();
-        let old = std::mem::replace(&mut *self.write(), fresh.clone());
-        for (node, fingerprint) in old {
-            match fresh.get(&node) {
-                Some(current) if *current == fingerprint => {}
-                Some(current) => self.revoke(node, current.clone()),
-                None => self.revoke(node, None),
+        let known: Vec<String> = self.read().keys().cloned().collect();
+        for node in known.into_iter().filter(|n| !fresh.contains_key(n)) {
+            if self
+                .set(&node, Held::Gone)
+                .is_some_and(|old| old != Held::Gone)
+            {
+                self.revoke(node, None);
+            }
+        }
+        for (node, fingerprint) in fresh {
+            let held = Held::Certificate(fingerprint.clone());
+            if self.set(&node, held.clone()).is_some_and(|old| old != held) {
+                self.revoke(node, fingerprint);
             }
         }
         Ok(listed.revision)
@@ -147,13 +216,16 @@ impl NodeCredentials {
                     match event {
                         Event::Put { name, value, .. } => {
                             let current = value.cert_fingerprint;
-                            let old = self.write().insert(name.clone(), current.clone());
-                            if old.is_some_and(|old| old != current) {
+                            let held = Held::Certificate(current.clone());
+                            if self
+                                .set(&name, held.clone())
+                                .is_some_and(|old| old != held && old != Held::Gone)
+                            {
                                 self.revoke(name, current);
                             }
                         }
                         Event::Delete { name, .. } => {
-                            self.write().remove(&name);
+                            self.set(&name, Held::Gone);
                             self.revoke(name, None);
                         }
                     }

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use bytes::Bytes;
 use futures::Future;
@@ -37,7 +37,7 @@ use weft_store::{
     Claim, LeaseAttrs, MAX_ATTEMPTS, NodeMaskSizes, NodeRecord, Store, StoreError, UnixTime,
 };
 
-use crate::credentials::{NodeCredentials, Revocation};
+use crate::credentials::{Held, NodeCredentials};
 use crate::hub::{HubEvent, LeaseHub, Subscription, event_line};
 use crate::metrics::{ControlMetrics, Registration};
 use crate::servers::list_servers;
@@ -401,9 +401,9 @@ impl ControlPlane {
             self.bookmark_interval,
             self.hub.metrics().clone(),
             Holder {
+                held: self.credentials.watch(&node),
                 node,
                 fingerprint,
-                revocations: self.credentials.subscribe(),
             },
         );
         let stream = futures::stream::unfold(watching, |mut watching| async move {
@@ -511,11 +511,13 @@ struct Watching {
     holder: Holder,
 }
 
-/// Whose certificate a watch runs on, and the revocations that end it.
+/// Whose certificate a watch runs on, and the channel that ends it once the node holds
+/// another (or none).
 struct Holder {
     node: String,
     fingerprint: String,
-    revocations: broadcast::Receiver<Revocation>,
+    /// What the node holds now (its channel in [`NodeCredentials`]).
+    held: watch::Receiver<Held>,
 }
 
 // === impl Watching ===
@@ -552,19 +554,15 @@ impl Watching {
         loop {
             let received = tokio::select! {
                 received = tokio::time::timeout(self.bookmark_interval, self.feed.recv()) => received,
-                revoked = self.holder.revocations.recv() => match revoked {
-                    Ok(r) if r.node == self.holder.node
-                        && r.current.as_deref() != Some(self.holder.fingerprint.as_str()) =>
-                    {
-                        tracing::info!(node = %r.node, "ended a lease watch whose certificate was revoked");
-                        return None;
+                changed = self.holder.held.changed() => {
+                    let admitted = changed.is_ok()
+                        && self.holder.held.borrow_and_update().admits(&self.holder.fingerprint);
+                    if admitted {
+                        continue;
                     }
-                    Ok(_) => continue,
-                    // Revocations were missed: end the watch; the agent comes back, and its
-                    // certificate is checked again.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return None,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
+                    tracing::info!(node = %self.holder.node, "ended a lease watch whose certificate was revoked");
+                    return None;
+                }
             };
             match received {
                 // Already in the backlog, or known to the agent.
