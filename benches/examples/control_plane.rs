@@ -223,6 +223,9 @@ impl Server {
             // 32,768 node CIDRs, room for the swarm.
             .args(["--cluster-cidr", "10.128.0.0/9"])
             .args(["--service-cidr", "10.43.0.0/16"])
+            // Every simulated agent connects from 127.0.0.1: lift the per-address cap (a
+            // cluster's agents come from an address each).
+            .args(["--max-connections-per-address", "20000"])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
