@@ -21,12 +21,15 @@ fn message(msg: u16, family: u8, attributes: &[(u16, &str)]) -> Vec<u8> {
     out
 }
 
+/// A case: its name, the datagram, and the pairs it touches.
+type Case = (&'static str, Vec<u8>, Vec<(Family, MasqMode)>);
+
 #[test]
 fn weft_s_tables_and_chains_are_touched_and_others_are_not() {
     let v4 = (Family::Ipv4, MasqMode::Nftables);
     let v6 = (Family::Ipv6, MasqMode::Nftables);
     let ipt4 = (Family::Ipv4, MasqMode::Iptables);
-    let cases: Vec<(&str, Vec<u8>, Vec<(Family, MasqMode)>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "weft's table deleted",
             message(2, NFPROTO_IPV4, &[(ATTR_TABLE, "weft")]),
