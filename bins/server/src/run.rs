@@ -229,22 +229,16 @@ pub(crate) fn node_list(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
         "{:<30} {:<32} {:<20} IPV6-CIDR",
         "NAME", "NODE-IPS", "IPV4-CIDR"
     )?;
-    for n in nodes {
-        let ips: Vec<String> = n["node-ips"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+    for node in nodes {
+        let ips: Vec<String> = node.node_ips.iter().map(ToString::to_string).collect();
+        let cidr = |cidr: Option<String>| cidr.unwrap_or_else(|| "-".to_owned());
         writeln!(
             out,
             "{:<30} {:<32} {:<20} {}",
-            n["name"].as_str().unwrap_or("?"),
+            node.name,
             ips.join(","),
-            n["ipv4-cidr"].as_str().unwrap_or("-"),
-            n["ipv6-cidr"].as_str().unwrap_or("-"),
+            cidr(node.ipv4_cidr.map(|c| c.to_string())),
+            cidr(node.ipv6_cidr.map(|c| c.to_string())),
         )?;
     }
     Ok(ExitCode::SUCCESS)
