@@ -91,7 +91,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            run::write_stderr(&[format!("error: {e:#}")]);
+            weft_node::daemon::write_errors(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -31,6 +31,13 @@ pub enum NodeError {
         /// What is wrong.
         reason: String,
     },
+    /// This node does not fit the cluster network the servers sent (one line per problem,
+    /// each naming the setting and the fix).
+    #[error("{}", errors.join("\n"))]
+    ClusterMismatch {
+        /// Each problem.
+        errors: Vec<String>,
+    },
     /// The lease source has no lease for this node.
     #[error("{source_name} has no lease for node {node}; add one, or check --node-name")]
     NoLease {
