@@ -23,6 +23,7 @@ pub(crate) mod demo;
 pub(crate) mod deps;
 pub(crate) mod inspect;
 pub(crate) mod lab;
+pub(crate) mod metrics;
 pub(crate) mod probe;
 pub(crate) mod reaper;
 pub(crate) mod responder;

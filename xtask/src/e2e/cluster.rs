@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::lab::{Daemon, Families, Host, Lab, has_event, wait_for};
+use super::lab::{Daemon, Families, Host, Lab, wait_for};
+use super::metrics;
 
 /// How long a daemon may take to come up.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -194,22 +195,19 @@ impl Node {
         self
     }
 
-    /// Starts the daemon and waits until it is up: serving for a server without an agent,
-    /// registered (and, unless the backend is `none`, the kernel reconciled) otherwise.
+    /// Starts the daemon and waits until it is up: its `/readyz` answers 200 (a server: the
+    /// store open and the API serving; an agent, embedded or not: joined and the kernel
+    /// reconciled since it started).
     pub(crate) fn start(&mut self, lab: &Lab<'_>) -> anyhow::Result<()> {
         self.spawn(lab)?;
-        let wanted: &[&str] = match (self.role, self.agent) {
-            (Role::Server, false) => &["serving"],
-            _ => &["registered"],
-        };
         let daemon = self.daemon.as_mut().context("not started")?;
+        let ns = &self.host.ns;
         wait_for(
-            &format!("{} to log {wanted:?}", daemon.title),
+            &format!("{} to be ready (/readyz)", daemon.title),
             START_TIMEOUT,
             || {
                 daemon.check_running()?;
-                let out = daemon.output();
-                Ok(wanted.iter().all(|m| has_event(&out, m)).then_some(()))
+                Ok(metrics::ready(ns).then_some(()))
             },
         )
     }

@@ -578,21 +578,3 @@ pub(crate) fn render_log_line(line: &str) -> String {
     }
     out
 }
-
-/// The messages of weft's JSON log lines in `text` with their fields, in order.
-pub(crate) fn log_events(text: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
-    text.lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|event| match event.get("fields") {
-            Some(serde_json::Value::Object(fields)) => Some(fields.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Whether `text` holds a JSON log line whose message is `message`.
-pub(crate) fn has_event(text: &str, message: &str) -> bool {
-    log_events(text)
-        .iter()
-        .any(|fields| fields.get("message").and_then(|m| m.as_str()) == Some(message))
-}
