@@ -45,7 +45,8 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
         let started = match weft_control::start(settings(&config)?).await {
             Ok(s) => s,
             Err(e) => {
-                daemon::write_errors(&e.to_string());
+                // With its causes: `error: the cluster network in the store can't be used: ...`.
+                daemon::write_errors(&format!("{:#}", anyhow::Error::from(e)));
                 return Ok(ExitCode::FAILURE);
             }
         };

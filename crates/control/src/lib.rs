@@ -241,10 +241,8 @@ pub async fn check_network(store: &Store, network: &ClusterNetwork) -> Result<()
             }
             Created::Existing(stored) => stored,
         };
-        let cluster: ClusterNetwork =
-            ClusterNetwork::from_json(&stored.value).map_err(|e| ControlError::StoredNetwork {
-                reason: e.to_string(),
-            })?;
+        let cluster: ClusterNetwork = ClusterNetwork::from_json(&stored.value)
+            .map_err(|source| ControlError::StoredNetwork { source })?;
         let errors = network.compare_critical(&cluster);
         if errors.is_empty() {
             return Ok(());
