@@ -629,7 +629,7 @@ pub enum ConfigError {
     )]
     FamiliesChanged {
         /// The setting (`cluster-cidr` or `service-cidr`).
-        setting: &'static str,
+        setting: Key,
         /// This server's families.
         this: weft_ipam::IpFamilies,
         /// The cluster's families.
@@ -641,7 +641,7 @@ pub enum ConfigError {
     )]
     CriticalMismatch {
         /// The setting.
-        setting: &'static str,
+        setting: Key,
         /// This server's value.
         this: String,
         /// The cluster's value.

@@ -173,7 +173,7 @@ impl ClusterNetwork {
     /// The critical settings as `(setting, value)` text, in a fixed order.
     ///
     /// Lists are comma-joined, as their flags take them.
-    pub fn critical_fields(&self) -> Vec<(&'static str, String)> {
+    pub fn critical_fields(&self) -> Vec<(Key, String)> {
         let join = |ips: &[IpAddr]| {
             ips.iter()
                 .map(ToString::to_string)
@@ -181,33 +181,27 @@ impl ClusterNetwork {
                 .join(",")
         };
         vec![
-            (Key::ClusterCidr.name(), self.cluster_cidr.to_string()),
-            (Key::ServiceCidr.name(), self.service_cidr.to_string()),
-            (Key::ClusterDns.name(), join(&self.cluster_dns)),
-            (Key::ClusterDomain.name(), self.cluster_domain.to_string()),
+            (Key::ClusterCidr, self.cluster_cidr.to_string()),
+            (Key::ServiceCidr, self.service_cidr.to_string()),
+            (Key::ClusterDns, join(&self.cluster_dns)),
+            (Key::ClusterDomain, self.cluster_domain.to_string()),
             (
-                Key::DisableNetworkPolicy.name(),
+                Key::DisableNetworkPolicy,
                 self.disable_network_policy.to_string(),
             ),
-            (Key::FlannelBackend.name(), self.flannel_backend.to_string()),
+            (Key::FlannelBackend, self.flannel_backend.to_string()),
+            (Key::FlannelIpv6Masq, self.flannel_ipv6_masq.to_string()),
+            (Key::FlannelExternalIp, self.flannel_external_ip.to_string()),
             (
-                Key::FlannelIpv6Masq.name(),
-                self.flannel_ipv6_masq.to_string(),
-            ),
-            (
-                Key::FlannelExternalIp.name(),
-                self.flannel_external_ip.to_string(),
-            ),
-            (
-                Key::EgressSelectorMode.name(),
+                Key::EgressSelectorMode,
                 self.egress_selector_mode.to_string(),
             ),
             (
-                Key::NodeCidrMaskSizeIpv4.name(),
+                Key::NodeCidrMaskSizeIpv4,
                 self.node_cidr_mask_size_ipv4.to_string(),
             ),
             (
-                Key::NodeCidrMaskSizeIpv6.name(),
+                Key::NodeCidrMaskSizeIpv6,
                 self.node_cidr_mask_size_ipv6.to_string(),
             ),
         ]
@@ -233,16 +227,8 @@ impl ClusterNetwork {
             )
             .collect();
         for (setting, this, theirs) in [
-            (
-                Key::ClusterCidr.name(),
-                &self.cluster_cidr,
-                &cluster.cluster_cidr,
-            ),
-            (
-                Key::ServiceCidr.name(),
-                &self.service_cidr,
-                &cluster.service_cidr,
-            ),
+            (Key::ClusterCidr, &self.cluster_cidr, &cluster.cluster_cidr),
+            (Key::ServiceCidr, &self.service_cidr, &cluster.service_cidr),
         ] {
             let (a, b) = (this.families(), theirs.families());
             if a.has_ipv4() != b.has_ipv4() || a.has_ipv6() != b.has_ipv6() {

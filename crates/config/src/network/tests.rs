@@ -590,7 +590,7 @@ fn critical_settings_mismatch() {
             "critical configuration value mismatch between servers: node-cidr-mask-size-ipv4 (this server: 24, cluster: 25)",
         ]
     );
-    let names: Vec<&str> = a.critical_fields().iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = a.critical_fields().iter().map(|(n, _)| n.name()).collect();
     assert_eq!(
         names,
         [
