@@ -6,13 +6,15 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::cluster::{Front, NodeRow, Role, Settings, parse_egress_config, parse_node_list};
+use super::cluster::{NodeRow, Role, Settings, parse_node_list};
 use super::cni::{empty_result, plugin_config, result_ips};
 use super::demo::{columns, node_table, render_matrix};
+use super::front::{Front, parse_egress_config};
 use super::inspect::{
     WgPeer, parse_fdb_dsts, parse_link_kind, parse_uapi_peers, parse_wg_dump, route_via,
 };
-use super::lab::{Families, Ns, Segment, render_log_line};
+use super::lab::{Families, Ns, Segment};
+use super::log::render_log_line;
 use super::metrics::Scrape;
 use super::probe::{accepted_peer, ping_counts, pseudo_random, received_bits_per_second};
 use super::reaper::run_pid;

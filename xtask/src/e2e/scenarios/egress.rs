@@ -31,8 +31,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 
-use crate::e2e::cluster::{self, Front, Node, Settings};
+use crate::e2e::cluster::{self, Node, Settings};
 use crate::e2e::cni::Pod;
+use crate::e2e::front::Front;
 use crate::e2e::lab::{Daemon, Families, Lab, wait_for};
 use crate::e2e::metrics;
 use crate::e2e::responder;
