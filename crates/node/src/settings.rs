@@ -50,9 +50,10 @@ pub fn given_token(
 ) -> Result<Option<JoinToken>, NodeError> {
     let text = match (text, file) {
         (Some(token), _) => token.expose().to_owned(),
-        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| NodeError::File {
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|source| NodeError::File {
             path: path.to_owned(),
-            reason: format!("{e}; {file_setting} must name a readable file holding the token"),
+            hint: format!(" ({file_setting} must name a readable file holding the token)"),
+            source,
         })?,
         (None, None) => return Ok(None),
     };

@@ -553,9 +553,10 @@ impl Default for CertificateRenewal {
 impl StaticSource {
     /// Reads `path`: `{"cluster": {...}, "leases": [...]}`.
     pub fn read(path: &Path) -> Result<StaticSource, NodeError> {
-        let text = std::fs::read_to_string(path).map_err(|e| NodeError::File {
+        let text = std::fs::read_to_string(path).map_err(|source| NodeError::File {
             path: path.to_owned(),
-            reason: e.to_string(),
+            hint: String::new(),
+            source,
         })?;
         let file: StaticFile = serde_json::from_str(&text).map_err(|e| NodeError::Corrupt {
             path: path.to_owned(),
