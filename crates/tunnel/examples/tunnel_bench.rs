@@ -56,12 +56,19 @@ const IDLE_STREAMS: usize = 10_000;
 /// Streams sharing the tunnel with a stalled one, and how long each run moves data.
 const NEIGHBOURS: usize = 4;
 const STALL_RUN: Duration = Duration::from_secs(3);
+/// How long the server may take to give back what its closed idle streams held.
+const SHRINK_WAIT: Duration = Duration::from_secs(20);
 /// Runs per figure.
 const RUNS: usize = 5;
 /// The agent's node IPs; the targets listen on them.
 const AGENT_NODE_IPS: [[u8; 4]; 3] = [[127, 0, 0, 1], [127, 0, 0, 3], [127, 0, 0, 4]];
 /// The address no node has, which a server dials itself.
 const OUTSIDE_IP: [u8; 4] = [127, 0, 0, 2];
+
+/// The daemons' allocator, as weft-server's and weft-agent's: jemalloc, whose background threads
+/// give freed pages back to the kernel.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -270,6 +277,11 @@ impl Daemon {
         resident(self.child.id())
     }
 
+    /// How many files (sockets, mostly) it has open.
+    fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, Iterator::count)
+    }
+
     /// CPU time used so far (user + system), from `/proc/PID/stat`.
     fn cpu(&self) -> Duration {
         let stat =
@@ -427,16 +439,24 @@ async fn bench(only: &[String]) {
             agent_after >> 20
         ));
         drop(held);
-        // The streams close (the server sees each CONNECT end, the agent each reset); then
-        // what the server kept.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let server_closed = setup.server.rss();
+        // The streams close (the server sees each CONNECT end, the agent each reset), and the
+        // allocator's background threads give the freed pages back (jemalloc's decay takes
+        // about 10 s); then what the server kept.
+        let closing = Instant::now();
+        let mut server_closed = setup.server.rss();
+        while closing.elapsed() < SHRINK_WAIT && server_closed > 2 * server_before {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            server_closed = setup.server.rss();
+        }
         println_flush(&format!(
-            "  after the {idle} idle streams closed: server {} MiB, started at {} MiB: {:.1}x [target <= 2x]; agent {} MiB",
+            "  after the {idle} idle streams closed: server {} MiB after {:.1} s, started at {} MiB: {:.1}x [target <= 2x]; agent {} MiB ({} and {} files open)",
             server_closed >> 20,
+            closing.elapsed().as_secs_f64(),
             server_before >> 20,
             server_closed as f64 / server_before as f64,
-            setup.agent.rss() >> 20
+            setup.agent.rss() >> 20,
+            setup.server.open_files(),
+            setup.agent.open_files()
         ));
         setup.watch.print("the idle streams");
 
