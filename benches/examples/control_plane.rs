@@ -8,8 +8,10 @@
 //! server carries them the whole time. It prints the time to register every agent, the
 //! propagation of each lease change to every watcher (p50, p99, max), the server's resident set
 //! with the slow clients still connected (`VmRSS`) and its peak RSS (`VmHWM` of
-//! `/proc/<pid>/status`), each beside its target, and exits 1 when a target is missed. `--server-bin PATH` picks another server
-//! binary (default: `weft-server` beside this example's directory, as cargo lays them out).
+//! `/proc/<pid>/status`), each beside its target, and exits 1 when a target is missed.
+//! `--slow-clients COUNT` changes the 1,000 slow clients (0: none); `--server-bin PATH` picks
+//! another server binary (default: `weft-server` beside this example's directory, as cargo
+//! lays them out).
 //!
 //! It raises its own `RLIMIT_NOFILE` soft limit to the hard limit, since every agent holds a
 //! TLS connection; the server raises its own at start.
@@ -31,12 +33,13 @@ const TARGET_REGISTERED: Duration = Duration::from_secs(10);
 const TARGET_P99: Duration = Duration::from_millis(500);
 /// The server's peak resident memory.
 const TARGET_RSS_MIB: f64 = 150.0;
-/// Slow clients connected beside the swarm.
+/// Slow clients connected beside the swarm, unless `--slow-clients` says otherwise.
 const SLOW_CLIENTS: usize = 1_000;
 
 struct Args {
     agents: usize,
     rounds: usize,
+    slow_clients: usize,
     server_bin: PathBuf,
 }
 
@@ -45,7 +48,9 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => {
             eprintln!("control_plane: {e}");
-            eprintln!("usage: control_plane [AGENTS [ROUNDS]] [--server-bin PATH]");
+            eprintln!(
+                "usage: control_plane [AGENTS [ROUNDS]] [--slow-clients COUNT] [--server-bin PATH]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -62,9 +67,15 @@ fn main() -> ExitCode {
 fn parse_args() -> Result<Args, String> {
     let mut numbers = Vec::new();
     let mut server_bin = None;
+    let mut slow_clients = SLOW_CLIENTS;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--server-bin" {
+        if arg == "--slow-clients" {
+            let count = args.next().ok_or("--slow-clients needs a count")?;
+            slow_clients = count
+                .parse()
+                .map_err(|_| format!("--slow-clients: `{count}` is not a number"))?;
+        } else if arg == "--server-bin" {
             server_bin = Some(PathBuf::from(
                 args.next().ok_or("--server-bin needs a path")?,
             ));
@@ -88,6 +99,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         agents: numbers.first().copied().unwrap_or(5_000).max(1),
         rounds: numbers.get(1).copied().unwrap_or(5).max(1),
+        slow_clients,
         server_bin,
     })
 }
@@ -119,7 +131,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let measured = runtime.block_on(async {
         let ca = weft_api::client::fetch_ca(&swarm.server, &swarm.token).await?;
         let address = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let slow = SlowClients::start(address, &ca.ca_pem, SLOW_CLIENTS)?;
+        let slow = SlowClients::start(address, &ca.ca_pem, args.slow_clients)?;
         slow.all_held().await?;
         let report = swarm.run().await?;
         let rss = server.rss_mib("VmRSS");
@@ -137,7 +149,7 @@ fn run(args: &Args) -> Result<bool, String> {
         closed,
         rss_mib: rss?,
     };
-    Ok(print_report(&report, &slow, peak?))
+    Ok(print_report(&report, args.slow_clients, &slow, peak?))
 }
 
 /// The slow clients as the swarm ended.
@@ -151,7 +163,7 @@ struct Slow {
 }
 
 /// Prints the figures beside the targets; returns whether every target was met.
-fn print_report(report: &Report, slow: &Slow, peak_mib: f64) -> bool {
+fn print_report(report: &Report, slow_clients: usize, slow: &Slow, peak_mib: f64) -> bool {
     let mut met = true;
     let mut line = |what: String, ok: bool| {
         met &= ok;
@@ -198,9 +210,9 @@ fn print_report(report: &Report, slow: &Slow, peak_mib: f64) -> bool {
         overall.percentile(99.0) <= TARGET_P99,
     );
     println!(
-        "  {} slow clients held half requests throughout ({} closed at the header deadline and \
-         connected again)",
-        SLOW_CLIENTS, slow.closed
+        "  {slow_clients} slow clients held half requests throughout ({} closed at the header \
+         deadline and connected again)",
+        slow.closed
     );
     line(
         format!(

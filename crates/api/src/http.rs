@@ -20,7 +20,7 @@ use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 
@@ -216,7 +216,7 @@ async fn serve_connection(
 ) -> Option<Dropped> {
     let _ = tcp.set_nodelay(true);
     // An idle connection holds no TLS buffer (see `tls_server`).
-    let tls =
+    let mut tls =
         match tokio::time::timeout(limits.handshake_timeout, tls_server::accept(tls, tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
@@ -225,6 +225,18 @@ async fn serve_connection(
             }
             Err(_) => return Some(Dropped::HandshakeTimeout),
         };
+    // A client that has not finished its first request's head holds no hyper connection yet
+    // (hyper allocates two 8 KiB buffers per connection): the head is read here first, within
+    // the header deadline, and handed to hyper with the stream.
+    let head = match tokio::time::timeout(limits.header_read_timeout, read_head(&mut tls)).await {
+        Ok(Ok(head)) if head.is_empty() => return None,
+        Ok(Ok(head)) => head,
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, error = %e, "reading the first request failed");
+            return None;
+        }
+        Err(_) => return Some(Dropped::HeaderTimeout),
+    };
     let leaf = tls.peer_certificates().and_then(|certs| certs.first());
     let identity = leaf.and_then(|cert| client_identity(cert).ok());
     let fingerprint = leaf.map(|cert| cert_fingerprint(cert));
@@ -233,7 +245,7 @@ async fn serve_connection(
         identity,
         fingerprint,
     };
-    let (io, activity) = Watched::new(tls);
+    let (io, activity) = Watched::new(Prefixed { head, inner: tls });
     let heads = activity.clone();
     let service = hyper::service::service_fn(move |req| {
         heads.head_received();
@@ -265,6 +277,73 @@ async fn serve_connection(
             }
         },
         () = activity.idle_for(limits.idle_timeout) => Some(Dropped::IdleTimeout),
+    }
+}
+
+/// The most of a first request [`read_head`] reads before it hands the rest to hyper, whose
+/// own limits then apply (a longer head gets the header deadline again for its rest).
+const HEAD_READ_LIMIT: usize = 8 * 1024;
+
+/// Reads from `stream` until the end of a request's head (an empty line), the client's close
+/// or [`HEAD_READ_LIMIT`] bytes; returns what it read (nothing: closed before a byte came).
+async fn read_head<IO: AsyncRead + Unpin>(stream: &mut IO) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    while head.len() < HEAD_READ_LIMIT {
+        // Grows with what comes: a client that sent half a line holds a few dozen bytes.
+        head.reserve(256);
+        if stream.read_buf(&mut head).await? == 0 {
+            break;
+        }
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    Ok(head)
+}
+
+/// A stream that yields `head` (bytes read from `inner` already) before `inner`'s own.
+struct Prefixed<IO> {
+    head: Vec<u8>,
+    inner: IO,
+}
+
+// === impl Prefixed ===
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.head.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.head.len().min(buf.remaining());
+        buf.put_slice(&self.head[..n]);
+        self.head.drain(..n);
+        if self.head.is_empty() {
+            // Frees it.
+            self.head = Vec::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

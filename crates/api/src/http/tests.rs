@@ -206,6 +206,36 @@ async fn a_client_that_never_finishes_its_headers_is_hung_up_on() {
     assert_eq!(tally.get(Dropped::HeaderTimeout), 1);
 }
 
+#[tokio::test]
+async fn a_head_that_comes_in_pieces_or_past_the_read_ahead_is_served() {
+    let (ca, addr, tally) = keep_alive_server().await;
+    // Byte by byte, within the header deadline.
+    let mut slow = connect_from(&ca, [127, 0, 0, 1], addr).await;
+    for byte in b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" {
+        slow.write_all(&[*byte]).await.expect("a byte");
+        slow.flush().await.expect("sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut status = [0u8; 12];
+    slow.read_exact(&mut status).await.expect("an answer");
+    assert_eq!(&status, b"HTTP/1.1 200", "a head sent byte by byte");
+    // A head longer than what is read ahead of hyper.
+    let mut long = connect_from(&ca, [127, 0, 0, 1], addr).await;
+    let filler = "a".repeat(2 * HEAD_READ_LIMIT);
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Filler: {filler}\r\n\r\n");
+    long.write_all(request.as_bytes())
+        .await
+        .expect("a long head");
+    long.read_exact(&mut status).await.expect("an answer");
+    assert_eq!(
+        &status,
+        b"HTTP/1.1 200",
+        "a head of {} bytes",
+        request.len()
+    );
+    assert_eq!(tally.get(Dropped::HeaderTimeout), 0);
+}
+
 /// A server ([`Staller`]: empty answers) with a header deadline of 1 s and an idle deadline of
 /// 4 s, as Go's 10 s and 90 s.
 async fn keep_alive_server() -> (ClusterCa, SocketAddr, Arc<Tally>) {
