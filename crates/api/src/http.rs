@@ -198,22 +198,26 @@ pub async fn serve_limited(
         tokio::spawn(async move {
             // Counted until the connection closes or is upgraded.
             let _held = held;
-            if let Some(why) = serve_connection(tcp, addr, tls, handler, limits).await {
-                tracing::debug!(%addr, ?why, "connection closed");
-                observer.dropped(why);
-            }
+            serve_connection(tcp, addr, tls, handler, limits, &*observer).await;
         });
     }
 }
 
-/// Serves one connection; returns the deadline it missed, if any.
+/// Serves one connection, telling `observer` of the deadline it missed, if any (a first
+/// request's header deadline before the connection closes, so a client that saw the close finds
+/// it counted).
 async fn serve_connection(
     tcp: TcpStream,
     addr: SocketAddr,
     tls: Arc<ServerConfig>,
     handler: Arc<dyn Handler>,
     limits: ServeLimits,
-) -> Option<Dropped> {
+    observer: &dyn ConnectionObserver,
+) {
+    let dropped = |why: Dropped| {
+        tracing::debug!(%addr, ?why, "connection closed");
+        observer.dropped(why);
+    };
     let _ = tcp.set_nodelay(true);
     // An idle connection holds no TLS buffer (see `tls_server`).
     let mut tls =
@@ -221,21 +225,25 @@ async fn serve_connection(
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::debug!(%addr, error = %e, "TLS handshake failed");
-                return None;
+                return;
             }
-            Err(_) => return Some(Dropped::HandshakeTimeout),
+            Err(_) => return dropped(Dropped::HandshakeTimeout),
         };
     // A client that has not finished its first request's head holds no hyper connection yet
     // (hyper allocates two 8 KiB buffers per connection): the head is read here first, within
     // the header deadline, and handed to hyper with the stream.
     let head = match tokio::time::timeout(limits.header_read_timeout, read_head(&mut tls)).await {
-        Ok(Ok(head)) if head.is_empty() => return None,
+        Ok(Ok(head)) if head.is_empty() => return,
         Ok(Ok(head)) => head,
         Ok(Err(e)) => {
             tracing::debug!(%addr, error = %e, "reading the first request failed");
-            return None;
+            return;
         }
-        Err(_) => return Some(Dropped::HeaderTimeout),
+        Err(_) => {
+            dropped(Dropped::HeaderTimeout);
+            drop(tls);
+            return;
+        }
     };
     let leaf = tls.peer_certificates().and_then(|certs| certs.first());
     let identity = leaf.and_then(|cert| client_identity(cert).ok());
@@ -263,7 +271,7 @@ async fn serve_connection(
         .header_read_timeout(limits.header_read_timeout)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    tokio::select! {
+    let missed = tokio::select! {
         served = connection => match served {
             Ok(()) => None,
             // The head's sleep ends waiting for a first byte at the idle deadline.
@@ -277,6 +285,9 @@ async fn serve_connection(
             }
         },
         () = activity.idle_for(limits.idle_timeout) => Some(Dropped::IdleTimeout),
+    };
+    if let Some(why) = missed {
+        dropped(why);
     }
 }
 
