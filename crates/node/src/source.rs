@@ -239,7 +239,7 @@ impl ApiSource {
     /// Switches to the next server and waits a jittered, growing back-off.
     async fn fail_over(&mut self, error: &(dyn std::fmt::Display + Sync)) {
         tracing::warn!(server = %self.server(), %error, "server connection failed; trying the next server");
-        self.metrics.reconnect();
+        self.metrics.reconnect(self.server());
         self.current = (self.current + 1) % self.servers.len().max(1);
         self.failures = self.failures.saturating_add(1);
         let base =

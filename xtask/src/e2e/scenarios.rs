@@ -14,12 +14,14 @@
 //! | 8 | `bad-input` | `bad_input` |
 //! | 9 | backend switch vxlan → wireguard-native → vxlan | `backend_switch` |
 //! | issue 12 | `trust`: a rogue host holding the agent token is refused each attack | `trust` |
+//! | issue 13 | `abuse`: slow clients, a flood from one address, a server that never answers | `abuse` |
 //!
 //! The egress tunnel also appears in `backend-none` (the tunnel works without a pod network)
 //! and `ha-etcd` (CONNECT through the surviving servers).
 //!
 //! A scenario is listed only once it can pass.
 
+mod abuse;
 mod backend_none;
 mod backend_switch;
 mod bad_input;
@@ -79,6 +81,11 @@ const OTHERS: &[Scenario] = &[
         name: "trust",
         about: "a rogue host with the agent token can't take a node's address or MAC, report others' IPs, start a server; a deleted node's certificate is refused",
         run: trust::run,
+    },
+    Scenario {
+        name: "abuse",
+        about: "60 slow TLS clients closed at the header deadline while an agent joins; a flood stops at the per-address cap; an agent leaves a server that never answers within 15 s",
+        run: abuse::run,
     },
     Scenario {
         name: "bad-input",
