@@ -5,7 +5,7 @@
 //! - [`proto`]: the multiplexing protocol as a pure state machine in the quinn-proto shape:
 //!   dials with a real reply, data with per-stream credit flow control, half-close, reset,
 //!   keepalive. No sockets, no runtime, no clock.
-//! - [`pair`]: a deterministic in-memory pair of sessions with a virtual clock, latency and
+//! - `pair` (feature `test-util`): a deterministic in-memory pair of sessions with a virtual clock, latency and
 //!   stall/sever knobs, for tests and benches.
 //! - [`transport`]: the thin tokio shell: a [`transport::Connection`] drives a session over a
 //!   WebSocket (weft's own RFC 6455 framing, so frames go straight into the buffer TLS sends and
@@ -34,6 +34,7 @@ pub mod egress;
 mod error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
+#[cfg(any(test, feature = "test-util"))]
 pub mod pair;
 pub mod policy;
 pub mod proto;
