@@ -5,8 +5,8 @@
 //! - [`proto`]: the multiplexing protocol as a pure state machine in the quinn-proto shape:
 //!   dials with a real reply, data with per-stream credit flow control, half-close, reset,
 //!   keepalive. No sockets, no runtime, no clock.
-//! - `pair` (feature `test-util`): a deterministic in-memory pair of sessions with a virtual clock, latency and
-//!   stall/sever knobs, for tests and benches.
+//! - `pair` (feature `test-util`): a deterministic in-memory pair of sessions with a virtual
+//!   clock, latency and stall/sever knobs, for tests and benches.
 //! - [`transport`]: the thin tokio shell: a [`transport::Connection`] drives a session over a
 //!   WebSocket (weft's own RFC 6455 framing, so frames go straight into the buffer TLS sends and
 //!   received payloads reach the session uncopied), [`transport::TunnelStream`] is one stream as
