@@ -14,27 +14,26 @@
 //! cannot stop this side from reading, and a write that blocks still lets the session's timers
 //! run, so a peer that went silent is noticed however full the socket is.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::Waker;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::AbortHandle;
 
-use weft_api::io::pool as buffers;
-
-use super::pool;
+use super::splice::splice;
+use super::stream::TunnelStream;
 use super::websocket::{self, Message, Side, WebSocket};
 use crate::error::{ConnectionError, OpenError};
 use crate::proto::{
-    Config, ConfigError, DialError, Event, ResetCode, Role, Session, StreamError, StreamId, Target,
+    Config, ConfigError, DialError, Event, ResetCode, Role, Session, StreamId, Target,
 };
 
 /// How much the driver encodes before it writes: large writes make large TLS records and few
@@ -63,38 +62,32 @@ pub struct Connection {
     shared: Arc<Shared>,
 }
 
-/// One stream of a [`Connection`], as a byte stream. Shutting down the write side half-closes
-/// the stream; dropping the handle before both directions ended resets it.
-pub struct TunnelStream {
-    id: StreamId,
-    shared: Arc<Shared>,
-    /// The write side was shut down: dropping the handle then lets queued data and the fin go
-    /// out instead of resetting the stream.
-    finished: bool,
-}
-
-struct Shared {
-    state: Mutex<State>,
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
     /// Wakes the driver: something may be ready to transmit.
-    wake_driver: Notify,
+    pub(super) wake_driver: Notify,
     /// Set once the connection ended, with why.
-    closed: watch::Sender<Option<ConnectionError>>,
+    pub(super) closed: watch::Sender<Option<ConnectionError>>,
 }
 
-struct State {
-    session: Session,
-    readers: HashMap<StreamId, Waker>,
-    writers: HashMap<StreamId, Waker>,
-    opening: HashMap<StreamId, oneshot::Sender<Result<(), OpenError>>>,
-    /// Streams the peer reset, until their handle goes.
-    resets: HashMap<StreamId, ResetCode>,
+pub(super) struct State {
+    pub(super) session: Session,
+    pub(super) readers: HashMap<StreamId, Waker>,
+    pub(super) writers: HashMap<StreamId, Waker>,
+    pub(super) opening: HashMap<StreamId, oneshot::Sender<Result<(), OpenError>>>,
+    /// Streams with a [`TunnelStream`] handle (opened here, or dialed for the peer and
+    /// accepted), until the handle goes.
+    pub(super) handles: HashSet<StreamId>,
+    /// Streams the peer reset that have a handle, until the handle goes (a reset of a stream
+    /// nobody holds, a refused or cancelled dial, leaves nothing behind).
+    pub(super) resets: HashMap<StreamId, ResetCode>,
     /// The latest WebSocket ping, to answer (RFC 6455 lets a pong answer only the latest, so a
     /// peer's pings can't pile up while this side can't write).
-    pong: Option<Bytes>,
+    pub(super) pong: Option<Bytes>,
     /// The dials running for the peer, to cancel when it resets their stream.
-    dialing: HashMap<StreamId, AbortHandle>,
+    pub(super) dialing: HashMap<StreamId, AbortHandle>,
     /// Why the connection ended, once it has.
-    ended: Option<ConnectionError>,
+    pub(super) ended: Option<ConnectionError>,
 }
 
 // === impl Connection ===
@@ -116,6 +109,7 @@ impl Connection {
                 readers: HashMap::new(),
                 writers: HashMap::new(),
                 opening: HashMap::new(),
+                handles: HashSet::new(),
                 resets: HashMap::new(),
                 pong: None,
                 dialing: HashMap::new(),
@@ -141,14 +135,11 @@ impl Connection {
             }
             let id = state.session.open(target)?;
             state.opening.insert(id, answer);
+            state.handles.insert(id);
             id
         };
         self.shared.wake_driver.notify_one();
-        let stream = TunnelStream {
-            id,
-            shared: self.shared.clone(),
-            finished: false,
-        };
+        let stream = TunnelStream::new(id, self.shared.clone());
         match answered.await {
             Ok(Ok(())) => Ok(stream),
             Ok(Err(error)) => Err(error),
@@ -197,7 +188,7 @@ impl std::fmt::Debug for Connection {
 // === impl Shared ===
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -292,7 +283,7 @@ impl State {
                 }
                 if let Some(answer) = self.opening.remove(&stream) {
                     let _ = answer.send(Err(OpenError::Reset(code)));
-                } else {
+                } else if self.handles.contains(&stream) {
                     self.resets.insert(stream, code);
                 }
                 for waker in [self.readers.remove(&stream), self.writers.remove(&stream)]
@@ -509,7 +500,13 @@ async fn dial(shared: Arc<Shared>, dialer: Arc<dyn Dialer>, stream: StreamId, ta
         let mut state = shared.lock();
         state.dialing.remove(&stream);
         match result {
-            Ok(tcp) => state.session.accept_dial(stream).ok().map(|()| tcp),
+            Ok(tcp) => {
+                let accepted = state.session.accept_dial(stream).is_ok();
+                if accepted {
+                    state.handles.insert(stream);
+                }
+                accepted.then_some(tcp)
+            }
             Err(error) => {
                 tracing::debug!(%target, %error, "dial for the tunnel failed");
                 let _ = state.session.refuse_dial(stream, error);
@@ -521,491 +518,11 @@ async fn dial(shared: Arc<Shared>, dialer: Arc<dyn Dialer>, stream: StreamId, ta
     let Some(mut tcp) = tcp else {
         return;
     };
-    let mut tunnel = TunnelStream {
-        id: stream,
-        shared,
-        finished: false,
-    };
+    let mut tunnel = TunnelStream::new(stream, shared);
     if let Err(error) = splice(&mut tcp, &mut tunnel).await {
         tracing::debug!(%target, %error, "tunnelled connection ended with an error");
     }
 }
 
-// === Splicing ===
-
-/// Copies both ways between `io` and a tunnel stream until both directions ended, half-closing
-/// each side as its source ends. Data from the tunnel goes to `io` as the session holds it, and
-/// data from `io` goes to the session as it was read (no copy either way); `io` is read into a
-/// buffer borrowed from a shared pool only while it has data, so an idle splice holds no buffer
-/// at all.
-pub async fn splice<A>(io: &mut A, tunnel: &mut TunnelStream) -> io::Result<(u64, u64)>
-where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-{
-    let mut up = Feed::default();
-    let mut down = Chunks::default();
-    std::future::poll_fn(|cx| {
-        let up_done = up.poll(cx, &mut *io, &mut *tunnel)?;
-        let down_done = down.poll(cx, &mut *tunnel, &mut *io)?;
-        match (up_done, down_done) {
-            (Poll::Ready(up), Poll::Ready(down)) => Poll::Ready(Ok((up, down))),
-            _ => Poll::Pending,
-        }
-    })
-    .await
-}
-
-/// Copies both ways between two byte streams (a direct route), with pooled buffers as
-/// [`splice`] does.
-pub async fn splice_io<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
-where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
-{
-    let mut ab = Pump::default();
-    let mut ba = Pump::default();
-    std::future::poll_fn(|cx| {
-        let ab_done = ab.poll(cx, &mut *a, &mut *b)?;
-        let ba_done = ba.poll(cx, &mut *b, &mut *a)?;
-        match (ab_done, ba_done) {
-            (Poll::Ready(ab), Poll::Ready(ba)) => Poll::Ready(Ok((ab, ba))),
-            _ => Poll::Pending,
-        }
-    })
-    .await
-}
-
-/// One direction of a splice between two plain connections, through a pooled buffer.
-#[derive(Default)]
-struct Pump {
-    buf: Option<buffers::Buffer>,
-    pos: usize,
-    filled: usize,
-    read_done: bool,
-    done: bool,
-    unflushed: bool,
-    copied: u64,
-}
-
-impl Pump {
-    fn poll<R, W>(
-        &mut self,
-        cx: &mut Context<'_>,
-        from: &mut R,
-        to: &mut W,
-    ) -> Poll<io::Result<u64>>
-    where
-        R: AsyncRead + Unpin + ?Sized,
-        W: AsyncWrite + Unpin + ?Sized,
-    {
-        if self.done {
-            return Poll::Ready(Ok(self.copied));
-        }
-        loop {
-            if self.pos == self.filled && !self.read_done {
-                let buf = self.buf.get_or_insert_with(buffers::take);
-                let mut read = ReadBuf::new(buf.as_mut());
-                match Pin::new(&mut *from).poll_read(cx, &mut read) {
-                    Poll::Ready(Ok(())) => {
-                        let n = read.filled().len();
-                        if n == 0 {
-                            self.read_done = true;
-                        }
-                        self.pos = 0;
-                        self.filled = n;
-                    }
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                    Poll::Pending => {
-                        // Nothing to hold on to while waiting.
-                        if let Some(buf) = self.buf.take() {
-                            buffers::give_back(buf);
-                        }
-                        if self.unflushed {
-                            ready!(Pin::new(&mut *to).poll_flush(cx))?;
-                            self.unflushed = false;
-                        }
-                        return Poll::Pending;
-                    }
-                }
-            }
-            if self.pos < self.filled {
-                let Some(buf) = &self.buf else {
-                    unreachable!("a pump with unwritten data holds its buffer");
-                };
-                let n = ready!(
-                    Pin::new(&mut *to).poll_write(cx, &buf.as_ref()[self.pos..self.filled])
-                )?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                self.pos += n;
-                self.copied += n as u64;
-                self.unflushed = true;
-                continue;
-            }
-            if self.read_done {
-                if let Some(buf) = self.buf.take() {
-                    buffers::give_back(buf);
-                }
-                ready!(Pin::new(&mut *to).poll_flush(cx))?;
-                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
-                self.done = true;
-                return Poll::Ready(Ok(self.copied));
-            }
-        }
-    }
-}
-
-/// The `io`-to-tunnel direction of a splice: reads into a pooled buffer and queues what it read
-/// as a slice of it.
-#[derive(Default)]
-struct Feed {
-    buf: Option<BytesMut>,
-    chunk: Bytes,
-    read_done: bool,
-    done: bool,
-    copied: u64,
-}
-
-impl Feed {
-    fn poll<R>(
-        &mut self,
-        cx: &mut Context<'_>,
-        from: &mut R,
-        to: &mut TunnelStream,
-    ) -> Poll<io::Result<u64>>
-    where
-        R: AsyncRead + Unpin + ?Sized,
-    {
-        if self.done {
-            return Poll::Ready(Ok(self.copied));
-        }
-        loop {
-            if self.chunk.is_empty() && !self.read_done {
-                let buf = self.buf.get_or_insert_with(pool::take);
-                let polled = std::pin::pin!(from.read_buf(buf)).poll(cx);
-                match polled {
-                    Poll::Ready(Ok(0)) => self.read_done = true,
-                    Poll::Ready(Ok(n)) => self.chunk = buf.split_to(n).freeze(),
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                    Poll::Pending => {
-                        // Nothing to hold on to while waiting.
-                        if let Some(buf) = self.buf.take() {
-                            pool::give_back(buf);
-                        }
-                        return Poll::Pending;
-                    }
-                }
-                if self
-                    .buf
-                    .as_ref()
-                    .is_some_and(|buf| buf.capacity() < pool::CAPACITY / 4)
-                {
-                    // Used up: the next read takes a fresh one.
-                    self.buf = None;
-                }
-            }
-            if !self.chunk.is_empty() {
-                let n = ready!(to.poll_write_bytes(cx, &self.chunk))?;
-                self.chunk.advance(n);
-                self.copied += n as u64;
-                continue;
-            }
-            if self.read_done {
-                if let Some(buf) = self.buf.take() {
-                    pool::give_back(buf);
-                }
-                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
-                self.done = true;
-                return Poll::Ready(Ok(self.copied));
-            }
-        }
-    }
-}
-
-/// The tunnel-to-`io` direction of a splice: the session's own chunks, written as they are,
-/// several in one vectored write when `io` takes those.
-#[derive(Default)]
-struct Chunks {
-    chunks: VecDeque<Bytes>,
-    read_done: bool,
-    done: bool,
-    unflushed: bool,
-    copied: u64,
-}
-
-/// The most chunks one vectored write takes.
-const MAX_IOVECS: usize = 16;
-
-/// How many bytes [`Chunks`] takes from the session before it writes.
-const WRITE_AHEAD: usize = 256 * 1024;
-
-impl Chunks {
-    fn poll<W>(
-        &mut self,
-        cx: &mut Context<'_>,
-        from: &mut TunnelStream,
-        to: &mut W,
-    ) -> Poll<io::Result<u64>>
-    where
-        W: AsyncWrite + Unpin + ?Sized,
-    {
-        if self.done {
-            return Poll::Ready(Ok(self.copied));
-        }
-        loop {
-            if self.chunks.is_empty() && !self.read_done {
-                match from.poll_read_chunks(cx, &mut self.chunks, WRITE_AHEAD) {
-                    Poll::Ready(Ok(true)) => {}
-                    Poll::Ready(Ok(false)) => self.read_done = true,
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                    Poll::Pending => {
-                        if self.unflushed {
-                            ready!(Pin::new(&mut *to).poll_flush(cx))?;
-                            self.unflushed = false;
-                        }
-                        return Poll::Pending;
-                    }
-                }
-            }
-            if !self.chunks.is_empty() {
-                let n = if to.is_write_vectored() && self.chunks.len() > 1 {
-                    let slices: Vec<io::IoSlice<'_>> = self
-                        .chunks
-                        .iter()
-                        .take(MAX_IOVECS)
-                        .map(|chunk| io::IoSlice::new(chunk))
-                        .collect();
-                    ready!(Pin::new(&mut *to).poll_write_vectored(cx, &slices))?
-                } else {
-                    let Some(front) = self.chunks.front() else {
-                        unreachable!("checked to be non-empty");
-                    };
-                    ready!(Pin::new(&mut *to).poll_write(cx, front))?
-                };
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                self.copied += n as u64;
-                self.unflushed = true;
-                let mut left = n;
-                while left > 0 {
-                    let Some(front) = self.chunks.front_mut() else {
-                        break;
-                    };
-                    let take = left.min(front.len());
-                    front.advance(take);
-                    left -= take;
-                    if front.is_empty() {
-                        self.chunks.pop_front();
-                    }
-                }
-                continue;
-            }
-            if self.read_done {
-                ready!(Pin::new(&mut *to).poll_flush(cx))?;
-                ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
-                self.done = true;
-                return Poll::Ready(Ok(self.copied));
-            }
-        }
-    }
-}
-
-// === impl TunnelStream ===
-
-impl TunnelStream {
-    /// The stream's id within its session.
-    pub fn id(&self) -> StreamId {
-        self.id
-    }
-
-    /// Takes up to `max` received bytes as the session holds them, without copying: `None`
-    /// once the peer finished and everything was read.
-    pub fn poll_read_chunk(
-        &mut self,
-        cx: &mut Context<'_>,
-        max: usize,
-    ) -> Poll<io::Result<Option<Bytes>>> {
-        let mut state = self.shared.lock();
-        match state.session.read(self.id, max) {
-            Ok(Some(chunk)) => {
-                drop(state);
-                self.shared.wake_driver.notify_one();
-                Poll::Ready(Ok(Some(chunk)))
-            }
-            Ok(None) => Poll::Ready(Ok(None)),
-            Err(StreamError::Blocked) => {
-                state.readers.insert(self.id, cx.waker().clone());
-                Poll::Pending
-            }
-            // Gone after both directions finished: the end of the stream.
-            Err(StreamError::UnknownStream { .. })
-                if !state.resets.contains_key(&self.id) && state.ended.is_none() =>
-            {
-                Poll::Ready(Ok(None))
-            }
-            Err(error) => Poll::Ready(Err(self.io_error(&state, error))),
-        }
-    }
-
-    /// Queues a slice of `data` for the peer without copying it; how much was taken.
-    pub fn poll_write_bytes(
-        &mut self,
-        cx: &mut Context<'_>,
-        data: &Bytes,
-    ) -> Poll<io::Result<usize>> {
-        let mut state = self.shared.lock();
-        match state.session.write_bytes(self.id, data) {
-            Ok(len) => {
-                drop(state);
-                self.shared.wake_driver.notify_one();
-                Poll::Ready(Ok(len))
-            }
-            Err(StreamError::Blocked) => {
-                state.writers.insert(self.id, cx.waker().clone());
-                Poll::Pending
-            }
-            Err(error) => Poll::Ready(Err(self.io_error(&state, error))),
-        }
-    }
-
-    /// Takes received chunks into `into` until about `max` bytes or none are left, under one
-    /// lock: `true` when it took some, `false` at the end of the stream.
-    fn poll_read_chunks(
-        &mut self,
-        cx: &mut Context<'_>,
-        into: &mut VecDeque<Bytes>,
-        max: usize,
-    ) -> Poll<io::Result<bool>> {
-        let mut state = self.shared.lock();
-        let mut taken = 0;
-        loop {
-            match state.session.read(self.id, max - taken) {
-                Ok(Some(chunk)) => {
-                    taken += chunk.len();
-                    into.push_back(chunk);
-                    if taken < max {
-                        continue;
-                    }
-                }
-                Ok(None) if taken == 0 => return Poll::Ready(Ok(false)),
-                Ok(None) => {}
-                Err(StreamError::Blocked) if taken > 0 => {}
-                Err(StreamError::Blocked) => {
-                    state.readers.insert(self.id, cx.waker().clone());
-                    return Poll::Pending;
-                }
-                // Gone after both directions finished: the end of the stream.
-                Err(StreamError::UnknownStream { .. })
-                    if !state.resets.contains_key(&self.id) && state.ended.is_none() =>
-                {
-                    if taken == 0 {
-                        return Poll::Ready(Ok(false));
-                    }
-                }
-                Err(error) => return Poll::Ready(Err(self.io_error(&state, error))),
-            }
-            break;
-        }
-        drop(state);
-        self.shared.wake_driver.notify_one();
-        Poll::Ready(Ok(true))
-    }
-
-    fn io_error(&self, state: &State, error: StreamError) -> io::Error {
-        if let Some(code) = state.resets.get(&self.id) {
-            return io::Error::new(io::ErrorKind::ConnectionReset, *code);
-        }
-        if let Some(ended) = &state.ended {
-            return io::Error::new(io::ErrorKind::ConnectionAborted, ended.clone());
-        }
-        io::Error::new(io::ErrorKind::BrokenPipe, error)
-    }
-}
-
-impl AsyncRead for TunnelStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let max = buf.remaining();
-        if let Some(chunk) = ready!(self.poll_read_chunk(cx, max))? {
-            buf.put_slice(&chunk);
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl AsyncWrite for TunnelStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let mut state = self.shared.lock();
-        match state.session.write(self.id, buf) {
-            Ok(len) => {
-                drop(state);
-                self.shared.wake_driver.notify_one();
-                Poll::Ready(Ok(len))
-            }
-            Err(StreamError::Blocked) => {
-                state.writers.insert(self.id, cx.waker().clone());
-                Poll::Pending
-            }
-            Err(error) => Poll::Ready(Err(self.io_error(&state, error))),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Written bytes are the session's; the driver sends them as credit allows.
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.finished = true;
-        let result = self.shared.lock().session.finish(self.id);
-        self.shared.wake_driver.notify_one();
-        match result {
-            Ok(()) | Err(StreamError::UnknownStream { .. }) => Poll::Ready(Ok(())),
-            Err(error) => {
-                let state = self.shared.lock();
-                Poll::Ready(Err(self.io_error(&state, error)))
-            }
-        }
-    }
-}
-
-impl Drop for TunnelStream {
-    fn drop(&mut self) {
-        let mut state = self.shared.lock();
-        state.readers.remove(&self.id);
-        state.writers.remove(&self.id);
-        state.resets.remove(&self.id);
-        // A stream whose directions both ended is already gone. One this side finished keeps
-        // going until its queued data and fin are out (and whatever the peer still sends is
-        // dropped); anything else was abandoned and is reset.
-        let ended = if self.finished {
-            state.session.close(self.id)
-        } else {
-            state.session.reset(self.id, ResetCode::Cancelled)
-        };
-        if ended.is_ok() {
-            drop(state);
-            self.shared.wake_driver.notify_one();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests;
-
-impl std::fmt::Debug for TunnelStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TunnelStream")
-            .field("id", &self.id)
-            .finish()
-    }
-}

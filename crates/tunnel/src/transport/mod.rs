@@ -8,6 +8,10 @@
 
 mod connection;
 mod pool;
+mod splice;
+mod stream;
 pub mod websocket;
 
-pub use connection::{Connection, Dialer, TunnelStream, splice, splice_io};
+pub use connection::{Connection, Dialer};
+pub use splice::{splice, splice_io};
+pub use stream::TunnelStream;
