@@ -50,7 +50,7 @@ pub async fn fetch_ca(server: &str, token: &JoinToken) -> Result<TrustedCa, ApiE
     )
     .await?;
     let ca_pem = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::Protocol(format!("{server}{CACERTS_PATH} is not PEM text")))?;
+        .map_err(|e| ApiError::protocol(format!("{server}{CACERTS_PATH} is not PEM text"), e))?;
     let got = ca_hash(ca_pem.as_bytes());
     match &token.ca_hash {
         Some(expected) if *expected != got => Err(ApiError::CaMismatch {
@@ -84,7 +84,7 @@ pub async fn cluster_config(
             format!("Bearer {}", token.secret),
         )
         .body(Full::new(Bytes::new()))
-        .map_err(|e| ApiError::Protocol(e.to_string()))?;
+        .map_err(|e| ApiError::protocol("building the request", e))?;
     let body = exchange(
         server,
         client_config(&ca.ca_pem, None)?,
@@ -103,7 +103,8 @@ pub async fn register(
     node_password: &str,
     request: &RegisterRequest,
 ) -> Result<RegisterResponse, ApiError> {
-    let body = serde_json::to_vec(request).map_err(|e| ApiError::Protocol(e.to_string()))?;
+    let body = serde_json::to_vec(request)
+        .map_err(|e| ApiError::protocol("encoding the registration", e))?;
     let req = Request::builder()
         .method(Method::POST)
         .uri(REGISTER_PATH)
@@ -115,7 +116,7 @@ pub async fn register(
         .header(NODE_PASSWORD_HEADER, node_password)
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
-        .map_err(|e| ApiError::Protocol(e.to_string()))?;
+        .map_err(|e| ApiError::protocol("building the request", e))?;
     let body = exchange(
         server,
         client_config(&ca.ca_pem, None)?,
@@ -176,14 +177,15 @@ impl NodeClient {
     /// Reports every pod on this node (egress `cluster` mode); the server replaces the node's
     /// earlier report with it.
     pub async fn report_pods(&self, server: &str, report: &PodReport) -> Result<(), ApiError> {
-        let body = serde_json::to_vec(report).map_err(|e| ApiError::Protocol(e.to_string()))?;
+        let body = serde_json::to_vec(report)
+            .map_err(|e| ApiError::protocol("encoding the pod report", e))?;
         let request = Request::builder()
             .method(Method::PUT)
             .uri(PODS_PATH)
             .header(hyper::header::HOST, host_header(server))
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ApiError::Protocol(e.to_string()))?;
+            .map_err(|e| ApiError::protocol("building the request", e))?;
         exchange(server, self.tls.clone(), &url(server, PODS_PATH), request)
             .await
             .map(|_| ())
@@ -220,15 +222,18 @@ impl LeaseWatch {
             if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
                 let line = self.buffer.split_to(end + 1);
                 let event = serde_json::from_slice(&line[..end]).map_err(|e| {
-                    ApiError::Protocol(format!("bad lease event from {}: {e}", self.server))
+                    ApiError::protocol(format!("bad lease event from {}", self.server), e)
                 })?;
                 return Ok(Some(event));
             }
             if self.buffer.len() > MAX_EVENT_LINE {
-                return Err(ApiError::Protocol(format!(
-                    "a lease event from {} is longer than {MAX_EVENT_LINE} bytes",
-                    self.server
-                )));
+                return Err(ApiError::Protocol {
+                    what: format!(
+                        "a lease event from {} is longer than {MAX_EVENT_LINE} bytes",
+                        self.server
+                    ),
+                    source: None,
+                });
             }
             match self.body.frame().await {
                 None => return Ok(None),
@@ -303,7 +308,7 @@ async fn exchange(
 
 fn parse<T: DeserializeOwned>(server: &str, body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
-        .map_err(|e| ApiError::Protocol(format!("unexpected answer from {server}: {e}")))
+        .map_err(|e| ApiError::protocol(format!("unexpected answer from {server}"), e))
 }
 
 async fn rejected(server: &str, response: Response<Incoming>) -> ApiError {
@@ -358,7 +363,7 @@ impl AdminClient {
             .uri(&path)
             .header(hyper::header::HOST, host_header(server))
             .body(Full::new(Bytes::new()))
-            .map_err(|e| ApiError::Protocol(e.to_string()))?;
+            .map_err(|e| ApiError::protocol("building the request", e))?;
         exchange(server, self.tls.clone(), &url(server, &path), req)
             .await
             .map(|_| ())

@@ -1,5 +1,11 @@
 //! The one error type of weft-api.
 
+use std::fmt;
+use std::sync::Arc;
+
+#[cfg(test)]
+mod tests;
+
 /// What can go wrong between agents and servers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -49,12 +55,117 @@ pub enum ApiError {
         message: String,
     },
     /// A message that breaks the protocol.
-    #[error("protocol error: {0}")]
-    Protocol(String),
+    #[error("protocol error: {what}")]
+    Protocol {
+        /// What was being done or read.
+        what: String,
+        /// The decoder's or HTTP library's error, if one failed.
+        #[source]
+        source: Option<Cause>,
+    },
     /// Certificates or keys that can't be made or read.
-    #[error("certificate error: {0}")]
-    Pki(String),
-    /// A TLS configuration that can't be built.
-    #[error("TLS error: {0}")]
-    Tls(String),
+    #[error("certificate error: {what}")]
+    Pki {
+        /// What was being made or read.
+        what: String,
+        /// The parser's or generator's error, if one failed.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// A TLS configuration that can't be built, or a handshake that failed.
+    #[error("TLS error: {what}")]
+    Tls {
+        /// What was being built or done.
+        what: String,
+        /// rustls's or the socket's error, if one failed.
+        #[source]
+        source: Option<Cause>,
+    },
 }
+
+/// An error with every cause under it, `error: cause: cause`, for logs: `%Chain(&e)`.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + Send + Sync + 'static));
+
+/// The error under an [`ApiError`], shared so the error stays `Clone`; two are equal when
+/// their messages are.
+#[derive(Debug, Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
+
+// === impl ApiError ===
+
+impl ApiError {
+    /// A [`ApiError::Protocol`] while doing `what`, caused by `source`.
+    pub fn protocol(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ApiError {
+        ApiError::Protocol {
+            what: what.into(),
+            source: Some(Cause::new(source)),
+        }
+    }
+
+    /// A [`ApiError::Pki`] while doing `what`, caused by `source`.
+    pub fn pki(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ApiError {
+        ApiError::Pki {
+            what: what.into(),
+            source: Some(Cause::new(source)),
+        }
+    }
+
+    /// A [`ApiError::Tls`] while doing `what`, caused by `source`.
+    pub fn tls(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ApiError {
+        ApiError::Tls {
+            what: what.into(),
+            source: Some(Cause::new(source)),
+        }
+    }
+}
+
+// === impl Chain ===
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+// === impl Cause ===
+
+impl Cause {
+    fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Cause {
+        Cause(Arc::from(source.into()))
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for Cause {}

@@ -674,7 +674,7 @@ async fn send_within(
     let stream = tokio::time::timeout(tls_timeout, TlsConnector::from(tls).connect(name, tcp))
         .await
         .map_err(|_| late("no TLS handshake", tls_timeout))?
-        .map_err(|e| ApiError::Tls(format!("TLS to {url} failed: {e}")))?;
+        .map_err(|e| ApiError::tls(format!("TLS to {url} failed"), e))?;
     let answered = async {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -699,7 +699,7 @@ pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> 
         .collect()
         .await
         .map(|c| c.to_bytes())
-        .map_err(|e| ApiError::Protocol(format!("reading a body failed: {e}")))
+        .map_err(|e| ApiError::protocol("reading a body failed", e))
 }
 
 /// A whole response body.

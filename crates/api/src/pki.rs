@@ -462,14 +462,17 @@ pub fn pem_fingerprint(cert_pem: &str) -> Result<String, ApiError> {
 pub fn certificates_info(pem: &str) -> Result<Vec<CertificateInfo>, ApiError> {
     let ders: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| ApiError::Pki(format!("certificate PEM: {e}")))?;
+        .map_err(|e| ApiError::pki("reading the certificate PEM", e))?;
     if ders.is_empty() {
-        return Err(ApiError::Pki("the PEM holds no certificate".into()));
+        return Err(ApiError::Pki {
+            what: "the PEM holds no certificate".into(),
+            source: None,
+        });
     }
     ders.iter()
         .map(|der| {
             let (_, cert) = x509_parser::parse_x509_certificate(der)
-                .map_err(|e| ApiError::Pki(format!("certificate does not parse: {e}")))?;
+                .map_err(|e| ApiError::pki("the certificate does not parse", e))?;
             Ok(CertificateInfo::of(&cert))
         })
         .collect()
@@ -479,14 +482,14 @@ pub fn certificates_info(pem: &str) -> Result<Vec<CertificateInfo>, ApiError> {
 pub fn certificate_info(pem: &str) -> Result<CertificateInfo, ApiError> {
     let der = first_der(pem)?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| ApiError::Pki(format!("certificate does not parse: {e}")))?;
+        .map_err(|e| ApiError::pki("the certificate does not parse", e))?;
     Ok(CertificateInfo::of(&cert))
 }
 
 /// Who a client certificate (DER, already verified against the CA by TLS) belongs to.
 pub fn client_identity(cert_der: &[u8]) -> Result<ClientIdentity, ApiError> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
-        .map_err(|e| ApiError::Pki(format!("client certificate does not parse: {e}")))?;
+        .map_err(|e| ApiError::pki("the client certificate does not parse", e))?;
     Ok(CertificateInfo::of(&cert).identity())
 }
 
@@ -518,7 +521,7 @@ fn identity_of(common_name: &str, organizations: &[String]) -> ClientIdentity {
 
 fn first_der(pem: &str) -> Result<CertificateDer<'static>, ApiError> {
     CertificateDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| ApiError::Pki(format!("certificate PEM: {e}")))
+        .map_err(|e| ApiError::pki("reading the certificate PEM", e))
 }
 
 /// The instant a certificate made at `now` becomes valid: [`CLOCK_SKEW`] earlier.
@@ -553,7 +556,7 @@ fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
 }
 
 fn pki_error(e: rcgen::Error) -> ApiError {
-    ApiError::Pki(e.to_string())
+    ApiError::pki("making a certificate or key", e)
 }
 
 impl std::fmt::Debug for CertifiedKey {

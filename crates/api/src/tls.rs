@@ -39,13 +39,13 @@ pub fn server_config(ca_pem: &str, server: &CertifiedKey) -> Result<Arc<ServerCo
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
         .allow_unauthenticated()
         .build()
-        .map_err(|e| ApiError::Tls(format!("client verifier: {e}")))?;
+        .map_err(|e| ApiError::tls("building the client verifier", e))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ApiError::Tls(e.to_string()))?
+        .map_err(|e| ApiError::tls("choosing the protocol versions", e))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs(&server.cert_pem)?, key(&server.key_pem)?)
-        .map_err(|e| ApiError::Tls(format!("server certificate: {e}")))?;
+        .map_err(|e| ApiError::tls("the server certificate", e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -57,12 +57,12 @@ pub fn client_config(
 ) -> Result<Arc<ClientConfig>, ApiError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ApiError::Tls(e.to_string()))?
+        .map_err(|e| ApiError::tls("choosing the protocol versions", e))?
         .with_root_certificates(roots(ca_pem)?);
     let config = match identity {
         Some(id) => builder
             .with_client_auth_cert(certs(&id.cert_pem)?, key(&id.key_pem)?)
-            .map_err(|e| ApiError::Tls(format!("client certificate: {e}")))?,
+            .map_err(|e| ApiError::tls("the client certificate", e))?,
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
@@ -73,7 +73,7 @@ pub fn client_config(
 pub fn bootstrap_client_config() -> Result<Arc<ClientConfig>, ApiError> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ApiError::Tls(e.to_string()))?
+        .map_err(|e| ApiError::tls("choosing the protocol versions", e))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider())))
         .with_no_client_auth();
@@ -84,16 +84,19 @@ pub fn bootstrap_client_config() -> Result<Arc<ClientConfig>, ApiError> {
 pub fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, ApiError> {
     let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| ApiError::Tls(format!("certificate PEM: {e}")))?;
+        .map_err(|e| ApiError::tls("reading the certificate PEM", e))?;
     if certs.is_empty() {
-        return Err(ApiError::Tls("the PEM holds no certificate".into()));
+        return Err(ApiError::Tls {
+            what: "the PEM holds no certificate".into(),
+            source: None,
+        });
     }
     Ok(certs)
 }
 
 fn key(pem: &str) -> Result<PrivateKeyDer<'static>, ApiError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| ApiError::Tls(format!("private key PEM: {e}")))
+        .map_err(|e| ApiError::tls("reading the private key PEM", e))
 }
 
 fn roots(ca_pem: &str) -> Result<RootCertStore, ApiError> {
@@ -101,7 +104,7 @@ fn roots(ca_pem: &str) -> Result<RootCertStore, ApiError> {
     for cert in certs(ca_pem)? {
         roots
             .add(cert)
-            .map_err(|e| ApiError::Tls(format!("CA certificate: {e}")))?;
+            .map_err(|e| ApiError::tls("the CA certificate", e))?;
     }
     Ok(roots)
 }

@@ -183,7 +183,7 @@ pub async fn run<S: LeaseSource>(
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(
-                    error = &e as &dyn std::error::Error,
+                    error = %weft_api::Chain(&e),
                     "reconcile failed; retrying at the next change or check"
                 )
             }

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use weft_api::Chain;
 use weft_api::client::NodeClient;
 use weft_api::protocol::{MAX_REPORTED_PODS, PodReport, RegisterRequest, ReportedPod};
 use weft_config::{ClusterNetwork, EgressSelectorMode};
@@ -429,7 +430,7 @@ async fn follow_credentials(
         match shared.use_credentials(&creds) {
             Ok(()) => tracing::info!("tunnels and pod reports use the renewed node certificate"),
             Err(error) => {
-                tracing::warn!(%error, "the renewed node certificate can't be used; keeping the old one");
+                tracing::warn!(error = %Chain(&error), "the renewed node certificate can't be used; keeping the old one");
             }
         }
     }
@@ -460,7 +461,9 @@ async fn follow_servers(shared: Arc<Shared>, mut known: Vec<String>, interval: D
                     break;
                 }
                 Ok(_) => break,
-                Err(e) => tracing::debug!(%server, error = %e, "asking for the servers failed"),
+                Err(e) => {
+                    tracing::debug!(%server, error = %Chain(&e), "asking for the servers failed")
+                }
             }
         }
     }
@@ -529,7 +532,7 @@ async fn send_report(
                 return Some(tokio::time::Instant::now());
             }
             Err(e) => {
-                tracing::warn!(%server, error = %e, "reporting the node's pods failed; trying the next server");
+                tracing::warn!(%server, error = %Chain(&e), "reporting the node's pods failed; trying the next server");
                 servers.rotate_left(1);
             }
         }

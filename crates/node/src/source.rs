@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use weft_api::client::{self, LeaseWatch, NodeClient, TrustedCa};
 use weft_api::pki::{RENEW_BEFORE, certificate_info};
 use weft_api::protocol::{LeaseEvent, RegisterRequest, WATCH_IDLE_TIMEOUT};
-use weft_api::{ApiError, JoinToken};
+use weft_api::{ApiError, Chain, JoinToken};
 use weft_config::ClusterNetwork;
 use weft_fabric::Lease;
 
@@ -294,10 +294,13 @@ impl ApiSource {
                     self.failures = 0;
                     return Ok(v);
                 }
-                Err(NodeError::Api(ApiError::Unreachable { .. } | ApiError::Tls(_)))
+                Err(NodeError::Api(ApiError::Unreachable { .. } | ApiError::Tls { .. }))
                     if self.failures < 10 * self.servers.len() as u32 =>
                 {
-                    let e = attempt.err().map(|e| e.to_string()).unwrap_or_default();
+                    let e = attempt
+                        .err()
+                        .map(|e| Chain(&e).to_string())
+                        .unwrap_or_default();
                     self.fail_over(&e).await;
                 }
                 Err(e) => return Err(e),
@@ -376,7 +379,7 @@ impl LeaseSource for ApiSource {
                         continue;
                     }
                     Err(e) => {
-                        self.fail_over(&e).await;
+                        self.fail_over(&Chain(&e)).await;
                         continue;
                     }
                 }
@@ -392,7 +395,7 @@ impl LeaseSource for ApiSource {
                             continue;
                         }
                         Ok(Err(e)) => {
-                            self.fail_over(&e).await;
+                            self.fail_over(&Chain(&e)).await;
                             continue;
                         }
                         Err(_) => {
@@ -449,7 +452,7 @@ impl LeaseSource for ApiSource {
                 }
                 Err(e) => {
                     self.watch = None;
-                    self.fail_over(&e).await;
+                    self.fail_over(&Chain(&e)).await;
                 }
             }
         }
@@ -471,7 +474,7 @@ impl ApiSource {
         let Some(registered) = self.registered.as_ref().filter(|_| !self.read_only) else {
             return Err(NodeError::Api(error.clone()));
         };
-        tracing::warn!(%error, "the servers no longer take this node's certificate; registering again");
+        tracing::warn!(error = %Chain(error), "the servers no longer take this node's certificate; registering again");
         let request = registered.request.clone();
         self.watch = None;
         // Backs off as after any failure: two processes of one node don't spin.
@@ -521,7 +524,7 @@ impl ApiSource {
         match self.register(&request).await {
             Ok(_) => tracing::info!("renewed the node certificate"),
             Err(error) => {
-                tracing::warn!(%error, "renewing the node certificate failed; trying again soon");
+                tracing::warn!(error = %Chain(&error), "renewing the node certificate failed; trying again soon");
                 self.next_check = Instant::now() + self.renewal.check_interval.min(RENEWAL_RETRY);
             }
         }
