@@ -65,6 +65,81 @@ pub mod pool {
             pool.push(buffer);
         }
     }
+
+    /// Bytes waiting in a pooled buffer: read ahead and not yet handed on, or queued and not
+    /// yet written. The buffer is taken from the pool when room is asked for, and goes back
+    /// with [`Window::release_if_empty`], so an owner that calls it when idle holds none.
+    #[derive(Debug, Default)]
+    pub struct Window {
+        buf: Option<Buffer>,
+        /// The waiting bytes are `buf[start..end]`.
+        start: usize,
+        end: usize,
+    }
+
+    impl Window {
+        /// Whether no bytes wait.
+        pub fn is_empty(&self) -> bool {
+            self.start == self.end
+        }
+
+        /// Whether it holds a buffer of the pool.
+        pub fn holds_buffer(&self) -> bool {
+            self.buf.is_some()
+        }
+
+        /// The waiting bytes.
+        pub fn bytes(&self) -> &[u8] {
+            match &self.buf {
+                Some(buf) => &buf.as_ref()[self.start..self.end],
+                None => &[],
+            }
+        }
+
+        /// The waiting bytes, to change in place (rustls decrypts where the record lies).
+        pub fn bytes_mut(&mut self) -> &mut [u8] {
+            match &mut self.buf {
+                Some(buf) => &mut buf.as_mut()[self.start..self.end],
+                None => &mut [],
+            }
+        }
+
+        /// Marks the first `n` waiting bytes used.
+        pub fn consume(&mut self, n: usize) {
+            self.start = (self.start + n).min(self.end);
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            }
+        }
+
+        /// The room after the waiting bytes, taking a buffer from the pool if none is held;
+        /// waiting bytes that reach the buffer's end move to its front first. Empty when the
+        /// waiting bytes fill the whole buffer.
+        pub fn room(&mut self) -> &mut [u8] {
+            let buf = self.buf.get_or_insert_with(take);
+            if self.end == buf.as_ref().len() && self.start > 0 {
+                buf.as_mut().copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            &mut buf.as_mut()[self.end..]
+        }
+
+        /// Marks the first `n` bytes of the [`Window::room`] filled: they wait now.
+        pub fn filled(&mut self, n: usize) {
+            self.end += n;
+        }
+
+        /// Gives the buffer back to the pool if no bytes wait.
+        pub fn release_if_empty(&mut self) {
+            if self.is_empty()
+                && let Some(buf) = self.buf.take()
+            {
+                give_back(buf);
+            }
+        }
+    }
 }
 
 /// Reads `T` in chunks of [`pool::BUFFER_SIZE`] however little its reader asks for, holding a
@@ -72,9 +147,7 @@ pub mod pool {
 #[derive(Debug)]
 pub struct ReadAhead<T> {
     inner: T,
-    buf: Option<pool::Buffer>,
-    pos: usize,
-    filled: usize,
+    ahead: pool::Window,
 }
 
 // === impl ReadAhead ===
@@ -84,26 +157,13 @@ impl<T> ReadAhead<T> {
     pub fn new(inner: T) -> ReadAhead<T> {
         ReadAhead {
             inner,
-            buf: None,
-            pos: 0,
-            filled: 0,
+            ahead: pool::Window::default(),
         }
     }
 
     /// The wrapped stream.
     pub fn get_ref(&self) -> &T {
         &self.inner
-    }
-
-    /// Gives the buffer back once everything in it was read.
-    fn release_if_drained(&mut self) {
-        if self.pos == self.filled
-            && let Some(buf) = self.buf.take()
-        {
-            pool::give_back(buf);
-            self.pos = 0;
-            self.filled = 0;
-        }
     }
 }
 
@@ -114,38 +174,25 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.pos == this.filled {
+        if this.ahead.is_empty() {
             // A reader asking for a whole chunk or more gains nothing from the copy.
             if out.remaining() >= pool::BUFFER_SIZE {
                 return Pin::new(&mut this.inner).poll_read(cx, out);
             }
-            let buf = this.buf.get_or_insert_with(pool::take);
-            let mut read = ReadBuf::new(buf.as_mut());
+            let mut read = ReadBuf::new(this.ahead.room());
             let polled = Pin::new(&mut this.inner).poll_read(cx, &mut read);
             let n = read.filled().len();
-            if let Poll::Ready(Err(error)) = polled {
-                this.release_if_drained();
-                return Poll::Ready(Err(error));
+            if !matches!(polled, Poll::Ready(Ok(()))) || n == 0 {
+                // Waiting, failed or ended: hold no buffer meanwhile.
+                this.ahead.release_if_empty();
+                return polled;
             }
-            if polled.is_pending() {
-                // Nothing arrived: hold no buffer while waiting.
-                this.release_if_drained();
-                return Poll::Pending;
-            }
-            this.pos = 0;
-            this.filled = n;
-            if n == 0 {
-                this.release_if_drained();
-                return Poll::Ready(Ok(()));
-            }
+            this.ahead.filled(n);
         }
-        let Some(buf) = &this.buf else {
-            unreachable!("unread bytes are in the buffer");
-        };
-        let len = out.remaining().min(this.filled - this.pos);
-        out.put_slice(&buf.as_ref()[this.pos..this.pos + len]);
-        this.pos += len;
-        this.release_if_drained();
+        let len = out.remaining().min(this.ahead.bytes().len());
+        out.put_slice(&this.ahead.bytes()[..len]);
+        this.ahead.consume(len);
+        this.ahead.release_if_empty();
         Poll::Ready(Ok(()))
     }
 }

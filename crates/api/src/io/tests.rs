@@ -19,7 +19,7 @@ async fn small_reads_see_every_byte_and_idle_holds_no_buffer() {
     }
     assert!(back == data, "every byte, in order");
     assert!(
-        ahead.buf.is_none(),
+        !ahead.ahead.holds_buffer(),
         "drained: the buffer went back to the pool"
     );
 
@@ -27,7 +27,7 @@ async fn small_reads_see_every_byte_and_idle_holds_no_buffer() {
     let mut one = [0u8; 1];
     let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), ahead.read(&mut one));
     assert!(waiting.await.is_err(), "nothing to read yet");
-    assert!(ahead.buf.is_none());
+    assert!(!ahead.ahead.holds_buffer());
 
     // Writes pass through; the end of the stream reads as zero.
     ahead.write_all(b"back").await.expect("write");
@@ -46,5 +46,31 @@ async fn large_reads_go_straight_through() {
     let mut big = vec![0u8; pool::BUFFER_SIZE];
     let n = ahead.read(&mut big).await.expect("read");
     assert!(n > 0);
-    assert!(ahead.buf.is_none(), "no copy through the buffer");
+    assert!(!ahead.ahead.holds_buffer(), "no copy through the buffer");
+}
+
+#[test]
+fn a_window_holds_a_buffer_only_while_bytes_wait_and_compacts_for_room() {
+    let mut window = pool::Window::default();
+    assert!(window.is_empty() && !window.holds_buffer());
+    let room = window.room();
+    assert_eq!(room.len(), pool::BUFFER_SIZE);
+    room[..5].copy_from_slice(b"hello");
+    window.filled(5);
+    assert_eq!(window.bytes(), b"hello");
+    window.consume(2);
+    assert_eq!(window.bytes(), b"llo");
+    window.release_if_empty();
+    assert!(window.holds_buffer(), "bytes still wait");
+    // Fill to the end: the waiting bytes move to the front to make room.
+    let rest = window.room().len();
+    window.filled(rest);
+    assert_eq!(window.bytes().len(), pool::BUFFER_SIZE - 2);
+    assert_eq!(window.room().len(), 2);
+    assert_eq!(&window.bytes()[..3], b"llo");
+    window.consume(pool::BUFFER_SIZE);
+    assert!(window.is_empty());
+    window.release_if_empty();
+    assert!(!window.holds_buffer());
+    assert_eq!(window.bytes(), b"");
 }

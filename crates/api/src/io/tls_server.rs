@@ -43,14 +43,10 @@ where
     let mut stream = TlsServerStream {
         conn,
         io,
-        incoming: None,
-        start: 0,
-        used: 0,
+        incoming: pool::Window::default(),
         pending: Vec::new(),
         pending_at: 0,
-        outgoing: None,
-        out_start: 0,
-        out_end: 0,
+        outgoing: pool::Window::default(),
         read_closed: false,
         close_notify_sent: false,
     };
@@ -66,17 +62,13 @@ where
 pub struct TlsServerStream<IO> {
     conn: UnbufferedServerConnection,
     io: IO,
-    /// TLS bytes read and not yet consumed by rustls: `incoming[start..used]`.
-    incoming: Option<pool::Buffer>,
-    start: usize,
-    used: usize,
+    /// TLS bytes read and not yet consumed by rustls.
+    incoming: pool::Window,
     /// Decrypted bytes the caller has not read yet: `pending[pending_at..]`.
     pending: Vec<u8>,
     pending_at: usize,
-    /// TLS bytes for the socket: `outgoing[out_start..out_end]`.
-    outgoing: Option<pool::Buffer>,
-    out_start: usize,
-    out_end: usize,
+    /// TLS bytes for the socket.
+    outgoing: pool::Window,
     /// The peer sent its close_notify (or closed the socket): reads return the end.
     read_closed: bool,
     close_notify_sent: bool,
@@ -127,7 +119,7 @@ impl<IO> TlsServerStream<IO> {
 
     /// Whether the stream holds any buffer (it does only while data is in flight).
     pub fn holds_buffers(&self) -> bool {
-        self.incoming.is_some() || self.outgoing.is_some() || self.pending.capacity() > 0
+        self.incoming.holds_buffer() || self.outgoing.holds_buffer() || self.pending.capacity() > 0
     }
 }
 
@@ -140,10 +132,10 @@ where
             // rustls's flight goes out before anything more is awaited from the client.
             ready!(self.poll_write_out(cx))?;
             match self.process(Job::Handshake)? {
-                Step::Established if self.out_end == 0 => return Poll::Ready(Ok(())),
+                Step::Established if self.outgoing.is_empty() => return Poll::Ready(Ok(())),
                 Step::Established | Step::Read | Step::Wrote(_) | Step::CloseQueued => {}
                 Step::NeedBytes => {
-                    if self.out_end > self.out_start {
+                    if !self.outgoing.is_empty() {
                         continue;
                     }
                     if ready!(self.poll_fill(cx))? == 0 {
@@ -170,7 +162,7 @@ where
     /// and is returned.
     fn process(&mut self, mut job: Job<'_, '_>) -> io::Result<Step> {
         loop {
-            let incoming = unconsumed(&mut self.incoming, self.start, self.used);
+            let incoming = self.incoming.bytes_mut();
             let UnbufferedStatus { discard, state } = self.conn.process_tls_records(incoming);
             let step = match state {
                 Err(error) => {
@@ -209,11 +201,10 @@ where
                     read.then_some(Step::Read)
                 }
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    let out =
-                        outgoing_room(&mut self.outgoing, &mut self.out_start, &mut self.out_end);
+                    let out = self.outgoing.room();
                     let room = out.len();
                     match encode.encode(out) {
-                        Ok(written) => self.out_end += written,
+                        Ok(written) => self.outgoing.filled(written),
                         Err(EncodeError::InsufficientSize(size)) => {
                             return Err(io::Error::other(format!(
                                 "a TLS handshake message of {} bytes does not fit the {room} \
@@ -241,11 +232,7 @@ where
                 }
                 Ok(ConnectionState::WriteTraffic(mut traffic)) => match &job {
                     Job::Write(data) if !data.is_empty() => {
-                        let out = outgoing_room(
-                            &mut self.outgoing,
-                            &mut self.out_start,
-                            &mut self.out_end,
-                        );
+                        let out = self.outgoing.room();
                         let room = out.len();
                         let records = room / (MAX_FRAGMENT + RECORD_OVERHEAD) + 1;
                         let mut take = data
@@ -257,7 +244,7 @@ where
                             }
                             match traffic.encrypt(&data[..take], out) {
                                 Ok(written) => {
-                                    self.out_end += written;
+                                    self.outgoing.filled(written);
                                     break Some(Step::Wrote(take));
                                 }
                                 // Something rustls queued first (a key update) took the room.
@@ -269,15 +256,11 @@ where
                         }
                     }
                     Job::CloseNotify => {
-                        let out = outgoing_room(
-                            &mut self.outgoing,
-                            &mut self.out_start,
-                            &mut self.out_end,
-                        );
+                        let out = self.outgoing.room();
                         let written = traffic
                             .queue_close_notify(out)
                             .map_err(|error| io::Error::other(error.to_string()))?;
-                        self.out_end += written;
+                        self.outgoing.filled(written);
                         Some(Step::CloseQueued)
                     }
                     _ => Some(Step::Established),
@@ -304,14 +287,8 @@ where
     /// Drops `discard` consumed bytes from the front of the incoming bytes; gives the buffer
     /// back once none are left.
     fn consume(&mut self, discard: usize) {
-        self.start += discard;
-        if self.start == self.used {
-            self.start = 0;
-            self.used = 0;
-            if let Some(buf) = self.incoming.take() {
-                pool::give_back(buf);
-            }
-        }
+        self.incoming.consume(discard);
+        self.incoming.release_if_empty();
     }
 
     /// Queues the alert rustls prepared for the error it just returned, if any.
@@ -321,26 +298,21 @@ where
             return;
         }
         // The same bytes as before: rustls remembers how far into them it got.
-        let incoming = unconsumed(&mut self.incoming, self.start, self.used);
+        let incoming = self.incoming.bytes_mut();
         let UnbufferedStatus { state, .. } = self.conn.process_tls_records(incoming);
         if let Ok(ConnectionState::EncodeTlsData(mut encode)) = state {
-            let out = outgoing_room(&mut self.outgoing, &mut self.out_start, &mut self.out_end);
+            let out = self.outgoing.room();
             if let Ok(written) = encode.encode(out) {
-                self.out_end += written;
+                self.outgoing.filled(written);
             }
         }
     }
 
     /// Reads more TLS bytes from the socket: how many (0 at its end).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let buf = self.incoming.get_or_insert_with(pool::take);
-        if self.used == buf.as_ref().len() && self.start > 0 {
-            // Make room behind the incomplete record by moving it to the front.
-            buf.as_mut().copy_within(self.start..self.used, 0);
-            self.used -= self.start;
-            self.start = 0;
-        }
-        if self.used == buf.as_ref().len() {
+        // Room behind the incomplete record (moved to the front when it reaches the end).
+        let room = self.incoming.room();
+        if room.is_empty() {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -350,10 +322,10 @@ where
                 ),
             )));
         }
-        let mut read = ReadBuf::new(&mut buf.as_mut()[self.used..]);
+        let mut read = ReadBuf::new(room);
         let polled = Pin::new(&mut self.io).poll_read(cx, &mut read);
         let n = read.filled().len();
-        self.used += n;
+        self.incoming.filled(n);
         if !matches!(polled, Poll::Ready(Ok(()))) || n == 0 {
             // Waiting, failed or ended: hold no buffer meanwhile.
             self.consume(0);
@@ -364,23 +336,14 @@ where
 
     /// Writes the queued TLS bytes to the socket; gives the buffer back once all are out.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.out_start < self.out_end {
-            let Some(buf) = &self.outgoing else {
-                unreachable!("queued bytes are in the outgoing buffer");
-            };
-            let n = ready!(
-                Pin::new(&mut self.io).poll_write(cx, &buf.as_ref()[self.out_start..self.out_end])
-            )?;
+        while !self.outgoing.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, self.outgoing.bytes()))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.out_start += n;
+            self.outgoing.consume(n);
         }
-        self.out_start = 0;
-        self.out_end = 0;
-        if let Some(buf) = self.outgoing.take() {
-            pool::give_back(buf);
-        }
+        self.outgoing.release_if_empty();
         Poll::Ready(Ok(()))
     }
 
@@ -505,28 +468,6 @@ impl<IO> std::fmt::Debug for TlsServerStream<IO> {
             .field("read_closed", &self.read_closed)
             .finish()
     }
-}
-
-/// The incoming TLS bytes rustls has not consumed: `incoming[start..used]`, or none.
-fn unconsumed(incoming: &mut Option<pool::Buffer>, start: usize, used: usize) -> &mut [u8] {
-    match incoming {
-        Some(buf) => &mut buf.as_mut()[start..used],
-        None => &mut [],
-    }
-}
-
-/// The free room of the outgoing buffer (taken from the pool when there is none), after the
-/// queued bytes.
-fn outgoing_room<'a>(
-    outgoing: &'a mut Option<pool::Buffer>,
-    out_start: &mut usize,
-    out_end: &mut usize,
-) -> &'a mut [u8] {
-    if out_start == out_end {
-        *out_start = 0;
-        *out_end = 0;
-    }
-    &mut outgoing.get_or_insert_with(pool::take).as_mut()[*out_end..]
 }
 
 fn tls_error(error: rustls::Error) -> io::Error {

@@ -59,9 +59,7 @@ where
 /// One direction of a splice between two plain connections, through a pooled buffer.
 #[derive(Default)]
 struct Pump {
-    buf: Option<buffers::Buffer>,
-    pos: usize,
-    filled: usize,
+    window: buffers::Window,
     read_done: bool,
     done: bool,
     unflushed: bool,
@@ -83,24 +81,20 @@ impl Pump {
             return Poll::Ready(Ok(self.copied));
         }
         loop {
-            if self.pos == self.filled && !self.read_done {
-                let buf = self.buf.get_or_insert_with(buffers::take);
-                let mut read = ReadBuf::new(buf.as_mut());
+            if self.window.is_empty() && !self.read_done {
+                let mut read = ReadBuf::new(self.window.room());
                 match Pin::new(&mut *from).poll_read(cx, &mut read) {
                     Poll::Ready(Ok(())) => {
                         let n = read.filled().len();
                         if n == 0 {
                             self.read_done = true;
                         }
-                        self.pos = 0;
-                        self.filled = n;
+                        self.window.filled(n);
                     }
                     Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                     Poll::Pending => {
                         // Nothing to hold on to while waiting.
-                        if let Some(buf) = self.buf.take() {
-                            buffers::give_back(buf);
-                        }
+                        self.window.release_if_empty();
                         if self.unflushed {
                             ready!(Pin::new(&mut *to).poll_flush(cx))?;
                             self.unflushed = false;
@@ -109,25 +103,18 @@ impl Pump {
                     }
                 }
             }
-            if self.pos < self.filled {
-                let Some(buf) = &self.buf else {
-                    unreachable!("a pump with unwritten data holds its buffer");
-                };
-                let n = ready!(
-                    Pin::new(&mut *to).poll_write(cx, &buf.as_ref()[self.pos..self.filled])
-                )?;
+            if !self.window.is_empty() {
+                let n = ready!(Pin::new(&mut *to).poll_write(cx, self.window.bytes()))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                self.pos += n;
+                self.window.consume(n);
                 self.copied += n as u64;
                 self.unflushed = true;
                 continue;
             }
             if self.read_done {
-                if let Some(buf) = self.buf.take() {
-                    buffers::give_back(buf);
-                }
+                self.window.release_if_empty();
                 ready!(Pin::new(&mut *to).poll_flush(cx))?;
                 ready!(Pin::new(&mut *to).poll_shutdown(cx))?;
                 self.done = true;
