@@ -276,25 +276,6 @@ impl ClusterNetwork {
                 },
             )
             .collect();
-        // The pre-shared keys print redacted, so a difference in them alone needs its own line.
-        let psk = |n: &ClusterNetwork| match n.net_conf.as_ref().and_then(|c| c.backend.as_ref()) {
-            Some(NetConfBackend::Wireguard(w)) => w.psk,
-            _ => None,
-        };
-        if psk(self) != psk(cluster) {
-            let shown =
-                |p: Option<crate::Psk>| p.map_or("none".to_owned(), |_| REDACTED.to_owned());
-            let (this, theirs) = (shown(psk(self)), shown(psk(cluster)));
-            errors.push(ConfigError::CriticalMismatch {
-                setting: "flannel-conf Backend.PSK",
-                cluster: if this == theirs {
-                    format!("another {theirs} key")
-                } else {
-                    theirs
-                },
-                this,
-            });
-        }
         for (setting, this, theirs) in [
             (
                 Key::ClusterCidr.name(),
@@ -712,6 +693,7 @@ fn check_net_conf(
     } else {
         (68, Family::Ipv4)
     };
+    not_applied(conf, &mut problem);
     match &conf.backend {
         Some(NetConfBackend::Vxlan(options)) => {
             // flannel's overhead for IPv4; weft's IPv6 devices take 70, the true overhead.
@@ -762,6 +744,52 @@ fn check_net_conf(
                     family,
                     cluster: *cluster,
                 });
+            }
+        }
+        Some(NetConfBackend::HostGw) | None => {}
+    }
+}
+
+/// The backend options weft parses and checks but does not apply yet, each refused.
+fn not_applied(conf: &NetConf, problem: &mut impl FnMut(NetConfProblem)) {
+    let mut refuse = |key, value: String, default| {
+        problem(NetConfProblem::NotApplied {
+            key,
+            value,
+            default,
+        })
+    };
+    match &conf.backend {
+        Some(NetConfBackend::Vxlan(v)) => {
+            if v.vni != 1 {
+                refuse("Backend.VNI", v.vni.to_string(), "1");
+            }
+            if v.port != 0 && v.port != 8472 {
+                refuse("Backend.Port", v.port.to_string(), "8472");
+            }
+            if v.gbp {
+                refuse("Backend.GBP", "true".to_owned(), "false");
+            }
+            if v.direct_routing {
+                refuse("Backend.DirectRouting", "true".to_owned(), "false");
+            }
+        }
+        Some(NetConfBackend::Wireguard(w)) => {
+            if w.psk.is_some() {
+                refuse("Backend.PSK", REDACTED.to_owned(), "no key");
+            }
+            if w.listen_port != 51820 {
+                refuse("Backend.ListenPort", w.listen_port.to_string(), "51820");
+            }
+            if w.listen_port_v6 != 51821 {
+                refuse(
+                    "Backend.ListenPortV6",
+                    w.listen_port_v6.to_string(),
+                    "51821",
+                );
+            }
+            if w.mode != WireguardMode::Separate {
+                refuse("Backend.Mode", w.mode.as_str().to_owned(), "separate");
             }
         }
         Some(NetConfBackend::HostGw) | None => {}

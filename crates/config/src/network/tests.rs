@@ -1119,6 +1119,7 @@ fn net_conf_contradictions() {
             r#"{"Backend": {"Type": "wireguard", "MTU": 1359, "Mode": "ipv6"}}"#,
             &["--cluster-cidr=10.42.0.0/16"],
             &[
+                "flannel-conf: Backend.Mode ipv6 is not applied by this version of weft yet: remove it from the file, or set it to separate",
                 "flannel-conf: Backend.Mode ipv6 sends to IPv6 endpoints, but cluster-cidr 10.42.0.0/16 has no IPv6: use Mode auto or separate",
             ],
         ),
@@ -1130,6 +1131,8 @@ fn net_conf_contradictions() {
                 "--node-ip=192.168.1.10,2001:db8::10",
             ],
             &[
+                "flannel-conf: Backend.ListenPort 5000 is not applied by this version of weft yet: remove it from the file, or set it to 51820",
+                "flannel-conf: Backend.ListenPortV6 5000 is not applied by this version of weft yet: remove it from the file, or set it to 51821",
                 "flannel-conf: Backend.MTU 1359 is too small: the devices get 1359 minus 80 bytes of encapsulation, and IPv6 needs 1280; use at least 1360",
                 "flannel-conf: Backend.ListenPort and Backend.ListenPortV6 are both 5000, but Mode separate on a dual-stack cluster runs two devices, which can't share a port: give them different ports",
             ],
@@ -1141,10 +1144,29 @@ fn net_conf_contradictions() {
                 "flannel-conf: Backend.VNI -1 is out of range: use a whole number from 0 to 16777215",
             ],
         ),
+        (
+            r#"{"Backend": {"Type": "vxlan", "VNI": 4096, "Port": 4789, "GBP": true, "DirectRouting": true}}"#,
+            &[],
+            &[
+                "flannel-conf: Backend.VNI 4096 is not applied by this version of weft yet: remove it from the file, or set it to 1",
+                "flannel-conf: Backend.Port 4789 is not applied by this version of weft yet: remove it from the file, or set it to 8472",
+                "flannel-conf: Backend.GBP true is not applied by this version of weft yet: remove it from the file, or set it to false",
+                "flannel-conf: Backend.DirectRouting true is not applied by this version of weft yet: remove it from the file, or set it to false",
+            ],
+        ),
     ];
     for (conf, args, want) in table {
         assert_eq!(errors(&with_conf(conf, args)), *want, "{conf} {args:?}");
     }
+    // The pre-shared key is refused without being repeated.
+    let psk = format!(r#"{{"Backend": {{"Type": "wireguard", "PSK": "{PSK}", "Mode": "auto"}}}}"#);
+    assert_eq!(
+        errors(&with_conf(&psk, &[])),
+        [
+            "flannel-conf: Backend.PSK <redacted> is not applied by this version of weft yet: remove it from the file, or set it to no key",
+            "flannel-conf: Backend.Mode auto is not applied by this version of weft yet: remove it from the file, or set it to separate",
+        ]
+    );
     assert_eq!(
         errors(&server(
             &["--flannel-conf=/etc/missing.json"],
@@ -1191,27 +1213,24 @@ fn net_conf_sets_absent_settings() {
     );
 }
 
-/// `validate` prints the path under flannel-conf and the normalised file under derived, the
-/// pre-shared key redacted; the record keeps the key for agents and reads back equal.
+/// `validate` prints the path under flannel-conf and the normalised file under derived; the
+/// record holds the same file and reads back equal.
 #[test]
 fn net_conf_in_validate_and_record() {
-    let conf = format!(
-        r#"{{"network": "10.42.0.0/16", "SubnetMin": "10.42.8.0", "SubnetMax": "10.42.9.0",
-            "Backend": {{"Type": "wireguard", "PSK": "{PSK}", "PersistentKeepaliveInterval": 5}}}}"#
-    );
-    let config = ok(with_conf(&conf, &[]));
+    let conf = r#"{"network": "10.42.0.0/16", "SubnetMin": "10.42.8.0", "SubnetMax": "10.42.9.0",
+            "Backend": {"Type": "wireguard", "MTU": 1400, "PersistentKeepaliveInterval": 5}}"#;
+    let config = ok(with_conf(conf, &[]));
     let printed = config.to_json();
     assert_eq!(printed["flannel-conf"], "/etc/net-conf.json");
     assert_eq!(printed["flannel-backend"], "wireguard-native");
     assert_eq!(
         printed["derived"]["net-conf"],
         json!({"Network": "10.42.0.0/16", "SubnetMin": "10.42.8.0", "SubnetMax": "10.42.9.0",
-            "Backend": {"Type": "wireguard", "PSK": "<redacted>", "ListenPort": 51820,
-                "ListenPortV6": 51821, "PersistentKeepaliveInterval": 5, "Mode": "separate"}})
+            "Backend": {"Type": "wireguard", "ListenPort": 51820, "ListenPortV6": 51821,
+                "PersistentKeepaliveInterval": 5, "MTU": 1400, "Mode": "separate"}})
     );
-    assert!(!printed.to_string().contains(PSK));
     let record = config.network.to_json();
-    assert_eq!(record["net-conf"]["Backend"]["PSK"], PSK);
+    assert_eq!(record["net-conf"], printed["derived"]["net-conf"]);
     assert_eq!(
         ClusterNetwork::from_json(&record),
         Ok(config.network.clone())
@@ -1224,13 +1243,6 @@ fn net_conf_in_validate_and_record() {
         )
     );
     assert_eq!(config.network.wireguard_options().persistent_keepalive, 5);
-    assert_eq!(
-        config
-            .network
-            .net_conf_json(crate::Secrets::Reveal)
-            .unwrap()["Backend"]["PSK"],
-        PSK
-    );
     // A record from before net-conf existed reads as no flannel-conf.
     let mut old = ok(server(&[], &system(&[], &[]))).network.to_json();
     old.as_object_mut().unwrap().remove("net-conf");
@@ -1244,34 +1256,20 @@ fn net_conf_in_validate_and_record() {
     );
 }
 
-/// flannel-conf is critical: servers must share it, pre-shared key included, which the
-/// mismatch never prints.
+/// flannel-conf is critical: servers must share it.
 #[test]
 fn net_conf_is_critical() {
-    let other_psk = "aDzWJCDrrtmOi6Wq7Cf0fMnRxkUNn/D/WvO2HuHQWV8=";
-    let conf = |psk: &str, vni: u32| {
+    let conf = |keepalive: u16| {
         with_conf(
             &format!(
-                r#"{{"Backend": {{"Type": "wireguard", "PSK": "{psk}", "ListenPort": {vni}}}}}"#
+                r#"{{"Backend": {{"Type": "wireguard", "PersistentKeepaliveInterval": {keepalive}}}}}"#
             ),
             &[],
         )
     };
-    let a = ok(conf(PSK, 51820)).network;
+    let a = ok(conf(25)).network;
     assert_eq!(a.compare_critical(&a), []);
-    let b = ok(conf(other_psk, 51820)).network;
-    let got: Vec<String> = a
-        .compare_critical(&b)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    assert_eq!(
-        got,
-        [
-            "critical configuration value mismatch between servers: flannel-conf Backend.PSK (this server: <redacted>, cluster: another <redacted> key)"
-        ]
-    );
-    let c = ok(conf(PSK, 5000)).network;
+    let c = ok(conf(5)).network;
     let got: Vec<String> = a
         .compare_critical(&c)
         .iter()
@@ -1279,8 +1277,10 @@ fn net_conf_is_critical() {
         .collect();
     assert_eq!(got.len(), 1);
     assert!(got[0].contains("flannel-conf (this server: {"), "{got:?}");
-    assert!(got[0].contains("\"ListenPort\":5000"), "{got:?}");
-    assert!(!got[0].contains(PSK), "{got:?}");
+    assert!(
+        got[0].contains("\"PersistentKeepaliveInterval\":5"),
+        "{got:?}"
+    );
     let plain = ok(server(
         &["--flannel-backend=wireguard-native"],
         &system(&[], &[]),
@@ -1291,14 +1291,9 @@ fn net_conf_is_critical() {
         .iter()
         .map(ToString::to_string)
         .collect();
+    assert_eq!(got.len(), 1);
     assert!(
-        got.iter()
-            .any(|e| e.contains("flannel-conf (this server: none")),
-        "{got:?}"
-    );
-    assert!(
-        got.iter()
-            .any(|e| e.contains("Backend.PSK (this server: none, cluster: <redacted>)")),
+        got[0].contains("flannel-conf (this server: none, cluster: {"),
         "{got:?}"
     );
 }
