@@ -760,20 +760,6 @@ fn not_applied(conf: &NetConf, problem: &mut impl FnMut(NetConfProblem)) {
         })
     };
     match &conf.backend {
-        Some(NetConfBackend::Vxlan(v)) => {
-            if v.vni != 1 {
-                refuse("Backend.VNI", v.vni.to_string(), "1");
-            }
-            if v.port != 0 && v.port != 8472 {
-                refuse("Backend.Port", v.port.to_string(), "8472");
-            }
-            if v.gbp {
-                refuse("Backend.GBP", "true".to_owned(), "false");
-            }
-            if v.direct_routing {
-                refuse("Backend.DirectRouting", "true".to_owned(), "false");
-            }
-        }
         Some(NetConfBackend::Wireguard(w)) => {
             if w.psk.is_some() {
                 refuse("Backend.PSK", REDACTED.to_owned(), "no key");
@@ -792,7 +778,7 @@ fn not_applied(conf: &NetConf, problem: &mut impl FnMut(NetConfProblem)) {
                 refuse("Backend.Mode", w.mode.as_str().to_owned(), "separate");
             }
         }
-        Some(NetConfBackend::HostGw) | None => {}
+        Some(NetConfBackend::Vxlan(_) | NetConfBackend::HostGw) | None => {}
     }
 }
 

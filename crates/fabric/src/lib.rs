@@ -48,7 +48,7 @@ pub use plan::{Op, Plan, ROUTE_PROTOCOL, plan};
 pub use state::{
     Address, DesiredState, FirewallTable, KernelState, Link, LinkKind, MasqMode, Route,
 };
-pub use vxlan::Vxlan;
+pub use vxlan::{Vxlan, VxlanSettings};
 pub use wireguard::{WgImplementation, WgPeer, WgPublicKey, WireguardNative};
 
 /// The `none` backend: no pod network. Nothing is programmed and no CNI config is written.

@@ -63,6 +63,7 @@ pub fn run(seconds: u32) -> Result<Report, KernelError> {
         let vxlan = Vxlan {
             mac_v4: MacAddr([2, 0, 0, 0, n, 4]),
             mac_v6: MacAddr([2, 0, 0, 0, n, 6]),
+            settings: weft_fabric::VxlanSettings::default(),
         };
         let lease = Lease {
             node_name: format!("node-{n}"),

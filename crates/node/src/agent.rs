@@ -20,8 +20,8 @@ use weft_config::{ClusterNetwork, FlannelBackend, Secrets};
 use weft_fabric::files::{CNI_CONFLIST_NAME, cni_conflist, subnet_env};
 use weft_fabric::{
     Backend, BackendKind, Desired, DesiredPeers, ExternalInterface, FabricConfig, HostGw, Lease,
-    MacAddr, MasqMode, NoBackend, ObjectKeys, PeerProblem, Plan, Vxlan, WgImplementation,
-    WireguardNative, desired_state, plan,
+    MacAddr, MasqMode, NoBackend, ObjectKeys, PeerProblem, Plan, Vxlan, VxlanSettings,
+    WgImplementation, WireguardNative, desired_state, plan,
 };
 use weft_ipam::Family;
 use weft_kernel::{Kernel, Mirror, Notice, Resync, Scope};
@@ -127,7 +127,7 @@ pub async fn join<S: LeaseSource>(
     );
     let fabric = Fabric {
         kernel,
-        scope: Scope::weft(),
+        scope: Scope::weft_with_vxlan_vni(cluster.vxlan_options().vni),
         backend,
         config,
         settings,
@@ -503,11 +503,12 @@ async fn backend(
     match cluster.flannel_backend {
         FlannelBackend::None => Ok((Box::new(NoBackend), None)),
         FlannelBackend::Vxlan => {
-            let prefix = cluster.vxlan_options().mac_prefix;
+            let options = cluster.vxlan_options();
             Ok((
                 Box::new(Vxlan {
-                    mac_v4: with_mac_prefix(identity.vtep_mac_v4, prefix),
-                    mac_v6: with_mac_prefix(identity.vtep_mac_v6, prefix),
+                    mac_v4: with_mac_prefix(identity.vtep_mac_v4, options.mac_prefix),
+                    mac_v6: with_mac_prefix(identity.vtep_mac_v6, options.mac_prefix),
+                    settings: vxlan_settings(cluster),
                 }),
                 None,
             ))
@@ -545,6 +546,20 @@ async fn backend(
         other => Err(NodeError::UnsupportedBackend {
             backend: other.to_string(),
         }),
+    }
+}
+
+/// flannel-conf's vxlan options as the fabric takes them: port 0 is the kernel's, 8472.
+fn vxlan_settings(cluster: &ClusterNetwork) -> VxlanSettings {
+    let options = cluster.vxlan_options();
+    VxlanSettings {
+        vni: options.vni,
+        port: match options.port {
+            0 => weft_fabric::vxlan::PORT,
+            port => port,
+        },
+        gbp: options.gbp,
+        direct_routing: options.direct_routing,
     }
 }
 

@@ -1147,12 +1147,7 @@ fn net_conf_contradictions() {
         (
             r#"{"Backend": {"Type": "vxlan", "VNI": 4096, "Port": 4789, "GBP": true, "DirectRouting": true}}"#,
             &[],
-            &[
-                "flannel-conf: Backend.VNI 4096 is not applied by this version of weft yet: remove it from the file, or set it to 1",
-                "flannel-conf: Backend.Port 4789 is not applied by this version of weft yet: remove it from the file, or set it to 8472",
-                "flannel-conf: Backend.GBP true is not applied by this version of weft yet: remove it from the file, or set it to false",
-                "flannel-conf: Backend.DirectRouting true is not applied by this version of weft yet: remove it from the file, or set it to false",
-            ],
+            &[],
         ),
     ];
     for (conf, args, want) in table {

@@ -57,6 +57,7 @@ fn backend(kind: Kind, local: &Lease) -> Box<dyn Backend> {
         ) => Box::new(Vxlan {
             mac_v4: vtep_mac_ipv4.unwrap_or(MacAddr([2, 0, 0, 0, 0xff, 4])),
             mac_v6: vtep_mac_ipv6.unwrap_or(MacAddr([2, 0, 0, 0, 0xff, 6])),
+            settings: crate::VxlanSettings::default(),
         }),
         (Kind::Wireguard, BackendData::Wireguard { public_key, .. }) => Box::new(WireguardNative {
             public_key: *public_key,

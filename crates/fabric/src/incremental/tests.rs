@@ -95,6 +95,7 @@ fn backend(kind: u8) -> Box<dyn Backend> {
         0 => Box::new(Vxlan {
             mac_v4: MacAddr([2, 0, 0, 0, 0, 5]),
             mac_v6: MacAddr([2, 0, 0, 0, 1, 5]),
+            settings: crate::VxlanSettings::default(),
         }),
         1 => Box::new(HostGw),
         _ => Box::new(WireguardNative {

@@ -152,6 +152,7 @@ fn switching_backends_replaces_every_object() {
     let vxlan = crate::Vxlan {
         mac_v4: crate::MacAddr([2, 0, 0, 0, 1, 4]),
         mac_v6: crate::MacAddr([2, 0, 0, 0, 1, 6]),
+        settings: crate::VxlanSettings::default(),
     };
     let vx = desired_state(
         &vxlan,

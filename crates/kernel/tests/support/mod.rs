@@ -175,6 +175,24 @@ impl Cluster {
     /// Builds the namespaces, wires one pod per node through CNI and converges every node.
     /// `segments[i]` is the layer-2 segment of node `i + 1`.
     pub fn new(kind: Kind, stack: Stack, masq_mode: MasqMode, segments: &[u8]) -> Cluster {
+        Cluster::with_vxlan(
+            kind,
+            stack,
+            masq_mode,
+            segments,
+            weft_fabric::VxlanSettings::default(),
+        )
+    }
+
+    /// [`Cluster::new`] with every node's vxlan backend on `settings` (flannel-conf's VNI,
+    /// Port, GBP, DirectRouting).
+    pub fn with_vxlan(
+        kind: Kind,
+        stack: Stack,
+        masq_mode: MasqMode,
+        segments: &[u8],
+        settings: weft_fabric::VxlanSettings,
+    ) -> Cluster {
         let underlay = Namespace::new("ul").unwrap();
         let dir = TempDir::new(&format!("/tmp/{}", underlay.name()));
         for bridge in ["br0", "br1"] {
@@ -213,6 +231,7 @@ impl Cluster {
             let vxlan = Vxlan {
                 mac_v4: vtep_mac(n, Family::Ipv4, 0),
                 mac_v6: vtep_mac(n, Family::Ipv6, 0),
+                settings,
             };
             let wg_key = WgPrivateKey::generate();
             let wg = Wireguard::new();
@@ -322,10 +341,11 @@ impl Cluster {
                     &config,
                 )
                 .expect("desired state");
-                let observed = kernel.observe(&Scope::weft()).await?;
+                let scope = Scope::weft_with_vxlan_vni(vxlan.settings.vni);
+                let observed = kernel.observe(&scope).await?;
                 let plan = plan(&observed, &desired.state);
                 kernel.apply(&plan).await?;
-                let after = kernel.observe(&Scope::weft()).await?;
+                let after = kernel.observe(&scope).await?;
                 Ok::<_, KernelError>(Converged {
                     plan,
                     problems: desired.problems,
