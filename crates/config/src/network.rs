@@ -276,6 +276,25 @@ impl ClusterNetwork {
                 },
             )
             .collect();
+        // The pre-shared keys print redacted, so a difference in them alone needs its own line.
+        let psk = |n: &ClusterNetwork| match n.backend_options() {
+            Some(NetConfBackend::Wireguard(w)) => w.psk,
+            _ => None,
+        };
+        if psk(self) != psk(cluster) {
+            let shown =
+                |p: Option<crate::Psk>| p.map_or("none".to_owned(), |_| REDACTED.to_owned());
+            let (this, theirs) = (shown(psk(self)), shown(psk(cluster)));
+            errors.push(ConfigError::CriticalMismatch {
+                setting: "flannel-conf Backend.PSK",
+                cluster: if this == theirs {
+                    format!("another {theirs} key")
+                } else {
+                    theirs
+                },
+                this,
+            });
+        }
         for (setting, this, theirs) in [
             (
                 Key::ClusterCidr.name(),
@@ -761,19 +780,6 @@ fn not_applied(conf: &NetConf, problem: &mut impl FnMut(NetConfProblem)) {
     };
     match &conf.backend {
         Some(NetConfBackend::Wireguard(w)) => {
-            if w.psk.is_some() {
-                refuse("Backend.PSK", REDACTED.to_owned(), "no key");
-            }
-            if w.listen_port != 51820 {
-                refuse("Backend.ListenPort", w.listen_port.to_string(), "51820");
-            }
-            if w.listen_port_v6 != 51821 {
-                refuse(
-                    "Backend.ListenPortV6",
-                    w.listen_port_v6.to_string(),
-                    "51821",
-                );
-            }
             if w.mode != WireguardMode::Separate {
                 refuse("Backend.Mode", w.mode.as_str().to_owned(), "separate");
             }

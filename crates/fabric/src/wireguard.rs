@@ -54,6 +54,11 @@ pub struct WireguardNative {
     pub implementation: WgImplementation,
     /// The persistent keepalive of every peer, in seconds (0: none).
     pub keepalive: u16,
+    /// The listen ports of the IPv4 and IPv6 devices (flannel's `ListenPort`, `ListenPortV6`).
+    pub listen_ports: (u16, u16),
+    /// Whether every peer gets the cluster's pre-shared key (flannel's `PSK`). The key itself
+    /// never enters this crate: weft-kernel holds it, as it holds the private key.
+    pub preshared_key: bool,
 }
 
 /// Who runs a WireGuard device.
@@ -70,7 +75,7 @@ pub enum WgImplementation {
 pub struct WgPublicKey(pub [u8; 32]);
 
 /// One peer of a WireGuard device: `wg set DEV peer KEY endpoint IP:PORT allowed-ips CIDR,...
-/// persistent-keepalive N`.
+/// persistent-keepalive N [preshared-key FILE]`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WgPeer {
     /// Where the peer's device listens.
@@ -79,6 +84,8 @@ pub struct WgPeer {
     pub allowed_ips: BTreeSet<Cidr>,
     /// The persistent keepalive in seconds (0: off).
     pub keepalive: u16,
+    /// Whether the peer has the cluster's pre-shared key.
+    pub preshared_key: bool,
 }
 
 /// The device of `family`.
@@ -107,8 +114,8 @@ impl Backend for WireguardNative {
     fn backend_data(&self) -> BackendData {
         BackendData::Wireguard {
             public_key: self.public_key,
-            port_ipv4: PORT_V4,
-            port_ipv6: PORT_V6,
+            port_ipv4: self.listen_ports.0,
+            port_ipv6: self.listen_ports.1,
         }
     }
 
@@ -139,7 +146,7 @@ impl Backend for WireguardNative {
                     up: true,
                     kind: LinkKind::Wireguard {
                         implementation: self.implementation,
-                        listen_port: port(family),
+                        listen_port: self.listen_port(family),
                         public_key: self.public_key,
                     },
                 },
@@ -202,7 +209,7 @@ impl WireguardNative {
             Family::Ipv6 => *port_ipv6,
         };
         let port = if published == 0 {
-            port(family)
+            self.listen_port(family)
         } else {
             published
         };
@@ -212,8 +219,17 @@ impl WireguardNative {
                 endpoint: SocketAddr::new(ip, port),
                 allowed_ips: BTreeSet::from([cidr]),
                 keepalive: self.keepalive,
+                preshared_key: self.preshared_key,
             },
         ))
+    }
+
+    /// This node's listen port for `family`'s device.
+    fn listen_port(&self, family: Family) -> u16 {
+        match family {
+            Family::Ipv4 => self.listen_ports.0,
+            Family::Ipv6 => self.listen_ports.1,
+        }
     }
 }
 
@@ -287,6 +303,10 @@ impl WgPeer {
         );
         if self.keepalive != 0 {
             out.push_str(&format!(" persistent-keepalive {}", self.keepalive));
+        }
+        // The key is a secret: a plan names only that there is one.
+        if self.preshared_key {
+            out.push_str(" preshared-key <redacted>");
         }
         out
     }

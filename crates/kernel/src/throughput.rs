@@ -138,6 +138,11 @@ fn backend(node: &Node, wireguard: bool) -> Box<dyn Backend + Send> {
             public_key: node.key.public_key(),
             implementation: WgImplementation::Userspace,
             keepalive: weft_fabric::wireguard::KEEPALIVE,
+            listen_ports: (
+                weft_fabric::wireguard::PORT_V4,
+                weft_fabric::wireguard::PORT_V6,
+            ),
+            preshared_key: false,
         })
     } else {
         Box::new(node.vxlan.clone())

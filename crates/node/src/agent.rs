@@ -530,6 +530,10 @@ async fn backend(
                 (None, None) => tracing::info!("wireguard-native runs on the kernel's WireGuard"),
             }
             kernel.wireguard().add_key(identity.wireguard_key.clone());
+            let options = cluster.wireguard_options();
+            kernel
+                .wireguard()
+                .set_preshared_key(options.psk.map(|psk| psk.0));
             // `weft-agent plan` beside the daemon reads the daemon's userspace devices here.
             kernel
                 .wireguard()
@@ -538,7 +542,9 @@ async fn backend(
                 Box::new(WireguardNative {
                     public_key: identity.wireguard_key.public_key(),
                     implementation,
-                    keepalive: cluster.wireguard_options().persistent_keepalive,
+                    keepalive: options.persistent_keepalive,
+                    listen_ports: (options.listen_port, options.listen_port_v6),
+                    preshared_key: options.psk.is_some(),
                 }),
                 Some(implementation),
             ))

@@ -1131,8 +1131,6 @@ fn net_conf_contradictions() {
                 "--node-ip=192.168.1.10,2001:db8::10",
             ],
             &[
-                "flannel-conf: Backend.ListenPort 5000 is not applied by this version of weft yet: remove it from the file, or set it to 51820",
-                "flannel-conf: Backend.ListenPortV6 5000 is not applied by this version of weft yet: remove it from the file, or set it to 51821",
                 "flannel-conf: Backend.MTU 1359 is too small: the devices get 1359 minus 80 bytes of encapsulation, and IPv6 needs 1280; use at least 1360",
                 "flannel-conf: Backend.ListenPort and Backend.ListenPortV6 are both 5000, but Mode separate on a dual-stack cluster runs two devices, which can't share a port: give them different ports",
             ],
@@ -1153,12 +1151,11 @@ fn net_conf_contradictions() {
     for (conf, args, want) in table {
         assert_eq!(errors(&with_conf(conf, args)), *want, "{conf} {args:?}");
     }
-    // The pre-shared key is refused without being repeated.
+    // An error beside a pre-shared key does not repeat the key.
     let psk = format!(r#"{{"Backend": {{"Type": "wireguard", "PSK": "{PSK}", "Mode": "auto"}}}}"#);
     assert_eq!(
         errors(&with_conf(&psk, &[])),
         [
-            "flannel-conf: Backend.PSK <redacted> is not applied by this version of weft yet: remove it from the file, or set it to no key",
             "flannel-conf: Backend.Mode auto is not applied by this version of weft yet: remove it from the file, or set it to separate",
         ]
     );
@@ -1315,4 +1312,69 @@ fn net_conf_picks_the_masquerade_mode() {
         config.node.masq_mode_in(&config.network),
         crate::MasqMode::Iptables
     );
+}
+
+/// The pre-shared key: redacted in `validate`, kept in the record for agents, and compared
+/// across servers without being printed.
+#[test]
+fn net_conf_psk_is_a_secret() {
+    let conf = |psk: &str| {
+        with_conf(
+            &format!(
+                r#"{{"Backend": {{"Type": "wireguard", "PSK": "{psk}", "ListenPort": 51000, "ListenPortV6": 51001}}}}"#
+            ),
+            &[],
+        )
+    };
+    let config = ok(conf(PSK));
+    let printed = config.to_json();
+    assert_eq!(
+        printed["derived"]["net-conf"]["Backend"]["PSK"],
+        "<redacted>"
+    );
+    assert!(!printed.to_string().contains(PSK));
+    let record = config.network.to_json();
+    assert_eq!(record["net-conf"]["Backend"]["PSK"], PSK);
+    assert_eq!(
+        ClusterNetwork::from_json(&record),
+        Ok(config.network.clone())
+    );
+    let options = config.network.wireguard_options();
+    assert_eq!(options.psk.map(|p| p.reveal()), Some(PSK.to_owned()));
+    assert_eq!(
+        (options.listen_port, options.listen_port_v6),
+        (51000, 51001)
+    );
+
+    let other = ok(conf("aDzWJCDrrtmOi6Wq7Cf0fMnRxkUNn/D/WvO2HuHQWV8=")).network;
+    let got: Vec<String> = config
+        .network
+        .compare_critical(&other)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "critical configuration value mismatch between servers: flannel-conf Backend.PSK (this server: <redacted>, cluster: another <redacted> key)"
+        ]
+    );
+    let none = ok(with_conf(
+        r#"{"Backend": {"Type": "wireguard", "ListenPort": 51000, "ListenPortV6": 51001}}"#,
+        &[],
+    ))
+    .network;
+    let got: Vec<String> = none
+        .compare_critical(&config.network)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    // The file differs too, and says so with the key redacted.
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].contains("\"PSK\":\"<redacted>\""), "{got:?}");
+    assert_eq!(
+        got[1],
+        "critical configuration value mismatch between servers: flannel-conf Backend.PSK (this server: none, cluster: <redacted>)"
+    );
+    assert!(!got.concat().contains(PSK));
 }

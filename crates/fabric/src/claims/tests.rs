@@ -63,6 +63,8 @@ fn backend(kind: Kind, local: &Lease) -> Box<dyn Backend> {
             public_key: *public_key,
             implementation: WgImplementation::Kernel,
             keepalive: 25,
+            listen_ports: (crate::wireguard::PORT_V4, crate::wireguard::PORT_V6),
+            preshared_key: false,
         }),
         (Kind::HostGw, _) => Box::new(HostGw),
         (kind, data) => panic!("a {kind:?} node does not publish {data:?}"),

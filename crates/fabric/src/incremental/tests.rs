@@ -102,6 +102,8 @@ fn backend(kind: u8) -> Box<dyn Backend> {
             public_key: WgPublicKey([5; 32]),
             implementation: WgImplementation::Kernel,
             keepalive: 25,
+            listen_ports: (crate::wireguard::PORT_V4, crate::wireguard::PORT_V6),
+            preshared_key: false,
         }),
     }
 }

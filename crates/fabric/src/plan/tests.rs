@@ -49,6 +49,7 @@ fn wg_peer() -> impl Strategy<Value = WgPeer> {
             endpoint: std::net::SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, host)), 51820),
             allowed_ips,
             keepalive,
+            preshared_key: host == 1,
         })
 }
 

@@ -2,8 +2,8 @@
 
 use crate::vxlan::tests::{config, lease as vxlan_lease};
 use crate::{
-    BackendData, FabricError, Lease, Op, PeerProblemReason, WgImplementation, WgPublicKey,
-    WireguardNative, desired_state, plan,
+    Backend as _, BackendData, FabricError, Lease, Op, PeerProblemReason, WgImplementation,
+    WgPublicKey, WireguardNative, desired_state, plan,
 };
 
 fn key(n: u8) -> WgPublicKey {
@@ -27,6 +27,8 @@ fn backend(n: u8) -> WireguardNative {
         public_key: key(n),
         implementation: WgImplementation::Userspace,
         keepalive: 25,
+        listen_ports: (crate::wireguard::PORT_V4, crate::wireguard::PORT_V6),
+        preshared_key: false,
     }
 }
 
@@ -291,4 +293,63 @@ fn mtu_is_the_external_one_minus_80() {
     assert_eq!(backend(1).mtu(1500, weft_ipam::Family::Ipv4), 1420);
     assert_eq!(backend(1).mtu(1500, weft_ipam::Family::Ipv6), 1420);
     assert_eq!(backend(1).kind().to_string(), "wireguard-native");
+}
+
+/// flannel-conf's ListenPort/ListenPortV6, PersistentKeepaliveInterval and PSK: the devices
+/// listen on the ports and publish them, every peer gets the keepalive and the pre-shared key,
+/// which the plan names without showing it.
+#[test]
+fn ports_keepalive_and_preshared_key() {
+    let backend = WireguardNative {
+        keepalive: 5,
+        listen_ports: (51000, 51001),
+        preshared_key: true,
+        ..backend(1)
+    };
+    assert_eq!(
+        backend.backend_data(),
+        BackendData::Wireguard {
+            public_key: key(1),
+            port_ipv4: 51000,
+            port_ipv6: 51001,
+        }
+    );
+    let mut peer = lease(2, true);
+    peer.backend = BackendData::Wireguard {
+        public_key: key(2),
+        port_ipv4: 51000,
+        port_ipv6: 51001,
+    };
+    let desired = desired_state(
+        &backend,
+        &lease(1, true),
+        &[peer],
+        &config("10.42.0.0/16,fd00:42::/56"),
+    )
+    .unwrap();
+    let got: Vec<String> = plan(&Default::default(), &desired.state)
+        .ops
+        .iter()
+        .map(ToString::to_string)
+        .filter(|l| l.starts_with("ip link add") || l.starts_with("wg set"))
+        .collect();
+    let k1 = key(1);
+    let k2 = key(2);
+    assert_eq!(
+        got,
+        [
+            format!(
+                "ip link add flannel-wg mtu 1420 up type wireguard (userspace) listen-port 51000 public-key {k1}"
+            ),
+            format!(
+                "ip link add flannel-wg-v6 mtu 1420 up type wireguard (userspace) listen-port 51001 public-key {k1}"
+            ),
+            format!(
+                "wg set flannel-wg peer {k2} endpoint 192.0.2.2:51000 allowed-ips 10.42.2.0/24 persistent-keepalive 5 preshared-key <redacted>"
+            ),
+            format!(
+                "wg set flannel-wg-v6 peer {k2} endpoint [2001:db8::2]:51001 allowed-ips fd00:42:0:2::/64 persistent-keepalive 5 preshared-key <redacted>"
+            ),
+        ]
+    );
 }
