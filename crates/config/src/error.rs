@@ -831,19 +831,6 @@ pub enum NetConfProblem {
         /// That minimum (68 for IPv4, 1280 for IPv6).
         needed: u32,
     },
-    /// A key flannel takes that this version of weft parses and checks but does not apply
-    /// yet; refused rather than ignored, so no node runs with less than the file says.
-    #[error(
-        "{key} {value} is not applied by this version of weft yet: remove it from the file, or set it to {default}"
-    )]
-    NotApplied {
-        /// The key.
-        key: &'static str,
-        /// Its value (`<redacted>` for the pre-shared key).
-        value: String,
-        /// The value weft runs with.
-        default: &'static str,
-    },
     /// `separate` mode on a dual-stack cluster with one port for both devices.
     #[error(
         "Backend.ListenPort and Backend.ListenPortV6 are both {port}, but Mode separate on a dual-stack cluster runs two devices, which can't share a port: give them different ports"

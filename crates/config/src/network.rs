@@ -712,7 +712,6 @@ fn check_net_conf(
     } else {
         (68, Family::Ipv4)
     };
-    not_applied(conf, &mut problem);
     match &conf.backend {
         Some(NetConfBackend::Vxlan(options)) => {
             // flannel's overhead for IPv4; weft's IPv6 devices take 70, the true overhead.
@@ -766,25 +765,6 @@ fn check_net_conf(
             }
         }
         Some(NetConfBackend::HostGw) | None => {}
-    }
-}
-
-/// The backend options weft parses and checks but does not apply yet, each refused.
-fn not_applied(conf: &NetConf, problem: &mut impl FnMut(NetConfProblem)) {
-    let mut refuse = |key, value: String, default| {
-        problem(NetConfProblem::NotApplied {
-            key,
-            value,
-            default,
-        })
-    };
-    match &conf.backend {
-        Some(NetConfBackend::Wireguard(w)) => {
-            if w.mode != WireguardMode::Separate {
-                refuse("Backend.Mode", w.mode.as_str().to_owned(), "separate");
-            }
-        }
-        Some(NetConfBackend::Vxlan(_) | NetConfBackend::HostGw) | None => {}
     }
 }
 

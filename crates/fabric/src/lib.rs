@@ -49,7 +49,7 @@ pub use state::{
     Address, DesiredState, FirewallTable, KernelState, Link, LinkKind, MasqMode, Route,
 };
 pub use vxlan::{Vxlan, VxlanSettings};
-pub use wireguard::{WgImplementation, WgPeer, WgPublicKey, WireguardNative};
+pub use wireguard::{WgImplementation, WgMode, WgPeer, WgPublicKey, WireguardNative};
 
 /// The `none` backend: no pod network. Nothing is programmed and no CNI config is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

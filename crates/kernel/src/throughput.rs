@@ -143,6 +143,7 @@ fn backend(node: &Node, wireguard: bool) -> Box<dyn Backend + Send> {
                 weft_fabric::wireguard::PORT_V6,
             ),
             preshared_key: false,
+            mode: weft_fabric::wireguard::WgMode::Separate,
         })
     } else {
         Box::new(node.vxlan.clone())

@@ -390,6 +390,7 @@ fn preshared_key_ports_and_keepalive_are_on_every_peer() {
         keepalive: 5,
         listen_ports: (51000, 51001),
         psk: Some(psk),
+        mode: weft_fabric::WgMode::Separate,
     };
     let cluster = Cluster::with_wireguard(Stack::Dual, &[0, 0], options);
     ping_all(&cluster);
@@ -440,4 +441,28 @@ fn device_text(cluster: &Cluster, n: u8, dev: &str) -> String {
         "{text}"
     );
     text
+}
+
+/// Mode auto on a dual-stack cluster: one device, `flannel-wg`, carries both families; each
+/// peer has both pod CIDRs and an IPv4 endpoint (the nodes' IPv4 addresses are public), and
+/// pods reach each other over both families.
+#[test]
+fn mode_auto_one_device_for_both_families() {
+    let options = support::WgOptions {
+        mode: weft_fabric::WgMode::Auto,
+        ..support::WgOptions::default()
+    };
+    let cluster = Cluster::with_wireguard(Stack::Dual, &[0, 0, 0], options);
+    ping_all(&cluster);
+    tcp_all(&cluster);
+    let converged = cluster.converge(0);
+    assert!(converged.plan.is_empty(), "{}", converged.plan);
+    assert!(!converged.after.links.contains_key("flannel-wg-v6"));
+    let peers: Vec<_> = converged.after.wg_peers.iter().collect();
+    assert_eq!(peers.len(), 2);
+    for ((dev, _), peer) in peers {
+        assert_eq!(dev, "flannel-wg");
+        assert_eq!(peer.allowed_ips.len(), 2, "{peer:?}");
+        assert!(peer.endpoint.is_ipv4(), "{peer:?}");
+    }
 }

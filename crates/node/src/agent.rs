@@ -16,12 +16,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use weft_api::protocol::RegisterRequest;
-use weft_config::{ClusterNetwork, FlannelBackend, Secrets};
+use weft_config::{ClusterNetwork, FlannelBackend, Secrets, WireguardMode};
 use weft_fabric::files::{CNI_CONFLIST_NAME, cni_conflist, subnet_env};
 use weft_fabric::{
     Backend, BackendKind, Desired, DesiredPeers, ExternalInterface, FabricConfig, HostGw, Lease,
     MacAddr, MasqMode, NoBackend, ObjectKeys, PeerProblem, Plan, Vxlan, VxlanSettings,
-    WgImplementation, WireguardNative, desired_state, plan,
+    WgImplementation, WgMode, WireguardNative, desired_state, plan,
 };
 use weft_ipam::Family;
 use weft_kernel::{Kernel, Mirror, Notice, Resync, Scope};
@@ -545,6 +545,12 @@ async fn backend(
                     keepalive: options.persistent_keepalive,
                     listen_ports: (options.listen_port, options.listen_port_v6),
                     preshared_key: options.psk.is_some(),
+                    mode: match options.mode {
+                        WireguardMode::Separate => WgMode::Separate,
+                        WireguardMode::Auto => WgMode::Auto,
+                        WireguardMode::Ipv4 => WgMode::Ipv4,
+                        WireguardMode::Ipv6 => WgMode::Ipv6,
+                    },
                 }),
                 Some(implementation),
             ))

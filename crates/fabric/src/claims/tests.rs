@@ -65,6 +65,7 @@ fn backend(kind: Kind, local: &Lease) -> Box<dyn Backend> {
             keepalive: 25,
             listen_ports: (crate::wireguard::PORT_V4, crate::wireguard::PORT_V6),
             preshared_key: false,
+            mode: crate::wireguard::WgMode::Separate,
         }),
         (Kind::HostGw, _) => Box::new(HostGw),
         (kind, data) => panic!("a {kind:?} node does not publish {data:?}"),

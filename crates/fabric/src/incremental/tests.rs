@@ -104,6 +104,7 @@ fn backend(kind: u8) -> Box<dyn Backend> {
             keepalive: 25,
             listen_ports: (crate::wireguard::PORT_V4, crate::wireguard::PORT_V6),
             preshared_key: false,
+            mode: crate::wireguard::WgMode::Separate,
         }),
     }
 }

@@ -101,6 +101,8 @@ pub struct WgOptions {
     pub listen_ports: (u16, u16),
     /// `PSK`.
     pub psk: Option<[u8; 32]>,
+    /// `Mode`.
+    pub mode: weft_fabric::WgMode,
 }
 
 impl Default for WgOptions {
@@ -113,6 +115,7 @@ impl Default for WgOptions {
                 weft_fabric::wireguard::PORT_V6,
             ),
             psk: None,
+            mode: weft_fabric::WgMode::Separate,
         }
     }
 }
@@ -522,6 +525,7 @@ fn backend(
             keepalive: wg_options.keepalive,
             listen_ports: wg_options.listen_ports,
             preshared_key: wg_options.psk.is_some(),
+            mode: wg_options.mode,
         }),
     }
 }
