@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use weft_config::{AgentConfig, AgentFlags, System, load_agent};
-use weft_kernel::{Kernel, Scope};
+use weft_kernel::Kernel;
 use weft_node::agent::{self, AgentSettings};
 use weft_node::daemon;
 use weft_node::egress::{self, EgressSettings};
@@ -169,7 +169,9 @@ pub(crate) fn cleanup(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
     let settings = agent_settings(&config.node, String::new());
     runtime()?.block_on(async {
         let kernel = Kernel::connect()?;
-        let plan = kernel.cleanup(&Scope::weft()).await?;
+        let plan = kernel
+            .cleanup(&weft_node::agent::cleanup_scope(&settings))
+            .await?;
         let mut out = std::io::stdout().lock();
         write!(out, "{plan}")?;
         for path in weft_node::agent::written_files(&settings) {

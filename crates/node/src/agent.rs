@@ -467,6 +467,22 @@ pub fn written_files(settings: &AgentSettings) -> Vec<PathBuf> {
     ]
 }
 
+/// The kernel objects `weft-agent cleanup` removes: weft's, and the vxlan devices of the VNI
+/// in the `net-conf.json` the agent last wrote (a cluster whose flannel-conf sets another VNI).
+pub fn cleanup_scope(settings: &AgentSettings) -> Scope {
+    let vni = std::fs::read_to_string(net_conf_path(settings))
+        .ok()
+        .and_then(|text| weft_config::NetConf::parse(&text).ok())
+        .and_then(|conf| match conf.backend {
+            Some(weft_config::NetConfBackend::Vxlan(options)) => Some(options.vni),
+            _ => None,
+        });
+    match vni {
+        Some(vni) => Scope::weft_with_vxlan_vni(vni),
+        None => Scope::weft(),
+    }
+}
+
 /// Where the agent writes the `net-conf.json` in effect, as K3s does:
 /// `<data-dir>/agent/etc/flannel/net-conf.json`.
 pub fn net_conf_path(settings: &AgentSettings) -> PathBuf {

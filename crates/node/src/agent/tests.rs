@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use weft_config::ClusterNetwork;
 use weft_fabric::MacAddr;
 
-use super::{net_conf_file, with_mac_prefix};
+use super::{cleanup_scope, net_conf_file, net_conf_path, with_mac_prefix};
 
 /// The default cluster record with `net-conf` set to `conf`.
 fn cluster(conf: Value) -> ClusterNetwork {
@@ -60,4 +60,41 @@ fn mac_prefix_replaces_the_first_two_bytes() {
     assert_eq!(with_mac_prefix(mac, None), mac);
     let cluster = cluster(json!({"Backend": {"Type": "vxlan", "MacPrefix": "0E-2A"}}));
     assert_eq!(cluster.vxlan_options().mac_prefix, Some([0x0e, 0x2a]));
+}
+
+/// `weft-agent cleanup` removes the devices of the VNI the agent last wrote in its
+/// net-conf.json, besides weft's usual ones.
+#[test]
+fn cleanup_covers_the_written_vni() {
+    let dir = std::env::temp_dir().join(format!("weft-cleanup-scope-{}", std::process::id()));
+    let settings = crate::agent::AgentSettings {
+        dir: dir.clone(),
+        node_name: "n1".into(),
+        node_ips: Vec::new(),
+        external_ips: Vec::new(),
+        flannel_iface: None,
+        subnet_file: dir.join("subnet.env"),
+        cni_conf_dir: dir.join("cni"),
+        flannel_cni_conf: None,
+        masq_mode: weft_fabric::MasqMode::Nftables,
+        reconcile_interval: std::time::Duration::from_secs(10),
+        wireguard_implementation: None,
+    };
+    assert_eq!(cleanup_scope(&settings), weft_kernel::Scope::weft());
+    let (text, _) =
+        net_conf_file(&cluster(json!({"Backend": {"Type": "vxlan", "VNI": 4096}}))).unwrap();
+    let path = net_conf_path(&settings);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, text).unwrap();
+    let scope = cleanup_scope(&settings);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        scope.links.contains(&"flannel.4096".to_owned()),
+        "{scope:?}"
+    );
+    assert!(
+        scope.links.contains(&"flannel-v6.4096".to_owned()),
+        "{scope:?}"
+    );
+    assert!(scope.links.contains(&"flannel.1".to_owned()), "{scope:?}");
 }
