@@ -74,3 +74,16 @@ fn filter_keeps_the_prefix() {
     assert_eq!(filter(&batch, "/weft/c/"), None);
     assert_eq!(filter(&batch, "/weft/").unwrap().events.len(), 2);
 }
+
+/// The store file holds secrets: it is its owner's alone, whatever the umask made it.
+#[tokio::test]
+async fn the_file_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join(format!("weft-embedded-mode-{}", std::process::id()));
+    let path = dir.join(EMBEDDED_FILE);
+    let store = EmbeddedStore::open(&dir).await.unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(mode, 0o600);
+}
