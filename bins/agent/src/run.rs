@@ -132,12 +132,17 @@ pub(crate) fn check(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
                 })
                 .await;
                 match asked {
-                    Ok(Some(cluster)) => Some(cluster.flannel_backend),
+                    Ok(Some(cluster)) => {
+                        Some((cluster.flannel_backend, config.node.masq_mode_in(&cluster)))
+                    }
                     _ => None,
                 }
             }
             None => None,
         };
+        // The cluster's flannel-conf may pick the masquerade mode.
+        let masq_mode = backend.map_or(masq_mode, |(_, mode)| mode);
+        let backend = backend.map(|(backend, _)| backend);
         let mut out = std::io::stdout().lock();
         match backend {
             Some(b) => writeln!(out, "backend: {b} (from the server)")?,

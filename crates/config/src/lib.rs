@@ -21,7 +21,8 @@
 //! [`Key`] and its settings table, the one home of every setting; then [`ClusterNetwork`], which
 //! servers persist and hand to agents as JSON ([`ClusterNetwork::to_json`] and
 //! [`ClusterNetwork::from_json`]) and agents check themselves against
-//! ([`NodeConfig::check_cluster`]).
+//! ([`NodeConfig::check_cluster`]); and [`NetConf`], flannel's `net-conf.json` as
+//! `flannel-conf` gives it.
 
 #![forbid(unsafe_code)]
 

@@ -150,12 +150,13 @@ impl NodeConfig {
     /// the servers' [`ClusterNetwork`] plus this `NodeConfig`, and this is the check that they
     /// fit. An agent reads the servers' record with [`ClusterNetwork::from_json`], calls this,
     /// logs the warnings and refuses to start when there is any error; then
-    /// [`NodeConfig::derived`] gives the values it runs with. A server calls this for its
-    /// embedded agent while loading ([`crate::load_server`]).
+    /// [`ClusterNetwork::derived`] and [`NodeConfig::masq_mode_in`] give the values it runs with.
+    /// A server calls this for its embedded agent while loading ([`crate::load_server`]).
     ///
     /// The rules: the node IPs must cover every family of `cluster-cidr`; when IPv6 is primary
     /// they must be set explicitly with IPv6 first; the primary family's address must not come
-    /// second. Warnings: `flannel-external-ip` without `node-external-ip`, and a
+    /// second; a `masq-mode` given must agree with the cluster's `flannel-conf` `EnableNFTables`.
+    /// Warnings: `flannel-external-ip` without `node-external-ip`, and a
     /// `wireguard-implementation` other than `auto` with a backend other than `wireguard-native`.
     pub fn check_cluster(&self, cluster: &ClusterNetwork) -> (Vec<ConfigError>, Vec<Warning>) {
         let mut errors = Vec::new();
