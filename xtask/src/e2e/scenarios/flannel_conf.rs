@@ -133,7 +133,7 @@ fn vxlan(lab: &Lab<'_>) -> anyhow::Result<()> {
     );
     let tunnel = nodes[0].host.ns.ip(&["route", "show", "exact", &n3])?;
     ensure!(
-        tunnel.contains("dev flannel.4096 onlink"),
+        tunnel.contains("dev flannel.4096") && tunnel.contains("onlink"),
         "n1's route to n3 is not the tunnel: {tunnel}"
     );
     lab.step(format!(
