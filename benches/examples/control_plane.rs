@@ -2,11 +2,16 @@
 //! against one `weft-server --disable-agent` process on the embedded store.
 //!
 //! `cargo xtask bench control-plane` builds the release `weft-server` and runs this as
-//! `control_plane [AGENTS [ROUNDS]]` (default 5,000 agents, 5 lease changes). It prints the
-//! time to register every agent, the propagation of each lease change to every watcher (p50,
-//! p99, max), and the server's peak RSS (`VmHWM` of `/proc/<pid>/status`), each beside its
-//! target, and exits 1 when a target is missed. `--server-bin PATH` picks another server
-//! binary (default: `weft-server` beside this example's directory, as cargo lays them out).
+//! `control_plane [AGENTS [ROUNDS]]` (default 5,000 agents, 5 lease changes). Before the swarm
+//! starts, 1,000 slow clients ([`SlowClients`]) connect from the same address and hold half a
+//! request each, connecting again whenever the server's header deadline closes them, so the
+//! server carries them the whole time. It prints the time to register every agent, the
+//! propagation of each lease change to every watcher (p50, p99, max), the server's resident set
+//! with the slow clients still connected (`VmRSS`) and its peak RSS (`VmHWM` of
+//! `/proc/<pid>/status`), each beside its target, and exits 1 when a target is missed.
+//! `--slow-clients COUNT` changes the 1,000 slow clients (0: none); `--server-bin PATH` picks
+//! another server binary (default: `weft-server` beside this example's directory, as cargo
+//! lays them out).
 //!
 //! It raises its own `RLIMIT_NOFILE` soft limit to the hard limit, since every agent holds a
 //! TLS connection; the server raises its own at start.
@@ -20,7 +25,7 @@ use std::process::{Child, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use weft_api::JoinToken;
-use weft_benches::control_plane::{Report, Swarm};
+use weft_benches::control_plane::{Report, SlowClients, Swarm};
 
 /// All agents registered within this.
 const TARGET_REGISTERED: Duration = Duration::from_secs(10);
@@ -28,10 +33,13 @@ const TARGET_REGISTERED: Duration = Duration::from_secs(10);
 const TARGET_P99: Duration = Duration::from_millis(500);
 /// The server's peak resident memory.
 const TARGET_RSS_MIB: f64 = 150.0;
+/// Slow clients connected beside the swarm, unless `--slow-clients` says otherwise.
+const SLOW_CLIENTS: usize = 1_000;
 
 struct Args {
     agents: usize,
     rounds: usize,
+    slow_clients: usize,
     server_bin: PathBuf,
 }
 
@@ -40,7 +48,9 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => {
             eprintln!("control_plane: {e}");
-            eprintln!("usage: control_plane [AGENTS [ROUNDS]] [--server-bin PATH]");
+            eprintln!(
+                "usage: control_plane [AGENTS [ROUNDS]] [--slow-clients COUNT] [--server-bin PATH]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -57,9 +67,15 @@ fn main() -> ExitCode {
 fn parse_args() -> Result<Args, String> {
     let mut numbers = Vec::new();
     let mut server_bin = None;
+    let mut slow_clients = SLOW_CLIENTS;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--server-bin" {
+        if arg == "--slow-clients" {
+            let count = args.next().ok_or("--slow-clients needs a count")?;
+            slow_clients = count
+                .parse()
+                .map_err(|_| format!("--slow-clients: `{count}` is not a number"))?;
+        } else if arg == "--server-bin" {
             server_bin = Some(PathBuf::from(
                 args.next().ok_or("--server-bin needs a path")?,
             ));
@@ -83,6 +99,7 @@ fn parse_args() -> Result<Args, String> {
     Ok(Args {
         agents: numbers.first().copied().unwrap_or(5_000).max(1),
         rounds: numbers.get(1).copied().unwrap_or(5).max(1),
+        slow_clients,
         server_bin,
     })
 }
@@ -111,19 +128,42 @@ fn run(args: &Args) -> Result<bool, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let report = runtime.block_on(swarm.run());
-    let peak = server.peak_rss_mib();
+    let measured = runtime.block_on(async {
+        let ca = weft_api::client::fetch_ca(&swarm.server, &swarm.token).await?;
+        let address = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let slow = SlowClients::start(address, &ca.ca_pem, args.slow_clients)?;
+        slow.all_held().await?;
+        let report = swarm.run().await?;
+        let rss = server.rss_mib("VmRSS");
+        Ok::<_, weft_benches::control_plane::SwarmError>((report, slow.held(), slow.closed(), rss))
+    });
+    let peak = server.rss_mib("VmHWM");
     drop(server);
-    let report = report.map_err(|e| {
+    let (report, held, closed, rss) = measured.map_err(|e| {
         let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(20).collect();
         format!("{e}\nthe server's last log lines:\n{}", tail.join("\n"))
     })?;
-    Ok(print_report(&report, peak?))
+    let slow = Slow {
+        held,
+        closed,
+        rss_mib: rss?,
+    };
+    Ok(print_report(&report, args.slow_clients, &slow, peak?))
+}
+
+/// The slow clients as the swarm ended.
+struct Slow {
+    /// How many held a connection.
+    held: usize,
+    /// How many connections the server had closed at the header deadline.
+    closed: usize,
+    /// The server's resident set then, in MiB.
+    rss_mib: f64,
 }
 
 /// Prints the figures beside the targets; returns whether every target was met.
-fn print_report(report: &Report, peak_mib: f64) -> bool {
+fn print_report(report: &Report, slow_clients: usize, slow: &Slow, peak_mib: f64) -> bool {
     let mut met = true;
     let mut line = |what: String, ok: bool| {
         met &= ok;
@@ -168,6 +208,18 @@ fn print_report(report: &Report, peak_mib: f64) -> bool {
             TARGET_P99.as_millis()
         ),
         overall.percentile(99.0) <= TARGET_P99,
+    );
+    println!(
+        "  {slow_clients} slow clients held half requests throughout ({} closed at the header \
+         deadline and connected again)",
+        slow.closed
+    );
+    line(
+        format!(
+            "server RSS with {} slow clients connected {:.1} MiB (target {TARGET_RSS_MIB} MiB)",
+            slow.held, slow.rss_mib
+        ),
+        slow.rss_mib <= TARGET_RSS_MIB,
     );
     line(
         format!("server peak RSS {peak_mib:.1} MiB (target {TARGET_RSS_MIB} MiB)"),
@@ -256,16 +308,16 @@ impl Server {
         }
     }
 
-    /// The server's peak resident memory so far, in MiB.
-    fn peak_rss_mib(&self) -> Result<f64, String> {
+    /// The server's resident memory, in MiB: `VmRSS` now, `VmHWM` its peak so far.
+    fn rss_mib(&self, field: &str) -> Result<f64, String> {
         let path = format!("/proc/{}/status", self.child.id());
         let status = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map(|kib| kib / 1024.0)
-            .ok_or_else(|| format!("{path} has no VmHWM line"))
+            .ok_or_else(|| format!("{path} has no {field} line"))
     }
 }
 

@@ -9,17 +9,28 @@
 //! `cargo xtask bench control-plane` runs it with 5,000 agents against a `weft-server` process
 //! (`examples/control_plane.rs`); the unit tests run a small swarm against a server in-process.
 //!
+//! Beside the swarm, [`SlowClients`] hold connections the way a slowloris attack does: each
+//! finishes its TLS handshake, sends half a request line and goes silent, and connects again as
+//! soon as the server's header deadline closes it, so the server carries them throughout.
+//!
 //! It measures; it does not judge: the example compares the figures with the targets.
 
 #[cfg(test)]
 mod tests;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
 use weft_api::client::{self, NodeClient, TrustedCa};
 use weft_api::pki::CertifiedKey;
 use weft_api::protocol::{LeaseEvent, RegisterRequest};
@@ -89,6 +100,27 @@ pub enum SwarmError {
         reason: String,
     },
 }
+
+/// Clients that each hold a connection with half a request line, as a slowloris attack does:
+/// TLS handshake done, `GET /cacerts HTTP/1.1\r\nHost: x\r\n` sent, then silence. A client
+/// the server closes connects again at once, so about `count` are held throughout. Dropping
+/// them closes every one.
+#[derive(Debug)]
+pub struct SlowClients {
+    counts: Arc<SlowCounts>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct SlowCounts {
+    /// Connections with their half request sent and not yet closed.
+    held: AtomicUsize,
+    /// Connections the server closed after their half request.
+    closed: AtomicUsize,
+}
+
+/// What each slow client sends: a request line and one header, and never the blank line.
+const HALF_REQUEST: &[u8] = b"GET /cacerts HTTP/1.1\r\nHost: x\r\n";
 
 /// One registered agent.
 struct Agent {
@@ -279,6 +311,86 @@ impl Agent {
             },
         }
     }
+}
+
+// === impl SlowClients ===
+
+impl SlowClients {
+    /// Starts `count` slow clients against `server`, trusting the cluster CA `ca_pem` (the
+    /// server's certificate must name `server`'s IP). Call it inside a tokio runtime.
+    pub fn start(
+        server: SocketAddr,
+        ca_pem: &str,
+        count: usize,
+    ) -> Result<SlowClients, SwarmError> {
+        let tls = weft_api::tls::client_config(ca_pem, None)?;
+        let counts = Arc::new(SlowCounts::default());
+        let tasks = (0..count)
+            .map(|_| tokio::spawn(slow_client(server, tls.clone(), counts.clone())))
+            .collect();
+        Ok(SlowClients { counts, tasks })
+    }
+
+    /// How many hold a connection with their half request now.
+    pub fn held(&self) -> usize {
+        self.counts.held.load(Ordering::Relaxed)
+    }
+
+    /// How many connections the server has closed after their half request so far.
+    pub fn closed(&self) -> usize {
+        self.counts.closed.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every client holds a connection.
+    pub async fn all_held(&self) -> Result<(), SwarmError> {
+        let all = async {
+            while self.held() < self.tasks.len() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(PHASE_TIMEOUT, all)
+            .await
+            .map_err(|_| SwarmError::Timeout {
+                what: format!("connecting {} slow clients", self.tasks.len()),
+            })
+    }
+}
+
+impl Drop for SlowClients {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// One slow client, connecting again whenever its connection ends.
+async fn slow_client(server: SocketAddr, tls: Arc<ClientConfig>, counts: Arc<SlowCounts>) {
+    loop {
+        if hold_once(server, tls.clone(), &counts).await.is_err() {
+            // Refused or reset before the half request went out: try again shortly.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Connects, sends [`HALF_REQUEST`] and holds the connection until the server ends it.
+async fn hold_once(
+    server: SocketAddr,
+    tls: Arc<ClientConfig>,
+    counts: &SlowCounts,
+) -> std::io::Result<()> {
+    let tcp = TcpStream::connect(server).await?;
+    let name = ServerName::from(server.ip());
+    let mut stream = TlsConnector::from(tls).connect(name, tcp).await?;
+    stream.write_all(HALF_REQUEST).await?;
+    counts.held.fetch_add(1, Ordering::Relaxed);
+    let mut buf = [0u8; 256];
+    // Ends at the server's close, with or without a TLS close_notify.
+    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+    counts.held.fetch_sub(1, Ordering::Relaxed);
+    counts.closed.fetch_add(1, Ordering::Relaxed);
+    Ok(())
 }
 
 // === impl Round ===

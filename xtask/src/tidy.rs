@@ -43,6 +43,21 @@ const NETLINK_PACKAGES: &[&str] = &[
 /// The tunnel's sans-IO protocol: time arrives as an argument and there is no runtime.
 const TUNNEL_PROTO: &[&str] = &["crates/tunnel/src/proto", "crates/tunnel/src/proto.rs"];
 
+/// Packages that may use `anyhow`: the binaries and xtask. Libraries return their crate's error
+/// enum, so callers can match on it.
+const ANYHOW_USERS: &[&str] = &["weft-server", "weft-agent", "xtask"];
+
+/// Edges between weft crates that the architecture rules out: (crate, what it must not reach,
+/// why). weft-ipam, at the bottom, must reach no weft crate at all (see [`boundaries`]).
+const FORBIDDEN_EDGES: &[(&str, &str, &str)] = &[(
+    "weft-node",
+    "weft-store",
+    "an agent learns leases from the servers' API, never from the store",
+)];
+
+/// The crate at the bottom of the graph: it depends on no other weft crate.
+const BOTTOM_CRATE: &str = "weft-ipam";
+
 /// Directories of data, not source, relative to the project root.
 const DATA_DIRS: &[&str] = &["fuzz/corpus", "fuzz/artifacts", "fuzz/coverage"];
 
@@ -80,6 +95,10 @@ pub(crate) const CHECKS: &[Check] = &[
     Check {
         name: "only weft-kernel depends directly on the netlink crates",
         run: netlink_only_in_kernel,
+    },
+    Check {
+        name: "crate boundaries: weft-ipam reaches no weft crate, weft-node not weft-store, anyhow only in the binaries and xtask",
+        run: |tree| Ok(boundaries(&tree.root, tree.metadata()?)),
     },
     Check {
         name: "the tunnel protocol never mentions Instant::now or tokio",
@@ -399,6 +418,77 @@ fn netlink_only_in_kernel(tree: &Tree) -> anyhow::Result<Vec<Violation>> {
         }
     }
     Ok(violations)
+}
+
+/// One dependency rule of [`boundaries`]: `krate` must not reach any of `forbidden` (with
+/// `direct_only`, must not declare it).
+struct Rule<'a> {
+    krate: &'a str,
+    forbidden: Vec<&'a str>,
+    why: &'a str,
+    direct_only: bool,
+}
+
+/// The dependency edges ARCHITECTURE.md rules out: [`BOTTOM_CRATE`] reaching any weft crate,
+/// the [`FORBIDDEN_EDGES`], and a direct `anyhow` outside [`ANYHOW_USERS`].
+fn boundaries(root: &Path, metadata: &Metadata) -> Vec<Violation> {
+    let members = metadata.members();
+    let mut rules = vec![Rule {
+        krate: BOTTOM_CRATE,
+        forbidden: members
+            .iter()
+            .map(String::as_str)
+            .filter(|m| m.starts_with("weft-") && *m != BOTTOM_CRATE)
+            .collect(),
+        why: "it is the bottom of the graph: move the code that needs it up a layer",
+        direct_only: false,
+    }];
+    for &(krate, forbidden, why) in FORBIDDEN_EDGES {
+        rules.push(Rule {
+            krate,
+            forbidden: vec![forbidden],
+            why,
+            direct_only: false,
+        });
+    }
+    for member in members
+        .iter()
+        .filter(|m| !ANYHOW_USERS.contains(&m.as_str()))
+    {
+        rules.push(Rule {
+            krate: member,
+            forbidden: vec!["anyhow"],
+            why: "a library returns its crate's thiserror enum; anyhow is for the binaries and xtask",
+            direct_only: true,
+        });
+    }
+    let mut violations = Vec::new();
+    for rule in rules {
+        let Some(manifest) = metadata.manifest_path(rule.krate) else {
+            continue;
+        };
+        let manifest_text = fs::read_to_string(&manifest).unwrap_or_default();
+        let path = relative(root, &manifest);
+        for chain in metadata.normal_dependency_chains(rule.krate, &rule.forbidden) {
+            if rule.direct_only && chain.len() != 2 {
+                continue;
+            }
+            let direct = chain.get(1).map(String::as_str).unwrap_or_default();
+            let message = format!(
+                "{} depends on {} ({}): {}",
+                rule.krate,
+                chain.last().map(String::as_str).unwrap_or_default(),
+                chain.join(" -> "),
+                rule.why,
+            );
+            violations.push(violation(
+                &path,
+                declaration_line(&manifest_text, direct),
+                message,
+            ));
+        }
+    }
+    violations
 }
 
 /// The line of `Cargo.toml` that declares the dependency `name`, or 1.

@@ -28,18 +28,21 @@ fn network() -> ClusterNetwork {
     .expect("the test network validates")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_swarm_registers_watches_and_times_every_change() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
+/// A weft-control server in this process on a free loopback port, held to `limits`: its URL,
+/// its token, its CA and its lease hub.
+async fn server(
+    dir: &std::path::Path,
+    limits: weft_api::http::ServeLimits,
+) -> (String, JoinToken, String, weft_control::hub::LeaseHub) {
     let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
     let url = format!("https://127.0.0.1:{port}");
     let started = weft_control::start(ServerSettings {
-        dir: dir.path().join("server"),
+        dir: dir.join("server"),
         datastore: Datastore::Embedded {
-            data_dir: dir.path().to_owned(),
+            data_dir: dir.to_owned(),
         },
         network: network(),
         token: None,
@@ -56,21 +59,30 @@ async fn a_small_swarm_registers_watches_and_times_every_change() {
         weft_api::tls::server_config(started.bootstrap.ca.cert_pem(), &started.bootstrap.serving)
             .expect("TLS");
     let hub = started.plane.hub().clone();
-    let serving = tokio::spawn(weft_api::http::serve(
+    tokio::spawn(weft_api::http::serve_limited(
         started.listener,
         tls,
         started.plane.clone(),
+        limits,
+        Arc::new(weft_api::http::Unobserved),
     ));
+    let ca = started.bootstrap.ca.cert_pem().to_owned();
+    (url, started.bootstrap.token.clone(), ca, hub)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_swarm_registers_watches_and_times_every_change() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (url, token, _, hub) = server(dir.path(), weft_api::http::ServeLimits::default()).await;
 
     let swarm = Swarm {
         server: url,
-        token: started.bootstrap.token.clone(),
+        token,
         agents: 20,
         rounds: 3,
         concurrency: 8,
     };
     let report = swarm.run().await.expect("the swarm runs");
-    serving.abort();
 
     assert_eq!(report.agents, 20);
     assert_eq!(report.rounds.len(), 3);
@@ -94,6 +106,30 @@ async fn a_small_swarm_registers_watches_and_times_every_change() {
         },
         "the last round's MAC"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_connect_again_when_the_header_deadline_closes_them() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let limits = weft_api::http::ServeLimits {
+        header_read_timeout: Duration::from_millis(300),
+        ..weft_api::http::ServeLimits::default()
+    };
+    let (url, _, ca, _) = server(dir.path(), limits).await;
+    let addr: SocketAddr = url
+        .trim_start_matches("https://")
+        .parse()
+        .expect("an address");
+    let slow = SlowClients::start(addr, &ca, 5).expect("slow clients");
+    slow.all_held().await.expect("all five hold a connection");
+    // Two header deadlines later, every first connection was closed, and each client is back.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        slow.closed() >= 5,
+        "the server closed {} slow connections, not every first one",
+        slow.closed()
+    );
+    slow.all_held().await.expect("all five connected again");
 }
 
 #[test]

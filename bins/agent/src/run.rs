@@ -7,14 +7,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use weft_config::{AgentConfig, AgentFlags, System, load_agent};
 use weft_kernel::Kernel;
-use weft_node::agent::{self, AgentSettings};
+use weft_node::LeaseSource;
+use weft_node::agent;
 use weft_node::daemon;
-use weft_node::egress::{self, EgressSettings};
 use weft_node::health::{Readiness, reasons};
-use weft_node::identity::NodeIdentity;
 use weft_node::metrics::{self, AgentMetrics, Registry};
 use weft_node::settings::{agent_settings, join_token, node_name};
-use weft_node::{ApiSource, LeaseSource};
+use weft_node::start::{self, Start};
 
 /// `weft-agent validate`: prints the effective configuration, or every error.
 pub(crate) fn validate(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
@@ -41,32 +40,18 @@ pub(crate) fn daemon(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
         let metrics_endpoint =
             metrics::spawn(config.node.metrics_address, registry, readiness).await;
 
-        let (source, settings) = source(&config)?;
-        let mut source = source.with_metrics(agent_metrics.clone());
-        let kernel = Kernel::connect()?;
-        let egress_settings = EgressSettings::for_agent(&settings, config.node.kubelet_port);
-        let (fabric, cluster) = agent::join(&mut source, settings, kernel).await?;
-        if !cluster_ok(&config, &cluster) {
-            return Ok(ExitCode::FAILURE);
-        }
-        joined.set();
-        let fabric = fabric
-            .with_metrics(agent_metrics.clone())
-            .with_readiness(reconciled);
-        // Tunnels to every server, whatever the backend (`none` too).
-        let mut egress = egress::start(
-            egress_settings,
-            &cluster,
-            fabric.local(),
-            source.credentials(),
-        )?;
-        egress.export_metrics(agent_metrics);
-        agent::run(
-            &mut egress.track(&mut source),
-            fabric,
-            daemon::shutdown_signal(),
-        )
-        .await?;
+        let node = &config.node;
+        let start = Start {
+            node,
+            node_name: node_name(node)?,
+            servers: servers(&config)?,
+            token: join_token(node)?,
+            alias: None,
+            metrics: agent_metrics,
+            joined,
+            reconciled,
+        };
+        start::run(start, daemon::shutdown_signal()).await?;
         drop(metrics_endpoint);
         tracing::info!("stopping; the pod network stays in place");
         Ok(ExitCode::SUCCESS)
@@ -81,13 +66,13 @@ pub(crate) fn plan(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
     daemon::init_logging(config.node.log_format);
     runtime()?.block_on(async {
         // Read-only: registering would issue a new certificate and revoke the running agent's.
-        let (source, settings) = source(&config)?;
+        let node = &config.node;
+        let (source, settings) =
+            start::api_source(node, node_name(node)?, servers(&config)?, join_token(node)?)?;
         let mut source = source.read_only();
         let kernel = Kernel::connect()?;
         let (mut fabric, cluster) = agent::join(&mut source, settings, kernel).await?;
-        if !cluster_ok(&config, &cluster) {
-            return Ok(ExitCode::FAILURE);
-        }
+        start::check_cluster(node, &cluster)?;
         let snapshot = source.next().await?;
         fabric.update(snapshot);
         let (plan, problems) = fabric.plan().await?;
@@ -199,40 +184,14 @@ fn load(flags: &AgentFlags) -> Option<AgentConfig> {
     loaded.result.ok()
 }
 
-/// The API lease source and the agent settings.
-fn source(config: &AgentConfig) -> anyhow::Result<(ApiSource, AgentSettings)> {
-    let node = &config.node;
-    let server = node
+/// The server `--server` names, the one the agent joins.
+fn servers(config: &AgentConfig) -> anyhow::Result<Vec<String>> {
+    let server = config
+        .node
         .server
         .as_ref()
         .context("no server to join: set --server (K3S_URL) to https://SERVER:9345")?;
-    let settings = agent_settings(node, node_name(node)?);
-    let identity = NodeIdentity::load_or_create(&settings.dir)?;
-    let source = ApiSource::new(
-        &settings.dir,
-        vec![server.as_str().to_owned()],
-        join_token(node)?,
-        identity,
-    );
-    Ok((source, settings))
-}
-
-/// Checks this node against the servers' cluster network; prints the problems.
-fn cluster_ok(config: &AgentConfig, cluster: &weft_config::ClusterNetwork) -> bool {
-    let (errors, warnings) = config.node.check_cluster(cluster);
-    write_stderr(
-        &warnings
-            .iter()
-            .map(|w| format!("warning: {w}"))
-            .collect::<Vec<_>>(),
-    );
-    write_stderr(
-        &errors
-            .iter()
-            .map(|e| format!("error: {e}"))
-            .collect::<Vec<_>>(),
-    );
-    errors.is_empty()
+    Ok(vec![server.as_str().to_owned()])
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -11,6 +11,12 @@
 
 mod run;
 
+/// jemalloc, whose background threads give freed pages back to the kernel within about 10 s
+/// even while every worker sleeps; glibc's malloc keeps a heap that many connections
+/// fragmented resident after they closed.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -91,7 +97,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(e) => {
-            run::write_stderr(&[format!("error: {e:#}")]);
+            weft_node::daemon::write_errors(&format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

@@ -8,22 +8,18 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context;
-use weft_api::JoinToken;
 use weft_api::client::AdminClient;
 use weft_api::http::ServeLimits;
 use weft_api::pki::CertifiedKey;
 use weft_config::{Role, ServerConfig, ServerFlags, System, load_data_dir, load_server};
 use weft_control::egress as server_egress;
 use weft_control::{ServerSettings, bootstrap, servers};
-use weft_kernel::Kernel;
-use weft_node::ApiSource;
-use weft_node::agent;
 use weft_node::daemon;
-use weft_node::egress;
-use weft_node::health::{Condition, Readiness, reasons};
-use weft_node::identity::{Credentials, NodeIdentity};
+use weft_node::health::{Readiness, reasons};
+use weft_node::identity::Credentials;
 use weft_node::metrics::{self, AgentMetrics, Registry};
-use weft_node::settings::{agent_settings, node_name};
+use weft_node::settings::{given_token, node_name};
+use weft_node::start::{self, Start};
 use weft_store::{ClientCertFiles, Datastore, EtcdTlsFiles};
 
 /// How long a stopping server waits for the store to remove its record.
@@ -49,12 +45,8 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
         let started = match weft_control::start(settings(&config)?).await {
             Ok(s) => s,
             Err(e) => {
-                write_stderr(
-                    &e.to_string()
-                        .lines()
-                        .map(|l| format!("error: {l}"))
-                        .collect::<Vec<_>>(),
-                );
+                // With its causes: `error: the cluster network in the store can't be used: ...`.
+                daemon::write_errors(&format!("{:#}", anyhow::Error::from(e)));
                 return Ok(ExitCode::FAILURE);
             }
         };
@@ -120,15 +112,23 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
                 Ok(())
             }
             Some(ready) => {
-                embedded_agent(
-                    &config,
-                    local_node.unwrap_or_default(),
-                    url.clone(),
+                // The embedded agent reaches its own server over loopback: the cluster knows
+                // the server by its advertise URL, which may not route back to this host.
+                let local = local_url(&config);
+                let (joined, reconciled) = ready;
+                let start = Start {
+                    node: &config.node,
+                    node_name: local_node.unwrap_or_default(),
+                    servers: vec![local.clone()],
                     token,
-                    agent_metrics,
-                    ready,
-                )
-                .await
+                    alias: Some((url.clone(), local)),
+                    metrics: agent_metrics,
+                    joined,
+                    reconciled,
+                };
+                start::run(start, daemon::shutdown_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
             }
         };
         serve.abort();
@@ -154,68 +154,6 @@ pub(crate) fn server(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Runs the embedded agent against this server until a stop signal; sets `joined` once it has
-/// joined and hands `reconciled` to its fabric.
-async fn embedded_agent(
-    config: &ServerConfig,
-    name: String,
-    url: String,
-    token: JoinToken,
-    metrics: AgentMetrics,
-    (joined, reconciled): (Condition, Condition),
-) -> anyhow::Result<()> {
-    let node = &config.node;
-    let settings = agent_settings(node, name);
-    let egress_settings = egress::EgressSettings::for_agent(&settings, node.kubelet_port);
-    let identity = NodeIdentity::load_or_create(&settings.dir)?;
-    // The embedded agent reaches its own server over loopback; the cluster knows the server by
-    // its advertise URL, which may not route back to this host (a NAT's address).
-    let local = local_url(config);
-    let mut source = ApiSource::new(&settings.dir, vec![local.clone()], token, identity)
-        .with_alias(url.clone(), local.clone())
-        .with_metrics(metrics.clone());
-    let kernel = Kernel::connect()?;
-    let (fabric, cluster) = agent::join(&mut source, settings, kernel).await?;
-    let fabric = fabric
-        .with_metrics(metrics.clone())
-        .with_readiness(reconciled);
-    let (errors, warnings) = node.check_cluster(&cluster);
-    write_stderr(
-        &warnings
-            .iter()
-            .map(|w| format!("warning: {w}"))
-            .collect::<Vec<_>>(),
-    );
-    if !errors.is_empty() {
-        anyhow::bail!(
-            "{}",
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-    }
-    joined.set();
-    // Tunnels to every server, whatever the backend (`none` too).
-    // Its tunnel to its own server goes over loopback too.
-    let egress_settings = egress_settings.with_alias(url, local);
-    let mut egress = egress::start(
-        egress_settings,
-        &cluster,
-        fabric.local(),
-        source.credentials(),
-    )?;
-    egress.export_metrics(metrics);
-    agent::run(
-        &mut egress.track(&mut source),
-        fabric,
-        daemon::shutdown_signal(),
-    )
-    .await?;
-    Ok(())
-}
-
 /// `weft-server node list`.
 pub(crate) fn node_list(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
     let Some((client, url)) = admin(flags)? else {
@@ -229,22 +167,16 @@ pub(crate) fn node_list(flags: &ServerFlags) -> anyhow::Result<ExitCode> {
         "{:<30} {:<32} {:<20} IPV6-CIDR",
         "NAME", "NODE-IPS", "IPV4-CIDR"
     )?;
-    for n in nodes {
-        let ips: Vec<String> = n["node-ips"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+    for node in nodes {
+        let ips: Vec<String> = node.node_ips.iter().map(ToString::to_string).collect();
+        let cidr = |cidr: Option<String>| cidr.unwrap_or_else(|| "-".to_owned());
         writeln!(
             out,
             "{:<30} {:<32} {:<20} {}",
-            n["name"].as_str().unwrap_or("?"),
+            node.name,
             ips.join(","),
-            n["ipv4-cidr"].as_str().unwrap_or("-"),
-            n["ipv6-cidr"].as_str().unwrap_or("-"),
+            cidr(node.ipv4_cidr.map(|c| c.to_string())),
+            cidr(node.ipv6_cidr.map(|c| c.to_string())),
         )?;
     }
     Ok(ExitCode::SUCCESS)
@@ -361,22 +293,6 @@ fn settings(config: &ServerConfig) -> anyhow::Result<ServerSettings> {
         names: vec![node.node_name.as_str().to_owned()],
         ips,
         bookmark_interval: weft_api::protocol::BOOKMARK_INTERVAL,
-    })
-}
-
-/// A token given as text or in a file (`flag` names the file's setting in errors).
-fn given_token(
-    text: Option<&weft_config::Token>,
-    file: Option<&std::path::Path>,
-    flag: &str,
-) -> anyhow::Result<Option<JoinToken>> {
-    Ok(match (text, file) {
-        (Some(t), _) => Some(JoinToken::parse(t.expose())?),
-        (None, Some(path)) => Some(JoinToken::parse(
-            &std::fs::read_to_string(path)
-                .with_context(|| format!("reading {flag} {}", path.display()))?,
-        )?),
-        (None, None) => None,
     })
 }
 

@@ -15,8 +15,8 @@ use crate::http::{read_body, send};
 use crate::pki::{CertifiedKey, ca_hash};
 use crate::protocol::{
     CACERTS_PATH, CONFIG_PATH, ErrorBody, LEASES_PATH, LeaseEvent, LeaseSnapshot,
-    NODE_PASSWORD_HEADER, NODES_PATH, PODS_PATH, PodReport, REGISTER_PATH, RegisterRequest,
-    RegisterResponse, SERVERS_PATH,
+    NODE_PASSWORD_HEADER, NODES_PATH, NodeInfo, PODS_PATH, PodReport, REGISTER_PATH,
+    RegisterRequest, RegisterResponse, SERVERS_PATH,
 };
 use crate::tls::{bootstrap_client_config, client_config};
 use crate::{ApiError, JoinToken};
@@ -338,8 +338,8 @@ impl AdminClient {
         })
     }
 
-    /// Every node with its addresses and pod CIDRs, as JSON objects.
-    pub async fn list_nodes(&self, server: &str) -> Result<Vec<serde_json::Value>, ApiError> {
+    /// Every node with its addresses and pod CIDRs.
+    pub async fn list_nodes(&self, server: &str) -> Result<Vec<NodeInfo>, ApiError> {
         let body = exchange(
             server,
             self.tls.clone(),

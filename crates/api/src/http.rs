@@ -20,7 +20,7 @@ use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 
@@ -70,11 +70,14 @@ pub struct ServeLimits {
     pub max_connections_per_address: usize,
     /// How long a client may take over its TLS handshake.
     pub handshake_timeout: Duration,
-    /// How long a request's headers may take to arrive, from the end of the handshake or of the
-    /// previous response.
+    /// How long a request's headers may take to arrive: the first request's from the end of the
+    /// handshake, a later one's from its first byte (Go's `ReadHeaderTimeout`). Bytes that came
+    /// after the previous request's headers (a body, a pipelined request) start the next
+    /// request's deadline when its headers are read.
     pub header_read_timeout: Duration,
-    /// How long a connection may move no byte either way before it is closed (a stalled body, a
-    /// client that stopped reading); upgraded connections are exempt.
+    /// How long a connection may move no byte either way before it is closed: a keep-alive
+    /// connection waiting for its next request (Go's `IdleTimeout`), a stalled body, a client
+    /// that stopped reading; upgraded connections are exempt.
     pub idle_timeout: Duration,
 }
 
@@ -89,7 +92,8 @@ pub enum Dropped {
     HandshakeTimeout,
     /// Closed: a request's headers took longer than [`ServeLimits::header_read_timeout`].
     HeaderTimeout,
-    /// Closed: nothing moved for [`ServeLimits::idle_timeout`].
+    /// Closed: nothing moved for [`ServeLimits::idle_timeout`], or a keep-alive connection got
+    /// no next request within it.
     IdleTimeout,
 }
 
@@ -194,33 +198,53 @@ pub async fn serve_limited(
         tokio::spawn(async move {
             // Counted until the connection closes or is upgraded.
             let _held = held;
-            if let Some(why) = serve_connection(tcp, addr, tls, handler, limits).await {
-                tracing::debug!(%addr, ?why, "connection closed");
-                observer.dropped(why);
-            }
+            serve_connection(tcp, addr, tls, handler, limits, &*observer).await;
         });
     }
 }
 
-/// Serves one connection; returns the deadline it missed, if any.
+/// Serves one connection, telling `observer` of the deadline it missed, if any (a first
+/// request's header deadline before the connection closes, so a client that saw the close finds
+/// it counted).
 async fn serve_connection(
     tcp: TcpStream,
     addr: SocketAddr,
     tls: Arc<ServerConfig>,
     handler: Arc<dyn Handler>,
     limits: ServeLimits,
-) -> Option<Dropped> {
+    observer: &dyn ConnectionObserver,
+) {
+    let dropped = |why: Dropped| {
+        tracing::debug!(%addr, ?why, "connection closed");
+        observer.dropped(why);
+    };
     let _ = tcp.set_nodelay(true);
     // An idle connection holds no TLS buffer (see `tls_server`).
-    let tls =
+    let mut tls =
         match tokio::time::timeout(limits.handshake_timeout, tls_server::accept(tls, tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::debug!(%addr, error = %e, "TLS handshake failed");
-                return None;
+                return;
             }
-            Err(_) => return Some(Dropped::HandshakeTimeout),
+            Err(_) => return dropped(Dropped::HandshakeTimeout),
         };
+    // A client that has not finished its first request's head holds no hyper connection yet
+    // (hyper allocates two 8 KiB buffers per connection): the head is read here first, within
+    // the header deadline, and handed to hyper with the stream.
+    let head = match tokio::time::timeout(limits.header_read_timeout, read_head(&mut tls)).await {
+        Ok(Ok(head)) if head.is_empty() => return,
+        Ok(Ok(head)) => head,
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, error = %e, "reading the first request failed");
+            return;
+        }
+        Err(_) => {
+            dropped(Dropped::HeaderTimeout);
+            drop(tls);
+            return;
+        }
+    };
     let leaf = tls.peer_certificates().and_then(|certs| certs.first());
     let identity = leaf.and_then(|cert| client_identity(cert).ok());
     let fingerprint = leaf.map(|cert| cert_fingerprint(cert));
@@ -229,20 +253,31 @@ async fn serve_connection(
         identity,
         fingerprint,
     };
+    let (io, activity) = Watched::new(Prefixed { head, inner: tls });
+    let heads = activity.clone();
     let service = hyper::service::service_fn(move |req| {
+        heads.head_received();
         let handler = handler.clone();
         let peer = peer.clone();
         async move { Ok::<_, Infallible>(handler.handle(req, peer).await) }
     });
-    let (io, activity) = Watched::new(tls);
+    let timer = HeadTimer {
+        activity: activity.clone(),
+        idle_timeout: limits.idle_timeout,
+        header_read_timeout: limits.header_read_timeout,
+    };
     let connection = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
+        .timer(timer)
         .header_read_timeout(limits.header_read_timeout)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    tokio::select! {
+    let missed = tokio::select! {
         served = connection => match served {
             Ok(()) => None,
+            // The head's sleep ends waiting for a first byte at the idle deadline.
+            Err(e) if e.is_timeout() && activity.head_began().is_none() => {
+                Some(Dropped::IdleTimeout)
+            }
             Err(e) if e.is_timeout() => Some(Dropped::HeaderTimeout),
             Err(e) => {
                 tracing::debug!(%addr, error = %e, "connection ended with an error");
@@ -250,6 +285,76 @@ async fn serve_connection(
             }
         },
         () = activity.idle_for(limits.idle_timeout) => Some(Dropped::IdleTimeout),
+    };
+    if let Some(why) = missed {
+        dropped(why);
+    }
+}
+
+/// The most of a first request [`read_head`] reads before it hands the rest to hyper, whose
+/// own limits then apply (a longer head gets the header deadline again for its rest).
+const HEAD_READ_LIMIT: usize = 8 * 1024;
+
+/// Reads from `stream` until the end of a request's head (an empty line), the client's close
+/// or [`HEAD_READ_LIMIT`] bytes; returns what it read (nothing: closed before a byte came).
+async fn read_head<IO: AsyncRead + Unpin>(stream: &mut IO) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    while head.len() < HEAD_READ_LIMIT {
+        // Grows with what comes: a client that sent half a line holds a few dozen bytes.
+        head.reserve(256);
+        if stream.read_buf(&mut head).await? == 0 {
+            break;
+        }
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    Ok(head)
+}
+
+/// A stream that yields `head` (bytes read from `inner` already) before `inner`'s own.
+struct Prefixed<IO> {
+    head: Vec<u8>,
+    inner: IO,
+}
+
+// === impl Prefixed ===
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.head.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.head.len().min(buf.remaining());
+        buf.put_slice(&self.head[..n]);
+        self.head.drain(..n);
+        if self.head.is_empty() {
+            // Frees it.
+            self.head = Vec::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -320,11 +425,41 @@ struct Watched<IO> {
     activity: Arc<Activity>,
 }
 
-/// When a [`Watched`] stream last moved a byte, in milliseconds since it was made.
+/// When a [`Watched`] stream last moved a byte, and when the request head hyper reads began, in
+/// milliseconds since the stream was made (at the end of the TLS handshake).
 #[derive(Debug)]
 struct Activity {
     since: tokio::time::Instant,
     last_ms: AtomicU64,
+    /// When the first byte after the previous request's head came ([`NO_HEAD`]: none yet); the
+    /// first request's head begins with the stream.
+    head_began_ms: AtomicU64,
+}
+
+/// [`Activity::head_began_ms`] while no byte came since the previous request's head.
+const NO_HEAD: u64 = u64::MAX;
+
+/// hyper's timer for a connection [`serve_connection`] serves. hyper's HTTP/1 server asks it only
+/// for the header read deadline, and asks as soon as the previous response is written, so a
+/// keep-alive connection waiting for its next request would be held to that deadline; this timer
+/// makes hyper's sleep a [`HeadDeadline`] instead.
+#[derive(Debug, Clone)]
+struct HeadTimer {
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    header_read_timeout: Duration,
+}
+
+/// The deadline of one request's head: while no byte came since the previous request's head,
+/// the idle deadline from when hyper began waiting; from the first byte on, the header deadline
+/// from that byte. The connection's own task reads the bytes and polls this sleep, so a read
+/// that moves the deadline also polls it.
+#[derive(Debug)]
+struct HeadDeadline {
+    activity: Arc<Activity>,
+    header_read_timeout: Duration,
+    awaiting_first_byte: bool,
+    sleep: Pin<Box<tokio::time::Sleep>>,
 }
 
 // === impl Watched ===
@@ -334,6 +469,7 @@ impl<IO> Watched<IO> {
         let activity = Arc::new(Activity {
             since: tokio::time::Instant::now(),
             last_ms: AtomicU64::new(0),
+            head_began_ms: AtomicU64::new(0),
         });
         let watched = Watched {
             inner,
@@ -352,7 +488,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.moved();
+            self.activity.read();
         }
         polled
     }
@@ -366,7 +502,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.moved();
+            self.activity.wrote();
         }
         polled
     }
@@ -383,9 +519,38 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
 // === impl Activity ===
 
 impl Activity {
-    fn moved(&self) {
-        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+    /// Milliseconds since the stream was made.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.since.elapsed().as_millis()).unwrap_or(NO_HEAD - 1)
+    }
+
+    /// A byte went out.
+    fn wrote(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// A byte came in: the first after a request's head begins the next head, as far as anyone
+    /// can tell below HTTP.
+    fn read(&self) {
+        let ms = self.now_ms();
         self.last_ms.store(ms, Ordering::Relaxed);
+        let _ =
+            self.head_began_ms
+                .compare_exchange(NO_HEAD, ms, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// hyper has read a request's head: the next one begins with the next byte.
+    fn head_received(&self) {
+        self.head_began_ms.store(NO_HEAD, Ordering::Relaxed);
+    }
+
+    /// When the request head being read began: `None` while no byte came since the previous
+    /// request's head.
+    fn head_began(&self) -> Option<tokio::time::Instant> {
+        match self.head_began_ms.load(Ordering::Relaxed) {
+            NO_HEAD => None,
+            ms => Some(self.since + Duration::from_millis(ms)),
+        }
     }
 
     /// Resolves once no byte moved for `limit`.
@@ -400,6 +565,49 @@ impl Activity {
         }
     }
 }
+
+// === impl HeadTimer ===
+
+impl hyper::rt::Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        TokioTimer::new().sleep(duration)
+    }
+
+    /// hyper's header read deadline, `header_read_timeout` from now: kept as it is when bytes
+    /// came since the previous head (the first request, a body, a pipelined request), otherwise
+    /// the idle deadline until the first byte comes.
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let (awaiting_first_byte, until) = match self.activity.head_began() {
+            Some(_) => (false, tokio::time::Instant::from_std(deadline)),
+            None => (true, tokio::time::Instant::now() + self.idle_timeout),
+        };
+        Box::pin(HeadDeadline {
+            activity: self.activity.clone(),
+            header_read_timeout: self.header_read_timeout,
+            awaiting_first_byte,
+            sleep: Box::pin(tokio::time::sleep_until(until)),
+        })
+    }
+}
+
+// === impl HeadDeadline ===
+
+impl Future for HeadDeadline {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.awaiting_first_byte
+            && let Some(began) = this.activity.head_began()
+        {
+            this.awaiting_first_byte = false;
+            this.sleep.as_mut().reset(began + this.header_read_timeout);
+        }
+        this.sleep.as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for HeadDeadline {}
 
 /// How long [`send`] waits for the TCP connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -8,7 +8,7 @@
 //! | `GET /v1-weft/leases` | node certificate | | [`LeaseSnapshot`] |
 //! | `GET /v1-weft/leases?watch=<revision>` | node certificate | | [`LeaseEvent`]s as JSON lines, from after `revision` |
 //! | `GET /v1-weft/servers` | node certificate | | the servers' URLs |
-//! | `GET /v1-weft/nodes` | admin certificate | | every node, with its pod CIDRs |
+//! | `GET /v1-weft/nodes` | admin certificate | | every node as a [`NodeInfo`], with its pod CIDRs |
 //! | `DELETE /v1-weft/nodes/<name>` | admin certificate | | deletes the node and its lease |
 //! | `PUT /v1-weft/pods` | node certificate | [`PodReport`] | replaces the calling node's pods (egress `cluster` mode); `422` if an IP lies outside its lease |
 //!
@@ -19,6 +19,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use weft_fabric::{BackendData, Lease};
+use weft_ipam::{Ipv4Cidr, Ipv6Cidr};
+
+#[cfg(test)]
+mod tests;
 
 /// Where agents fetch the CA bundle.
 pub const CACERTS_PATH: &str = "/cacerts";
@@ -77,6 +81,26 @@ pub struct RegisterResponse {
     pub node_key_pem: String,
     /// Every server's base URL, this one first.
     pub servers: Vec<String>,
+}
+
+/// One node, as `GET /v1-weft/nodes` lists it: what it registered, and its lease's pod CIDRs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct NodeInfo {
+    /// The node's name.
+    pub name: String,
+    /// Its internal IPs (`--node-ip`).
+    pub node_ips: Vec<IpAddr>,
+    /// Its external IPs (`--node-external-ip`).
+    pub external_ips: Vec<IpAddr>,
+    /// Its IPv4 pod CIDR; `None` without a lease or IPv4.
+    #[serde(default, with = "weft_fabric::opt_display")]
+    pub ipv4_cidr: Option<Ipv4Cidr>,
+    /// Its IPv6 pod CIDR; `None` without a lease or IPv6.
+    #[serde(default, with = "weft_fabric::opt_display")]
+    pub ipv6_cidr: Option<Ipv6Cidr>,
+    /// When it first registered, in seconds since the Unix epoch.
+    pub created_at: u64,
 }
 
 /// Every lease, at a store revision.

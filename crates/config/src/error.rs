@@ -625,7 +625,7 @@ pub enum ConfigError {
     )]
     FamiliesChanged {
         /// The setting (`cluster-cidr` or `service-cidr`).
-        setting: &'static str,
+        setting: Key,
         /// This server's families.
         this: weft_ipam::IpFamilies,
         /// The cluster's families.
@@ -637,7 +637,7 @@ pub enum ConfigError {
     )]
     CriticalMismatch {
         /// The setting.
-        setting: &'static str,
+        setting: Key,
         /// This server's value.
         this: String,
         /// The cluster's value.

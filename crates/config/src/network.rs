@@ -211,7 +211,7 @@ impl ClusterNetwork {
     /// The critical settings as `(setting, value)` text, in a fixed order.
     ///
     /// Lists are comma-joined, as their flags take them.
-    pub fn critical_fields(&self) -> Vec<(&'static str, String)> {
+    pub fn critical_fields(&self) -> Vec<(Key, String)> {
         let join = |ips: &[IpAddr]| {
             ips.iter()
                 .map(ToString::to_string)
@@ -219,37 +219,31 @@ impl ClusterNetwork {
                 .join(",")
         };
         vec![
-            (Key::ClusterCidr.name(), self.cluster_cidr.to_string()),
-            (Key::ServiceCidr.name(), self.service_cidr.to_string()),
-            (Key::ClusterDns.name(), join(&self.cluster_dns)),
-            (Key::ClusterDomain.name(), self.cluster_domain.to_string()),
+            (Key::ClusterCidr, self.cluster_cidr.to_string()),
+            (Key::ServiceCidr, self.service_cidr.to_string()),
+            (Key::ClusterDns, join(&self.cluster_dns)),
+            (Key::ClusterDomain, self.cluster_domain.to_string()),
             (
-                Key::DisableNetworkPolicy.name(),
+                Key::DisableNetworkPolicy,
                 self.disable_network_policy.to_string(),
             ),
-            (Key::FlannelBackend.name(), self.flannel_backend.to_string()),
+            (Key::FlannelBackend, self.flannel_backend.to_string()),
+            (Key::FlannelIpv6Masq, self.flannel_ipv6_masq.to_string()),
+            (Key::FlannelExternalIp, self.flannel_external_ip.to_string()),
             (
-                Key::FlannelIpv6Masq.name(),
-                self.flannel_ipv6_masq.to_string(),
-            ),
-            (
-                Key::FlannelExternalIp.name(),
-                self.flannel_external_ip.to_string(),
-            ),
-            (
-                Key::EgressSelectorMode.name(),
+                Key::EgressSelectorMode,
                 self.egress_selector_mode.to_string(),
             ),
             (
-                Key::NodeCidrMaskSizeIpv4.name(),
+                Key::NodeCidrMaskSizeIpv4,
                 self.node_cidr_mask_size_ipv4.to_string(),
             ),
             (
-                Key::NodeCidrMaskSizeIpv6.name(),
+                Key::NodeCidrMaskSizeIpv6,
                 self.node_cidr_mask_size_ipv6.to_string(),
             ),
             (
-                Key::FlannelConf.name(),
+                Key::FlannelConf,
                 self.net_conf.as_ref().map_or("none".to_owned(), |c| {
                     c.to_json(Secrets::Redact).to_string()
                 }),
@@ -282,13 +276,16 @@ impl ClusterNetwork {
             _ => None,
         };
         if psk(self) != psk(cluster) {
-            let shown =
-                |p: Option<crate::Psk>| p.map_or("none".to_owned(), |_| REDACTED.to_owned());
+            let shown = |p: Option<crate::Psk>| {
+                p.map_or("no Backend.PSK".to_owned(), |_| {
+                    format!("Backend.PSK {REDACTED}")
+                })
+            };
             let (this, theirs) = (shown(psk(self)), shown(psk(cluster)));
             errors.push(ConfigError::CriticalMismatch {
-                setting: "flannel-conf Backend.PSK",
+                setting: Key::FlannelConf,
                 cluster: if this == theirs {
-                    format!("another {theirs} key")
+                    format!("another {theirs}")
                 } else {
                     theirs
                 },
@@ -296,16 +293,8 @@ impl ClusterNetwork {
             });
         }
         for (setting, this, theirs) in [
-            (
-                Key::ClusterCidr.name(),
-                &self.cluster_cidr,
-                &cluster.cluster_cidr,
-            ),
-            (
-                Key::ServiceCidr.name(),
-                &self.service_cidr,
-                &cluster.service_cidr,
-            ),
+            (Key::ClusterCidr, &self.cluster_cidr, &cluster.cluster_cidr),
+            (Key::ServiceCidr, &self.service_cidr, &cluster.service_cidr),
         ] {
             let (a, b) = (this.families(), theirs.families());
             if a.has_ipv4() != b.has_ipv4() || a.has_ipv6() != b.has_ipv6() {

@@ -381,17 +381,17 @@ fn seal<T: Serialize>(value: &T, secret: &str) -> Result<Vec<u8>, ControlError> 
     let mut nonce = [0u8; 12];
     rand::rng().fill_bytes(&mut salt);
     rand::rng().fill_bytes(&mut nonce);
-    let plain = serde_json::to_vec(value).map_err(|e| ControlError::Bootstrap(e.to_string()))?;
+    let plain = serde_json::to_vec(value).map_err(ControlError::BootstrapEncoding)?;
     let data = ChaCha20Poly1305::new(&key_for(secret, &salt))
         .encrypt(Nonce::from_slice(&nonce), plain.as_slice())
-        .map_err(|_| ControlError::Bootstrap("sealing the bootstrap record failed".into()))?;
+        .map_err(|_| ControlError::BootstrapSeal)?;
     serde_json::to_vec(&Sealed {
         v: 1,
         salt: hex::encode(salt),
         nonce: hex::encode(nonce),
         data: hex::encode(data),
     })
-    .map_err(|e| ControlError::Bootstrap(e.to_string()))
+    .map_err(ControlError::BootstrapEncoding)
 }
 
 fn unseal<T: for<'de> Deserialize<'de>>(
@@ -399,21 +399,24 @@ fn unseal<T: for<'de> Deserialize<'de>>(
     bytes: &[u8],
     secret: &str,
 ) -> Result<T, ControlError> {
-    let corrupt = |what: &str| {
-        ControlError::Bootstrap(format!("the bootstrap record at {key} is damaged ({what})"))
+    let corrupt = |what: &str, source: Option<serde_json::Error>| ControlError::BootstrapDamaged {
+        key: key.to_owned(),
+        what: what.to_owned(),
+        source,
     };
-    let sealed: Sealed = serde_json::from_slice(bytes).map_err(|e| corrupt(&e.to_string()))?;
+    let sealed: Sealed =
+        serde_json::from_slice(bytes).map_err(|e| corrupt("the envelope", Some(e)))?;
     if sealed.v != 1 {
-        return Err(corrupt(&format!("unknown version {}", sealed.v)));
+        return Err(corrupt(&format!("unknown version {}", sealed.v), None));
     }
-    let salt = hex::decode(&sealed.salt).map_err(|_| corrupt("salt"))?;
-    let nonce = hex::decode(&sealed.nonce).map_err(|_| corrupt("nonce"))?;
-    let data = hex::decode(&sealed.data).map_err(|_| corrupt("data"))?;
+    let salt = hex::decode(&sealed.salt).map_err(|_| corrupt("salt", None))?;
+    let nonce = hex::decode(&sealed.nonce).map_err(|_| corrupt("nonce", None))?;
+    let data = hex::decode(&sealed.data).map_err(|_| corrupt("data", None))?;
     if nonce.len() != 12 {
-        return Err(corrupt("nonce length"));
+        return Err(corrupt("nonce length", None));
     }
     let plain = ChaCha20Poly1305::new(&key_for(secret, &salt))
         .decrypt(Nonce::from_slice(&nonce), data.as_slice())
         .map_err(|_| ControlError::WrongToken)?;
-    serde_json::from_slice(&plain).map_err(|e| corrupt(&e.to_string()))
+    serde_json::from_slice(&plain).map_err(|e| corrupt("the sealed record", Some(e)))
 }

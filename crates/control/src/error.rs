@@ -19,10 +19,11 @@ pub enum ControlError {
         errors: Vec<weft_config::ConfigError>,
     },
     /// The cluster network stored by the first server can't be read.
-    #[error("the cluster network in the store can't be used: {reason}")]
+    #[error("the cluster network in the store can't be used")]
     StoredNetwork {
-        /// What is wrong.
-        reason: String,
+        /// What is wrong with it.
+        #[source]
+        source: weft_config::ConfigError,
     },
     /// The token does not open the cluster's bootstrap record.
     #[error(
@@ -59,9 +60,23 @@ pub enum ControlError {
         /// The cluster's CA hash.
         actual: String,
     },
-    /// The bootstrap record can't be made or read.
-    #[error("bootstrap: {0}")]
-    Bootstrap(String),
+    /// The bootstrap record could not be encoded.
+    #[error("encoding the bootstrap record")]
+    BootstrapEncoding(#[source] serde_json::Error),
+    /// Encrypting the bootstrap record failed.
+    #[error("sealing the bootstrap record failed")]
+    BootstrapSeal,
+    /// The stored bootstrap record is damaged.
+    #[error("the bootstrap record at {key} is damaged ({what}); restore the store from a backup")]
+    BootstrapDamaged {
+        /// Its store key.
+        key: String,
+        /// The part that is damaged.
+        what: String,
+        /// The decoder's error, when a decoder failed.
+        #[source]
+        source: Option<serde_json::Error>,
+    },
     /// A file of the server's could not be read or written.
     #[error("{path}: {reason}")]
     File {

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use weft_api::JoinToken;
-use weft_config::ClusterNetwork;
+use weft_config::{ClusterNetwork, Key};
 use weft_store::{Claim, Created, Datastore, Store, StoreError};
 
 pub use error::ControlError;
@@ -215,10 +215,10 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// The critical settings a restart may change, as K3s's migration to wireguard-native does:
 /// "update the config on every server, then restart the nodes, servers first".
-pub const MIGRATABLE_SETTINGS: [&str; 3] = [
-    "flannel-backend",
-    "flannel-ipv6-masq",
-    "egress-selector-mode",
+pub const MIGRATABLE_SETTINGS: [Key; 3] = [
+    Key::FlannelBackend,
+    Key::FlannelIpv6Masq,
+    Key::EgressSelectorMode,
 ];
 
 /// Stores the cluster network on the cluster's first start; later, compares this server's
@@ -241,10 +241,8 @@ pub async fn check_network(store: &Store, network: &ClusterNetwork) -> Result<()
             }
             Created::Existing(stored) => stored,
         };
-        let cluster: ClusterNetwork =
-            ClusterNetwork::from_json(&stored.value).map_err(|e| ControlError::StoredNetwork {
-                reason: e.to_string(),
-            })?;
+        let cluster: ClusterNetwork = ClusterNetwork::from_json(&stored.value)
+            .map_err(|source| ControlError::StoredNetwork { source })?;
         let errors = network.compare_critical(&cluster);
         if errors.is_empty() {
             return Ok(());

@@ -27,7 +27,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use weft_api::http::{Body, Handler, Peer, error_response, full, json_response, read_body};
 use weft_api::pki::{ClientIdentity, ClusterCa, pem_fingerprint};
 use weft_api::protocol::{
-    CACERTS_PATH, CONFIG_PATH, LEASES_PATH, LeaseEvent, NODE_PASSWORD_HEADER, NODES_PATH,
+    CACERTS_PATH, CONFIG_PATH, LEASES_PATH, LeaseEvent, NODE_PASSWORD_HEADER, NODES_PATH, NodeInfo,
     PODS_PATH, REGISTER_PATH, RegisterRequest, RegisterResponse, SERVERS_PATH,
 };
 use weft_api::token::{hash_node_password, secrets_equal, verify_node_password};
@@ -428,19 +428,19 @@ impl ControlPlane {
         match self.store.list_nodes().await {
             Ok(nodes) => {
                 let leases = self.hub.snapshot();
-                let rows: Vec<serde_json::Value> = nodes
+                let rows: Vec<NodeInfo> = nodes
                     .items
                     .into_iter()
                     .map(|n| {
                         let lease = leases.leases.iter().find(|l| l.node_name == n.value.name);
-                        serde_json::json!({
-                            "name": n.value.name,
-                            "node-ips": n.value.node_ips,
-                            "external-ips": n.value.external_ips,
-                            "ipv4-cidr": lease.and_then(|l| l.ipv4_cidr).map(|c| c.to_string()),
-                            "ipv6-cidr": lease.and_then(|l| l.ipv6_cidr).map(|c| c.to_string()),
-                            "created-at": n.value.created_at.0,
-                        })
+                        NodeInfo {
+                            ipv4_cidr: lease.and_then(|l| l.ipv4_cidr),
+                            ipv6_cidr: lease.and_then(|l| l.ipv6_cidr),
+                            name: n.value.name,
+                            node_ips: n.value.node_ips,
+                            external_ips: n.value.external_ips,
+                            created_at: n.value.created_at.0,
+                        }
                     })
                     .collect();
                 json_response(StatusCode::OK, &rows)

@@ -1076,7 +1076,7 @@ async fn each_certificate_does_its_one_job() {
         .expect("the admin lists");
     assert_eq!(nodes.len(), 1, "{nodes:?}");
     assert_eq!(
-        nodes[0]["name"], "agent-1",
+        nodes[0].name, "agent-1",
         "not deleted by the kube-apiserver"
     );
 

@@ -28,15 +28,16 @@ use crate::backend::{Backend, BackendKind, FabricConfig, PeerProblem, desired_st
 use crate::claims::{Claim, claims_of, first_claims, local_holders};
 use crate::plan::{Plan, plan};
 use crate::state::{Address, KernelState, Route};
-use crate::{FabricError, Lease, MacAddr, WgPublicKey};
+use crate::{FabricError, Lease, MacAddr, MasqMode, WgPublicKey};
 
 #[cfg(test)]
 mod tests;
 
 /// Keys of per-object kernel state: what one change may have touched.
 ///
-/// Links, sysctls and firewall tables are node-wide and are not keyed here: a lease change
-/// never touches them, and a change to them is reconciled in full.
+/// Links and sysctls are node-wide and are not keyed here: a lease change never touches them,
+/// and a change to them is reconciled in full. Firewall tables are keyed by (family, mode) for
+/// their change notifications; a lease change never touches them either.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectKeys {
     /// Addresses.
@@ -49,6 +50,8 @@ pub struct ObjectKeys {
     pub fdb: BTreeSet<(String, MacAddr)>,
     /// WireGuard peers by (device, public key).
     pub wg_peers: BTreeSet<(String, WgPublicKey)>,
+    /// Firewall tables by (family, mode).
+    pub firewall: BTreeSet<(Family, MasqMode)>,
 }
 
 /// One kernel object that changed, as a kernel notification reports it.
@@ -132,6 +135,7 @@ impl ObjectKeys {
             && self.neighbours.is_empty()
             && self.fdb.is_empty()
             && self.wg_peers.is_empty()
+            && self.firewall.is_empty()
     }
 
     /// How many objects are named.
@@ -141,6 +145,7 @@ impl ObjectKeys {
             + self.neighbours.len()
             + self.fdb.len()
             + self.wg_peers.len()
+            + self.firewall.len()
     }
 
     /// Adds the keys of every per-object entry of `state`.
@@ -150,6 +155,7 @@ impl ObjectKeys {
         self.neighbours.extend(state.neighbours.keys().cloned());
         self.fdb.extend(state.fdb.keys().cloned());
         self.wg_peers.extend(state.wg_peers.keys().cloned());
+        self.firewall.extend(state.firewall.keys().copied());
     }
 
     /// Adds the key `change` is about.
@@ -177,6 +183,7 @@ impl ObjectKeys {
         self.neighbours.extend(other.neighbours);
         self.fdb.extend(other.fdb);
         self.wg_peers.extend(other.wg_peers);
+        self.firewall.extend(other.firewall);
     }
 }
 
@@ -252,6 +259,11 @@ impl KernelState {
         for key in &keys.wg_peers {
             if let Some(peer) = self.wg_peers.get(key) {
                 out.wg_peers.insert(key.clone(), peer.clone());
+            }
+        }
+        for key in &keys.firewall {
+            if let Some(table) = self.firewall.get(key) {
+                out.firewall.insert(*key, table.clone());
             }
         }
         out

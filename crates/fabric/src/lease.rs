@@ -157,14 +157,16 @@ impl FromStr for MacAddr {
     }
 }
 
-/// Serde for `Option<T>` through `Display`/`FromStr`, so CIDRs and MACs read as strings.
-mod opt_display {
+/// Serde for `Option<T>` through `Display`/`FromStr`, so CIDRs and MACs read as strings
+/// (`#[serde(default, with = "weft_fabric::opt_display")]`, as weft-api's messages use it too).
+pub mod opt_display {
     use std::fmt::Display;
     use std::str::FromStr;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<T: Display, S: Serializer>(
+    /// Writes `Some(v)` as `v`'s `Display` string, `None` as null.
+    pub fn serialize<T: Display, S: Serializer>(
         value: &Option<T>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
@@ -174,7 +176,8 @@ mod opt_display {
         }
     }
 
-    pub(super) fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+    /// Reads a string with `FromStr`, or null as `None`.
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
     where
         T: FromStr,
         T::Err: Display,

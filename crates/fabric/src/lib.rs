@@ -43,7 +43,7 @@ pub use claims::Claim;
 pub use error::FabricError;
 pub use host_gw::HostGw;
 pub use incremental::{Change, DesiredPeers, ObjectKeys, plan_objects};
-pub use lease::{BackendData, Lease, MacAddr};
+pub use lease::{BackendData, Lease, MacAddr, opt_display};
 pub use plan::{Op, Plan, ROUTE_PROTOCOL, plan};
 pub use state::{
     Address, DesiredState, FirewallTable, KernelState, Link, LinkKind, MasqMode, Route,

@@ -48,7 +48,7 @@ mod wireguard;
 
 pub use error::KernelError;
 pub use interface::DefaultInterface;
-pub use mirror::{Converged, Mirror, Notice, RECEIVE_BUFFER, Resync};
+pub use mirror::{Converged, Mirror, Notice, RECEIVE_BUFFER, Resync, WIREGUARD_POLL};
 pub use observe::Scope;
 pub use probe::Capability;
 pub use wireguard::{Handshake, WgPrivateKey, Wireguard};

@@ -13,16 +13,27 @@
 //! when it can't trust what it holds: at start-up, when the caller asks (the periodic
 //! reconcile), when a link in the scope is deleted or differs from the one the mirror holds
 //! (its objects may have gone with it, without a notification each), when an apply failed, and when the kernel dropped notifications because
-//! the socket's receive buffer was full (ENOBUFS). WireGuard peers, sysctls and firewall tables
-//! have no notifications: the mirror follows them through its own applies, and the periodic
-//! resync catches anyone else's change to them.
+//! the socket's receive buffer was full (ENOBUFS).
+//!
+//! Firewall tables and WireGuard peers are followed by their own means:
+//! - nftables multicasts every change (`nft monitor`), iptables-nft's included: a second socket
+//!   hears which of weft's tables or chains someone touched ([`netfilter`]), and the mirror
+//!   reads that table again and hands out its key when it differs from what it holds (its own
+//!   applies' echoes read the same and are dropped). Legacy iptables sends nothing.
+//! - The kernel's WireGuard has no notifications: the mirror reads the peers of its kernel
+//!   devices every [`WIREGUARD_POLL`] and hands out the keys of those that differ. The
+//!   userspace devices are configured only through this agent's private channel, so nobody
+//!   else can change their peers; deleting such a device is a link notification.
+//!
+//! Sysctls have no notifications: the periodic resync catches anyone else's change to them.
 //!
 //! What this module deliberately does not do: decide. The desired state comes from the caller;
 //! the mirror only plans against it with weft-fabric's planner and applies the result.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use rtnetlink::constants::{
     RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE, RTMGRP_LINK,
@@ -34,19 +45,33 @@ use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::route::RouteMessage;
 use rtnetlink::sys::protocols::NETLINK_ROUTE;
 use rtnetlink::sys::{AsyncSocket as _, AsyncSocketExt as _, SocketAddr, TokioSocket};
-use weft_fabric::{Change, KernelState, ObjectKeys, Plan, plan, plan_objects};
+use weft_fabric::{
+    Change, KernelState, LinkKind, MasqMode, ObjectKeys, Plan, WgImplementation, plan, plan_objects,
+};
+use weft_ipam::Family;
 
+use crate::cmd::run_blocking;
 use crate::observe::{
     Entry, link_name, main_route, neighbour_entry, observed_address, observed_link, observed_route,
 };
-use crate::{Kernel, KernelError, Scope};
+use crate::wireguard::Candidate;
+use crate::{Kernel, KernelError, Scope, firewall};
 
+mod netfilter;
 #[cfg(test)]
 mod tests;
 
 /// The receive buffer a mirror asks for: room for a few thousand notifications, so only a
 /// burst as large as a whole fabric's first apply overflows it (and costs one observation).
 pub const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// How often the mirror reads the peers of its kernel WireGuard devices, which send no
+/// notifications: someone else's change to them is repaired within this much.
+pub const WIREGUARD_POLL: Duration = Duration::from_secs(1);
+
+/// The receive buffer of the nftables notification socket: one of weft's table replacements
+/// is a few dozen messages.
+const NETFILTER_RECEIVE_BUFFER: usize = 1 << 20;
 
 /// `ENOBUFS`: the kernel dropped notifications because the receive buffer was full.
 const ENOBUFS: i32 = 105;
@@ -57,6 +82,14 @@ pub struct Mirror {
     scope: Scope,
     socket: TokioSocket,
     buffer: Vec<u8>,
+    /// nftables' notifications; `None` where the kernel has no nftables (the firewall is then
+    /// repaired by the periodic resync only).
+    netfilter: Option<TokioSocket>,
+    netfilter_buffer: Vec<u8>,
+    /// Firewall tables a notification touched, to be read again.
+    firewall_touched: BTreeSet<(Family, MasqMode)>,
+    /// When to read the kernel WireGuard devices' peers next.
+    wireguard_poll: tokio::time::Interval,
     state: KernelState,
     /// Every link's name by index.
     names: HashMap<u32, String>,
@@ -122,11 +155,18 @@ impl Mirror {
         bytes: usize,
     ) -> Result<Mirror, KernelError> {
         let socket = subscribe(bytes).map_err(|e| KernelError::Notifications { kind: e.kind() })?;
+        let netfilter = netfilter::subscribe(NETFILTER_RECEIVE_BUFFER).ok();
+        let mut wireguard_poll = tokio::time::interval(WIREGUARD_POLL);
+        wireguard_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Mirror {
             kernel,
             scope,
             socket,
             buffer: Vec::with_capacity(1 << 16),
+            netfilter,
+            netfilter_buffer: Vec::with_capacity(1 << 16),
+            firewall_touched: BTreeSet::new(),
+            wireguard_poll,
             state: KernelState::default(),
             names: HashMap::new(),
             weft_links: HashMap::new(),
@@ -147,23 +187,61 @@ impl Mirror {
 
     /// Waits for the next notification about the scope and records it. Notifications about
     /// anything else are read and dropped without returning. A [`Notice::Resync`] is handed
-    /// out once; until a converge observes, every converge does.
+    /// out once; until a converge observes, every converge does. Firewall tables and kernel
+    /// WireGuard peers are read again here, when touched or polled (see the module's docs).
     ///
-    /// Cancel-safe: a notification is read and recorded in one step, so dropping the future
-    /// loses nothing (use it in `tokio::select!`).
+    /// Cancel-safe: a notification is read and recorded in one step, and a touched firewall
+    /// table stays marked until it has been read again, so dropping the future loses nothing
+    /// (use it in `tokio::select!`); a poll cut short is made again at the next tick.
     pub async fn changed(&mut self) -> Result<Notice, KernelError> {
         loop {
-            self.buffer.clear();
-            match self.socket.recv(&mut self.buffer).await {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(ENOBUFS) => {
-                    self.stale = Some(Resync::Overflow);
-                    return Ok(Notice::Resync(Resync::Overflow));
+            if !self.firewall_touched.is_empty() {
+                if let Some(notice) = self.read_firewall().await? {
+                    return Ok(notice);
                 }
-                Err(e) => return Err(KernelError::Notifications { kind: e.kind() }),
+                continue;
             }
-            if let Some(notice) = self.read_datagram() {
-                return Ok(notice);
+            let polls = self.stale.is_none() && self.has_kernel_wireguard();
+            self.buffer.clear();
+            self.netfilter_buffer.clear();
+            tokio::select! {
+                received = self.socket.recv(&mut self.buffer) => {
+                    match received {
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(ENOBUFS) => {
+                            self.stale = Some(Resync::Overflow);
+                            return Ok(Notice::Resync(Resync::Overflow));
+                        }
+                        Err(e) => return Err(KernelError::Notifications { kind: e.kind() }),
+                    }
+                    if let Some(notice) = self.read_datagram() {
+                        return Ok(notice);
+                    }
+                }
+                received = netfilter_recv(&mut self.netfilter, &mut self.netfilter_buffer) => {
+                    match received {
+                        Ok(()) => {
+                            let touched = netfilter::touched(&self.netfilter_buffer);
+                            self.firewall_touched.extend(
+                                touched.into_iter().filter(|(_, mode)| self.scope.masq_modes.contains(mode)),
+                            );
+                        }
+                        // Some were lost: any table may have changed.
+                        Err(e) if e.raw_os_error() == Some(ENOBUFS) => {
+                            for &mode in &self.scope.masq_modes {
+                                for family in [Family::Ipv4, Family::Ipv6] {
+                                    self.firewall_touched.insert((family, mode));
+                                }
+                            }
+                        }
+                        Err(e) => return Err(KernelError::Notifications { kind: e.kind() }),
+                    }
+                }
+                _ = self.wireguard_poll.tick(), if polls => {
+                    if let Some(notice) = self.poll_wireguard().await? {
+                        return Ok(notice);
+                    }
+                }
             }
         }
     }
@@ -288,6 +366,99 @@ impl Mirror {
     }
 }
 
+// === impl Mirror (firewall and WireGuard) ===
+
+impl Mirror {
+    /// Reads the touched firewall tables again; the keys of those that differ from what the
+    /// mirror holds, which it then holds.
+    async fn read_firewall(&mut self) -> Result<Option<Notice>, KernelError> {
+        let mut keys = ObjectKeys::default();
+        while let Some(&(family, mode)) = self.firewall_touched.first() {
+            let table = run_blocking(move || firewall::observe(family, mode)).await?;
+            self.firewall_touched.remove(&(family, mode));
+            if self.state.firewall.get(&(family, mode)) != table.as_ref() {
+                match table {
+                    Some(table) => self.state.firewall.insert((family, mode), table),
+                    None => self.state.firewall.remove(&(family, mode)),
+                };
+                keys.firewall.insert((family, mode));
+            }
+        }
+        Ok((!keys.is_empty()).then_some(Notice::Objects(keys)))
+    }
+
+    /// Whether the scope holds a device of the kernel's WireGuard.
+    fn has_kernel_wireguard(&self) -> bool {
+        self.state.links.values().any(|link| {
+            matches!(
+                link.kind,
+                LinkKind::Wireguard {
+                    implementation: WgImplementation::Kernel,
+                    ..
+                }
+            )
+        })
+    }
+
+    /// Reads the peers of the kernel WireGuard devices; the keys of those that differ from what
+    /// the mirror holds, which it then holds. A device whose own settings changed asks for a
+    /// resync.
+    async fn poll_wireguard(&mut self) -> Result<Option<Notice>, KernelError> {
+        let mut fresh = KernelState::default();
+        let mut candidates = Vec::new();
+        for (&ifindex, name) in &self.weft_links {
+            let Some(link) = self.state.links.get(name) else {
+                continue;
+            };
+            if let LinkKind::Wireguard {
+                implementation: WgImplementation::Kernel,
+                ..
+            } = link.kind
+            {
+                fresh.links.insert(name.clone(), link.clone());
+                candidates.push(Candidate {
+                    name: name.clone(),
+                    ifindex,
+                    implementation: WgImplementation::Kernel,
+                });
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        self.kernel
+            .observe_wireguard(candidates, &mut fresh)
+            .await?;
+        if let Some(name) = fresh
+            .links
+            .iter()
+            .find(|(name, link)| self.state.links.get(*name) != Some(*link))
+            .map(|(name, _)| name.clone())
+        {
+            self.stale = Some(Resync::Link { name: name.clone() });
+            return Ok(Some(Notice::Resync(Resync::Link { name })));
+        }
+        let mut keys = ObjectKeys::default();
+        let held = self
+            .state
+            .wg_peers
+            .keys()
+            .filter(|(device, _)| fresh.links.contains_key(device));
+        for key in held.chain(fresh.wg_peers.keys()) {
+            if self.state.wg_peers.get(key) != fresh.wg_peers.get(key) {
+                keys.wg_peers.insert(key.clone());
+            }
+        }
+        for key in &keys.wg_peers {
+            match fresh.wg_peers.remove(key) {
+                Some(peer) => self.state.wg_peers.insert(key.clone(), peer),
+                None => self.state.wg_peers.remove(key),
+            };
+        }
+        Ok((!keys.is_empty()).then_some(Notice::Objects(keys)))
+    }
+}
+
 // === impl Mirror (notifications) ===
 
 impl Mirror {
@@ -378,6 +549,14 @@ fn subscribe(bytes: usize) -> io::Result<TokioSocket> {
     socket.socket_mut().bind(&SocketAddr::new(0, groups))?;
     socket.socket_ref().set_rx_buf_sz(bytes)?;
     Ok(socket)
+}
+
+/// The next datagram of the nftables socket into `buffer`; never, without a socket.
+async fn netfilter_recv(socket: &mut Option<TokioSocket>, buffer: &mut Vec<u8>) -> io::Result<()> {
+    match socket {
+        Some(socket) => socket.recv(buffer).await,
+        None => std::future::pending().await,
+    }
 }
 
 // === impl Resync ===

@@ -188,7 +188,10 @@ pub async fn run<S: LeaseSource>(
             ),
             Ok(_) => {}
             Err(e) => {
-                tracing::error!(error = %e, "reconcile failed; retrying at the next change or check")
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    "reconcile failed; retrying at the next change or check"
+                )
             }
         }
     }

@@ -127,3 +127,14 @@ pub fn write_stderr(lines: &[String]) {
         let _ = writeln!(err, "{line}");
     }
 }
+
+/// Writes an error to stderr as one `error: ` line per line of `text` (a daemon's failure, which
+/// may name several problems).
+pub fn write_errors(text: &str) {
+    write_stderr(
+        &text
+            .lines()
+            .map(|line| format!("error: {line}"))
+            .collect::<Vec<_>>(),
+    );
+}

@@ -7,12 +7,16 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum NodeError {
     /// A file of the agent's could not be read or written.
-    #[error("{path}: {reason}")]
+    #[error("{path}{hint}")]
     File {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        reason: String,
+        /// What the file must be, when that is the fix (`; token-file must name a readable
+        /// file holding the token`), or nothing.
+        hint: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
     },
     /// A file of the agent's holds something it can't use.
     #[error("{path} is damaged: {reason}")]
@@ -30,6 +34,13 @@ pub enum NodeError {
     BadClusterConfig {
         /// What is wrong.
         reason: String,
+    },
+    /// This node does not fit the cluster network the servers sent (one line per problem,
+    /// each naming the setting and the fix).
+    #[error("{}", errors.join("\n"))]
+    ClusterMismatch {
+        /// Each problem.
+        errors: Vec<String>,
     },
     /// The lease source has no lease for this node.
     #[error("{source_name} has no lease for node {node}; add one, or check --node-name")]

@@ -19,7 +19,7 @@ pub fn install_cni_conflist(
     generated: impl FnOnce() -> String,
 ) -> Result<bool, NodeError> {
     let conflist = match flannel_cni_conf {
-        Some(path) => std::fs::read(path).map_err(|e| file_error(path, &e))?,
+        Some(path) => std::fs::read(path).map_err(|e| file_error(path, e))?,
         None => generated().into_bytes(),
     };
     let target = cni_conf_dir.join(CNI_CONFLIST_NAME);
@@ -33,17 +33,18 @@ pub fn install_cni_conflist(
 /// Writes `contents` to `path` atomically with permission bits `mode`, creating the directory.
 /// Does nothing (and returns `false`) when the file already holds exactly `contents`.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<bool, NodeError> {
-    weft_api::files::write_atomic(path, contents, mode).map_err(|e| file_error(path, &e))
+    weft_api::files::write_atomic(path, contents, mode).map_err(|e| file_error(path, e))
 }
 
 /// Reads a small text file, `None` when it does not exist.
 pub fn read_optional(path: &Path) -> Result<Option<String>, NodeError> {
-    weft_api::files::read_optional(path).map_err(|e| file_error(path, &e))
+    weft_api::files::read_optional(path).map_err(|e| file_error(path, e))
 }
 
-fn file_error(path: &Path, e: &std::io::Error) -> NodeError {
+fn file_error(path: &Path, source: std::io::Error) -> NodeError {
     NodeError::File {
         path: path.to_owned(),
-        reason: e.to_string(),
+        hint: String::new(),
+        source,
     }
 }

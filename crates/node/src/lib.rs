@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod preflight;
 pub mod settings;
 pub mod source;
+pub mod start;
 
 pub use error::NodeError;
 pub use source::{ApiSource, LeaseSource, LeaseUpdate, StaticSource};

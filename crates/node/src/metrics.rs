@@ -13,7 +13,7 @@
 //! | `weft_agent_reconcile_operations_total{op}` | counter | kernel operations applied, by kind (`replace_route`, `delete_fdb`, ...) |
 //! | `weft_agent_peers` | gauge | peers' leases the agent programs |
 //! | `weft_agent_lease_updates_total{kind}` | counter | lease updates received: `snapshot`, `put`, `delete` |
-//! | `weft_agent_lease_watch_reconnects_total` | counter | times the lease source lost its server and reconnected |
+//! | `weft_agent_lease_watch_reconnects_total{server}` | counter | times the lease source lost a server (the one it left) and moved to the next |
 //! | `weft_agent_tunnel_sessions` | gauge | egress tunnel sessions to servers (none in `disabled` mode) |
 //! | `weft_agent_tunnel_streams` | gauge | streams across them: connections the servers relay through this node |
 //! | `process_resident_memory_bytes` | gauge | the daemon's resident memory |
@@ -50,6 +50,9 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// A label set of one label.
 type Label = [(&'static str, &'static str); 1];
 
+/// A label whose value is only known at run time (a server's URL).
+type OwnedLabel = [(&'static str, String); 1];
+
 /// Handles to the agent's metrics; clones share them. Unregistered handles cost next to
 /// nothing, so the runtime always keeps them.
 #[derive(Debug, Clone)]
@@ -59,7 +62,7 @@ pub struct AgentMetrics {
     operations: Family<Label, Counter>,
     peers: Gauge,
     lease_updates: Family<Label, Counter>,
-    watch_reconnects: Counter,
+    watch_reconnects: Family<OwnedLabel, Counter>,
     tunnel_sessions: Gauge,
     tunnel_streams: Gauge,
 }
@@ -76,7 +79,7 @@ impl AgentMetrics {
             operations: Family::default(),
             peers: Gauge::default(),
             lease_updates: Family::default(),
-            watch_reconnects: Counter::default(),
+            watch_reconnects: Family::default(),
             tunnel_sessions: Gauge::default(),
             tunnel_streams: Gauge::default(),
         };
@@ -121,7 +124,7 @@ impl AgentMetrics {
         );
         agent.register(
             "lease_watch_reconnects",
-            "Times the lease source lost its server and reconnected",
+            "Times the lease source lost a server (the one it left) and moved to the next",
             self.watch_reconnects.clone(),
         );
         agent.register(
@@ -175,9 +178,11 @@ impl AgentMetrics {
         self.peers.set(i64::try_from(peers).unwrap_or(i64::MAX));
     }
 
-    /// Counts a lost server connection.
-    pub(crate) fn reconnect(&self) {
-        self.watch_reconnects.inc();
+    /// Counts a lost connection to `server`, which the agent leaves for the next server.
+    pub(crate) fn reconnect(&self, server: &str) {
+        self.watch_reconnects
+            .get_or_create(&[("server", server.to_owned())])
+            .inc();
     }
 }
 

@@ -1,9 +1,11 @@
 //! From weft-config's checked node settings to what the agent runtime needs: the agent's
 //! settings, the join token, and the node name with its `--with-node-id` suffix.
 
+use std::path::Path;
+
 use rand::RngCore;
 use weft_api::JoinToken;
-use weft_config::{NodeConfig, NodeId, NodeIdState};
+use weft_config::{NodeConfig, NodeId, NodeIdState, Token};
 
 use crate::NodeError;
 use crate::agent::AgentSettings;
@@ -31,15 +33,31 @@ pub fn node_name(node: &NodeConfig) -> Result<String, NodeError> {
 
 /// The join token from `token`, else from `token-file`.
 pub fn join_token(node: &NodeConfig) -> Result<JoinToken, NodeError> {
-    let text = match (&node.token, &node.token_file) {
+    given_token(
+        node.token.as_ref(),
+        node.token_file.as_deref(),
+        "token-file",
+    )?
+    .ok_or(NodeError::NoToken)
+}
+
+/// A token given as text, else in a file (`file_setting` names the file's setting in errors:
+/// `token-file`, `agent-token-file`); `None` when neither is given.
+pub fn given_token(
+    text: Option<&Token>,
+    file: Option<&Path>,
+    file_setting: &str,
+) -> Result<Option<JoinToken>, NodeError> {
+    let text = match (text, file) {
         (Some(token), _) => token.expose().to_owned(),
-        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| NodeError::File {
-            path: path.clone(),
-            reason: format!("{e}; token-file must name a readable file holding the token"),
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|source| NodeError::File {
+            path: path.to_owned(),
+            hint: format!(" ({file_setting} must name a readable file holding the token)"),
+            source,
         })?,
-        (None, None) => return Err(NodeError::NoToken),
+        (None, None) => return Ok(None),
     };
-    JoinToken::parse(&text).map_err(NodeError::Api)
+    JoinToken::parse(&text).map(Some).map_err(NodeError::Api)
 }
 
 /// The agent settings of a checked node configuration.

@@ -239,7 +239,7 @@ impl ApiSource {
     /// Switches to the next server and waits a jittered, growing back-off.
     async fn fail_over(&mut self, error: &(dyn std::fmt::Display + Sync)) {
         tracing::warn!(server = %self.server(), %error, "server connection failed; trying the next server");
-        self.metrics.reconnect();
+        self.metrics.reconnect(self.server());
         self.current = (self.current + 1) % self.servers.len().max(1);
         self.failures = self.failures.saturating_add(1);
         let base =
@@ -553,9 +553,10 @@ impl Default for CertificateRenewal {
 impl StaticSource {
     /// Reads `path`: `{"cluster": {...}, "leases": [...]}`.
     pub fn read(path: &Path) -> Result<StaticSource, NodeError> {
-        let text = std::fs::read_to_string(path).map_err(|e| NodeError::File {
+        let text = std::fs::read_to_string(path).map_err(|source| NodeError::File {
             path: path.to_owned(),
-            reason: e.to_string(),
+            hint: String::new(),
+            source,
         })?;
         let file: StaticFile = serde_json::from_str(&text).map_err(|e| NodeError::Corrupt {
             path: path.to_owned(),

@@ -1,7 +1,7 @@
 //! Privileged tests of the agent's loop on a real kernel (feature `netns-tests`, root): lease
-//! changes reach the kernel through the agent's cached path, a route deleted by hand comes back
-//! on its notification (the reconcile interval is an hour), and an agent started afterwards
-//! finds nothing to do.
+//! changes reach the kernel through the agent's cached path, a route and firewall rules deleted
+//! by hand come back on their notifications (the reconcile interval is an hour), and an agent
+//! started afterwards finds nothing to do.
 //!
 //! Run with `cargo test -p weft-node --features netns-tests --test agent`.
 
@@ -179,6 +179,18 @@ fn the_agent_follows_lease_changes_and_repairs_on_notifications() {
         node.ip(&["route", "del", "10.42.7.0/24", "dev", "flannel.1"])
             .unwrap();
         assert!(within_a_second(&node, &routes, |out| out.contains("10.42.7.0/24")));
+
+        // The firewall, on nftables' notifications: a chain emptied by hand gets its rules
+        // back, and so does the whole table deleted by hand.
+        let postrouting = ["nft", "list", "chain", "ip", "weft", "postrouting"];
+        let rules = node.exec(&postrouting).unwrap();
+        assert!(rules.contains("masquerade"), "{rules}");
+        node.exec(&["nft", "flush", "chain", "ip", "weft", "postrouting"])
+            .unwrap();
+        assert!(within_a_second(&node, &postrouting, |out| out == rules));
+        node.exec(&["nft", "delete", "table", "ip", "weft"])
+            .unwrap();
+        assert!(within_a_second(&node, &postrouting, |out| out == rules));
 
         stop.send(()).unwrap();
         agent.join().unwrap();

@@ -32,12 +32,15 @@ use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefi
 use tokio::sync::{broadcast, oneshot};
 
 use crate::{
-    KeyValue, Kv, Listing, Op, Revision, StoreError, Txn, TxnOutcome, WatchBatch, WatchEvent,
-    WatchStream,
+    KeyValue, Kv, Listing, Revision, StoreError, Txn, TxnOutcome, WatchBatch, WatchStream,
 };
+use codec::{Entry, decode_events};
+use watch::{EmbeddedWatch, filter};
+use writer::run_writer;
 
-#[cfg(test)]
-mod tests;
+mod codec;
+mod watch;
+mod writer;
 
 /// The embedded store file, relative to `--data-dir`.
 pub const EMBEDDED_FILE: &str = "server/state.redb";
@@ -230,8 +233,6 @@ const META_REVISION: &str = "revision";
 const META_OLDEST: &str = "oldest";
 const META_EVENTS: &str = "events";
 
-/// How many queued writes one commit takes at most.
-const MAX_GROUP: usize = 256;
 /// How many revisions a watcher reads from the history at a time.
 const HISTORY_PAGE: usize = 1024;
 /// How many revisions the broadcast channel holds for slow watchers before they fall back to
@@ -290,14 +291,6 @@ enum Failure {
     Refused(StoreError),
 }
 
-/// One stored key: its revisions and value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
-    create_revision: Revision,
-    mod_revision: Revision,
-    value: Vec<u8>,
-}
-
 /// The store's counters, as kept in the `meta` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Meta {
@@ -309,15 +302,6 @@ struct Meta {
     events: u64,
 }
 
-/// What [`apply_txn`] did.
-#[derive(Debug)]
-struct Applied {
-    /// Whether every comparison held.
-    succeeded: bool,
-    /// The changes made, at the new revision; `None` when nothing changed.
-    batch: Option<WatchBatch>,
-}
-
 /// A page of watch history.
 #[derive(Debug)]
 struct History {
@@ -327,78 +311,6 @@ struct History {
     through: Revision,
     /// Whether `through` is the store's current revision (else read another page).
     complete: bool,
-}
-
-struct EmbeddedWatch {
-    store: EmbeddedStore,
-    changes: broadcast::Receiver<Arc<WatchBatch>>,
-    prefix: String,
-    /// Every matching change up to this revision has been yielded or queued in `pending`.
-    last: Revision,
-    pending: VecDeque<WatchBatch>,
-    /// Following the broadcast channel (else reading the history).
-    live: bool,
-    done: bool,
-}
-
-// === impl EmbeddedWatch ===
-
-impl EmbeddedWatch {
-    async fn next(&mut self) -> Option<Result<WatchBatch, StoreError>> {
-        loop {
-            if let Some(batch) = self.pending.pop_front() {
-                return Some(Ok(batch));
-            }
-            if self.done {
-                return None;
-            }
-            if !self.live {
-                // The channel was subscribed before this read, so every revision after what
-                // the read sees is in the channel (or the channel reports a lag).
-                match self.store.history(self.prefix.clone(), self.last).await {
-                    Ok(history) => {
-                        self.pending.extend(history.batches);
-                        self.last = self.last.max(history.through);
-                        self.live = history.complete;
-                    }
-                    Err(e) => {
-                        self.done = true;
-                        return Some(Err(e));
-                    }
-                }
-                continue;
-            }
-            match self.changes.recv().await {
-                Ok(batch) if batch.revision <= self.last => {}
-                Ok(batch) if batch.revision != self.last.next() => {
-                    // Never expected: read the gap from the file rather than skip it.
-                    self.live = false;
-                }
-                Ok(batch) => {
-                    self.last = batch.revision;
-                    if let Some(batch) = filter(&batch, &self.prefix) {
-                        self.pending.push_back(batch);
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => self.live = false,
-                Err(broadcast::error::RecvError::Closed) => self.done = true,
-            }
-        }
-    }
-}
-
-/// The events of `batch` under `prefix`, if any.
-fn filter(batch: &WatchBatch, prefix: &str) -> Option<WatchBatch> {
-    let events: Vec<WatchEvent> = batch
-        .events
-        .iter()
-        .filter(|e| e.key().starts_with(prefix))
-        .cloned()
-        .collect();
-    (!events.is_empty()).then_some(WatchBatch {
-        revision: batch.revision,
-        events,
-    })
 }
 
 // === impl Failure ===
@@ -457,150 +369,6 @@ fn embedded_error(path: &Path, e: redb::Error) -> StoreError {
             path: path.to_owned(),
             source: Arc::new(e),
         },
-    }
-}
-
-// === impl Entry ===
-
-impl Entry {
-    const HEADER: usize = 16;
-
-    fn encode(create_revision: Revision, mod_revision: Revision, value: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::HEADER + value.len());
-        out.extend_from_slice(&create_revision.get().to_le_bytes());
-        out.extend_from_slice(&mod_revision.get().to_le_bytes());
-        out.extend_from_slice(value);
-        out
-    }
-
-    fn decode(key: &str, bytes: &[u8]) -> Result<Entry, StoreError> {
-        let mut r = Reader::new(bytes);
-        let decoded = (|| {
-            let create_revision = Revision(r.u64()?);
-            let mod_revision = Revision(r.u64()?);
-            Some(Entry {
-                create_revision,
-                mod_revision,
-                value: r.rest().to_vec(),
-            })
-        })();
-        decoded.ok_or_else(|| StoreError::Corrupt {
-            key: key.to_owned(),
-            what: "embedded store entry",
-            reason: format!("{} bytes is shorter than its 16-byte header", bytes.len()),
-        })
-    }
-
-    fn into_key_value(self, key: String) -> KeyValue {
-        KeyValue {
-            key,
-            value: self.value,
-            create_revision: self.create_revision,
-            mod_revision: self.mod_revision,
-        }
-    }
-}
-
-// --- Event log encoding ---
-//
-// One row per revision: u32 count, then per event a tag (0 put, 1 delete), u32 key length, the
-// key, and for a put the u64 create revision, u32 value length and the value. Little-endian.
-
-const TAG_PUT: u8 = 0;
-const TAG_DELETE: u8 = 1;
-
-fn encode_events(events: &[WatchEvent]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
-    for event in events {
-        let key = event.key().as_bytes();
-        match event {
-            WatchEvent::Put(_) => out.push(TAG_PUT),
-            WatchEvent::Delete { .. } => out.push(TAG_DELETE),
-        }
-        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        out.extend_from_slice(key);
-        if let WatchEvent::Put(kv) = event {
-            out.extend_from_slice(&kv.create_revision.get().to_le_bytes());
-            out.extend_from_slice(&(kv.value.len() as u32).to_le_bytes());
-            out.extend_from_slice(&kv.value);
-        }
-    }
-    out
-}
-
-fn decode_events(revision: Revision, bytes: &[u8]) -> Result<Vec<WatchEvent>, StoreError> {
-    let mut r = Reader::new(bytes);
-    let decoded = (|| {
-        let count = r.u32()?;
-        let mut events = Vec::with_capacity(count.min(1024) as usize);
-        for _ in 0..count {
-            let tag = r.u8()?;
-            let len = r.u32()? as usize;
-            let key = String::from_utf8(r.bytes(len)?.to_vec()).ok()?;
-            events.push(match tag {
-                TAG_PUT => {
-                    let create_revision = Revision(r.u64()?);
-                    let len = r.u32()? as usize;
-                    WatchEvent::Put(KeyValue {
-                        key,
-                        value: r.bytes(len)?.to_vec(),
-                        create_revision,
-                        mod_revision: revision,
-                    })
-                }
-                TAG_DELETE => WatchEvent::Delete { key, revision },
-                _ => return None,
-            });
-        }
-        r.rest().is_empty().then_some(events)
-    })();
-    decoded.ok_or_else(|| StoreError::Corrupt {
-        key: format!("event log revision {revision}"),
-        what: "embedded watch history entry",
-        reason: format!("{} bytes do not decode as a list of changes", bytes.len()),
-    })
-}
-
-/// How many events a history row holds, from its first four bytes (0 when it is too short to
-/// say: the count only bounds the history's size).
-fn event_count(bytes: &[u8]) -> u64 {
-    Reader::new(bytes).u32().map_or(0, u64::from)
-}
-
-/// A cursor over bytes that returns `None` past the end.
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Reader { bytes }
-    }
-
-    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.bytes.len() < n {
-            return None;
-        }
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        Some(head)
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.bytes(1)?[0])
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.bytes(4)?.try_into().ok()?))
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.bytes(8)?.try_into().ok()?))
-    }
-
-    fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.bytes)
     }
 }
 
@@ -755,217 +523,4 @@ fn read_history(rtx: &ReadTransaction, prefix: &str, after: Revision) -> Result<
         through: through.max(meta.revision),
         complete: true,
     })
-}
-
-/// The writer thread: commits queued writes in groups until every handle is gone.
-fn run_writer(
-    db: &Database,
-    queue: &mpsc::Receiver<Request>,
-    changes: &broadcast::Sender<Arc<WatchBatch>>,
-    options: EmbeddedOptions,
-    path: &Path,
-) {
-    while let Ok(first) = queue.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(request) => group.push(request),
-                Err(_) => break,
-            }
-        }
-        let bodies: Vec<&Body> = group.iter().map(|r| &r.body).collect();
-        match commit_group(db, &bodies, options) {
-            Ok((answers, batches)) => {
-                for batch in batches {
-                    // No receiver just means no one watches.
-                    let _ = changes.send(batch);
-                }
-                for (request, answer) in group.into_iter().zip(answers) {
-                    let _ = request.reply.send(answer);
-                }
-            }
-            Err(e) => {
-                let e = Arc::new(e);
-                for request in group {
-                    let _ = request.reply.send(Err(StoreError::Embedded {
-                        path: path.to_owned(),
-                        source: e.clone(),
-                    }));
-                }
-            }
-        }
-    }
-}
-
-type GroupResult = (Vec<Result<Answer, StoreError>>, Vec<Arc<WatchBatch>>);
-
-/// Applies every write of a group in one redb transaction, each at its own revision.
-fn commit_group(
-    db: &Database,
-    bodies: &[&Body],
-    options: EmbeddedOptions,
-) -> Result<GroupResult, redb::Error> {
-    let wtx = db.begin_write()?;
-    let mut answers = Vec::with_capacity(bodies.len());
-    let mut batches = Vec::new();
-    {
-        let mut kv = wtx.open_table(KV)?;
-        let mut log = wtx.open_table(EVENTS)?;
-        let mut meta_table = wtx.open_table(META)?;
-        let mut meta = read_meta(&meta_table).map_err(storage_only)?;
-        for body in bodies {
-            let applied = match body {
-                Body::Txn(txn) => apply_txn(&mut kv, &mut log, &mut meta, txn).map(|applied| {
-                    let outcome = TxnOutcome {
-                        succeeded: applied.succeeded,
-                        revision: meta.revision,
-                    };
-                    batches.extend(applied.batch.map(Arc::new));
-                    Answer::Txn(outcome)
-                }),
-                Body::Compact(revision) => {
-                    compact(&mut log, &mut meta, *revision).map(|()| Answer::Compacted)
-                }
-            };
-            answers.push(match applied {
-                Ok(answer) => Ok(answer),
-                Err(Failure::Refused(e)) => Err(e),
-                Err(Failure::Storage(e)) => return Err(e),
-            });
-        }
-        trim(&mut log, &mut meta, options.max_events).map_err(storage_only)?;
-        write_meta(&mut meta_table, meta).map_err(storage_only)?;
-    }
-    wtx.commit()?;
-    Ok((answers, batches))
-}
-
-/// A failure where only a storage error is possible: a refusal there is a corrupt counter.
-fn storage_only(f: Failure) -> redb::Error {
-    match f {
-        Failure::Storage(e) => e,
-        Failure::Refused(e) => redb::Error::Corrupted(e.to_string()),
-    }
-}
-
-/// Applies one transaction at the next revision.
-///
-/// Everything that can refuse the transaction is checked before the first write, so a refusal
-/// leaves nothing of it behind.
-fn apply_txn(
-    kv: &mut redb::Table<'_, &'static str, &'static [u8]>,
-    log: &mut redb::Table<'_, u64, &'static [u8]>,
-    meta: &mut Meta,
-    txn: &Txn,
-) -> Result<Applied, Failure> {
-    for compare in &txn.compares {
-        let current = read_entry(kv, compare.key())?.map(|e| e.mod_revision);
-        if !compare.holds(current) {
-            return Ok(Applied {
-                succeeded: false,
-                batch: None,
-            });
-        }
-    }
-    let existing = txn
-        .ops
-        .iter()
-        .map(|op| read_entry(kv, op.key()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let revision = meta.revision.next();
-    let mut events = Vec::with_capacity(txn.ops.len());
-    for (op, old) in txn.ops.iter().zip(existing) {
-        match op {
-            Op::Put { key, value } => {
-                let create_revision = old.map_or(revision, |e| e.create_revision);
-                let entry = Entry::encode(create_revision, revision, value);
-                kv.insert(key.as_str(), entry.as_slice())?;
-                events.push(WatchEvent::Put(KeyValue {
-                    key: key.clone(),
-                    value: value.clone(),
-                    create_revision,
-                    mod_revision: revision,
-                }));
-            }
-            Op::Delete { key } => {
-                if old.is_some() {
-                    kv.remove(key.as_str())?;
-                    events.push(WatchEvent::Delete {
-                        key: key.clone(),
-                        revision,
-                    });
-                }
-            }
-        }
-    }
-    if events.is_empty() {
-        return Ok(Applied {
-            succeeded: true,
-            batch: None,
-        });
-    }
-    log.insert(revision.get(), encode_events(&events).as_slice())?;
-    meta.revision = revision;
-    meta.events += events.len() as u64;
-    Ok(Applied {
-        succeeded: true,
-        batch: Some(WatchBatch { revision, events }),
-    })
-}
-
-/// Drops the history before `revision`.
-fn compact(
-    log: &mut redb::Table<'_, u64, &'static [u8]>,
-    meta: &mut Meta,
-    revision: Revision,
-) -> Result<(), Failure> {
-    if revision > meta.revision {
-        return Err(StoreError::FutureRevision {
-            revision,
-            current: meta.revision,
-        }
-        .into());
-    }
-    while let Some(first) = first_revision(log)? {
-        if first >= revision.get() {
-            break;
-        }
-        drop_revision(log, meta, first)?;
-    }
-    meta.oldest = meta.oldest.max(revision);
-    Ok(())
-}
-
-/// Drops the oldest revisions until at most `max_events` events remain, keeping the newest
-/// revision whatever its size.
-fn trim(
-    log: &mut redb::Table<'_, u64, &'static [u8]>,
-    meta: &mut Meta,
-    max_events: u64,
-) -> Result<(), Failure> {
-    while meta.events > max_events {
-        match first_revision(log)? {
-            Some(first) if first < meta.revision.get() => {
-                drop_revision(log, meta, first)?;
-                meta.oldest = meta.oldest.max(Revision(first + 1));
-            }
-            _ => break,
-        }
-    }
-    Ok(())
-}
-
-fn first_revision(log: &redb::Table<'_, u64, &'static [u8]>) -> Result<Option<u64>, Failure> {
-    Ok(log.first()?.map(|(revision, _)| revision.value()))
-}
-
-fn drop_revision(
-    log: &mut redb::Table<'_, u64, &'static [u8]>,
-    meta: &mut Meta,
-    revision: u64,
-) -> Result<(), Failure> {
-    if let Some(row) = log.remove(revision)? {
-        meta.events = meta.events.saturating_sub(event_count(row.value()));
-    }
-    Ok(())
 }

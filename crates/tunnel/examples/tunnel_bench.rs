@@ -1,23 +1,30 @@
 //! `cargo xtask bench tunnel`: the tunnel on loopback, each figure beside a baseline measured
-//! in the same run (issue 7's targets in brackets):
+//! in the same run (issues 7's and 19's targets in brackets):
 //!
 //! - one stream's throughput, `curl -p`-style CONNECT over TLS -> server -> TLS WebSocket tunnel
 //!   -> agent -> target, against a direct TCP connection to the target [>= 0.5x direct];
-//! - 1,000 concurrent streams' aggregate throughput, against 1,000 direct connections;
+//! - 1,000 concurrent streams' aggregate throughput, against 1,000 direct connections [>= 0.2x
+//!   direct];
 //! - 64-byte request/response round trips, p50 and p99, tunnel against direct [p50 overhead
-//!   <= 100 us];
+//!   <= 150 us];
 //! - memory per idle stream: the growth of the server's and the agent's resident memory over
 //!   10,000 idle streams (each a CONNECT client's TLS connection on the server, a tunnel stream
-//!   on both ends, and a TCP connection to the target on the agent) [<= 8 KiB];
+//!   on both ends, and a TCP connection to the target on the agent) [<= 8 KiB], and the server's
+//!   resident memory once they closed, against its start [<= 2x];
 //! - streams sharing a tunnel with one whose reader stopped, against the same streams alone
 //!   [>= 90% of their throughput].
 //!
 //! The server and the agent are child processes of this program (`tunnel_bench server DIR` and
 //! `tunnel_bench agent DIR PORT KUBELET_PORT`), as they are separate daemons in a cluster, so
-//! their memory is measured apart from the clients and targets, which run in the parent. The
-//! tunnelled targets listen on the agent's kubelet port, on its node IPs `127.0.0.1` and
-//! `127.0.0.3`: an agent dials no other port on loopback. Every figure is
-//! measured several times, tunnel and baseline interleaved, and the median is printed: the
+//! their memory is measured apart from the clients and targets. The targets run in a child of
+//! their own (`tunnel_bench targets`), so no client waits on a target's runtime: the echo that
+//! answers round trips is a blocking thread per connection, and the round-trip clients (direct
+//! and CONNECT alike) are a blocking thread with std sockets, so the direct round trip is the
+//! kernel's. The tunnelled targets listen on the agent's kubelet port, on its node IPs
+//! `127.0.0.1` (the sink), `127.0.0.3` (an echo for idle and stalled streams) and `127.0.0.4`
+//! (the round-trip echo): an agent dials no other port on loopback. The server's and the agent's
+//! resident sets are printed for every phase (the peak while it ran, and after it). Every figure
+//! is measured several times, tunnel and baseline interleaved, and the median is printed: the
 //! machine is shared, so only ratios from one run compare.
 
 use std::io::{BufRead, BufReader, Write};
@@ -25,6 +32,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -48,10 +56,19 @@ const IDLE_STREAMS: usize = 10_000;
 /// Streams sharing the tunnel with a stalled one, and how long each run moves data.
 const NEIGHBOURS: usize = 4;
 const STALL_RUN: Duration = Duration::from_secs(3);
+/// How long the server may take to give back what its closed idle streams held.
+const SHRINK_WAIT: Duration = Duration::from_secs(20);
 /// Runs per figure.
 const RUNS: usize = 5;
 /// The agent's node IPs; the targets listen on them.
-const AGENT_NODE_IPS: [[u8; 4]; 2] = [[127, 0, 0, 1], [127, 0, 0, 3]];
+const AGENT_NODE_IPS: [[u8; 4]; 3] = [[127, 0, 0, 1], [127, 0, 0, 3], [127, 0, 0, 4]];
+/// The address no node has, which a server dials itself.
+const OUTSIDE_IP: [u8; 4] = [127, 0, 0, 2];
+
+/// The daemons' allocator, as weft-server's and weft-agent's: jemalloc, whose background threads
+/// give freed pages back to the kernel.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -64,6 +81,7 @@ fn main() {
         Some("server") => runtime.block_on(server(Path::new(&args[2]))),
         Some("agent") => runtime.block_on(agent(Path::new(&args[2]), &args[3], &args[4])),
         Some("relay") => runtime.block_on(relay(&args[2])),
+        Some("targets") => runtime.block_on(targets()),
         _ => runtime.block_on(bench(&args[1..])),
     }
 }
@@ -147,6 +165,26 @@ fn listen_on(ip: [u8; 4], port: u16) -> TcpListener {
     socket.listen(4096).expect("listen")
 }
 
+/// The targets child: the sink on the agent's first node IP, an echo on its second one (idle
+/// and stalled streams), a blocking echo on its third (round trips), all on the sink's port, and
+/// an echo on [`OUTSIDE_IP`]; prints `ready SINK_PORT OUTSIDE_PORT`.
+async fn targets() {
+    raise_open_files();
+    let sink = listen_on(AGENT_NODE_IPS[0], 0);
+    let port = sink.local_addr().expect("an address").port();
+    tokio::spawn(serve_sink(sink));
+    tokio::spawn(serve_echo(listen_on(AGENT_NODE_IPS[1], port)));
+    let round_trips = listen_on(AGENT_NODE_IPS[2], port)
+        .into_std()
+        .expect("a std listener");
+    std::thread::spawn(move || blocking_echo(round_trips));
+    let outside = listen_on(OUTSIDE_IP, 0);
+    let outside_port = outside.local_addr().expect("an address").port();
+    tokio::spawn(serve_echo(outside));
+    println_flush(&format!("ready {port} {outside_port}"));
+    std::future::pending::<()>().await;
+}
+
 /// The relay child: a plain TCP relay on loopback to `target` (`host:port`), printing
 /// `ready PORT`: two of them in a row are the floor for any path through two processes.
 async fn relay(target: &str) {
@@ -192,11 +230,18 @@ fn raise_open_files() -> u64 {
 
 /// The port a child prints in its `ready PORT` line.
 fn ready_port(daemon: &mut Daemon) -> u16 {
-    daemon
-        .line()
+    ready_ports(daemon)[0]
+}
+
+/// The ports a child prints in its `ready PORT...` line.
+fn ready_ports(daemon: &mut Daemon) -> Vec<u16> {
+    let line = daemon.line();
+    let ports: Vec<u16> = line
         .strip_prefix("ready ")
-        .and_then(|p| p.parse().ok())
-        .expect("a daemon's port")
+        .map(|ports| ports.split(' ').filter_map(|p| p.parse().ok()).collect())
+        .unwrap_or_default();
+    assert!(!ports.is_empty(), "a daemon's ports in {line:?}");
+    ports
 }
 
 /// A child process of this program in `role`.
@@ -227,15 +272,14 @@ impl Daemon {
         line.trim().to_owned()
     }
 
-    /// Resident memory in bytes (`VmRSS` of `/proc/PID/status`).
+    /// Resident memory in bytes.
     fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("the daemon's status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        resident(self.child.id())
+    }
+
+    /// How many files (sockets, mostly) it has open.
+    fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, Iterator::count)
     }
 
     /// CPU time used so far (user + system), from `/proc/PID/stat`.
@@ -264,6 +308,55 @@ impl Drop for Daemon {
     }
 }
 
+/// Resident memory of process `pid` in bytes (`VmRSS` of `/proc/PID/status`), 0 once it is gone.
+fn resident(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The peak resident sets of the server and the agent, sampled every 20 ms by a thread of its
+/// own, so a phase's peak is seen however short it is.
+struct ResidentWatch {
+    pids: [u32; 2],
+    peaks: Arc<[AtomicU64; 2]>,
+}
+
+impl ResidentWatch {
+    fn new(server: &Daemon, agent: &Daemon) -> ResidentWatch {
+        let pids = [server.child.id(), agent.child.id()];
+        let peaks = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let sampled = Arc::downgrade(&peaks);
+        std::thread::spawn(move || {
+            while let Some(peaks) = sampled.upgrade() {
+                for (pid, peak) in pids.iter().zip(peaks.iter()) {
+                    peak.fetch_max(resident(*pid), Ordering::Relaxed);
+                }
+                drop(peaks);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        ResidentWatch { pids, peaks }
+    }
+
+    /// Prints the peaks since the last call and the resident sets now, for `phase`; starts the
+    /// next phase's peaks from now.
+    fn print(&self, phase: &str) {
+        let now = self.pids.map(resident);
+        let peaks = [0, 1].map(|i| self.peaks[i].swap(now[i], Ordering::Relaxed).max(now[i]));
+        println_flush(&format!(
+            "  resident during {phase}: server {} MiB peak, {} MiB after; agent {} MiB peak, {} MiB after",
+            peaks[0] >> 20,
+            now[0] >> 20,
+            peaks[1] >> 20,
+            now[1] >> 20
+        ));
+    }
+}
+
 // === The bench ===
 
 /// The parent's view of a running tunnel.
@@ -273,6 +366,7 @@ struct Setup {
     server_addr: SocketAddr,
     client_tls: Arc<rustls::ClientConfig>,
     dir: TempDir,
+    watch: ResidentWatch,
 }
 
 /// Runs the figures named in `only` (`memory`, `one`, `many`, `rtt`, `stall`), or all.
@@ -284,8 +378,12 @@ async fn bench(only: &[String]) {
     std::fs::write(dir.0.join("ca.crt"), ca.cert_pem()).expect("write the CA");
     std::fs::write(dir.0.join("ca.key"), ca.key_pem()).expect("write the CA key");
     // The tunnelled targets, on the agent's kubelet port of each of its node IPs.
-    let sink = sink().await;
-    let echo = echo_on(AGENT_NODE_IPS[1], sink.port()).await;
+    let mut targets = Daemon::spawn(&["targets"]);
+    let ports = ready_ports(&mut targets);
+    let sink = SocketAddr::from((AGENT_NODE_IPS[0], ports[0]));
+    let echo = SocketAddr::from((AGENT_NODE_IPS[1], ports[0]));
+    let round_trip_echo = SocketAddr::from((AGENT_NODE_IPS[2], ports[0]));
+    let outside = SocketAddr::from((OUTSIDE_IP, ports[1]));
     let mut server = Daemon::spawn(&["server", &dir.0.display().to_string()]);
     let port = ready_port(&mut server);
     let mut agent = Daemon::spawn(&[
@@ -299,20 +397,23 @@ async fn bench(only: &[String]) {
     let apiserver: CertifiedKey = ca
         .issue_kube_apiserver()
         .expect("a kube-apiserver certificate");
+    let watch = ResidentWatch::new(&server, &agent);
     let setup = Setup {
         server,
         agent,
         server_addr: SocketAddr::from(([127, 0, 0, 1], port)),
         client_tls: tls::client_config(ca.cert_pem(), Some(&apiserver)).expect("client TLS"),
         dir,
+        watch,
     };
 
     println_flush(
         "tunnel bench: CONNECT over TLS -> server -> TLS WebSocket -> agent -> target, on loopback",
     );
     println_flush(&format!(
-        "(server and agent are child processes; every figure is the median of {RUNS} runs, tunnel and baseline interleaved)"
+        "(server, agent and targets are child processes; every figure is the median of {RUNS} runs, tunnel and baseline interleaved)"
     ));
+    setup.watch.print("start-up");
 
     // Memory per idle stream, first, while the daemons' heaps hold only their start-up.
     if wanted("memory") {
@@ -338,11 +439,29 @@ async fn bench(only: &[String]) {
             agent_after >> 20
         ));
         drop(held);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // The streams close (the server sees each CONNECT end, the agent each reset), and the
+        // allocator's background threads give the freed pages back (jemalloc's decay takes
+        // about 10 s); then what the server kept.
+        let closing = Instant::now();
+        let mut server_closed = setup.server.rss();
+        while closing.elapsed() < SHRINK_WAIT && server_closed > 2 * server_before {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            server_closed = setup.server.rss();
+        }
+        println_flush(&format!(
+            "  after the {idle} idle streams closed: server {} MiB after {:.1} s, started at {} MiB: {:.1}x [target <= 2x]; agent {} MiB ({} and {} files open)",
+            server_closed >> 20,
+            closing.elapsed().as_secs_f64(),
+            server_before >> 20,
+            server_closed as f64 / server_before as f64,
+            setup.agent.rss() >> 20,
+            setup.server.open_files(),
+            setup.agent.open_files()
+        ));
+        setup.watch.print("the idle streams");
 
         // The same CONNECTs to an address no node has, which a fresh server dials itself: what
         // the client's TLS connection and the relay cost without a tunnel stream.
-        let outside = echo_on([127, 0, 0, 2], 0).await;
         let mut fresh = Daemon::spawn(&["server", &setup.dir.0.display().to_string()]);
         let fresh_addr = SocketAddr::from(([127, 0, 0, 1], ready_port(&mut fresh)));
         let before = fresh.rss();
@@ -425,6 +544,7 @@ async fn bench(only: &[String]) {
             floor / 1e6,
             floor / d
         ));
+        setup.watch.print("one stream");
         drop((first, second));
     }
 
@@ -463,32 +583,41 @@ async fn bench(only: &[String]) {
         }
         let (t, d) = (median(&mut tunnel), median(&mut direct));
         println_flush(&format!(
-            "{MANY_STREAMS} concurrent streams x {} KiB: tunnel {:.0} MB/s aggregate, direct TCP {:.0} MB/s: {:.2}x direct (opening the {MANY_STREAMS} CONNECTs, TLS and dials included, took {:.2} s before)",
+            "{MANY_STREAMS} concurrent streams x {} KiB: tunnel {:.0} MB/s aggregate, direct TCP {:.0} MB/s: {:.2}x direct [target >= 0.2x] (opening the {MANY_STREAMS} CONNECTs, TLS and dials included, took {:.2} s before)",
             PER_STREAM >> 10,
             t / 1e6,
             d / 1e6,
             t / d,
             median(&mut setups)
         ));
+        setup.watch.print("1000 streams");
     }
 
     // 64-byte round trips.
+    // 64-byte round trips, from a blocking thread with std sockets (and rustls over them for
+    // the CONNECT), to the blocking echo.
     if wanted("rtt") {
-        let mut tunnel_rtt = Vec::new();
-        let mut direct_rtt = Vec::new();
-        for _ in 0..RUNS {
-            let tcp = TcpStream::connect(echo).await.expect("connect");
-            let _ = tcp.set_nodelay(true);
-            direct_rtt.extend(round_trips(tcp, ROUND_TRIPS).await);
-            let conn = open_tunnel(&setup, echo).await;
-            tunnel_rtt.extend(round_trips(conn, ROUND_TRIPS).await);
-        }
+        let (server, tls) = (setup.server_addr, setup.client_tls.clone());
+        let measured = tokio::task::spawn_blocking(move || {
+            let mut tunnel_rtt = Vec::new();
+            let mut direct_rtt = Vec::new();
+            for _ in 0..RUNS {
+                let mut tcp = std::net::TcpStream::connect(round_trip_echo).expect("connect");
+                let _ = tcp.set_nodelay(true);
+                direct_rtt.extend(round_trips(&mut tcp, ROUND_TRIPS));
+                let mut conn = blocking_connect(server, tls.clone(), round_trip_echo);
+                tunnel_rtt.extend(round_trips(&mut conn, ROUND_TRIPS));
+            }
+            (tunnel_rtt, direct_rtt)
+        });
+        let (mut tunnel_rtt, mut direct_rtt) = measured.await.expect("the round trips");
         let (t50, t99) = percentiles(&mut tunnel_rtt);
         let (d50, d99) = percentiles(&mut direct_rtt);
         println_flush(&format!(
-            "64-byte round trip: tunnel p50 {t50:.0} us, p99 {t99:.0} us; direct TCP p50 {d50:.0} us, p99 {d99:.0} us; p50 overhead {:.0} us [target <= 100 us]",
+            "64-byte round trip: tunnel p50 {t50:.0} us, p99 {t99:.0} us; direct TCP p50 {d50:.0} us, p99 {d99:.0} us; p50 overhead {:.0} us [target <= 150 us]",
             t50 - d50
         ));
+        setup.watch.print("round trips");
     }
 
     // A stalled stream beside busy ones.
@@ -508,7 +637,9 @@ async fn bench(only: &[String]) {
             a / 1e6,
             100.0 * b / a
         ));
+        setup.watch.print("the stalled stream");
     }
+    drop(targets);
 }
 
 fn rate(bytes: usize, took: Duration) -> f64 {
@@ -586,37 +717,81 @@ fn percentiles(values: &mut [f64]) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-/// A target that reads everything, then answers `done`, on a free port of the agent's first
-/// node IP.
-async fn sink() -> SocketAddr {
-    let listener = listen_on(AGENT_NODE_IPS[0], 0);
-    let addr = listener.local_addr().expect("an address");
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 256 * 1024];
-                while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {}
-                let _ = conn.write_all(b"done").await;
-            });
-        }
-    });
-    addr
+/// A target that reads everything, then answers `done`, on every connection to `listener`.
+async fn serve_sink(listener: TcpListener) {
+    while let Ok((mut conn, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            let _ = conn.write_all(b"done").await;
+        });
+    }
 }
 
-/// A target that echoes, on loopback address `ip` and `port` (a free one when 0).
-async fn echo_on(ip: [u8; 4], port: u16) -> SocketAddr {
-    let listener = listen_on(ip, port);
-    let addr = listener.local_addr().expect("an address");
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
+/// A target that echoes every connection to `listener`.
+async fn serve_echo(listener: TcpListener) {
+    while let Ok((mut conn, _)) = listener.accept().await {
+        let _ = conn.set_nodelay(true);
+        tokio::spawn(async move {
+            let (mut reader, mut writer) = conn.split();
+            let _ = tokio::io::copy(&mut reader, &mut writer).await;
+        });
+    }
+}
+
+/// An echo with a blocking thread per connection: answers as soon as the kernel hands it the
+/// bytes, with no runtime in between.
+fn blocking_echo(listener: std::net::TcpListener) {
+    use std::io::Read;
+    let _ = listener.set_nonblocking(false);
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else {
+            continue;
+        };
+        std::thread::spawn(move || {
+            let _ = conn.set_nonblocking(false);
             let _ = conn.set_nodelay(true);
-            tokio::spawn(async move {
-                let (mut reader, mut writer) = conn.split();
-                let _ = tokio::io::copy(&mut reader, &mut writer).await;
-            });
+            let mut buf = [0u8; 16 * 1024];
+            while let Ok(n @ 1..) = conn.read(&mut buf) {
+                if conn.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// A CONNECT to `target` over TLS through `server` from blocking std sockets, as
+/// [`weft_tunnel::testing::connect`] opens it: the connection past the `200`.
+fn blocking_connect(
+    server: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    target: SocketAddr,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use std::io::Read;
+    let tcp = std::net::TcpStream::connect(server).expect("connect");
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a server name");
+    let session = rustls::ClientConnection::new(tls, name).expect("a TLS session");
+    let mut conn = rustls::StreamOwned::new(session, tcp);
+    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    conn.write_all(request.as_bytes()).expect("write");
+    conn.flush().expect("flush");
+    // Byte by byte, so nothing past the head is read.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        if conn.read(&mut byte).expect("read") == 0 {
+            break;
         }
-    });
-    addr
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "CONNECT answered 200: {head}"
+    );
+    conn
 }
 
 /// A CONNECT to `target` through the tunnel, as `curl -p` opens it.
@@ -682,19 +857,19 @@ async fn send_and_wait(conn: impl AsyncRead + AsyncWrite + Unpin, total: usize) 
 }
 
 /// `count` 64-byte request/response round trips on `conn`, in microseconds each.
-async fn round_trips(mut conn: impl AsyncRead + AsyncWrite + Unpin, count: usize) -> Vec<f64> {
+fn round_trips(conn: &mut (impl std::io::Read + Write), count: usize) -> Vec<f64> {
     let request = [0x42u8; 64];
     let mut response = [0u8; 64];
     // Warm up.
     for _ in 0..100 {
-        conn.write_all(&request).await.expect("write");
-        conn.read_exact(&mut response).await.expect("read");
+        conn.write_all(&request).expect("write");
+        conn.read_exact(&mut response).expect("read");
     }
     let mut times = Vec::with_capacity(count);
     for _ in 0..count {
         let start = Instant::now();
-        conn.write_all(&request).await.expect("write");
-        conn.read_exact(&mut response).await.expect("read");
+        conn.write_all(&request).expect("write");
+        conn.read_exact(&mut response).expect("read");
         times.push(start.elapsed().as_secs_f64() * 1e6);
     }
     times

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::lab::{Daemon, Families, Host, Lab, has_event, wait_for};
+use super::lab::{Daemon, Families, Host, Lab, wait_for};
+use super::metrics;
 
 /// How long a daemon may take to come up.
 pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -194,22 +195,19 @@ impl Node {
         self
     }
 
-    /// Starts the daemon and waits until it is up: serving for a server without an agent,
-    /// registered (and, unless the backend is `none`, the kernel reconciled) otherwise.
+    /// Starts the daemon and waits until it is up: its `/readyz` answers 200 (a server: the
+    /// store open and the API serving; an agent, embedded or not: joined and the kernel
+    /// reconciled since it started).
     pub(crate) fn start(&mut self, lab: &Lab<'_>) -> anyhow::Result<()> {
         self.spawn(lab)?;
-        let wanted: &[&str] = match (self.role, self.agent) {
-            (Role::Server, false) => &["serving"],
-            _ => &["registered"],
-        };
         let daemon = self.daemon.as_mut().context("not started")?;
+        let ns = &self.host.ns;
         wait_for(
-            &format!("{} to log {wanted:?}", daemon.title),
+            &format!("{} to be ready (/readyz)", daemon.title),
             START_TIMEOUT,
             || {
                 daemon.check_running()?;
-                let out = daemon.output();
-                Ok(wanted.iter().all(|m| has_event(&out, m)).then_some(()))
+                Ok(metrics::ready(ns).then_some(()))
             },
         )
     }
@@ -494,132 +492,4 @@ pub(crate) fn start(
         ));
     }
     Ok((nodes, rows))
-}
-
-/// Starts a one-member etcd as host `n` of `segment` and waits until it is healthy; returns the
-/// process and its client URL.
-pub(crate) fn etcd(
-    lab: &Lab<'_>,
-    segment: &super::lab::Segment,
-    n: u8,
-) -> anyhow::Result<(Daemon, String)> {
-    let host = lab.host("etcd", &[(segment, n)])?;
-    let endpoint = format!("http://{}:2379", segment.v4(n));
-    let peer = "http://127.0.0.1:2380";
-    let dir = lab.dir.join("etcd").display().to_string();
-    let mut etcd = lab.spawn(
-        &host.ns,
-        "etcd",
-        "etcd",
-        [
-            "--name",
-            "e2e",
-            "--data-dir",
-            &dir,
-            "--listen-client-urls",
-            &endpoint,
-            "--advertise-client-urls",
-            &endpoint,
-            "--listen-peer-urls",
-            peer,
-            "--initial-advertise-peer-urls",
-            peer,
-            "--initial-cluster",
-            &format!("e2e={peer}"),
-            "--logger",
-            "zap",
-            "--log-level",
-            "warn",
-        ],
-    )?;
-    let health = format!("{endpoint}/health");
-    wait_for("etcd to be healthy", START_TIMEOUT, || {
-        etcd.check_running()?;
-        let out = host.ns.run("curl", &["-fsS", "--max-time", "1", &health]);
-        Ok(out.ok().filter(|o| o.contains("true")).map(drop))
-    })?;
-    lab.step(format!("etcd healthy at {endpoint}"));
-    Ok((etcd, endpoint))
-}
-
-/// A server's HTTP CONNECT front door, as its EgressSelectorConfiguration names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Front {
-    /// `proxyProtocol`: `HTTPConnect`, or `Direct` when the mode is `disabled`.
-    pub(crate) protocol: String,
-    /// `https://host:port`, when `HTTPConnect`.
-    pub(crate) url: Option<String>,
-    /// `caBundle`, `clientCert`, `clientKey`.
-    pub(crate) tls: Option<[String; 3]>,
-}
-
-impl Node {
-    /// The front door from `<data-dir>/server/etc/egress-selector-config.yaml`.
-    pub(crate) fn front(&self) -> anyhow::Result<Front> {
-        let path = self.dir.join("server/etc/egress-selector-config.yaml");
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        parse_egress_config(&text).with_context(|| format!("reading {}", path.display()))
-    }
-}
-
-/// The `cluster` selection of an EgressSelectorConfiguration (JSON, which is YAML too).
-pub(crate) fn parse_egress_config(text: &str) -> anyhow::Result<Front> {
-    let config: serde_json::Value = serde_json::from_str(text)?;
-    let selection = config["egressSelections"]
-        .as_array()
-        .and_then(|all| all.iter().find(|s| s["name"] == "cluster"))
-        .context("no `cluster` egress selection")?;
-    let connection = &selection["connection"];
-    let protocol = connection["proxyProtocol"]
-        .as_str()
-        .context("no proxyProtocol")?
-        .to_owned();
-    let tcp = &connection["transport"]["tcp"];
-    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
-    let tls = &tcp["tlsConfig"];
-    let tls = match (
-        text(&tls["caBundle"]),
-        text(&tls["clientCert"]),
-        text(&tls["clientKey"]),
-    ) {
-        (Some(ca), Some(cert), Some(key)) => Some([ca, cert, key]),
-        _ => None,
-    };
-    Ok(Front {
-        protocol,
-        url: text(&tcp["url"]),
-        tls,
-    })
-}
-
-// === impl Front ===
-
-impl Front {
-    /// `GET http://TARGET/` through the front door from `ns` (HTTP CONNECT, as a kube-apiserver
-    /// with this configuration does), with curl; returns the body, or an error with curl's.
-    pub(crate) fn get(
-        &self,
-        lab: &Lab<'_>,
-        ns: &super::lab::Ns,
-        target: &str,
-    ) -> anyhow::Result<String> {
-        let (Some(url), Some([ca, cert, key])) = (&self.url, &self.tls) else {
-            bail!("the egress selection is {}, not HTTPConnect", self.protocol);
-        };
-        super::lab::read(
-            ns.exec(&lab.dir, "curl")
-                .args([
-                    "--silent",
-                    "--show-error",
-                    "--max-time",
-                    "5",
-                    "--proxytunnel",
-                ])
-                .args(["--proxy", url, "--proxy-cacert", ca])
-                .args(["--proxy-cert", cert, "--proxy-key", key])
-                .arg(format!("http://{target}/")),
-        )
-        .with_context(|| format!("GET http://{target}/ through {url}"))
-    }
 }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::Env;
+use super::log::render_log_line;
 use crate::cmd::{Cmd, cmd};
 
 /// How long to wait for a stopped process before killing it.
@@ -548,51 +549,4 @@ pub(crate) fn patience() -> u32 {
 /// Makes every [`wait_for`] of this run wait `factor` times as long.
 pub(crate) fn set_patience(factor: u32) {
     PATIENCE.store(factor.max(1), Ordering::Relaxed);
-}
-
-/// A log line for people: weft's JSON lines (`--log-format json`) as `time LEVEL target:
-/// message key=value...`; any other line as it is.
-pub(crate) fn render_log_line(line: &str) -> String {
-    let Ok(serde_json::Value::Object(event)) = serde_json::from_str::<serde_json::Value>(line)
-    else {
-        return line.to_owned();
-    };
-    let text = |key: &str| event.get(key).and_then(|v| v.as_str()).unwrap_or("");
-    let mut out = format!(
-        "{} {:5} {}:",
-        text("timestamp"),
-        text("level"),
-        text("target")
-    );
-    if let Some(serde_json::Value::Object(fields)) = event.get("fields") {
-        if let Some(message) = fields.get("message").and_then(|m| m.as_str()) {
-            out.push(' ');
-            out.push_str(message);
-        }
-        for (key, value) in fields.iter().filter(|(k, _)| *k != "message") {
-            match value.as_str() {
-                Some(s) => out.push_str(&format!(" {key}={s}")),
-                None => out.push_str(&format!(" {key}={value}")),
-            }
-        }
-    }
-    out
-}
-
-/// The messages of weft's JSON log lines in `text` with their fields, in order.
-pub(crate) fn log_events(text: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
-    text.lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter_map(|event| match event.get("fields") {
-            Some(serde_json::Value::Object(fields)) => Some(fields.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Whether `text` holds a JSON log line whose message is `message`.
-pub(crate) fn has_event(text: &str, message: &str) -> bool {
-    log_events(text)
-        .iter()
-        .any(|fields| fields.get("message").and_then(|m| m.as_str()) == Some(message))
 }

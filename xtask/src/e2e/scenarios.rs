@@ -14,6 +14,7 @@
 //! | 8 | `bad-input` | `bad_input` |
 //! | 9 | backend switch vxlan → wireguard-native → vxlan | `backend_switch` |
 //! | issue 12 | `trust`: a rogue host holding the agent token is refused each attack | `trust` |
+//! | issue 13 | `abuse`: slow clients, a flood from one address, a server that never answers | `abuse` |
 //! | issue 15 | `flannel-conf`: net-conf.json's vxlan and wireguard options applied | `flannel_conf` |
 //!
 //! The egress tunnel also appears in `backend-none` (the tunnel works without a pod network)
@@ -21,6 +22,7 @@
 //!
 //! A scenario is listed only once it can pass.
 
+mod abuse;
 mod backend_none;
 mod backend_switch;
 mod bad_input;
@@ -86,6 +88,11 @@ const OTHERS: &[Scenario] = &[
         name: "flannel-conf",
         about: "flannel-conf: VNI 4096, port 4789, MTU 1400, DirectRouting, SubnetMin/Max; WireGuard PSK, port, keepalive, Mode auto",
         run: flannel_conf::run,
+    },
+    Scenario {
+        name: "abuse",
+        about: "60 slow TLS clients closed at the header deadline while an agent joins; a flood stops at the per-address cap; an agent leaves a server that never answers within 15 s",
+        run: abuse::run,
     },
     Scenario {
         name: "bad-input",

@@ -35,6 +35,7 @@ fn every_check_has_a_test() {
         "no todo or",
         "pure crates",
         "only weft-kernel",
+        "crate boundaries",
         "the tunnel protocol",
         "every fuzz target",
     ];
@@ -72,6 +73,52 @@ fn tidy_pure_crates() {
 #[test]
 fn tidy_netlink_only_in_kernel() {
     check_tree("only weft-kernel");
+}
+
+#[test]
+fn tidy_crate_boundaries() {
+    check_tree("crate boundaries");
+}
+
+/// A workspace that breaks every boundary: weft-ipam reaches weft-fabric through a third-party
+/// crate, weft-node reaches weft-store, and weft-fabric declares anyhow (weft-agent may).
+const CROSSED: &str = r#"{
+  "packages": [
+    {"id": "ipam", "name": "weft-ipam", "manifest_path": "/w/crates/ipam/Cargo.toml", "targets": []},
+    {"id": "fabric", "name": "weft-fabric", "manifest_path": "/w/crates/fabric/Cargo.toml", "targets": []},
+    {"id": "node", "name": "weft-node", "manifest_path": "/w/crates/node/Cargo.toml", "targets": []},
+    {"id": "store", "name": "weft-store", "manifest_path": "/w/crates/store/Cargo.toml", "targets": []},
+    {"id": "agent", "name": "weft-agent", "manifest_path": "/w/bins/agent/Cargo.toml", "targets": []},
+    {"id": "mid", "name": "mid", "manifest_path": "/r/mid/Cargo.toml", "targets": []},
+    {"id": "anyhow", "name": "anyhow", "manifest_path": "/r/anyhow/Cargo.toml", "targets": []}
+  ],
+  "workspace_members": ["ipam", "fabric", "node", "store", "agent"],
+  "resolve": {"nodes": [
+    {"id": "ipam", "deps": [{"pkg": "mid", "dep_kinds": [{"kind": null}]}]},
+    {"id": "mid", "deps": [{"pkg": "fabric", "dep_kinds": [{"kind": null}]}]},
+    {"id": "fabric", "deps": [{"pkg": "anyhow", "dep_kinds": [{"kind": null}]}]},
+    {"id": "node", "deps": [{"pkg": "store", "dep_kinds": [{"kind": null}]}]},
+    {"id": "store", "deps": []},
+    {"id": "agent", "deps": [{"pkg": "anyhow", "dep_kinds": [{"kind": null}]}]},
+    {"id": "anyhow", "deps": []}
+  ]}
+}"#;
+
+#[test]
+fn crossed_boundaries_are_each_named() {
+    let metadata = Metadata::from_json(CROSSED).unwrap();
+    let messages: Vec<String> = boundaries(Path::new("/w"), &metadata)
+        .into_iter()
+        .map(|v| v.to_string())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "crates/ipam/Cargo.toml:1: weft-ipam depends on weft-fabric (weft-ipam -> mid -> weft-fabric): it is the bottom of the graph: move the code that needs it up a layer",
+            "crates/node/Cargo.toml:1: weft-node depends on weft-store (weft-node -> weft-store): an agent learns leases from the servers' API, never from the store",
+            "crates/fabric/Cargo.toml:1: weft-fabric depends on anyhow (weft-fabric -> anyhow): a library returns its crate's thiserror enum; anyhow is for the binaries and xtask",
+        ]
+    );
 }
 
 #[test]

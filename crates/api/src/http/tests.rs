@@ -1,6 +1,8 @@
 //! Tests of [`serve`]: a request over TLS reaches the handler with the client's identity; a
 //! client that never finishes its handshake, never finishes its headers or lets nothing move is
-//! hung up on; the caps refuse connections at once and leave other addresses served.
+//! hung up on; a keep-alive connection waits for its next request up to the idle deadline, and
+//! that request's headers are held to the header deadline from their first byte; the caps refuse
+//! connections at once and leave other addresses served.
 
 use std::time::Duration;
 
@@ -202,6 +204,124 @@ async fn a_client_that_never_finishes_its_headers_is_hung_up_on() {
         "a client with half its headers was still connected after 3 s"
     );
     assert_eq!(tally.get(Dropped::HeaderTimeout), 1);
+}
+
+#[tokio::test]
+async fn a_head_that_comes_in_pieces_or_past_the_read_ahead_is_served() {
+    let (ca, addr, tally) = keep_alive_server().await;
+    // Byte by byte, within the header deadline.
+    let mut slow = connect_from(&ca, [127, 0, 0, 1], addr).await;
+    for byte in b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" {
+        slow.write_all(&[*byte]).await.expect("a byte");
+        slow.flush().await.expect("sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut status = [0u8; 12];
+    slow.read_exact(&mut status).await.expect("an answer");
+    assert_eq!(&status, b"HTTP/1.1 200", "a head sent byte by byte");
+    // A head longer than what is read ahead of hyper.
+    let mut long = connect_from(&ca, [127, 0, 0, 1], addr).await;
+    let filler = "a".repeat(2 * HEAD_READ_LIMIT);
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Filler: {filler}\r\n\r\n");
+    long.write_all(request.as_bytes())
+        .await
+        .expect("a long head");
+    long.read_exact(&mut status).await.expect("an answer");
+    assert_eq!(
+        &status,
+        b"HTTP/1.1 200",
+        "a head of {} bytes",
+        request.len()
+    );
+    assert_eq!(tally.get(Dropped::HeaderTimeout), 0);
+}
+
+/// A server ([`Staller`]: empty answers) with a header deadline of 1 s and an idle deadline of
+/// 4 s, as Go's 10 s and 90 s.
+async fn keep_alive_server() -> (ClusterCa, SocketAddr, Arc<Tally>) {
+    let limits = ServeLimits {
+        header_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(4),
+        ..limits(100, 100)
+    };
+    server_with(limits, Arc::new(Staller)).await
+}
+
+/// Sends `GET /` on `stream` and whether a whole empty response came back, leaving the stream
+/// ready for the next request.
+async fn answered_whole(stream: &mut TlsStream<TcpStream>) -> bool {
+    if stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let mut response = Vec::new();
+    let read = async {
+        let mut byte = [0u8; 1];
+        while !response.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => response.push(byte[0]),
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+    response.starts_with(b"HTTP/1.1 200") && response.ends_with(b"\r\n\r\n")
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_idle_past_the_header_deadline_serves_its_next_request() {
+    let (ca, addr, tally) = keep_alive_server().await;
+    let mut client = connect_from(&ca, [127, 0, 0, 1], addr).await;
+    assert!(
+        answered_whole(&mut client).await,
+        "the first request was served"
+    );
+    // Idle between requests for twice the header deadline, well within the idle deadline.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        answered_whole(&mut client).await,
+        "a keep-alive connection idle for 2 s (header deadline 1 s, idle 4 s) was not served"
+    );
+    // Idle past the idle deadline, it is closed.
+    assert!(
+        closed_within(&mut client, Duration::from_secs(6)).await,
+        "an idle keep-alive connection outlived its idle deadline"
+    );
+    assert_eq!(tally.get(Dropped::IdleTimeout), 1);
+    assert_eq!(tally.get(Dropped::HeaderTimeout), 0);
+}
+
+#[tokio::test]
+async fn a_later_requests_headers_are_held_to_the_deadline_from_their_first_byte() {
+    let (ca, addr, tally) = keep_alive_server().await;
+    let mut slow = connect_from(&ca, [127, 0, 0, 1], addr).await;
+    assert!(
+        answered_whole(&mut slow).await,
+        "the first request was served"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    slow.write_all(b"GET /cacerts HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("half of a second request");
+    let first_byte = std::time::Instant::now();
+    assert!(
+        !closed_within(&mut slow, Duration::from_millis(500)).await,
+        "the connection closed before its second request's header deadline"
+    );
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(2)).await,
+        "half a second request's headers were still held 2.5 s after their first byte"
+    );
+    let held = first_byte.elapsed();
+    assert!(
+        held >= Duration::from_millis(900) && held < Duration::from_millis(2_000),
+        "the header deadline (1 s) ran from the first byte: closed after {held:?}"
+    );
+    assert_eq!(tally.get(Dropped::HeaderTimeout), 1);
+    assert_eq!(tally.get(Dropped::IdleTimeout), 0);
 }
 
 #[tokio::test]

@@ -588,7 +588,7 @@ fn critical_settings_mismatch() {
             "critical configuration value mismatch between servers: node-cidr-mask-size-ipv4 (this server: 24, cluster: 25)",
         ]
     );
-    let names: Vec<&str> = a.critical_fields().iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = a.critical_fields().iter().map(|(n, _)| n.name()).collect();
     assert_eq!(
         names,
         [
@@ -1354,7 +1354,7 @@ fn net_conf_psk_is_a_secret() {
     assert_eq!(
         got,
         [
-            "critical configuration value mismatch between servers: flannel-conf Backend.PSK (this server: <redacted>, cluster: another <redacted> key)"
+            "critical configuration value mismatch between servers: flannel-conf (this server: Backend.PSK <redacted>, cluster: another Backend.PSK <redacted>)"
         ]
     );
     let none = ok(with_conf(
@@ -1372,7 +1372,7 @@ fn net_conf_psk_is_a_secret() {
     assert!(got[0].contains("\"PSK\":\"<redacted>\""), "{got:?}");
     assert_eq!(
         got[1],
-        "critical configuration value mismatch between servers: flannel-conf Backend.PSK (this server: none, cluster: <redacted>)"
+        "critical configuration value mismatch between servers: flannel-conf (this server: no Backend.PSK, cluster: Backend.PSK <redacted>)"
     );
     assert!(!got.concat().contains(PSK));
 }

@@ -187,3 +187,23 @@ async fn certificates_that_are_no_longer_good_are_issued_again() {
         ClientIdentity::KubeApiserver
     );
 }
+
+#[test]
+fn a_damaged_record_names_its_key_and_keeps_the_decoder_s_error() {
+    use std::error::Error as _;
+    let sealed = seal(&serde_json::json!({"a": 1}), "secret").unwrap();
+    let opened: serde_json::Value = unseal("/weft/bootstrap", &sealed, "secret").unwrap();
+    assert_eq!(opened, serde_json::json!({"a": 1}));
+
+    let err = unseal::<serde_json::Value>("/weft/bootstrap", b"{not json", "secret").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the bootstrap record at /weft/bootstrap is damaged (the envelope); restore the store from a backup"
+    );
+    assert!(
+        err.source().is_some(),
+        "the JSON error is kept as the source"
+    );
+    let wrong = unseal::<serde_json::Value>("/weft/bootstrap", &sealed, "other").unwrap_err();
+    assert!(matches!(wrong, ControlError::WrongToken), "{wrong}");
+}

@@ -76,7 +76,7 @@ async fn a_node_cannot_take_another_nodes_address_mac_or_key() {
 
     // Nothing of the refused registrations was stored.
     let nodes = server.admin().list_nodes(&server.url).await.expect("nodes");
-    let names: Vec<&str> = nodes.iter().filter_map(|n| n["name"].as_str()).collect();
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["n2"]);
     assert_eq!(server.hub.len(), 1, "no lease for a refused node");
     // The rogue, with its own identity, registers.

@@ -122,7 +122,7 @@ async fn a_deleted_node_is_removed_from_every_watcher() {
         .await
         .expect("nodes")
         .iter()
-        .filter_map(|n| n["name"].as_str().map(str::to_owned))
+        .map(|n| n.name.clone())
         .collect();
     assert_eq!(listed, ["node-1", "node-3"]);
 

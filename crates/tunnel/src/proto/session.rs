@@ -72,8 +72,8 @@ pub struct Session {
     ready: VecDeque<StreamId>,
     /// Streams owed credit that the session buffer could not cover yet.
     starving: Vec<StreamId>,
-    /// Streams whose writes the session send buffer refused.
-    send_blocked: Vec<StreamId>,
+    /// Streams whose writes the session send buffer refused, in the order they were refused.
+    send_blocked: VecDeque<StreamId>,
     events: VecDeque<Event>,
     /// Dial deadlines of streams this side opened, in the order their dials went out.
     dial_deadlines: VecDeque<(Instant, StreamId)>,
@@ -198,7 +198,7 @@ impl Session {
             control: VecDeque::new(),
             ready: VecDeque::new(),
             starving: Vec::new(),
-            send_blocked: Vec::new(),
+            send_blocked: VecDeque::new(),
             events: VecDeque::new(),
             dial_deadlines: VecDeque::new(),
             recv_committed: 0,
@@ -403,7 +403,7 @@ impl Session {
             let newly = !state.want_writable;
             state.want_writable = true;
             if newly && stream_room > 0 {
-                self.send_blocked.push(stream);
+                self.send_blocked.push_back(stream);
             }
             return Err(StreamError::Blocked);
         }
@@ -813,11 +813,7 @@ impl Session {
                 self.ready.push_back(stream);
             }
             self.wake_writer(stream);
-            if !self.send_blocked.is_empty() {
-                for blocked in std::mem::take(&mut self.send_blocked) {
-                    self.wake_writer(blocked);
-                }
-            }
+            self.wake_blocked_writers();
             return true;
         }
         if state.fin == Fin::Pending {
@@ -829,12 +825,42 @@ impl Session {
         false
     }
 
-    /// Emits [`Event::Writable`] if `stream` was refused a write and now has room.
-    fn wake_writer(&mut self, stream: StreamId) {
+    /// Wakes the writers the session send buffer refused, oldest first, as many as the room it
+    /// has now takes (one frame's worth each, at least one), or all once nothing is queued: a
+    /// thousand streams waiting for room are not all woken for every frame that leaves, only
+    /// for one of them to take the room and the rest to block again.
+    fn wake_blocked_writers(&mut self) {
+        if self.send_blocked.is_empty() {
+            return;
+        }
+        let session_room = self.config.max_session_buffer - self.send_buffered;
+        if session_room == 0 {
+            return;
+        }
+        let wake = if self.send_buffered == 0 {
+            self.send_blocked.len()
+        } else {
+            let frames = session_room.div_ceil(self.config.max_data_payload as u64);
+            usize::try_from(frames).unwrap_or(usize::MAX)
+        };
+        let mut woken = 0;
+        while woken < wake {
+            let Some(blocked) = self.send_blocked.pop_front() else {
+                break;
+            };
+            if self.wake_writer(blocked) {
+                woken += 1;
+            }
+        }
+    }
+
+    /// Emits [`Event::Writable`] if `stream` was refused a write and now has room; whether it
+    /// did.
+    fn wake_writer(&mut self, stream: StreamId) -> bool {
         let window = u64::from(self.config.stream_window);
         let session_room = self.config.max_session_buffer - self.send_buffered;
         let Some(state) = self.streams.get_mut(&stream) else {
-            return;
+            return false;
         };
         let room = state
             .send_credit
@@ -843,7 +869,9 @@ impl Session {
         if state.want_writable && room > 0 && state.fin == Fin::Open {
             state.want_writable = false;
             self.events.push_back(Event::Writable { stream });
+            return true;
         }
+        false
     }
 
     fn mark_ready(&mut self, stream: StreamId) {

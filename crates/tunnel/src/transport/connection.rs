@@ -4,11 +4,13 @@
 //! The session sits behind a mutex that the driver, the WebSocket reader and the stream handles
 //! share (quinn's shape). The reader task reads the connection in large chunks, takes every
 //! whole message out of them and feeds them all to the session under one lock, handing data
-//! payloads over as slices of its buffer; then it wakes the driver. The driver owns the write
-//! half and the one timer: it encodes what `poll_transmit` yields straight into one output
-//! buffer, WebSocket headers and all, writes that buffer in one go, re-arms the timer from
-//! `poll_timeout`, and turns `poll_event` into wakeups of stream handles, answers to pending
-//! opens, and dials. Reading and writing run in separate tasks, so a peer that stops reading
+//! payloads over as slices of its buffer, and turns the events they caused into wakeups of
+//! stream handles, answers to pending opens, and dials under the same lock (so a received byte
+//! reaches its stream with no other task in between); then it wakes the driver. The driver
+//! owns the write half and the one timer: it encodes what `poll_transmit` yields straight into
+//! one output buffer, WebSocket headers and all, writes that buffer as soon as it holds
+//! anything (a small write never waits for more), re-arms the timer from `poll_timeout`, and
+//! acts on the events timers and stream handles caused. Reading and writing run in separate tasks, so a peer that stops reading
 //! cannot stop this side from reading, and a write that blocks still lets the session's timers
 //! run, so a peer that went silent is noticed however full the socket is.
 
@@ -233,6 +235,27 @@ impl State {
         self.ended = Some(error);
     }
 
+    /// Acts on every event the session has: wakes the stream handles, answers pending opens,
+    /// and starts the dials the peer asked for (through `dialer`, or refused without one).
+    fn dispatch_events(&mut self, shared: &Arc<Shared>, dialer: Option<&Arc<dyn Dialer>>) {
+        while let Some(event) = self.session.poll_event() {
+            let Some((stream, target)) = self.dispatch(event) else {
+                continue;
+            };
+            match dialer {
+                // Started at once and under the lock, so the dial's handle is in `dialing`
+                // before the dial can finish or a reset of its stream be dispatched.
+                Some(dialer) => {
+                    let task = tokio::spawn(dial(shared.clone(), dialer.clone(), stream, target));
+                    self.dialing.insert(stream, task.abort_handle());
+                }
+                None => {
+                    let _ = self.session.refuse_dial(stream, DialError::NotAllowed);
+                }
+            }
+        }
+    }
+
     /// Acts on one event; returns a dial to start, if any.
     fn dispatch(&mut self, event: Event) -> Option<(StreamId, Target)> {
         match event {
@@ -294,7 +317,12 @@ async fn drive(
     let side = ws.side;
     let stall_timeout = shared.lock().session.config().write_stall_timeout;
     let (read_half, mut write_half) = tokio::io::split(ws.io);
-    let reader = tokio::spawn(read_messages(read_half, side, shared.clone()));
+    let reader = tokio::spawn(read_messages(
+        read_half,
+        side,
+        shared.clone(),
+        dialer.clone(),
+    ));
 
     let mut out: Vec<u8> = Vec::new();
     let error = loop {
@@ -315,23 +343,7 @@ async fn drive(
                 }
                 websocket::end_frame(&mut out, start, side);
             }
-            while let Some(event) = state.session.poll_event() {
-                let Some((stream, target)) = state.dispatch(event) else {
-                    continue;
-                };
-                match &dialer {
-                    // Started at once and under the lock, so the dial's handle is in `dialing`
-                    // before the dial can finish or a reset of its stream be dispatched.
-                    Some(dialer) => {
-                        let task =
-                            tokio::spawn(dial(shared.clone(), dialer.clone(), stream, target));
-                        state.dialing.insert(stream, task.abort_handle());
-                    }
-                    None => {
-                        let _ = state.session.refuse_dial(stream, DialError::NotAllowed);
-                    }
-                }
-            }
+            state.dispatch_events(&shared, dialer.as_ref());
             let full = out.len() >= WRITE_BATCH;
             (state.session.poll_timeout(), state.ended.clone(), full)
         };
@@ -435,10 +447,16 @@ where
     }
 }
 
-/// Reads the connection until it ends, feeding every message to the session; ends the
-/// connection with why it stopped.
-async fn read_messages<R>(mut read_half: R, side: Side, shared: Arc<Shared>)
-where
+/// Reads the connection until it ends, feeding every message to the session and acting on
+/// what they caused at once, under the same lock: the stream a data frame was for is woken from
+/// here, not from the driver, so received bytes reach it without another task's turn in
+/// between. Ends the connection with why it stopped.
+async fn read_messages<R>(
+    mut read_half: R,
+    side: Side,
+    shared: Arc<Shared>,
+    dialer: Option<Arc<dyn Dialer>>,
+) where
     R: AsyncRead + Unpin,
 {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -464,6 +482,7 @@ where
                         Message::Close => closed = true,
                     }
                 }
+                state.dispatch_events(&shared, dialer.as_ref());
             }
             shared.wake_driver.notify_one();
             if closed {

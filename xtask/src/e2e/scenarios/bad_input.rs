@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 
-use crate::e2e::cluster::{self, Node, Settings};
+use crate::e2e::cluster::{Node, Settings};
+use crate::e2e::etcd;
 use crate::e2e::inspect;
 use crate::e2e::lab::{Families, Host, Lab, wait_for};
 
@@ -63,7 +64,7 @@ pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
     lab.step("restart with another cluster-cidr and backend: exit 1 naming both");
 
     // 3. A server joining an etcd-backed cluster with different critical settings.
-    let (_etcd, endpoint) = cluster::etcd(lab, &segment, 200)?;
+    let (_etcd, endpoint) = etcd::start(lab, &segment, 200)?;
     let datastore = ["--datastore-endpoint".to_owned(), endpoint];
     let mut shared = settings.clone();
     shared.extra.extend(datastore.iter().cloned());

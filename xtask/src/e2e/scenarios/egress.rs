@@ -31,9 +31,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 
-use crate::e2e::cluster::{self, Front, Node, Settings};
+use crate::e2e::cluster::{self, Node, Settings};
 use crate::e2e::cni::Pod;
-use crate::e2e::lab::{Daemon, Families, Lab, has_event, wait_for};
+use crate::e2e::front::Front;
+use crate::e2e::lab::{Daemon, Families, Lab, wait_for};
+use crate::e2e::metrics;
 use crate::e2e::responder;
 
 use super::Scenario;
@@ -249,13 +251,19 @@ fn disabled(
     );
     lab.step("the EgressSelectorConfiguration says Direct");
     for agent in agents {
-        let log = std::fs::read_to_string(lab.dir.join(format!("{}.log", agent.title())))?;
+        let sessions = metrics::scrape(&agent.host.ns)?.sum("weft_agent_tunnel_sessions", &[]);
         ensure!(
-            !has_event(&log, "tunnel connected"),
-            "{} opened a tunnel in disabled mode",
+            sessions == 0.0,
+            "{} holds {sessions} tunnel sessions in disabled mode",
             agent.name
         );
     }
+    let sessions = metrics::scrape(&server.host.ns)?.sum("weft_server_tunnel_sessions", &[]);
+    ensure!(
+        sessions == 0.0,
+        "{} holds {sessions} tunnel sessions in disabled mode",
+        server.name
+    );
     // The front door as an apiserver given HTTPConnect would use it (with its own client
     // certificate, the only one CONNECT takes): it dials directly.
     let tls = server.dir.join("server/tls");

@@ -15,7 +15,12 @@
 //! userspace device and from `wg show` for a kernel one. A run with
 //! `--wireguard-implementation` (the VM lane runs `kernel`) also checks every node runs on that
 //! implementation: its devices' link kind (`wireguard` or `tun`, read through netlink), what
-//! `weft-agent check` reports, and what `weft-agent plan` says.
+//! `weft-agent check` reports, and what `weft-agent plan` says. On the kernel's implementation,
+//! one peer removed by hand (`wg set DEV peer KEY remove`) must be back within 3 s (times the
+//! run's patience) with the reconcile interval an hour away: the agent reads its kernel devices
+//! every second, since they send no notifications.
+
+use std::time::Duration;
 
 use anyhow::{bail, ensure};
 
@@ -80,7 +85,16 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
 fn run(lab: &Lab<'_>, backend: &'static str, families: Families) -> anyhow::Result<()> {
     let segment = lab.segment(0, families)?;
     let settings = Settings::new(backend, families);
-    let (mut nodes, rows) = cluster::start(lab, &segment, &settings, 1, &[])?;
+    // On the kernel's WireGuard, a peer removed by hand must come back through the agent's
+    // poll of its devices, not through the periodic reconcile: make that an hour away.
+    let kernel_wireguard =
+        backend == "wireguard-native" && lab.env.wireguard == Some(WireguardImplementation::Kernel);
+    let extra: &[&str] = if kernel_wireguard {
+        &["--reconcile-interval", "3600"]
+    } else {
+        &[]
+    };
+    let (mut nodes, rows) = cluster::start(lab, &segment, &settings, 1, extra)?;
     if let (Some(implementation), "wireguard-native") = (lab.env.wireguard, backend) {
         for node in &nodes {
             check_implementation(lab, node, families, implementation)?;
@@ -89,6 +103,13 @@ fn run(lab: &Lab<'_>, backend: &'static str, families: Families) -> anyhow::Resu
             "every node runs WireGuard on the {} implementation",
             implementation.as_str()
         ));
+        if kernel_wireguard {
+            let took = check_peer_repair(&nodes[0], families)?;
+            lab.step(format!(
+                "a peer removed by hand with `wg set` is back in {:.1} s (reconcile interval: an hour)",
+                took.as_secs_f64()
+            ));
+        }
     }
     let outside = lab.host("out", &[(&segment, 100)])?;
     for v6 in families.each() {
@@ -145,10 +166,43 @@ fn run(lab: &Lab<'_>, backend: &'static str, families: Families) -> anyhow::Resu
 }
 
 /// How long a node may take to make its WireGuard devices after it registered.
-const DEVICE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const DEVICE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Checks that `node`'s WireGuard devices run on `implementation`: the link kind its kernel
 /// reports, and, for an agent, what `weft-agent check` and `weft-agent plan` say.
+/// How long a kernel WireGuard peer removed by hand may stay away: the agent reads its kernel
+/// devices every second (they send no notifications).
+const PEER_REPAIR: Duration = Duration::from_secs(3);
+
+/// Removes one peer of `node`'s kernel WireGuard devices with `wg set ... remove` and waits
+/// for the agent to put it back, well before its reconcile interval; the longest it took.
+fn check_peer_repair(node: &Node, families: Families) -> anyhow::Result<Duration> {
+    let mut longest = Duration::ZERO;
+    for v6 in families.each() {
+        let dev = inspect::wireguard_dev(v6);
+        let peers = node.host.ns.run("wg", &["show", dev, "peers"])?;
+        let key = peers
+            .lines()
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{}'s {dev} has no peers", node.name))?
+            .to_owned();
+        node.host
+            .ns
+            .run("wg", &["set", dev, "peer", &key, "remove"])?;
+        let removed = std::time::Instant::now();
+        wait_for(
+            &format!("{}'s {dev} to get its removed peer back", node.name),
+            PEER_REPAIR,
+            || {
+                let now = node.host.ns.run("wg", &["show", dev, "peers"])?;
+                Ok(now.lines().any(|line| line == key).then_some(()))
+            },
+        )?;
+        longest = longest.max(removed.elapsed());
+    }
+    Ok(longest)
+}
+
 fn check_implementation(
     lab: &Lab<'_>,
     node: &Node,

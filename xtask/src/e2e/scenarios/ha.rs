@@ -13,6 +13,7 @@ use anyhow::Context;
 
 use crate::e2e::cluster::{self, Node, Settings};
 use crate::e2e::cni::Pod;
+use crate::e2e::etcd;
 use crate::e2e::lab::{Families, Lab};
 use crate::e2e::probe::ping;
 
@@ -21,7 +22,7 @@ use super::egress;
 pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
     let families = Families::V4;
     let segment = lab.segment(0, families)?;
-    let (_etcd, endpoint) = cluster::etcd(lab, &segment, 200)?;
+    let (_etcd, endpoint) = etcd::start(lab, &segment, 200)?;
 
     let mut settings = Settings::new("vxlan", families);
     settings

@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 
-use crate::e2e::cluster::{self, Front, Node, Settings};
+use crate::e2e::cluster::{self, Node, Settings};
+use crate::e2e::front::Front;
 use crate::e2e::inspect;
 use crate::e2e::lab::{Daemon, Families, Lab, Ns};
 use crate::e2e::responder;

@@ -918,6 +918,54 @@ fn an_idle_stream_costs_little_memory() {
 }
 
 #[test]
+fn a_frame_leaving_wakes_only_the_blocked_writers_its_room_takes() {
+    let window = 16 * 1024;
+    let payload = 4 * 1024;
+    let server = Config {
+        max_data_payload: payload,
+        ..config(window, u64::from(window) * 2, 32)
+    };
+    let mut pair = pair_with(server, Config::default());
+    let streams: Vec<StreamId> = (0..12).map(|i| pair.open("10.0.0.1", 1 + i)).collect();
+    let data = pattern(3, window as usize);
+    // Two streams fill the session send buffer; the other ten are refused, oldest first.
+    for &stream in &streams[..2] {
+        assert_eq!(pair.server.write_available(stream, &data), window as usize);
+    }
+    for &stream in &streams[2..] {
+        assert_eq!(
+            pair.server.session.write(stream, &data),
+            Err(StreamError::Blocked)
+        );
+    }
+    pair.server.take_events();
+    // One frame leaves: its room takes one writer, the oldest, not all ten.
+    let now = pair.now();
+    let mut out = Vec::new();
+    assert!(pair.server.session.poll_transmit(now, &mut out).is_some());
+    while let Some(event) = pair.server.session.poll_event() {
+        pair.server.events.push_back(event);
+    }
+    let woken: Vec<Event> = pair
+        .server
+        .take_events()
+        .into_iter()
+        .filter(|event| matches!(event, Event::Writable { .. }))
+        .collect();
+    assert_eq!(woken, vec![Event::Writable { stream: streams[2] }]);
+    // Once everything queued left, every writer still waiting hears it has room.
+    pair.drive();
+    let mut waiting: Vec<StreamId> = streams[3..].to_vec();
+    for event in pair.server.take_events() {
+        if let Event::Writable { stream } = event {
+            waiting.retain(|&w| w != stream);
+        }
+    }
+    assert!(waiting.is_empty(), "never woken: {waiting:?}");
+    assert_invariants(&pair);
+}
+
+#[test]
 fn the_session_send_buffer_bounds_writes_and_wakes_writers() {
     let window = 16 * 1024;
     let mut pair = pair_with(config(window, u64::from(window) * 2, 8), Config::default());

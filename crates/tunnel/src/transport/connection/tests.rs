@@ -1,12 +1,13 @@
 //! Tests of the driver against peers that misbehave at the byte level: one that goes silent
 //! with its socket full, one that keeps pinging but reads nothing, one that breaks the
-//! WebSocket framing, and one that dials and resets in a loop.
+//! WebSocket framing, and one that dials and resets in a loop; and of its batching: a small
+//! write leaves at once.
 
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 use crate::error::WebSocketError;
@@ -223,4 +224,70 @@ async fn a_dial_whose_stream_is_reset_is_cancelled() {
         "{} dials of reset streams still running",
         in_flight.load(Ordering::SeqCst)
     );
+}
+
+/// Reads `far` until a tunnel frame from the server arrives; `None` once it ended.
+async fn next_frame<R>(far: &mut R, buf: &mut BytesMut) -> Option<Frame>
+where
+    R: AsyncRead + Unpin,
+{
+    loop {
+        match websocket::decode(buf, Side::Client).expect("well-formed WebSocket messages") {
+            Some(Message::Binary(frame)) => return Some(Frame::decode(&frame).expect("a frame")),
+            Some(_) => continue,
+            None => {}
+        }
+        if far.read_buf(buf).await.expect("read") == 0 {
+            return None;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_small_write_is_sent_without_waiting_for_more() {
+    let (near, far) = tokio::io::duplex(1024 * 1024);
+    let (connection, driver) = Connection::new(
+        WebSocket::new(near, Side::Server),
+        Role::Server,
+        Config::default(),
+        None,
+    )
+    .expect("a valid config");
+    let _driver = tokio::spawn(driver);
+    let (mut far_read, mut far_write) = tokio::io::split(far);
+    let target = Target::new("10.0.0.1", 10250).expect("a target");
+    let opening = tokio::spawn(async move { connection.open(target).await });
+    // The test is the agent: it answers the dial.
+    let mut buf = BytesMut::new();
+    let stream = match next_frame(&mut far_read, &mut buf).await {
+        Some(Frame::Dial { stream, .. }) => stream,
+        other => panic!("a dial first, got {other:?}"),
+    };
+    let accepted = messages(
+        Side::Client,
+        &[Frame::DialOk {
+            stream,
+            window: 256 * 1024,
+        }],
+    );
+    far_write.write_all(&accepted).await.expect("send");
+    let mut tunnel = opening.await.expect("no panic").expect("the stream opened");
+    // One 64-byte request, and nothing after it: it must reach the socket well before any
+    // timer of the session (the first ping is seconds away).
+    tunnel.write_all(&[0x42; 64]).await.expect("write");
+    let sent = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match next_frame(&mut far_read, &mut buf).await {
+                Some(Frame::Data {
+                    stream: on,
+                    payload,
+                }) if on == stream => break payload,
+                Some(_) => continue,
+                None => panic!("the connection ended"),
+            }
+        }
+    })
+    .await
+    .expect("the 64 bytes left without waiting for more data or a timer");
+    assert_eq!(sent.as_ref(), &[0x42; 64]);
 }
