@@ -33,10 +33,12 @@ pub(crate) fn run(root: &Path, bench: Bench) -> anyhow::Result<()> {
                 &["5000", "50", "100", "10"],
             )
         }
-        // Pod-to-pod TCP throughput (iperf3) over vxlan and over userspace WireGuard, in the
-        // same network namespaces (root).
+        // Pod-to-pod TCP throughput (iperf3) over vxlan, weft's userspace WireGuard and
+        // wireguard-go, in the same network namespaces (root); then the userspace data path's
+        // hot path alone (criterion).
         Some(name) if name == "wireguard" => {
-            release_example(root, "weft-kernel", "wireguard_bench", &["5"])
+            release_example(root, "weft-kernel", "wireguard_bench", &["5"])?;
+            cargo_bench.args(["--bench", "wireguard_hot_path"]).run()
         }
         // 5,000 simulated agents registering with and watching one weft-server process.
         Some(name) if name == "control-plane" => control_plane::run(root),

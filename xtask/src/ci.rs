@@ -147,6 +147,7 @@ fn steps(root: &Path) -> Vec<Step> {
 /// What the VM lane runs on Debian's 6.1 kernel: kernel WireGuard for each family, across
 /// restarts and backend switches.
 const VM_SCENARIOS: &[&str] = &[
+    "wireguard-mixed",
     "wireguard-ipv4",
     "wireguard-dual",
     "wireguard-ipv6",

@@ -86,7 +86,7 @@ pub(crate) fn run(root: &Path, flags: E2e) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let selected = select(&all, &flags.only)?;
+    let selected = select(&all, &flags.only, flags.vm || flags.in_vm)?;
     if flags.vm && !flags.in_vm {
         return vm::run(root, &flags);
     }
@@ -126,18 +126,31 @@ pub(crate) fn run(root: &Path, flags: E2e) -> anyhow::Result<ExitCode> {
 }
 
 /// The scenarios `--only` names (all when it names none), in the order of `all`.
-fn select(all: &[&'static Scenario], only: &[String]) -> anyhow::Result<Vec<&'static Scenario>> {
+/// The scenarios `only` names, or without names every scenario, less those that need the
+/// kernel's WireGuard outside a VM run (`in_vm`).
+fn select(
+    all: &[&'static Scenario],
+    only: &[String],
+    in_vm: bool,
+) -> anyhow::Result<Vec<&'static Scenario>> {
     if let Some(unknown) = only.iter().find(|n| !all.iter().any(|s| s.name == *n)) {
         bail!(
             "no scenario `{unknown}`; `cargo xtask e2e --list` lists them: {}",
             all.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
         );
     }
-    Ok(all
+    let (selected, vm_only): (Vec<_>, Vec<_>) = all
         .iter()
         .copied()
         .filter(|s| only.is_empty() || only.iter().any(|n| n == s.name))
-        .collect())
+        .partition(|s| in_vm || !only.is_empty() || !scenarios::needs_kernel_wireguard(s));
+    for scenario in vm_only {
+        println!(
+            "e2e: {} runs in the VM lane (cargo xtask e2e --vm), where the kernel has WireGuard",
+            scenario.name
+        );
+    }
+    Ok(selected)
 }
 
 /// Runs one scenario in a fresh lab; prints its verdict (and its logs when it failed).

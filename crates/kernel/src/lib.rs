@@ -51,6 +51,8 @@ pub use interface::DefaultInterface;
 pub use mirror::{Converged, Mirror, Notice, RECEIVE_BUFFER, Resync, WIREGUARD_POLL};
 pub use observe::Scope;
 pub use probe::Capability;
+#[cfg(any(test, feature = "test-util"))]
+pub use wireguard::hotpath;
 pub use wireguard::{Handshake, WgPrivateKey, Wireguard};
 
 use std::sync::{Arc, Mutex};

@@ -112,7 +112,6 @@ pub enum Notice {
 
 /// Why a [`Mirror`] observes the whole scope again.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Resync {
     /// The caller asked (the start, the periodic reconcile).
     Requested,

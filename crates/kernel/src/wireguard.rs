@@ -1,6 +1,7 @@
 //! WireGuard devices and peers: the kernel module through defguard_wireguard_rs's
 //! `WGApi<Kernel>` (generic netlink), or the userspace implementation inside this process
-//! (defguard_boringtun on a TUN, see `userspace`).
+//! (weft's own batched data path around boringtun's protocol core, on a TUN: see `userspace`
+//! and `datapath`).
 //!
 //! [`Wireguard`] is what an agent keeps for its whole life: the private keys it owns
 //! ([`WgPrivateKey`]) and the userspace devices it runs. Plans name devices by public key only,
@@ -11,12 +12,12 @@
 //!
 //! Observing: a `wireguard` link in scope is read with generic netlink (`wg show`); a `tun`
 //! link in scope is a WireGuard device only when this process runs it (same name, interface
-//! index and network namespace), and is then read over its UAPI connection. Any other TUN
-//! under weft's name (a persistent one, or one a hung agent still holds) is observed as
-//! [`LinkKind::Other`], so the plan deletes it and creates weft's.
+//! index and network namespace), and is then read in-process (the UAPI's `get=1` text). Any
+//! other TUN under weft's name (a persistent one, or one a hung agent still holds) is observed
+//! as [`LinkKind::Other`], so the plan deletes it and creates weft's.
 //!
 //! Another process of the same agent (`weft-agent plan` beside the daemon) can't reach those
-//! socket pairs. With [`Wireguard::set_socket_dir`] (the agent's data dir) each userspace
+//! devices. With [`Wireguard::set_socket_dir`] (the agent's data dir) each userspace
 //! device also answers `get=1`, and nothing else, on `<dir>/<ifname>.sock`: a path per agent,
 //! so agents still never collide, and observing falls back to it for a TUN this process does
 //! not run.
@@ -24,9 +25,12 @@
 //! Routes are not defguard's job here (its peer routing only warns when a route fails): the
 //! plan's cluster route goes through rtnetlink like every other route.
 //!
-//! Everything in defguard and boringtun blocks, so it runs on tokio's blocking pool, in the
-//! network namespace of the runtime's threads.
+//! Everything in defguard and in the userspace device's configuration blocks, so it runs on
+//! tokio's blocking pool, in the network namespace of the runtime's threads.
 
+mod datapath;
+#[cfg(any(test, feature = "test-util"))]
+pub mod hotpath;
 mod socket;
 mod userspace;
 
@@ -623,9 +627,8 @@ fn uapi_peer(public_key: &WgPublicKey, peer: &WgPeer, psk: Option<&Key>) -> Stri
 /// Peer operations on a userspace device, in two UAPI requests at most: one that removes every
 /// peer that goes or changes, one that adds every peer that comes or changes.
 ///
-/// boringtun can't change a peer in place (it refuses an existing key), so a changed peer is
-/// removed and added again; and it carries `remove=true` over from one peer section to the
-/// next in a request, so removals and additions never share a request.
+/// A changed peer is removed and added again (a fresh session, as with boringtun's device,
+/// which refused an existing key), and removals and additions never share a request.
 fn userspace_peers(
     device: &mut UserspaceDevice,
     ops: &[Op],

@@ -16,6 +16,7 @@
 //! | issue 12 | `trust`: a rogue host holding the agent token is refused each attack | `trust` |
 //! | issue 13 | `abuse`: slow clients, a flood from one address, a server that never answers | `abuse` |
 //! | issue 15 | `flannel-conf`: net-conf.json's vxlan and wireguard options applied | `flannel_conf` |
+//! | issue 17 | `wireguard-mixed` (VM lane only: it needs the kernel's WireGuard) | `wireguard_mixed` |
 //!
 //! The egress tunnel also appears in `backend-none` (the tunnel works without a pod network)
 //! and `ha-etcd` (CONNECT through the surviving servers).
@@ -34,6 +35,7 @@ mod ha;
 mod node_delete;
 mod restart;
 mod trust;
+mod wireguard_mixed;
 
 use super::lab::Lab;
 
@@ -101,11 +103,26 @@ const OTHERS: &[Scenario] = &[
     },
 ];
 
+/// The scenarios that need the kernel's WireGuard, which this machine's kernel may lack: the VM
+/// lane runs them (`cargo xtask e2e --vm`); a run on the host takes them only when `--only`
+/// names them.
+const KERNEL_WIREGUARD: &[Scenario] = &[Scenario {
+    name: "wireguard-mixed",
+    about: "(VM lane) dual-stack wireguard-native with n1 on the kernel's WireGuard and n2 on the userspace device: pods talk both ways",
+    run: wireguard_mixed::run,
+}];
+
 /// Every scenario, in the order `cargo xtask e2e` runs them.
 pub(crate) fn all() -> Vec<&'static Scenario> {
     fabric::SCENARIOS
         .iter()
         .chain(OTHERS)
         .chain(egress::SCENARIOS)
+        .chain(KERNEL_WIREGUARD)
         .collect()
+}
+
+/// Whether `scenario` needs the kernel's WireGuard (see [`KERNEL_WIREGUARD`]).
+pub(crate) fn needs_kernel_wireguard(scenario: &Scenario) -> bool {
+    KERNEL_WIREGUARD.iter().any(|s| s.name == scenario.name)
 }

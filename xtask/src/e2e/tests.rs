@@ -235,10 +235,18 @@ fn scenario_names_are_unique_and_selectable() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), all.len());
-    assert_eq!(select(&all, &[]).unwrap().len(), all.len());
-    let one = select(&all, &["restart".to_owned()]).unwrap();
+    assert_eq!(select(&all, &[], true).unwrap().len(), all.len());
+    // On the host, the scenarios that need the kernel's WireGuard run only when named.
+    let host = select(&all, &[], false).unwrap();
+    assert_eq!(host.len(), all.len() - 1);
+    assert!(!host.iter().any(|s| s.name == "wireguard-mixed"));
+    let named = select(&all, &["wireguard-mixed".to_owned()], false).unwrap();
+    assert_eq!(named.len(), 1);
+    let one = select(&all, &["restart".to_owned()], false).unwrap();
     assert_eq!(one.iter().map(|s| s.name).collect::<Vec<_>>(), ["restart"]);
-    let err = select(&all, &["nope".to_owned()]).unwrap_err().to_string();
+    let err = select(&all, &["nope".to_owned()], false)
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("no scenario `nope`"), "{err}");
 }
 

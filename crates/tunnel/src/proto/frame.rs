@@ -35,7 +35,6 @@ pub const MAX_REASON_LEN: usize = 255;
 
 /// One message of the protocol; one frame is one WebSocket binary message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Frame {
     /// Opens `stream` and asks the peer to dial `target`.
     Dial {
@@ -156,7 +155,6 @@ pub enum DialError {
 
 /// Why a stream was reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
-#[non_exhaustive]
 pub enum ResetCode {
     /// The application on the resetting side gave the stream up.
     #[error("stream cancelled by the peer")]
@@ -171,7 +169,6 @@ pub enum ResetCode {
 
 /// Why a session was closed, as carried by [`Frame::GoAway`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum CloseCode {
     /// An orderly close by the application (shutdown, node removed).
     Normal,

@@ -103,7 +103,6 @@ pub struct Session {
 
 /// What the application must act on, from [`Session::poll_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Event {
     /// The peer opened `stream` and asks this side to dial `target`. Answer with
     /// [`Session::accept_dial`] once the connection is up, or [`Session::refuse_dial`].

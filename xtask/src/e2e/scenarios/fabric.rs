@@ -203,7 +203,7 @@ fn check_peer_repair(node: &Node, families: Families) -> anyhow::Result<Duration
     Ok(longest)
 }
 
-fn check_implementation(
+pub(crate) fn check_implementation(
     lab: &Lab<'_>,
     node: &Node,
     families: Families,
