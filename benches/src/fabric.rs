@@ -53,6 +53,7 @@ impl FabricWorkload {
             backend: Vxlan {
                 mac_v4: MacAddr([2, 0, 0, 0xff, 0, 1]),
                 mac_v6: MacAddr([2, 0, 0, 0xff, 0, 2]),
+                settings: weft_fabric::VxlanSettings::default(),
             },
             local,
             peers: (0..peers).map(peer).collect(),

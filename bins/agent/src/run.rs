@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use weft_config::{AgentConfig, AgentFlags, System, load_agent};
-use weft_kernel::{Kernel, Scope};
+use weft_kernel::Kernel;
 use weft_node::LeaseSource;
 use weft_node::agent;
 use weft_node::daemon;
@@ -117,12 +117,17 @@ pub(crate) fn check(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
                 })
                 .await;
                 match asked {
-                    Ok(Some(cluster)) => Some(cluster.flannel_backend),
+                    Ok(Some(cluster)) => {
+                        Some((cluster.flannel_backend, config.node.masq_mode_in(&cluster)))
+                    }
                     _ => None,
                 }
             }
             None => None,
         };
+        // The cluster's flannel-conf may pick the masquerade mode.
+        let masq_mode = backend.map_or(masq_mode, |(_, mode)| mode);
+        let backend = backend.map(|(backend, _)| backend);
         let mut out = std::io::stdout().lock();
         match backend {
             Some(b) => writeln!(out, "backend: {b} (from the server)")?,
@@ -154,7 +159,9 @@ pub(crate) fn cleanup(flags: &AgentFlags) -> anyhow::Result<ExitCode> {
     let settings = agent_settings(&config.node, String::new());
     runtime()?.block_on(async {
         let kernel = Kernel::connect()?;
-        let plan = kernel.cleanup(&Scope::weft()).await?;
+        let plan = kernel
+            .cleanup(&weft_node::agent::cleanup_scope(&settings))
+            .await?;
         let mut out = std::io::stdout().lock();
         write!(out, "{plan}")?;
         for path in weft_node::agent::written_files(&settings) {

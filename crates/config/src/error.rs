@@ -109,6 +109,10 @@ pub enum ConfigError {
     },
 
     // --- Settings given to the wrong role or with the wrong shape.
+    /// The file named by `flannel-conf` (or the `net-conf` of a cluster record) breaks a rule
+    /// of flannel's `net-conf.json`, or contradicts another setting.
+    #[error("flannel-conf: {0}")]
+    NetConf(NetConfProblem),
     /// A flannel option was given to an agent.
     #[error("{key} can't be set on an agent: flannel options are set on servers only, because every node takes them from the servers; {}", origin.removal(key))]
     FlannelOptionOnAgent {
@@ -199,14 +203,6 @@ pub enum ConfigError {
         key: &'static str,
         /// The path.
         path: PathBuf,
-    },
-    /// The file named by `flannel-conf` is not JSON.
-    #[error("flannel-conf {} is not valid JSON: {reason}; write a flannel net-conf.json", path.display())]
-    FlannelConfNotJson {
-        /// The path.
-        path: PathBuf,
-        /// The parser's message.
-        reason: String,
     },
     /// `flannel-iface` is no valid interface name.
     #[error(
@@ -689,6 +685,191 @@ pub enum RecordProblem {
     /// error names the setting.
     #[error(transparent)]
     Invalid(Box<ConfigError>),
+}
+
+/// What is wrong with a `net-conf.json` ([`crate::NetConf`]), key by key. Keys are named
+/// as flannel spells them, nested ones with their object (`Backend.VNI`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetConfProblem {
+    /// The file is not JSON.
+    #[error("the file is not valid JSON: {reason}; write a flannel net-conf.json object")]
+    NotJson {
+        /// The parser's message.
+        reason: String,
+    },
+    /// A key flannel's `net-conf.json` does not have (for this backend type).
+    #[error("unknown key {key}: did you mean {closest}? remove it or fix its spelling")]
+    UnknownKey {
+        /// The key as written, with its object.
+        key: String,
+        /// The known key closest to it.
+        closest: String,
+    },
+    /// One key given twice in different case (flannel would silently keep the last).
+    #[error("{key} is given twice, as {first:?} and {second:?}: keep one")]
+    DuplicateKey {
+        /// The key in flannel's spelling.
+        key: String,
+        /// The first spelling.
+        first: String,
+        /// The second spelling.
+        second: String,
+    },
+    /// A value of the wrong JSON type.
+    #[error("{key} is {value}, but must be {expected}")]
+    WrongType {
+        /// The key.
+        key: String,
+        /// The value as JSON.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// A number out of its range.
+    #[error("{key} {value} is out of range: use a whole number from {min} to {max}")]
+    OutOfRange {
+        /// The key.
+        key: String,
+        /// The value as JSON.
+        value: String,
+        /// The smallest value allowed.
+        min: u64,
+        /// The largest value allowed.
+        max: u64,
+    },
+    /// A string that is not a value of its key.
+    #[error("{key} {value:?} is not valid: {}", net_conf_value_help(key))]
+    InvalidValue {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// `Backend.PSK` is not a WireGuard key. The value is a secret and is not repeated.
+    #[error(
+        "Backend.PSK is not a WireGuard pre-shared key: use 32 bytes in base64 (44 characters), as `wg genpsk` prints them"
+    )]
+    InvalidPsk,
+    /// `Backend` has no `Type`.
+    #[error("Backend has no Type: set it to vxlan, host-gw or wireguard")]
+    BackendTypeMissing,
+    /// `Backend.Type` is no backend weft runs.
+    #[error(
+        "Backend.Type {value:?} is not a backend weft runs: use vxlan, host-gw or wireguard (flannel-backend none needs no net-conf)"
+    )]
+    UnknownBackendType {
+        /// The type.
+        value: String,
+    },
+    /// `Backend.Learning` is `true`: weft's VTEPs learn nothing, they are told every peer.
+    #[error(
+        "Backend.Learning true is not supported: weft programs every peer's VTEP; remove it or set it to false"
+    )]
+    LearningUnsupported,
+    /// A key contradicts a setting.
+    #[error(
+        "{key} {value} contradicts {setting} {setting_value}: make them agree, or leave {key} out of the file"
+    )]
+    Contradicts {
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// The setting it contradicts.
+        setting: &'static str,
+        /// The setting's value.
+        setting_value: String,
+    },
+    /// A node CIDR bound outside the cluster network.
+    #[error("{key} {value} is outside the cluster network {network}: pick an address inside it")]
+    BoundOutsideNetwork {
+        /// `SubnetMin`, `SubnetMax` or their IPv6 pair.
+        key: &'static str,
+        /// The address.
+        value: std::net::IpAddr,
+        /// The cluster CIDR of its family.
+        network: weft_ipam::Cidr,
+    },
+    /// A node CIDR bound that does not start a node CIDR.
+    #[error(
+        "{key} {value} is not on a /{prefix_len} boundary (the node CIDR size): use {suggestion}"
+    )]
+    BoundNotOnBoundary {
+        /// The key.
+        key: &'static str,
+        /// The address.
+        value: std::net::IpAddr,
+        /// The node CIDR prefix length.
+        prefix_len: u8,
+        /// The node CIDR's network address it lies in.
+        suggestion: std::net::IpAddr,
+    },
+    /// A minimum above its maximum.
+    #[error("{min_key} {min} is above {max_key} {max}: swap them")]
+    MinAboveMax {
+        /// `SubnetMin` or `IPv6SubnetMin`.
+        min_key: &'static str,
+        /// Its value.
+        min: std::net::IpAddr,
+        /// `SubnetMax` or `IPv6SubnetMax`.
+        max_key: &'static str,
+        /// Its value.
+        max: std::net::IpAddr,
+    },
+    /// An MTU that leaves the devices less than the family's minimum.
+    #[error("{key} {value} is too small: the devices get {value} minus {overhead} bytes of encapsulation, and {family} needs {needed}; use at least {}", needed + overhead)]
+    MtuTooSmall {
+        /// The key.
+        key: &'static str,
+        /// The MTU.
+        value: u32,
+        /// The backend's encapsulation overhead.
+        overhead: u32,
+        /// The family with the largest minimum MTU.
+        family: weft_ipam::Family,
+        /// That minimum (68 for IPv4, 1280 for IPv6).
+        needed: u32,
+    },
+    /// `separate` mode on a dual-stack cluster with one port for both devices.
+    #[error(
+        "Backend.ListenPort and Backend.ListenPortV6 are both {port}, but Mode separate on a dual-stack cluster runs two devices, which can't share a port: give them different ports"
+    )]
+    SamePorts {
+        /// The port.
+        port: u16,
+    },
+    /// A single-device `Mode` whose endpoint family the cluster lacks.
+    #[error(
+        "Backend.Mode {mode} sends to {family} endpoints, but cluster-cidr {cluster} has no {family}: use Mode auto or separate"
+    )]
+    ModeWithoutFamily {
+        /// The mode.
+        mode: &'static str,
+        /// The family it needs.
+        family: weft_ipam::Family,
+        /// The cluster CIDRs.
+        cluster: weft_ipam::CidrList,
+    },
+}
+
+/// The form a `net-conf.json` string key takes, for [`NetConfProblem::InvalidValue`].
+fn net_conf_value_help(key: &str) -> &'static str {
+    match key {
+        "Network" => "write an IPv4 network as ADDRESS/PREFIX, e.g. 10.42.0.0/16",
+        "IPv6Network" => "write an IPv6 network as ADDRESS/PREFIX, e.g. fd00:42::/56",
+        "SubnetMin" | "SubnetMax" => {
+            "write the IPv4 network address of a node CIDR, e.g. 10.42.8.0"
+        }
+        "IPv6SubnetMin" | "IPv6SubnetMax" => {
+            "write the IPv6 network address of a node CIDR, e.g. fd00:42:0:8::"
+        }
+        "Backend.MacPrefix" => {
+            "write two hex bytes, e.g. 0E-2A, whose first byte is unicast (its lowest bit clear)"
+        }
+        "Backend.Mode" => "use separate, auto, ipv4 or ipv6",
+        _ => "see flannel's net-conf.json documentation",
+    }
 }
 
 /// Something legal but probably not meant, returned as data: the library never logs.

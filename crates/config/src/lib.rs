@@ -21,7 +21,8 @@
 //! [`Key`] and its settings table, the one home of every setting; then [`ClusterNetwork`], which
 //! servers persist and hand to agents as JSON ([`ClusterNetwork::to_json`] and
 //! [`ClusterNetwork::from_json`]) and agents check themselves against
-//! ([`NodeConfig::check_cluster`]).
+//! ([`NodeConfig::check_cluster`]); and [`NetConf`], flannel's `net-conf.json` as
+//! `flannel-conf` gives it.
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +32,7 @@ mod error;
 mod file;
 mod load;
 mod model;
+mod net_conf;
 mod network;
 mod node;
 mod resolve;
@@ -46,11 +48,15 @@ mod test_support;
 
 pub use cli::{AgentFlags, ServerFlags, args, flag_values};
 pub use datastore::{DatastoreClientCert, DatastoreTls};
-pub use error::{ConfigError, NameSource, RecordProblem, SharedIoError, Warning};
+pub use error::{ConfigError, NameSource, NetConfProblem, RecordProblem, SharedIoError, Warning};
 pub use load::{AgentConfig, Loaded, Report, ServerConfig, load_agent, load_data_dir, load_server};
 pub use model::{
     ClusterDomain, DatastoreEndpoint, EgressSelectorMode, FlannelBackend, InterfaceName, LogFormat,
     MasqMode, NodeId, NodeName, ServerUrl, Token, WireguardImplementation, is_dns1123_subdomain,
+};
+pub use net_conf::{
+    MAX_VNI, NetConf, NetConfBackend, Psk, REDACTED, Secrets, VxlanOptions, WireguardMode,
+    WireguardOptions,
 };
 pub use network::{ClusterNetwork, Derived};
 pub use node::{

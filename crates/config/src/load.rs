@@ -12,8 +12,8 @@ use crate::file::{self, ConfigLocation};
 use crate::node::{self, NodeConfig, NodeIdState, single_ip};
 use crate::resolve::{self, FlagValues, Resolved};
 use crate::{
-    ClusterNetwork, ConfigError, DatastoreEndpoint, Key, Role, SECRET_MASK, System, Token, Warning,
-    network,
+    ClusterNetwork, ConfigError, DatastoreEndpoint, Key, NetConf, Role, SECRET_MASK, System, Token,
+    Warning, network,
 };
 
 #[cfg(test)]
@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub node: NodeConfig,
     /// The cluster network, which every server must share.
     pub network: ClusterNetwork,
+    /// `flannel-conf`: the file the network's `net-conf.json` was read from.
+    pub flannel_conf: Option<PathBuf>,
     /// `supervisor-port`.
     pub supervisor_port: u16,
     /// `max-connections`.
@@ -84,7 +86,15 @@ pub fn load_server(flags: &FlagValues, sys: System<'_>) -> Loaded<ServerConfig> 
     let first_ip = node
         .as_ref()
         .and_then(|n| n.node_ips.addrs.first().copied());
-    let network = network::build(&r, first_ip, disable_agent, &mut errors, &mut warnings);
+    let (flannel_conf, net_conf) = read_flannel_conf(&r, sys, &mut errors);
+    let network = network::build(
+        &r,
+        first_ip,
+        disable_agent,
+        net_conf,
+        &mut errors,
+        &mut warnings,
+    );
     let supervisor_port = r.port(
         Key::SupervisorPort,
         crate::DEFAULT_SUPERVISOR_PORT,
@@ -151,6 +161,7 @@ pub fn load_server(flags: &FlagValues, sys: System<'_>) -> Loaded<ServerConfig> 
             config_file: location.path,
             node,
             network,
+            flannel_conf,
             supervisor_port,
             max_connections,
             max_connections_per_address,
@@ -223,6 +234,7 @@ impl ServerConfig {
                 }
                 Key::KubeControllerManagerArg => json!(self.kube_controller_manager_args),
                 Key::AgentToken => json!(self.agent_token.as_ref().map(|_| SECRET_MASK)),
+                Key::FlannelConf => path_json(self.flannel_conf.as_ref()),
                 Key::AgentTokenFile => json!(
                     self.agent_token_file
                         .as_ref()
@@ -235,7 +247,7 @@ impl ServerConfig {
             };
             map.insert(key.name().to_owned(), value);
         }
-        let mut derived = self.node.derived(&self.network).to_json();
+        let mut derived = self.network.derived().to_json();
         if let Value::Object(derived) = &mut derived {
             derived.insert("node-name".to_owned(), full_name_json(&self.node));
         }
@@ -263,6 +275,27 @@ impl AgentConfig {
         );
         Value::Object(map)
     }
+}
+
+/// Reads and parses the file `flannel-conf` names; every problem is recorded.
+fn read_flannel_conf(
+    r: &Resolved,
+    sys: System<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> (Option<PathBuf>, Option<NetConf>) {
+    let Some(path) = r.text(Key::FlannelConf).map(PathBuf::from) else {
+        return (None, None);
+    };
+    let conf = match sys.files.read(&path) {
+        Ok(text) => NetConf::parse(&text)
+            .map_err(|problems| errors.extend(problems.into_iter().map(ConfigError::NetConf)))
+            .ok(),
+        Err(e) => {
+            errors.push(node::named_file_error(Key::FlannelConf, path.clone(), e));
+            None
+        }
+    };
+    (Some(path), conf)
 }
 
 /// Locates and reads the config files, then applies precedence.
@@ -303,7 +336,6 @@ fn node_json(config_file: &std::path::Path, node: &NodeConfig, key: Key) -> Valu
         Key::BindAddress => json!(node.bind_address.to_string()),
         Key::KubeletPort => json!(node.kubelet_port),
         Key::FlannelIface => json!(node.flannel_iface.as_ref().map(|i| i.as_str())),
-        Key::FlannelConf => path(&node.flannel_conf.as_ref().map(|(p, _)| p.clone())),
         Key::FlannelCniConf => path(&node.flannel_cni_conf),
         Key::SubnetFile => json!(node.subnet_file.display().to_string()),
         Key::CniConfDir => json!(node.cni_conf_dir.display().to_string()),

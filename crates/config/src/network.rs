@@ -1,19 +1,21 @@
 //! The cluster network: the settings every server must share, their rules, and what follows
 //! from them (service IPs, DNS, families, node mask sizes, flannel's `net-conf.json`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value, json};
 use weft_ipam::{
-    CidrList, DEFAULT_NODE_CIDR_MASK_SIZE_IPV4, DEFAULT_NODE_CIDR_MASK_SIZE_IPV6, Family,
-    check_same_families, default_cidrs, default_cluster_dns, kubernetes_service_ips, parse_ip_list,
-    validate_node_mask_size, validate_service_cidrs,
+    Cidr, CidrList, DEFAULT_NODE_CIDR_MASK_SIZE_IPV4, DEFAULT_NODE_CIDR_MASK_SIZE_IPV6, Family,
+    FamilyCidr, check_same_families, default_cidrs, default_cluster_dns, kubernetes_service_ips,
+    parse_ip_list, validate_node_mask_size, validate_service_cidrs,
 };
 
+use crate::error::NetConfProblem;
 use crate::resolve::{Raw, Resolved};
 use crate::{
-    ClusterDomain, ConfigError, EgressSelectorMode, FlannelBackend, Key, Kind, Origin,
-    RecordProblem, Warning,
+    ClusterDomain, ConfigError, EgressSelectorMode, FlannelBackend, Key, Kind, NetConf,
+    NetConfBackend, Origin, REDACTED, RecordProblem, Secrets, VxlanOptions, Warning, WireguardMode,
+    WireguardOptions,
 };
 
 #[cfg(test)]
@@ -46,7 +48,14 @@ pub struct ClusterNetwork {
     pub egress_selector_mode: EgressSelectorMode,
     /// `disable-network-policy`.
     pub disable_network_policy: bool,
+    /// The `net-conf.json` named by `flannel-conf`, checked against the settings above; `None`
+    /// without `flannel-conf`.
+    pub net_conf: Option<NetConf>,
 }
+
+/// The record key of the `net-conf.json` content (not a setting: the setting's value is a path,
+/// and agents need what the file holds).
+const NET_CONF_RECORD_KEY: &str = "net-conf";
 
 /// Values that follow from the cluster network.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +75,8 @@ pub struct Derived {
     pub node_cidr_mask_size_ipv4: u8,
     /// The IPv6 node CIDR mask size.
     pub node_cidr_mask_size_ipv6: u8,
-    /// Flannel's `net-conf.json`; `None` with `flannel-backend: none`.
+    /// Flannel's `net-conf.json`, any pre-shared key redacted; `None` with `flannel-backend:
+    /// none`.
     pub net_conf: Option<Value>,
 }
 
@@ -93,12 +103,18 @@ impl ClusterNetwork {
     ///
     /// An object of exactly the [`ClusterNetwork::KEYS`], each with the value and shape
     /// `validate` prints for it: lists as arrays of strings (`"cluster-cidr": ["10.42.0.0/16"]`),
-    /// mask sizes as numbers, flags as booleans, the rest as strings.
+    /// mask sizes as numbers, flags as booleans, the rest as strings; and `"net-conf"`, the
+    /// `flannel-conf` file's content as [`NetConf::to_json`] writes it with its secrets (agents
+    /// need the pre-shared key), or `null`.
     pub fn to_json(&self) -> Value {
-        let map: Map<String, Value> = ClusterNetwork::KEYS
+        let mut map: Map<String, Value> = ClusterNetwork::KEYS
             .into_iter()
             .filter_map(|key| Some((key.name().to_owned(), self.value_json(key)?)))
             .collect();
+        map.insert(
+            NET_CONF_RECORD_KEY.to_owned(),
+            json!(self.net_conf.as_ref().map(|c| c.to_json(Secrets::Reveal))),
+        );
         Value::Object(map)
     }
 
@@ -109,8 +125,9 @@ impl ClusterNetwork {
     /// and checks itself against it ([`crate::NodeConfig::check_cluster`]).
     ///
     /// The record passes the same rules as a server's settings, so a damaged one can't get
-    /// through. Every key must be present with its JSON type; keys this version does not know
-    /// are ignored, so that a newer server can add some. All problems are reported together in
+    /// through. Every key must be present with its JSON type, except `"net-conf"`, which
+    /// records written before it existed lack; keys this version does not know are ignored, so
+    /// that a newer server can add some. All problems are reported together in
     /// one [`ConfigError::ClusterRecord`], each naming its key.
     pub fn from_json(record: &Value) -> Result<ClusterNetwork, ConfigError> {
         let fail = |problems| ConfigError::ClusterRecord { problems };
@@ -135,11 +152,32 @@ impl ClusterNetwork {
                 }),
             }
         }
+        let net_conf = match map.get(NET_CONF_RECORD_KEY) {
+            None | Some(Value::Null) => None,
+            Some(value) => match NetConf::from_value(value) {
+                Ok(conf) => Some(conf),
+                Err(found) => {
+                    problems.extend(
+                        found
+                            .into_iter()
+                            .map(|p| RecordProblem::Invalid(Box::new(ConfigError::NetConf(p)))),
+                    );
+                    None
+                }
+            },
+        };
         if !problems.is_empty() {
             return Err(fail(problems));
         }
         let mut errors = Vec::new();
-        let network = build(&resolved, None, false, &mut errors, &mut Vec::new());
+        let network = build(
+            &resolved,
+            None,
+            false,
+            net_conf,
+            &mut errors,
+            &mut Vec::new(),
+        );
         match network {
             Some(network) if errors.is_empty() => Ok(network),
             _ => Err(fail(
@@ -204,6 +242,12 @@ impl ClusterNetwork {
                 Key::NodeCidrMaskSizeIpv6,
                 self.node_cidr_mask_size_ipv6.to_string(),
             ),
+            (
+                Key::FlannelConf,
+                self.net_conf.as_ref().map_or("none".to_owned(), |c| {
+                    c.to_json(Secrets::Redact).to_string()
+                }),
+            ),
         ]
     }
 
@@ -226,6 +270,28 @@ impl ClusterNetwork {
                 },
             )
             .collect();
+        // The pre-shared keys print redacted, so a difference in them alone needs its own line.
+        let psk = |n: &ClusterNetwork| match n.backend_options() {
+            Some(NetConfBackend::Wireguard(w)) => w.psk,
+            _ => None,
+        };
+        if psk(self) != psk(cluster) {
+            let shown = |p: Option<crate::Psk>| {
+                p.map_or("no Backend.PSK".to_owned(), |_| {
+                    format!("Backend.PSK {REDACTED}")
+                })
+            };
+            let (this, theirs) = (shown(psk(self)), shown(psk(cluster)));
+            errors.push(ConfigError::CriticalMismatch {
+                setting: Key::FlannelConf,
+                cluster: if this == theirs {
+                    format!("another {theirs}")
+                } else {
+                    theirs
+                },
+                this,
+            });
+        }
         for (setting, this, theirs) in [
             (Key::ClusterCidr, &self.cluster_cidr, &cluster.cluster_cidr),
             (Key::ServiceCidr, &self.service_cidr, &cluster.service_cidr),
@@ -243,9 +309,7 @@ impl ClusterNetwork {
     }
 
     /// What follows from these settings.
-    ///
-    /// `flannel_conf` is the content of the file named by `flannel-conf`, used as is.
-    pub fn derived(&self, flannel_conf: Option<&Value>) -> Derived {
+    pub fn derived(&self) -> Derived {
         let families = self.cluster_cidr.families();
         Derived {
             // Validation made sure every service CIDR has room for indexes 1 and 10.
@@ -256,18 +320,20 @@ impl ClusterNetwork {
             ipv6: families.has_ipv6(),
             node_cidr_mask_size_ipv4: self.node_cidr_mask_size_ipv4,
             node_cidr_mask_size_ipv6: self.node_cidr_mask_size_ipv6,
-            net_conf: match flannel_conf {
-                Some(conf) => Some(conf.clone()),
-                None => self.net_conf(),
-            },
+            net_conf: self.net_conf_json(Secrets::Redact),
         }
     }
 
-    /// Flannel's `net-conf.json` in K3s's shape; `None` with `flannel-backend: none`.
+    /// The `net-conf.json` in effect; `None` with `flannel-backend: none`.
     ///
-    /// A disabled family's network is `0.0.0.0/0` or `::/0`. wireguard-native is flannel's
-    /// `wireguard` type with a keepalive of 25 seconds.
-    pub fn net_conf(&self) -> Option<Value> {
+    /// With `flannel-conf`, its content normalised (every key in flannel's spelling, the
+    /// backend's options in full). Without, the file K3s derives: a disabled family's network
+    /// is `0.0.0.0/0` or `::/0`, and wireguard-native is flannel's `wireguard` type with a
+    /// keepalive of 25 seconds.
+    pub fn net_conf_json(&self, secrets: Secrets) -> Option<Value> {
+        if let Some(conf) = &self.net_conf {
+            return Some(conf.to_json(secrets));
+        }
         let backend = match self.flannel_backend {
             FlannelBackend::None => return None,
             FlannelBackend::Vxlan => json!({"Type": "vxlan"}),
@@ -285,6 +351,50 @@ impl ClusterNetwork {
             "IPv6Network": v6.map_or("::/0".to_owned(), |c| c.to_string()),
             "Backend": backend,
         }))
+    }
+
+    /// The vxlan backend's options: `flannel-conf`'s, else flannel's defaults.
+    pub fn vxlan_options(&self) -> VxlanOptions {
+        match self.backend_options() {
+            Some(NetConfBackend::Vxlan(options)) => *options,
+            _ => VxlanOptions::default(),
+        }
+    }
+
+    /// The wireguard backend's options: `flannel-conf`'s, else K3s's (flannel's defaults with
+    /// a persistent keepalive of 25 seconds).
+    pub fn wireguard_options(&self) -> WireguardOptions {
+        match self.backend_options() {
+            Some(NetConfBackend::Wireguard(options)) => options.clone(),
+            _ => WireguardOptions {
+                persistent_keepalive: 25,
+                ..WireguardOptions::default()
+            },
+        }
+    }
+
+    /// `EnableNFTables` of `flannel-conf`, when given.
+    pub fn enable_nftables(&self) -> Option<bool> {
+        self.net_conf.as_ref().and_then(|c| c.enable_nftables)
+    }
+
+    /// The bounds of the IPv4 node CIDRs handed out (`SubnetMin`, `SubnetMax`); `None` for no
+    /// bound.
+    pub fn subnet_bounds_ipv4(&self) -> (Option<Ipv4Addr>, Option<Ipv4Addr>) {
+        self.net_conf
+            .as_ref()
+            .map_or((None, None), |c| (c.subnet_min, c.subnet_max))
+    }
+
+    /// The bounds of the IPv6 node CIDRs handed out (`IPv6SubnetMin`, `IPv6SubnetMax`).
+    pub fn subnet_bounds_ipv6(&self) -> (Option<Ipv6Addr>, Option<Ipv6Addr>) {
+        self.net_conf
+            .as_ref()
+            .map_or((None, None), |c| (c.ipv6_subnet_min, c.ipv6_subnet_max))
+    }
+
+    fn backend_options(&self) -> Option<&NetConfBackend> {
+        self.net_conf.as_ref().and_then(|c| c.backend.as_ref())
     }
 }
 
@@ -316,6 +426,7 @@ pub(crate) fn build(
     r: &Resolved,
     first_node_ip: Option<IpAddr>,
     disable_agent: bool,
+    net_conf: Option<NetConf>,
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<Warning>,
 ) -> Option<ClusterNetwork> {
@@ -364,10 +475,30 @@ pub(crate) fn build(
         None => Some(ClusterDomain::default()),
         Some(v) => v.parse().map_err(|e| errors.push(e)).ok(),
     };
+    let conf_backend = net_conf.as_ref().and_then(|c| c.backend.as_ref());
     let flannel_backend = match r.text(Key::FlannelBackend) {
-        None => Some(FlannelBackend::default()),
+        None => Some(conf_backend.map_or_else(FlannelBackend::default, backend_of)),
         Some(v) => v.parse().map_err(|e| errors.push(e)).ok(),
     };
+    if let (Some(flag), Some(conf)) = (flannel_backend, conf_backend)
+        && backend_of(conf) != flag
+    {
+        errors.push(ConfigError::NetConf(NetConfProblem::Contradicts {
+            key: "Backend.Type",
+            value: conf.type_name().to_owned(),
+            setting: Key::FlannelBackend.name(),
+            setting_value: flag.as_str().to_owned(),
+        }));
+    }
+    if let (Some(FlannelBackend::None), Some(_), None) = (flannel_backend, &net_conf, conf_backend)
+    {
+        errors.push(ConfigError::NetConf(NetConfProblem::Contradicts {
+            key: "Backend",
+            value: "(none given)".to_owned(),
+            setting: Key::FlannelBackend.name(),
+            setting_value: "none".to_owned(),
+        }));
+    }
     let egress_selector_mode = match r.text(Key::EgressSelectorMode) {
         None => Some(EgressSelectorMode::default()),
         Some(v) => v.parse().map_err(|e| errors.push(e)).ok(),
@@ -376,9 +507,15 @@ pub(crate) fn build(
     let flannel_external_ip = r.bool(Key::FlannelExternalIp, errors);
     let disable_network_policy = r.bool(Key::DisableNetworkPolicy, errors);
 
-    let masks = cluster_cidr
-        .as_ref()
-        .and_then(|cluster| node_mask_sizes(r, cluster, errors, warnings));
+    let masks = cluster_cidr.as_ref().and_then(|cluster| {
+        let from_conf = net_conf
+            .as_ref()
+            .map_or((None, None), |c| (c.subnet_len, c.ipv6_subnet_len));
+        node_mask_sizes(r, cluster, from_conf, errors, warnings)
+    });
+    if let (Some(conf), Some(cluster), Some((v4, v6))) = (&net_conf, &cluster_cidr, masks) {
+        check_net_conf(conf, cluster, (v4, v6), errors);
+    }
 
     if let Some(cluster) = &cluster_cidr
         && flannel_ipv6_masq
@@ -432,7 +569,210 @@ pub(crate) fn build(
         flannel_external_ip,
         egress_selector_mode: egress_selector_mode?,
         disable_network_policy,
+        net_conf,
     })
+}
+
+/// The `flannel-backend` a `Backend.Type` means.
+fn backend_of(backend: &NetConfBackend) -> FlannelBackend {
+    match backend {
+        NetConfBackend::Vxlan(_) => FlannelBackend::Vxlan,
+        NetConfBackend::HostGw => FlannelBackend::HostGw,
+        NetConfBackend::Wireguard(_) => FlannelBackend::WireguardNative,
+    }
+}
+
+/// Checks a `net-conf.json` against the cluster CIDRs and node mask sizes in effect.
+fn check_net_conf(
+    conf: &NetConf,
+    cluster: &CidrList,
+    (mask_v4, mask_v6): (u8, u8),
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut problem = |p| errors.push(ConfigError::NetConf(p));
+    let cluster_text = || cluster.to_string();
+    let v4 = cluster.ipv4();
+    let v6 = cluster.ipv6();
+    // A network must be the cluster CIDR of its family, or the sentinel of a family that is
+    // off (`0.0.0.0/0`, `::/0`, as K3s writes them).
+    if let Some(network) = conf.network
+        && v4 != Some(network)
+        && !(v4.is_none() && FamilyCidr::prefix_len(network) == 0)
+    {
+        problem(NetConfProblem::Contradicts {
+            key: "Network",
+            value: network.to_string(),
+            setting: Key::ClusterCidr.name(),
+            setting_value: cluster_text(),
+        });
+    }
+    if let Some(network) = conf.ipv6_network
+        && v6 != Some(network)
+        && !(v6.is_none() && FamilyCidr::prefix_len(network) == 0)
+    {
+        problem(NetConfProblem::Contradicts {
+            key: "IPv6Network",
+            value: network.to_string(),
+            setting: Key::ClusterCidr.name(),
+            setting_value: cluster_text(),
+        });
+    }
+    for (key, enabled, has) in [
+        ("EnableIPv4", conf.enable_ipv4, v4.is_some()),
+        ("EnableIPv6", conf.enable_ipv6, v6.is_some()),
+    ] {
+        if let Some(enabled) = enabled
+            && enabled != has
+        {
+            problem(NetConfProblem::Contradicts {
+                key,
+                value: enabled.to_string(),
+                setting: Key::ClusterCidr.name(),
+                setting_value: cluster_text(),
+            });
+        }
+    }
+    let v4_bounds = [
+        ("SubnetMin", conf.subnet_min),
+        ("SubnetMax", conf.subnet_max),
+    ];
+    let v6_bounds = [
+        ("IPv6SubnetMin", conf.ipv6_subnet_min),
+        ("IPv6SubnetMax", conf.ipv6_subnet_max),
+    ];
+    let mut checked =
+        |network: Option<Cidr>, prefix_len: u8, bounds: [(&'static str, Option<IpAddr>); 2]| {
+            let mut ok = [None, None];
+            for (slot, (key, value)) in bounds.into_iter().enumerate() {
+                let Some(value) = value else { continue };
+                let Some(network) = network else {
+                    problem(NetConfProblem::Contradicts {
+                        key,
+                        value: value.to_string(),
+                        setting: Key::ClusterCidr.name(),
+                        setting_value: cluster_text(),
+                    });
+                    continue;
+                };
+                if !network.contains(value) {
+                    problem(NetConfProblem::BoundOutsideNetwork {
+                        key,
+                        value,
+                        network,
+                    });
+                    continue;
+                }
+                let start = node_cidr_start(value, prefix_len);
+                if start != value {
+                    problem(NetConfProblem::BoundNotOnBoundary {
+                        key,
+                        value,
+                        prefix_len,
+                        suggestion: start,
+                    });
+                    continue;
+                }
+                ok[slot] = Some((key, value));
+            }
+            if let [Some((min_key, min)), Some((max_key, max))] = ok
+                && min > max
+            {
+                problem(NetConfProblem::MinAboveMax {
+                    min_key,
+                    min,
+                    max_key,
+                    max,
+                });
+            }
+        };
+    checked(
+        v4.map(Cidr::V4),
+        mask_v4,
+        v4_bounds.map(|(k, v)| (k, v.map(IpAddr::V4))),
+    );
+    checked(
+        v6.map(Cidr::V6),
+        mask_v6,
+        v6_bounds.map(|(k, v)| (k, v.map(IpAddr::V6))),
+    );
+
+    let (needed, family) = if v6.is_some() {
+        (1280, Family::Ipv6)
+    } else {
+        (68, Family::Ipv4)
+    };
+    match &conf.backend {
+        Some(NetConfBackend::Vxlan(options)) => {
+            // flannel's overhead for IPv4; weft's IPv6 devices take 70, the true overhead.
+            let overhead = if v6.is_some() { 70 } else { 50 };
+            if let Some(mtu) = options.mtu
+                && mtu < needed + overhead
+            {
+                problem(NetConfProblem::MtuTooSmall {
+                    key: "Backend.MTU",
+                    value: mtu,
+                    overhead,
+                    family,
+                    needed,
+                });
+            }
+        }
+        Some(NetConfBackend::Wireguard(options)) => {
+            if let Some(mtu) = options.mtu
+                && mtu < needed + 80
+            {
+                problem(NetConfProblem::MtuTooSmall {
+                    key: "Backend.MTU",
+                    value: mtu,
+                    overhead: 80,
+                    family,
+                    needed,
+                });
+            }
+            let dual = v4.is_some() && v6.is_some();
+            if options.mode == WireguardMode::Separate
+                && dual
+                && options.listen_port == options.listen_port_v6
+            {
+                problem(NetConfProblem::SamePorts {
+                    port: options.listen_port,
+                });
+            }
+            let needs = match options.mode {
+                WireguardMode::Ipv4 => Some(Family::Ipv4),
+                WireguardMode::Ipv6 => Some(Family::Ipv6),
+                WireguardMode::Separate | WireguardMode::Auto => None,
+            };
+            if let Some(family) = needs
+                && !cluster.families().has(family)
+            {
+                problem(NetConfProblem::ModeWithoutFamily {
+                    mode: options.mode.as_str(),
+                    family,
+                    cluster: *cluster,
+                });
+            }
+        }
+        Some(NetConfBackend::HostGw) | None => {}
+    }
+}
+
+/// The network address of the `/prefix_len` node CIDR holding `ip`.
+fn node_cidr_start(ip: IpAddr, prefix_len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix_len))
+                .unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix_len))
+                .unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+        }
+    }
 }
 
 /// A record value as the text a setting takes, or what its JSON type must be.
@@ -512,6 +852,7 @@ fn check_cluster_dns(dns: &[IpAddr], service: &CidrList, errors: &mut Vec<Config
 fn node_mask_sizes(
     r: &Resolved,
     cluster: &CidrList,
+    (conf_v4, conf_v6): (Option<u8>, Option<u8>),
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<Warning>,
 ) -> Option<(u8, u8)> {
@@ -567,39 +908,56 @@ fn node_mask_sizes(
         }
     }
 
-    let mut pick =
-        |key: Key, family: Family, direct: Option<u8>, from_arg: Option<u8>, default: u8| {
-            if let (Some(direct), Some(from_arg)) = (direct, from_arg)
-                && direct != from_arg
-            {
-                errors.push(ConfigError::MaskSizeConflict {
+    let mut pick = |key: Key,
+                    family: Family,
+                    direct: Option<u8>,
+                    from_arg: Option<u8>,
+                    (conf_key, from_conf): (&'static str, Option<u8>),
+                    default: u8| {
+        if let (Some(direct), Some(from_arg)) = (direct, from_arg)
+            && direct != from_arg
+        {
+            errors.push(ConfigError::MaskSizeConflict {
+                key: key.name(),
+                direct,
+                from_arg,
+            });
+        }
+        let given = direct.or(from_arg);
+        if let (Some(given), Some(from_conf)) = (given, from_conf)
+            && given != from_conf
+        {
+            errors.push(ConfigError::NetConf(NetConfProblem::Contradicts {
+                key: conf_key,
+                value: from_conf.to_string(),
+                setting: key.name(),
+                setting_value: given.to_string(),
+            }));
+        }
+        let given = given.or(from_conf);
+        let size = given.unwrap_or(default);
+        match cluster.get(family) {
+            Some(cidr) => {
+                if let Err(e) = validate_node_mask_size(key.name(), cidr, size) {
+                    errors.push(e.into());
+                }
+            }
+            None if given.is_some() => {
+                warnings.push(Warning::MaskSizeWithoutFamily {
                     key: key.name(),
-                    direct,
-                    from_arg,
+                    family,
                 });
             }
-            let size = direct.or(from_arg).unwrap_or(default);
-            match cluster.get(family) {
-                Some(cidr) => {
-                    if let Err(e) = validate_node_mask_size(key.name(), cidr, size) {
-                        errors.push(e.into());
-                    }
-                }
-                None if direct.or(from_arg).is_some() => {
-                    warnings.push(Warning::MaskSizeWithoutFamily {
-                        key: key.name(),
-                        family,
-                    });
-                }
-                None => {}
-            }
-            size
-        };
+            None => {}
+        }
+        size
+    };
     let v4 = pick(
         Key::NodeCidrMaskSizeIpv4,
         Family::Ipv4,
         direct_v4,
         arg_v4,
+        ("SubnetLen", conf_v4),
         DEFAULT_NODE_CIDR_MASK_SIZE_IPV4,
     );
     let v6 = pick(
@@ -607,6 +965,7 @@ fn node_mask_sizes(
         Family::Ipv6,
         direct_v6,
         arg_v6,
+        ("IPv6SubnetLen", conf_v6),
         DEFAULT_NODE_CIDR_MASK_SIZE_IPV6,
     );
     (errors.len() == before).then_some((v4, v6))

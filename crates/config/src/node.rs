@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use weft_ipam::{Family, ip_families, parse_ip_list};
 
-use crate::error::NameSource;
+use crate::error::{NameSource, NetConfProblem};
 use crate::model::is_dns1123_subdomain;
 use crate::resolve::Resolved;
 use crate::{
-    ClusterNetwork, ConfigError, Derived, Files, FlannelBackend, Host, InterfaceName, Key,
-    LogFormat, MasqMode, NodeId, NodeName, Role, ServerUrl, SharedIoError, System, Token, Warning,
+    ClusterNetwork, ConfigError, Files, FlannelBackend, Host, InterfaceName, Key, LogFormat,
+    MasqMode, NodeId, NodeName, Role, ServerUrl, SharedIoError, System, Token, Warning,
     WireguardImplementation,
 };
 
@@ -51,8 +51,6 @@ pub struct NodeConfig {
     pub kubelet_port: u16,
     /// `flannel-iface`.
     pub flannel_iface: Option<InterfaceName>,
-    /// `flannel-conf`, and the JSON it holds.
-    pub flannel_conf: Option<(PathBuf, serde_json::Value)>,
     /// `flannel-cni-conf`.
     pub flannel_cni_conf: Option<PathBuf>,
     /// `subnet-file`: where flannel's `subnet.env` is written for the flannel CNI plugin.
@@ -62,6 +60,9 @@ pub struct NodeConfig {
     pub cni_conf_dir: PathBuf,
     /// `masq-mode`.
     pub masq_mode: MasqMode,
+    /// Whether `masq-mode` was given (not the default): then a `flannel-conf` whose
+    /// `EnableNFTables` says otherwise is an error.
+    pub masq_mode_given: bool,
     /// `wireguard-implementation`, used by the `wireguard-native` backend.
     pub wireguard_implementation: WireguardImplementation,
     /// `log-format`, for the whole daemon (a server's too, even with `disable-agent`).
@@ -149,12 +150,13 @@ impl NodeConfig {
     /// the servers' [`ClusterNetwork`] plus this `NodeConfig`, and this is the check that they
     /// fit. An agent reads the servers' record with [`ClusterNetwork::from_json`], calls this,
     /// logs the warnings and refuses to start when there is any error; then
-    /// [`NodeConfig::derived`] gives the values it runs with. A server calls this for its
-    /// embedded agent while loading ([`crate::load_server`]).
+    /// [`ClusterNetwork::derived`] and [`NodeConfig::masq_mode_in`] give the values it runs with.
+    /// A server calls this for its embedded agent while loading ([`crate::load_server`]).
     ///
     /// The rules: the node IPs must cover every family of `cluster-cidr`; when IPv6 is primary
     /// they must be set explicitly with IPv6 first; the primary family's address must not come
-    /// second. Warnings: `flannel-external-ip` without `node-external-ip`, and a
+    /// second; a `masq-mode` given must agree with the cluster's `flannel-conf` `EnableNFTables`.
+    /// Warnings: `flannel-external-ip` without `node-external-ip`, and a
     /// `wireguard-implementation` other than `auto` with a backend other than `wireguard-native`.
     pub fn check_cluster(&self, cluster: &ClusterNetwork) -> (Vec<ConfigError>, Vec<Warning>) {
         let mut errors = Vec::new();
@@ -197,13 +199,25 @@ impl NodeConfig {
                 backend: cluster.flannel_backend.as_str(),
             });
         }
+        if self.masq_mode_given && self.masq_mode_in(cluster) != self.masq_mode {
+            errors.push(ConfigError::NetConf(NetConfProblem::Contradicts {
+                key: "EnableNFTables",
+                value: (self.masq_mode_in(cluster) == MasqMode::Nftables).to_string(),
+                setting: Key::MasqMode.name(),
+                setting_value: self.masq_mode.as_str().to_owned(),
+            }));
+        }
         (errors, warnings)
     }
 
-    /// What follows from the cluster network for this node: [`ClusterNetwork::derived`], with
-    /// flannel's `net-conf.json` taken from this node's `flannel-conf` file when it names one.
-    pub fn derived(&self, cluster: &ClusterNetwork) -> Derived {
-        cluster.derived(self.flannel_conf.as_ref().map(|(_, json)| json))
+    /// The masquerade mode this node runs: `flannel-conf`'s `EnableNFTables` when the cluster
+    /// gives one, else `masq-mode`.
+    pub fn masq_mode_in(&self, cluster: &ClusterNetwork) -> MasqMode {
+        match cluster.enable_nftables() {
+            Some(true) => MasqMode::Nftables,
+            Some(false) => MasqMode::Iptables,
+            None => self.masq_mode,
+        }
     }
 }
 
@@ -319,25 +333,6 @@ pub(crate) fn build(
     });
     let kubelet_port = r.port(Key::KubeletPort, crate::DEFAULT_KUBELET_PORT, errors);
 
-    let flannel_conf = r.text(Key::FlannelConf).and_then(|path| {
-        let path = PathBuf::from(path);
-        match sys.files.read(&path) {
-            Ok(text) => match serde_json::from_str(&text) {
-                Ok(json) => Some((path, json)),
-                Err(e) => {
-                    errors.push(ConfigError::FlannelConfNotJson {
-                        path,
-                        reason: e.to_string(),
-                    });
-                    None
-                }
-            },
-            Err(e) => {
-                errors.push(named_file_error(Key::FlannelConf, path, e));
-                None
-            }
-        }
-    });
     let flannel_cni_conf = r.text(Key::FlannelCniConf).map(PathBuf::from);
     if let Some(path) = &flannel_cni_conf {
         match sys.files.exists(path) {
@@ -372,11 +367,11 @@ pub(crate) fn build(
         bind_address,
         kubelet_port,
         flannel_iface,
-        flannel_conf,
         flannel_cni_conf,
         subnet_file,
         cni_conf_dir,
         masq_mode,
+        masq_mode_given: r.text(Key::MasqMode).is_some(),
         wireguard_implementation,
         log_format,
         reconcile_interval,
@@ -634,7 +629,7 @@ pub(crate) fn absolute_path(
     }
 }
 
-fn named_file_error(key: Key, path: PathBuf, e: io::Error) -> ConfigError {
+pub(crate) fn named_file_error(key: Key, path: PathBuf, e: io::Error) -> ConfigError {
     if e.kind() == io::ErrorKind::NotFound {
         ConfigError::NamedFileMissing {
             key: key.name(),

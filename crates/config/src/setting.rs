@@ -575,11 +575,11 @@ static SETTINGS: [Setting; Key::ALL.len()] = [
         short: None,
         aliases: &[],
         kind: Kind::Text,
-        scope: Scope::Both,
+        scope: Scope::Server,
         env: &["WEFT_FLANNEL_CONF"],
-        default: "generated at <data-dir>/agent/etc/flannel/net-conf.json",
+        default: "derived from the settings, written to <data-dir>/agent/etc/flannel/net-conf.json",
         value_name: "FILE",
-        help: "Flannel net-conf.json to use as is",
+        help: "Flannel net-conf.json applied on every node (backend options, SubnetMin/Max); must agree with the other settings",
         secret: false,
     },
     Setting {
@@ -1060,7 +1060,7 @@ impl Key {
     pub fn is_flannel_option(self) -> bool {
         matches!(
             self,
-            Key::FlannelBackend | Key::FlannelIpv6Masq | Key::FlannelExternalIp
+            Key::FlannelBackend | Key::FlannelIpv6Masq | Key::FlannelExternalIp | Key::FlannelConf
         )
     }
 }
@@ -1114,7 +1114,7 @@ impl fmt::Display for Origin {
 }
 
 /// Levenshtein distance, for suggesting the closest key.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -32,7 +32,7 @@ use weft_api::protocol::{
 };
 use weft_api::token::{hash_node_password, secrets_equal, verify_node_password};
 use weft_config::{ClusterNetwork, is_dns1123_subdomain};
-use weft_ipam::Family;
+use weft_ipam::{Family, Ipv4Cidr, Ipv6Cidr, NodeCidrBounds};
 use weft_store::{
     Claim, LeaseAttrs, MAX_ATTEMPTS, NodeMaskSizes, NodeRecord, Store, StoreError, UnixTime,
 };
@@ -338,7 +338,13 @@ impl ControlPlane {
         };
         let allocation = self
             .store
-            .allocate_lease(name, &self.network.cluster_cidr, masks, &attrs)
+            .allocate_lease_within(
+                name,
+                &self.network.cluster_cidr,
+                masks,
+                node_cidr_bounds(&self.network),
+                &attrs,
+            )
             .await
             .map_err(|e| store_error(&e))?;
         if allocation.created {
@@ -600,5 +606,22 @@ impl Watching {
 impl Drop for Watching {
     fn drop(&mut self) {
         self.metrics.lease_watchers.dec();
+    }
+}
+
+/// flannel-conf's `SubnetMin`/`SubnetMax` (and the IPv6 pair) as node CIDR bounds for the
+/// allocator; weft-config checked that each is a node CIDR's address inside the cluster CIDR.
+fn node_cidr_bounds(network: &ClusterNetwork) -> NodeCidrBounds {
+    let v4 = |a: Option<std::net::Ipv4Addr>| {
+        a.and_then(|a| Ipv4Cidr::new(a, network.node_cidr_mask_size_ipv4))
+    };
+    let v6 = |a: Option<std::net::Ipv6Addr>| {
+        a.and_then(|a| Ipv6Cidr::new(a, network.node_cidr_mask_size_ipv6))
+    };
+    let (min4, max4) = network.subnet_bounds_ipv4();
+    let (min6, max6) = network.subnet_bounds_ipv6();
+    NodeCidrBounds {
+        ipv4: (v4(min4), v4(max4)),
+        ipv6: (v6(min6), v6(max6)),
     }
 }

@@ -48,8 +48,8 @@ pub use plan::{Op, Plan, ROUTE_PROTOCOL, plan};
 pub use state::{
     Address, DesiredState, FirewallTable, KernelState, Link, LinkKind, MasqMode, Route,
 };
-pub use vxlan::Vxlan;
-pub use wireguard::{WgImplementation, WgPeer, WgPublicKey, WireguardNative};
+pub use vxlan::{Vxlan, VxlanSettings};
+pub use wireguard::{WgImplementation, WgMode, WgPeer, WgPublicKey, WireguardNative};
 
 /// The `none` backend: no pod network. Nothing is programmed and no CNI config is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -61,12 +61,14 @@ pub struct Link {
 #[non_exhaustive]
 pub enum LinkKind {
     /// A VXLAN tunnel endpoint: `ip link add NAME type vxlan id VNI local LOCAL dev UNDERLAY
-    /// dstport PORT nolearning address MAC`.
+    /// dstport PORT [gbp] nolearning address MAC`.
     Vxlan {
         /// The VXLAN network identifier.
         vni: u32,
         /// The UDP destination port.
         port: u16,
+        /// Whether the group policy extension is on (`gbp`).
+        gbp: bool,
         /// The local underlay address.
         local: IpAddr,
         /// The underlay device name.
@@ -184,12 +186,14 @@ impl fmt::Display for LinkKind {
             LinkKind::Vxlan {
                 vni,
                 port,
+                gbp,
                 local,
                 underlay,
                 mac,
             } => write!(
                 f,
-                "type vxlan id {vni} local {local} dev {underlay} dstport {port} nolearning address {mac}"
+                "type vxlan id {vni} local {local} dev {underlay} dstport {port}{} nolearning address {mac}",
+                if *gbp { " gbp" } else { "" }
             ),
             LinkKind::Wireguard {
                 implementation,

@@ -1,5 +1,7 @@
-//! The vxlan backend: `flannel.1` (IPv4) and `flannel-v6.1` (IPv6), VNI 1, UDP 8472, learning
-//! off, and per peer a permanent neighbour, an FDB entry and an onlink route.
+//! The vxlan backend: `flannel.VNI` (IPv4) and `flannel-v6.VNI` (IPv6), by default VNI 1 and
+//! UDP 8472, learning off, and per peer a permanent neighbour, an FDB entry and an onlink
+//! route; with `DirectRouting`, a peer on a network the external interface reaches directly
+//! gets a plain route via its address instead, as flannel does ([`VxlanSettings`]).
 
 use std::net::IpAddr;
 
@@ -25,17 +27,55 @@ pub const DEVICE_V6: &str = "flannel-v6.1";
 /// restarts and reboots).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vxlan {
-    /// The MAC of `flannel.1`.
+    /// The MAC of the IPv4 device.
     pub mac_v4: MacAddr,
-    /// The MAC of `flannel-v6.1`.
+    /// The MAC of the IPv6 device.
     pub mac_v6: MacAddr,
+    /// The cluster's vxlan settings (flannel-conf's backend options).
+    pub settings: VxlanSettings,
 }
 
-/// The device of `family`.
+/// The vxlan options every node of a cluster shares (flannel's `VNI`, `Port`, `GBP`,
+/// `DirectRouting`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanSettings {
+    /// The VXLAN network identifier; it names the devices.
+    pub vni: u32,
+    /// The UDP port (`dstport`).
+    pub port: u16,
+    /// The group policy extension (`gbp`).
+    pub gbp: bool,
+    /// Whether peers on a directly connected network get a plain route instead of the tunnel.
+    pub direct_routing: bool,
+}
+
+/// The device of `family` with the default VNI.
 pub fn device(family: Family) -> &'static str {
     match family {
         Family::Ipv4 => DEVICE_V4,
         Family::Ipv6 => DEVICE_V6,
+    }
+}
+
+/// The device of `family` for `vni`, as flannel names it: `flannel.VNI`, `flannel-v6.VNI`.
+pub fn device_for(family: Family, vni: u32) -> String {
+    match family {
+        Family::Ipv4 => format!("flannel.{vni}"),
+        Family::Ipv6 => format!("flannel-v6.{vni}"),
+    }
+}
+
+// === impl VxlanSettings ===
+
+impl Default for VxlanSettings {
+    /// flannel's defaults: VNI 1, the kernel's port 8472, no GBP, no direct routing.
+    fn default() -> VxlanSettings {
+        VxlanSettings {
+            vni: VNI,
+            port: PORT,
+            gbp: false,
+            direct_routing: false,
+        }
     }
 }
 
@@ -87,7 +127,8 @@ impl Backend for Vxlan {
             let Some(own) = lease_cidr(local, family) else {
                 continue;
             };
-            let dev = device(family);
+            let dev = device_for(family, self.settings.vni);
+            let dev = dev.as_str();
             let public =
                 local
                     .public_ip(family == Family::Ipv6)
@@ -104,8 +145,9 @@ impl Backend for Vxlan {
                     mtu: self.mtu(config.external.mtu, family),
                     up: true,
                     kind: LinkKind::Vxlan {
-                        vni: VNI,
-                        port: PORT,
+                        vni: self.settings.vni,
+                        port: self.settings.port,
+                        gbp: self.settings.gbp,
                         local: local_ip,
                         underlay: config.external.name.clone(),
                         mac: self.mac(family),
@@ -122,6 +164,24 @@ impl Backend for Vxlan {
                 let Some(cidr) = lease_cidr(peer, family) else {
                     continue;
                 };
+                // flannel's DirectRouting: a peer the external interface reaches directly gets
+                // `ip route replace CIDR via PUBLIC_IP dev EXT`, the rest the tunnel.
+                if self.settings.direct_routing
+                    && let Ok(public_ip) = peer_public_ip(peer, family)
+                    && config
+                        .external
+                        .onlink
+                        .iter()
+                        .any(|net| net.contains(public_ip))
+                {
+                    state.add_route(Route {
+                        dst: cidr,
+                        gateway: Some(public_ip),
+                        dev: config.external.name.clone(),
+                        onlink: false,
+                    });
+                    continue;
+                }
                 match peer_objects(peer, family) {
                     Ok((public_ip, mac)) => {
                         let gateway = cidr.network();

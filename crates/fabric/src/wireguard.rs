@@ -54,6 +54,28 @@ pub struct WireguardNative {
     pub implementation: WgImplementation,
     /// The persistent keepalive of every peer, in seconds (0: none).
     pub keepalive: u16,
+    /// The listen ports of the IPv4 and IPv6 devices (flannel's `ListenPort`, `ListenPortV6`).
+    pub listen_ports: (u16, u16),
+    /// Whether every peer gets the cluster's pre-shared key (flannel's `PSK`). The key itself
+    /// never enters this crate: weft-kernel holds it, as it holds the private key.
+    pub preshared_key: bool,
+    /// Which devices carry which family (flannel's `Mode`).
+    pub mode: WgMode,
+}
+
+/// flannel's wireguard `Mode`: one device per family, or one for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WgMode {
+    /// `flannel-wg` for IPv4 on the first port, `flannel-wg-v6` for IPv6 on the second.
+    #[default]
+    Separate,
+    /// `flannel-wg` for both families; each peer's endpoint is its IPv4 address, unless only
+    /// IPv6 reaches it without a NAT (flannel's rule, see [`WireguardNative::endpoint_family`]).
+    Auto,
+    /// `flannel-wg` for both families; endpoints are peers' IPv4 addresses.
+    Ipv4,
+    /// `flannel-wg` for both families; endpoints are peers' IPv6 addresses.
+    Ipv6,
 }
 
 /// Who runs a WireGuard device.
@@ -70,7 +92,7 @@ pub enum WgImplementation {
 pub struct WgPublicKey(pub [u8; 32]);
 
 /// One peer of a WireGuard device: `wg set DEV peer KEY endpoint IP:PORT allowed-ips CIDR,...
-/// persistent-keepalive N`.
+/// persistent-keepalive N [preshared-key FILE]`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WgPeer {
     /// Where the peer's device listens.
@@ -79,6 +101,8 @@ pub struct WgPeer {
     pub allowed_ips: BTreeSet<Cidr>,
     /// The persistent keepalive in seconds (0: off).
     pub keepalive: u16,
+    /// Whether the peer has the cluster's pre-shared key.
+    pub preshared_key: bool,
 }
 
 /// The device of `family`.
@@ -107,8 +131,8 @@ impl Backend for WireguardNative {
     fn backend_data(&self) -> BackendData {
         BackendData::Wireguard {
             public_key: self.public_key,
-            port_ipv4: PORT_V4,
-            port_ipv6: PORT_V6,
+            port_ipv4: self.listen_port(Family::Ipv4),
+            port_ipv6: self.listen_port(Family::Ipv6),
         }
     }
 
@@ -130,7 +154,8 @@ impl Backend for WireguardNative {
             else {
                 continue;
             };
-            let dev = device(family);
+            let single = self.mode != WgMode::Separate;
+            let dev = if single { DEVICE_V4 } else { device(family) };
             state.links.insert(
                 dev.to_owned(),
                 Link {
@@ -139,7 +164,7 @@ impl Backend for WireguardNative {
                     up: true,
                     kind: LinkKind::Wireguard {
                         implementation: self.implementation,
-                        listen_port: port(family),
+                        listen_port: self.listen_port(family),
                         public_key: self.public_key,
                     },
                 },
@@ -160,6 +185,9 @@ impl Backend for WireguardNative {
                 dev: dev.to_owned(),
                 onlink: false,
             });
+            if single {
+                continue;
+            }
             for peer in peers {
                 let Some(cidr) = lease_cidr(peer, family) else {
                     continue;
@@ -172,11 +200,71 @@ impl Backend for WireguardNative {
                 }
             }
         }
+        if self.mode != WgMode::Separate && state.links.contains_key(DEVICE_V4) {
+            for peer in peers {
+                match self.single_device_peer(local, peer, config) {
+                    Ok(Some((key, wg_peer))) => {
+                        state.wg_peers.insert((DEVICE_V4.to_owned(), key), wg_peer);
+                    }
+                    Ok(None) => {}
+                    Err(problem) => problems.push(problem),
+                }
+            }
+        }
         Ok(())
     }
 }
 
 impl WireguardNative {
+    /// The peer entry of `peer` on the one device of the `auto`, `ipv4` and `ipv6` modes: its
+    /// pod CIDRs of both families as allowed IPs, its endpoint in the family the mode picks.
+    /// `None` for a peer with no pod CIDR of the cluster's families.
+    fn single_device_peer(
+        &self,
+        local: &Lease,
+        peer: &Lease,
+        config: &FabricConfig,
+    ) -> Result<Option<(WgPublicKey, WgPeer)>, PeerProblem> {
+        let cidrs: BTreeSet<Cidr> = [Family::Ipv4, Family::Ipv6]
+            .into_iter()
+            .filter(|f| config.cluster.get(*f).is_some() && lease_cidr(local, *f).is_some())
+            .filter_map(|f| lease_cidr(peer, f))
+            .collect();
+        let Some(&first) = cidrs.iter().next() else {
+            return Ok(None);
+        };
+        let family = self.endpoint_family(local, peer);
+        let (key, mut wg_peer) = self.peer(peer, family, first)?;
+        wg_peer.allowed_ips = cidrs;
+        Ok(Some((key, wg_peer)))
+    }
+
+    /// The family of a peer's endpoint on the single device. `ipv4` and `ipv6` say it; `auto`
+    /// follows flannel's `selectMode`: IPv4 when the peer has no IPv6 address, or its IPv4
+    /// address is public and this node has one; else IPv6 when both nodes' IPv6 addresses are
+    /// public; else IPv4.
+    pub fn endpoint_family(&self, local: &Lease, peer: &Lease) -> Family {
+        match self.mode {
+            WgMode::Ipv4 | WgMode::Separate => Family::Ipv4,
+            WgMode::Ipv6 => Family::Ipv6,
+            WgMode::Auto => {
+                let Some(peer_v6) = peer.public_ipv6 else {
+                    return Family::Ipv4;
+                };
+                if peer.public_ipv4.is_some_and(|ip| !is_private_v4(ip))
+                    && local.public_ipv4.is_some()
+                {
+                    return Family::Ipv4;
+                }
+                if !is_private_v6(peer_v6) && local.public_ipv6.is_some_and(|ip| !is_private_v6(ip))
+                {
+                    return Family::Ipv6;
+                }
+                Family::Ipv4
+            }
+        }
+    }
+
     /// The peer entry of `peer` on `family`'s device.
     fn peer(
         &self,
@@ -202,7 +290,7 @@ impl WireguardNative {
             Family::Ipv6 => *port_ipv6,
         };
         let port = if published == 0 {
-            port(family)
+            self.listen_port(family)
         } else {
             published
         };
@@ -212,8 +300,18 @@ impl WireguardNative {
                 endpoint: SocketAddr::new(ip, port),
                 allowed_ips: BTreeSet::from([cidr]),
                 keepalive: self.keepalive,
+                preshared_key: self.preshared_key,
             },
         ))
+    }
+
+    /// This node's listen port for `family`: its device's, which with one device for both
+    /// families is the first port.
+    fn listen_port(&self, family: Family) -> u16 {
+        match (family, self.mode) {
+            (Family::Ipv6, WgMode::Separate) => self.listen_ports.1,
+            _ => self.listen_ports.0,
+        }
     }
 }
 
@@ -288,6 +386,10 @@ impl WgPeer {
         if self.keepalive != 0 {
             out.push_str(&format!(" persistent-keepalive {}", self.keepalive));
         }
+        // The key is a secret: a plan names only that there is one.
+        if self.preshared_key {
+            out.push_str(" preshared-key <redacted>");
+        }
         out
     }
 }
@@ -340,4 +442,15 @@ fn base64_decode_key(s: &str) -> Option<[u8; 32]> {
         return None;
     }
     out.try_into().ok()
+}
+
+/// Go's `IP.IsPrivate` for IPv4: 10/8, 172.16/12, 192.168/16.
+fn is_private_v4(ip: std::net::Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    a == 10 || (a == 172 && b & 0xf0 == 16) || (a == 192 && b == 168)
+}
+
+/// Go's `IP.IsPrivate` for IPv6: fc00::/7.
+fn is_private_v6(ip: std::net::Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xfe00 == 0xfc00
 }

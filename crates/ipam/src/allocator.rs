@@ -22,6 +22,21 @@ pub struct NodeCidrAllocator<C: FamilyCidr> {
     capacity: u64,
     allocated: u64,
     next_candidate: u64,
+    /// The first and last index handed out ([`NodeCidrAllocator::bounded`]).
+    first: u64,
+    last: u64,
+    /// How many of the indexes from `first` to `last` are allocated.
+    allocated_in_bounds: u64,
+}
+
+/// The lowest and highest node CIDR of each family an allocator hands out (flannel's
+/// `SubnetMin`/`SubnetMax` and their IPv6 pair); `None` for no bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct NodeCidrBounds {
+    /// The IPv4 bounds.
+    pub ipv4: (Option<Ipv4Cidr>, Option<Ipv4Cidr>),
+    /// The IPv6 bounds.
+    pub ipv6: (Option<Ipv6Cidr>, Option<Ipv6Cidr>),
 }
 
 /// The node CIDRs of one node: one per family the cluster uses.
@@ -60,7 +75,35 @@ impl<C: FamilyCidr> NodeCidrAllocator<C> {
             capacity,
             allocated: 0,
             next_candidate: 0,
+            first: 0,
+            last: capacity - 1,
+            allocated_in_bounds: 0,
         })
+    }
+
+    /// Hands out only the node CIDRs from `min` to `max` (each `None` for no bound); node
+    /// CIDRs outside them can still be occupied (leases made before the bounds).
+    ///
+    /// Fails when a bound is not a node CIDR of this cluster, or `min` comes after `max`.
+    pub fn bounded(mut self, min: Option<C>, max: Option<C>) -> Result<Self, IpamError> {
+        let first = min.map(|c| self.index_of(c)).transpose()?.unwrap_or(0);
+        let last = max
+            .map(|c| self.index_of(c))
+            .transpose()?
+            .unwrap_or(self.capacity - 1);
+        if let (Some(min), Some(max), true) = (min, max, first > last) {
+            return Err(IpamError::BoundsReversed {
+                min: min.into_cidr(),
+                max: max.into_cidr(),
+            });
+        }
+        self.first = first;
+        self.last = last;
+        self.allocated_in_bounds = (first..=last).filter(|i| self.get(*i)).count() as u64;
+        if !(first..=last).contains(&self.next_candidate) {
+            self.next_candidate = first;
+        }
+        Ok(self)
     }
 
     /// The cluster CIDR.
@@ -83,9 +126,9 @@ impl<C: FamilyCidr> NodeCidrAllocator<C> {
         self.allocated
     }
 
-    /// How many node CIDRs are free.
+    /// How many node CIDRs are free to hand out (inside the bounds).
     pub fn free(&self) -> u64 {
-        self.capacity - self.allocated
+        (self.last - self.first + 1) - self.allocated_in_bounds
     }
 
     /// Whether `cidr` is allocated (false for one that is not a node CIDR of this cluster).
@@ -101,7 +144,11 @@ impl<C: FamilyCidr> NodeCidrAllocator<C> {
             capacity: self.capacity,
         })?;
         self.set(index);
-        self.next_candidate = (index + 1) % self.capacity;
+        self.next_candidate = if index >= self.last {
+            self.first
+        } else {
+            index + 1
+        };
         Ok(self.cidr_at(index))
     }
 
@@ -127,6 +174,9 @@ impl<C: FamilyCidr> NodeCidrAllocator<C> {
         if self.get(index) {
             self.used[(index / 64) as usize] &= !(1 << (index % 64));
             self.allocated -= 1;
+            if self.in_bounds(index) {
+                self.allocated_in_bounds -= 1;
+            }
         }
         Ok(())
     }
@@ -177,20 +227,39 @@ impl<C: FamilyCidr> NodeCidrAllocator<C> {
     fn set(&mut self, index: u64) {
         self.used[(index / 64) as usize] |= 1 << (index % 64);
         self.allocated += 1;
+        if self.in_bounds(index) {
+            self.allocated_in_bounds += 1;
+        }
     }
 
-    /// The first free index at or after `next_candidate`, wrapping; a word at a time.
+    fn in_bounds(&self, index: u64) -> bool {
+        (self.first..=self.last).contains(&index)
+    }
+
+    /// The first free index in the bounds at or after `next_candidate`, wrapping; a word at a
+    /// time.
     fn find_free(&self) -> Option<u64> {
-        if self.allocated == self.capacity {
+        if self.free() == 0 {
             return None;
         }
         let words = self.used.len() as u64;
         let start_word = self.next_candidate / 64;
+        // The bits of word `w` inside the bounds.
+        let bounds_mask = |w: u64| {
+            let (lo, hi) = (w * 64, w * 64 + 63);
+            let from = self.first.max(lo) - lo;
+            let to = self.last.min(hi).saturating_sub(lo);
+            if self.first > hi || self.last < lo {
+                0
+            } else {
+                (u64::MAX << from) & (u64::MAX >> (63 - to))
+            }
+        };
         // Bits below the candidate in its first word are skipped on the first pass and
         // searched again when the scan wraps around to that word.
         for step in 0..=words {
             let word_index = (start_word + step) % words;
-            let mut free = !self.used[word_index as usize];
+            let mut free = !self.used[word_index as usize] & bounds_mask(word_index);
             if step == 0 {
                 free &= u64::MAX << (self.next_candidate % 64);
             }
@@ -222,6 +291,19 @@ impl DualStackAllocator {
                 .map(|c| NodeCidrAllocator::new(c, mask_ipv6))
                 .transpose()?,
         })
+    }
+
+    /// Hands out only node CIDRs inside `bounds` ([`NodeCidrAllocator::bounded`]).
+    pub fn bounded(mut self, bounds: NodeCidrBounds) -> Result<Self, IpamError> {
+        self.ipv4 = self
+            .ipv4
+            .map(|a| a.bounded(bounds.ipv4.0, bounds.ipv4.1))
+            .transpose()?;
+        self.ipv6 = self
+            .ipv6
+            .map(|a| a.bounded(bounds.ipv6.0, bounds.ipv6.1))
+            .transpose()?;
+        Ok(self)
     }
 
     /// The IPv4 allocator, when the cluster has IPv4.

@@ -143,6 +143,14 @@ pub enum IpamError {
         /// How many node CIDRs the cluster CIDR holds.
         capacity: u64,
     },
+    /// A lower node CIDR bound above the upper one.
+    #[error("the lowest node CIDR to hand out, {min}, comes after the highest, {max}: swap them")]
+    BoundsReversed {
+        /// The lower bound.
+        min: Cidr,
+        /// The upper bound.
+        max: Cidr,
+    },
     /// A node CIDR lies outside the cluster CIDR.
     #[error("node CIDR {cidr} is outside cluster-cidr {cluster}")]
     OutsideCluster {

@@ -30,7 +30,7 @@ mod service;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 
-pub use allocator::{DualStackAllocator, NodeCidrAllocator, NodeCidrs};
+pub use allocator::{DualStackAllocator, NodeCidrAllocator, NodeCidrBounds, NodeCidrs};
 pub use cidr::{
     Cidr, CidrList, Family, FamilyCidr, IpFamilies, Ipv4Cidr, Ipv6Cidr, check_same_families,
     ip_families, parse_ip_list,

@@ -396,6 +396,7 @@ fn link_message(
         LinkKind::Vxlan {
             vni,
             port,
+            gbp,
             local,
             underlay,
             mac,
@@ -406,6 +407,8 @@ fn link_message(
                 .learning(false)
                 .address(mac.0.to_vec())
                 .mtu(link.mtu);
+            // `ip link add ... gbp`: the group policy extension.
+            let builder = if *gbp { builder.gbp() } else { builder };
             let builder = match local {
                 IpAddr::V4(ip) => builder.local(*ip),
                 IpAddr::V6(ip) => builder.local6(*ip),

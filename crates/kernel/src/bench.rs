@@ -192,6 +192,7 @@ fn backend() -> Vxlan {
     Vxlan {
         mac_v4: MacAddr([0x02, 0, 0, 0xff, 0, 1]),
         mac_v6: MacAddr([0x02, 0, 0, 0xff, 0, 2]),
+        settings: weft_fabric::VxlanSettings::default(),
     }
 }
 

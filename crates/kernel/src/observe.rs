@@ -105,6 +105,22 @@ impl Scope {
     }
 }
 
+impl Scope {
+    /// [`Scope::weft`] plus the vxlan devices of `vni` (`flannel.VNI`, `flannel-v6.VNI`), for a
+    /// cluster whose flannel-conf sets another VNI; the default VNI's devices stay in scope, so
+    /// a node whose VNI changed removes them.
+    pub fn weft_with_vxlan_vni(vni: u32) -> Scope {
+        let mut scope = Scope::weft();
+        for family in [weft_ipam::Family::Ipv4, weft_ipam::Family::Ipv6] {
+            let name = weft_fabric::vxlan::device_for(family, vni);
+            if !scope.links.contains(&name) {
+                scope.links.push(name);
+            }
+        }
+        scope
+    }
+}
+
 impl Default for Scope {
     fn default() -> Scope {
         Scope::weft()
@@ -354,6 +370,7 @@ fn vxlan_kind(data: &[InfoVxlan], mac: MacAddr, names: &HashMap<u32, String>) ->
     let mut local = None;
     let mut underlay = None;
     let mut learning = true;
+    let mut gbp = false;
     for attr in data {
         match attr {
             InfoVxlan::Id(id) => vni = Some(*id),
@@ -362,6 +379,7 @@ fn vxlan_kind(data: &[InfoVxlan], mac: MacAddr, names: &HashMap<u32, String>) ->
             InfoVxlan::Local6(ip) => local = Some(IpAddr::V6(*ip)),
             InfoVxlan::Link(index) => underlay = names.get(index).cloned(),
             InfoVxlan::Learning(on) => learning = *on,
+            InfoVxlan::Gbp => gbp = true,
             _ => {}
         }
     }
@@ -369,6 +387,7 @@ fn vxlan_kind(data: &[InfoVxlan], mac: MacAddr, names: &HashMap<u32, String>) ->
         (Some(vni), Some(port), Some(local), Some(underlay), false) => LinkKind::Vxlan {
             vni,
             port,
+            gbp,
             local,
             underlay,
             mac,

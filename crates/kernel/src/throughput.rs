@@ -89,6 +89,7 @@ pub fn run(seconds: u32) -> Result<Report, KernelError> {
         let vxlan = Vxlan {
             mac_v4: MacAddr([2, 0, 0, 0, n, 4]),
             mac_v6: MacAddr([2, 0, 0, 0, n, 6]),
+            settings: weft_fabric::VxlanSettings::default(),
         };
         let lease = Lease {
             node_name: format!("node-{n}"),
@@ -240,6 +241,12 @@ fn backend(node: &Node, wireguard: bool) -> Box<dyn Backend + Send> {
             public_key: node.key.public_key(),
             implementation: WgImplementation::Userspace,
             keepalive: weft_fabric::wireguard::KEEPALIVE,
+            listen_ports: (
+                weft_fabric::wireguard::PORT_V4,
+                weft_fabric::wireguard::PORT_V6,
+            ),
+            preshared_key: false,
+            mode: weft_fabric::wireguard::WgMode::Separate,
         })
     } else {
         Box::new(node.vxlan.clone())

@@ -69,6 +69,8 @@ pub struct Wireguard {
 #[derive(Default)]
 pub(crate) struct Inner {
     keys: Vec<WgPrivateKey>,
+    /// The cluster's pre-shared key, for peers whose [`WgPeer::preshared_key`] is set.
+    psk: Option<Key>,
     devices: HashMap<String, UserspaceDevice>,
     socket_dir: Option<std::path::PathBuf>,
     sockets: HashMap<String, socket::ReadOnlySocket>,
@@ -140,6 +142,16 @@ impl Wireguard {
         if !inner.keys.contains(&key) {
             inner.keys.push(key);
         }
+    }
+
+    /// Sets the pre-shared key every peer with [`WgPeer::preshared_key`] gets (flannel-conf's
+    /// `PSK`); like the private keys, it never leaves this type but to the devices.
+    pub fn set_preshared_key(&self, key: Option<[u8; 32]>) {
+        self.lock().psk = key.map(Key::new);
+    }
+
+    fn psk(&self) -> Option<Key> {
+        self.lock().psk.clone()
     }
 
     /// The names of the userspace devices this process runs.
@@ -300,6 +312,7 @@ impl Kernel {
                 .collect::<Vec<_>>()
         })
         .await;
+        let psk = self.wireguard.psk();
         for (candidate, host) in read {
             let Some(host) = host? else { continue };
             let Some(link) = state.links.get_mut(&candidate.name) else {
@@ -320,7 +333,7 @@ impl Kernel {
             for (key, peer) in &host.peers {
                 state.wg_peers.insert(
                     (candidate.name.clone(), WgPublicKey(key.as_array())),
-                    observed_peer(peer),
+                    observed_peer(peer, psk.as_ref()),
                 );
             }
         }
@@ -469,6 +482,7 @@ impl Kernel {
     pub(crate) async fn apply_wg_peers(&self, phase: &[Op]) -> Vec<KernelError> {
         let ops = phase.to_vec();
         let wireguard = self.wireguard.clone();
+        let psk = wireguard.psk();
         run_blocking(move || {
             let mut by_dev: Vec<(String, Vec<Op>)> = Vec::new();
             for op in ops {
@@ -485,12 +499,12 @@ impl Kernel {
             for (dev, ops) in by_dev {
                 let mut inner = wireguard.lock();
                 if let Some(device) = inner.devices.get_mut(&dev) {
-                    if let Err(e) = userspace_peers(device, &ops) {
+                    if let Err(e) = userspace_peers(device, &ops, psk.as_ref()) {
                         failed.push(e);
                     }
                 } else {
                     drop(inner);
-                    failed.extend(kernel_peers(&dev, &ops));
+                    failed.extend(kernel_peers(&dev, &ops, psk.as_ref()));
                 }
             }
             failed
@@ -578,8 +592,9 @@ fn kernel_api(name: &str) -> Result<WGApi, KernelError> {
 }
 
 /// A peer as a device reports it. An allowed IP with host bits set is left out (weft never
-/// sets one), so the plan puts the peer right.
-fn observed_peer(peer: &Peer) -> WgPeer {
+/// sets one), so the plan puts the peer right; its pre-shared key counts only when it is the
+/// one this agent holds, so a peer with another is put right too.
+fn observed_peer(peer: &Peer, psk: Option<&Key>) -> WgPeer {
     WgPeer {
         endpoint: peer.endpoint.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
         allowed_ips: peer
@@ -588,17 +603,21 @@ fn observed_peer(peer: &Peer) -> WgPeer {
             .filter_map(|m| crate::observe::cidr(m.address, m.cidr))
             .collect::<BTreeSet<_>>(),
         keepalive: peer.persistent_keepalive_interval.unwrap_or(0),
+        preshared_key: psk.is_some() && peer.preshared_key.as_ref() == psk,
     }
 }
 
 /// The `allowed_ip=` lines and the rest of a peer's UAPI section.
-fn uapi_peer(public_key: &WgPublicKey, peer: &WgPeer) -> String {
+fn uapi_peer(public_key: &WgPublicKey, peer: &WgPeer, psk: Option<&Key>) -> String {
     let mut out = format!(
         "public_key={}\nendpoint={}\npersistent_keepalive_interval={}\nreplace_allowed_ips=true\n",
         Key::new(public_key.0).to_lower_hex(),
         peer.endpoint,
         peer.keepalive
     );
+    if let (true, Some(psk)) = (peer.preshared_key, psk) {
+        out.push_str(&format!("preshared_key={}\n", psk.to_lower_hex()));
+    }
     for cidr in &peer.allowed_ips {
         out.push_str(&format!("allowed_ip={cidr}\n"));
     }
@@ -610,7 +629,11 @@ fn uapi_peer(public_key: &WgPublicKey, peer: &WgPeer) -> String {
 ///
 /// A changed peer is removed and added again (a fresh session, as with boringtun's device,
 /// which refused an existing key), and removals and additions never share a request.
-fn userspace_peers(device: &mut UserspaceDevice, ops: &[Op]) -> Result<(), KernelError> {
+fn userspace_peers(
+    device: &mut UserspaceDevice,
+    ops: &[Op],
+    psk: Option<&Key>,
+) -> Result<(), KernelError> {
     let mut remove = String::new();
     let mut add = String::new();
     for op in ops {
@@ -628,7 +651,7 @@ fn userspace_peers(device: &mut UserspaceDevice, ops: &[Op]) -> Result<(), Kerne
                     "public_key={}\nremove=true\n",
                     Key::new(public_key.0).to_lower_hex()
                 ));
-                add.push_str(&uapi_peer(public_key, peer));
+                add.push_str(&uapi_peer(public_key, peer, psk));
             }
             _ => {}
         }
@@ -644,7 +667,7 @@ fn userspace_peers(device: &mut UserspaceDevice, ops: &[Op]) -> Result<(), Kerne
 
 /// Peer operations on a kernel device, one generic netlink request each (`wg set`); a change
 /// happens in place.
-fn kernel_peers(dev: &str, ops: &[Op]) -> Vec<KernelError> {
+fn kernel_peers(dev: &str, ops: &[Op], psk: Option<&Key>) -> Vec<KernelError> {
     let api = match kernel_api(dev) {
         Ok(api) => api,
         Err(e) => return vec![e],
@@ -659,6 +682,7 @@ fn kernel_peers(dev: &str, ops: &[Op]) -> Vec<KernelError> {
                 let mut p = Peer::new(Key::new(public_key.0));
                 p.endpoint = Some(peer.endpoint);
                 p.persistent_keepalive_interval = (peer.keepalive != 0).then_some(peer.keepalive);
+                p.preshared_key = psk.filter(|_| peer.preshared_key).cloned();
                 p.allowed_ips = peer
                     .allowed_ips
                     .iter()

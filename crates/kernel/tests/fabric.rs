@@ -409,3 +409,62 @@ fn interfaces_are_described_from_the_kernel() {
         Err(KernelError::NoSuchInterface { .. })
     ));
 }
+
+/// flannel-conf's vxlan options on a real kernel: `flannel.4096` with VNI 4096, UDP port 4789
+/// and GBP read back as made (a second converge changes nothing), pods reach each other over
+/// it; with DirectRouting the peer on the same segment gets a route via its address on eth0,
+/// the one on another segment the tunnel.
+#[test]
+fn vxlan_options_vni_port_gbp_and_direct_routing() {
+    let settings = weft_fabric::VxlanSettings {
+        vni: 4096,
+        port: 4789,
+        gbp: true,
+        direct_routing: false,
+    };
+    let cluster = Cluster::with_vxlan(
+        Kind::Vxlan,
+        Stack::V4,
+        MasqMode::Nftables,
+        &[0, 0],
+        settings,
+    );
+    ping_all(&cluster);
+    let details = cluster.nodes[0]
+        .ns
+        .exec(&["ip", "-d", "link", "show", "flannel.4096"])
+        .unwrap();
+    for want in ["vxlan id 4096", "dstport 4789", "gbp"] {
+        assert!(details.contains(want), "{want} in {details}");
+    }
+    assert_eq!(cluster.nodes[0].link_index("flannel.1"), None);
+    let again = cluster.converge(0);
+    assert!(again.plan.is_empty(), "{}", again.plan);
+
+    let settings = weft_fabric::VxlanSettings {
+        direct_routing: true,
+        ..weft_fabric::VxlanSettings::default()
+    };
+    // Nodes 1 and 2 share segment 0; node 3 is on segment 1.
+    let cluster = Cluster::with_vxlan(
+        Kind::Vxlan,
+        Stack::V4,
+        MasqMode::Nftables,
+        &[0, 0, 1],
+        settings,
+    );
+    let routes = cluster.nodes[0]
+        .ns
+        .exec(&["ip", "route", "show", "proto", "87"])
+        .unwrap();
+    assert!(
+        routes.contains("10.42.2.0/24 via 192.0.2.2 dev eth0"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("10.42.3.0/24 via 10.42.3.0 dev flannel.1 onlink"),
+        "{routes}"
+    );
+    ping(&cluster.nodes[0].pod, cluster.nodes[1].pod_ip(Family::Ipv4));
+    ping(&cluster.nodes[1].pod, cluster.nodes[0].pod_ip(Family::Ipv4));
+}

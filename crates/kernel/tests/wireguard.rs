@@ -475,3 +475,91 @@ impl<'a> Counters<'a> {
         (count("wg"), count("pod"), count("other"))
     }
 }
+
+/// flannel-conf's PSK, ListenPort, ListenPortV6 and PersistentKeepaliveInterval on userspace
+/// devices: read back from each device, every peer has the key and the keepalive, the devices
+/// listen on the ports, pods reach each other in both families, and a second converge changes
+/// nothing (the key read back counts as the one held).
+#[test]
+fn preshared_key_ports_and_keepalive_are_on_every_peer() {
+    let psk = [7u8; 32];
+    let options = support::WgOptions {
+        keepalive: 5,
+        listen_ports: (51000, 51001),
+        psk: Some(psk),
+        mode: weft_fabric::WgMode::Separate,
+    };
+    let cluster = Cluster::with_wireguard(Stack::Dual, &[0, 0], options);
+    ping_all(&cluster);
+    let hex: String = psk.iter().map(|b| format!("{b:02x}")).collect();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        for (dev, port) in [("flannel-wg", 51000), ("flannel-wg-v6", 51001)] {
+            let text = device_text(&cluster, node.n, dev);
+            assert!(text.contains(&format!("listen_port={port}\n")), "{text}");
+            assert_eq!(
+                text.matches(&format!("preshared_key={hex}\n")).count(),
+                1,
+                "{text}"
+            );
+            assert_eq!(
+                text.matches("persistent_keepalive_interval=5\n").count(),
+                1,
+                "{text}"
+            );
+        }
+        let again = cluster.converge(i);
+        assert!(again.plan.is_empty(), "{}", again.plan);
+        assert!(
+            again
+                .after
+                .wg_peers
+                .values()
+                .all(|p| p.preshared_key && p.keepalive == 5)
+        );
+    }
+}
+
+/// What userspace device `dev` of node `n` reports (`get=1` on its read-only socket in the
+/// agent's data dir, as `wg show` would ask).
+fn device_text(cluster: &Cluster, n: u8, dev: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let path = cluster
+        .dir
+        .path
+        .join(format!("agent-{n}"))
+        .join("wireguard")
+        .join(format!("{dev}.sock"));
+    let mut conn = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    conn.write_all(b"get=1\n").unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    assert!(
+        text.ends_with("errno=0\n\n") || text.contains("errno=0"),
+        "{text}"
+    );
+    text
+}
+
+/// Mode auto on a dual-stack cluster: one device, `flannel-wg`, carries both families; each
+/// peer has both pod CIDRs and an IPv4 endpoint (the nodes' IPv4 addresses are public), and
+/// pods reach each other over both families.
+#[test]
+fn mode_auto_one_device_for_both_families() {
+    let options = support::WgOptions {
+        mode: weft_fabric::WgMode::Auto,
+        ..support::WgOptions::default()
+    };
+    let cluster = Cluster::with_wireguard(Stack::Dual, &[0, 0, 0], options);
+    ping_all(&cluster);
+    tcp_all(&cluster);
+    let converged = cluster.converge(0);
+    assert!(converged.plan.is_empty(), "{}", converged.plan);
+    assert!(!converged.after.links.contains_key("flannel-wg-v6"));
+    let peers: Vec<_> = converged.after.wg_peers.iter().collect();
+    assert_eq!(peers.len(), 2);
+    for ((dev, _), peer) in peers {
+        assert_eq!(dev, "flannel-wg");
+        assert_eq!(peer.allowed_ips.len(), 2, "{peer:?}");
+        assert!(peer.endpoint.is_ipv4(), "{peer:?}");
+    }
+}

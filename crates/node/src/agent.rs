@@ -16,12 +16,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use weft_api::protocol::RegisterRequest;
-use weft_config::{ClusterNetwork, FlannelBackend};
+use weft_config::{ClusterNetwork, FlannelBackend, Secrets, WireguardMode};
 use weft_fabric::files::{CNI_CONFLIST_NAME, cni_conflist, subnet_env};
 use weft_fabric::{
     Backend, BackendKind, Desired, DesiredPeers, ExternalInterface, FabricConfig, HostGw, Lease,
-    MasqMode, NoBackend, ObjectKeys, PeerProblem, Plan, Vxlan, WgImplementation, WireguardNative,
-    desired_state, plan,
+    MacAddr, MasqMode, NoBackend, ObjectKeys, PeerProblem, Plan, Vxlan, VxlanSettings,
+    WgImplementation, WgMode, WireguardNative, desired_state, plan,
 };
 use weft_ipam::Family;
 use weft_kernel::{Kernel, Mirror, Notice, Resync, Scope};
@@ -32,6 +32,9 @@ use crate::health::Condition;
 use crate::identity::NodeIdentity;
 use crate::metrics::AgentMetrics;
 use crate::source::{LeaseSource, LeaseUpdate};
+
+#[cfg(test)]
+mod tests;
 
 /// What the agent needs besides the cluster network it gets from the servers.
 #[derive(Debug, Clone)]
@@ -81,6 +84,9 @@ pub struct Fabric {
     pending: ObjectKeys,
     /// The kernel as last seen; `None` until the first reconcile.
     mirror: Option<Mirror>,
+    /// The `net-conf.json` in effect, pre-shared key included, and whether it holds one; `None`
+    /// with the `none` backend.
+    net_conf: Option<(String, bool)>,
 }
 
 /// What one reconcile did.
@@ -103,8 +109,7 @@ pub async fn join<S: LeaseSource>(
 ) -> Result<(Fabric, ClusterNetwork), NodeError> {
     let identity = NodeIdentity::load_or_create(&settings.dir)?;
     let cluster = source.cluster().await?;
-    let (backend, wireguard) =
-        backend(cluster.flannel_backend, &identity, &kernel, &settings).await?;
+    let (backend, wireguard) = backend(&cluster, &identity, &kernel, &settings).await?;
     let config = fabric_config(&kernel, &settings, &cluster).await?;
     let request = RegisterRequest {
         node_name: settings.node_name.clone(),
@@ -122,7 +127,7 @@ pub async fn join<S: LeaseSource>(
     );
     let fabric = Fabric {
         kernel,
-        scope: Scope::weft(),
+        scope: Scope::weft_with_vxlan_vni(cluster.vxlan_options().vni),
         backend,
         config,
         settings,
@@ -135,6 +140,7 @@ pub async fn join<S: LeaseSource>(
         desired: None,
         pending: ObjectKeys::default(),
         mirror: None,
+        net_conf: net_conf_file(&cluster),
     };
     Ok((fabric, cluster))
 }
@@ -437,6 +443,14 @@ impl Fabric {
         if write_atomic(&self.settings.subnet_file, env.as_bytes(), 0o644)? {
             tracing::info!(path = %self.settings.subnet_file.display(), "wrote subnet.env");
         }
+        if let Some((content, secret)) = &self.net_conf {
+            // A file holding the pre-shared key is the owner's alone.
+            let mode = if *secret { 0o600 } else { 0o644 };
+            let path = net_conf_path(&self.settings);
+            if write_atomic(&path, content.as_bytes(), mode)? {
+                tracing::info!(path = %path.display(), "wrote net-conf.json");
+            }
+        }
         let ipam_dir = self.settings.dir.join("cni").join("networks");
         install_cni_conflist(
             &self.settings.cni_conf_dir,
@@ -452,7 +466,44 @@ pub fn written_files(settings: &AgentSettings) -> Vec<PathBuf> {
     vec![
         settings.subnet_file.clone(),
         settings.cni_conf_dir.join(CNI_CONFLIST_NAME),
+        net_conf_path(settings),
     ]
+}
+
+/// The kernel objects `weft-agent cleanup` removes: weft's, and the vxlan devices of the VNI
+/// in the `net-conf.json` the agent last wrote (a cluster whose flannel-conf sets another VNI).
+pub fn cleanup_scope(settings: &AgentSettings) -> Scope {
+    let vni = std::fs::read_to_string(net_conf_path(settings))
+        .ok()
+        .and_then(|text| weft_config::NetConf::parse(&text).ok())
+        .and_then(|conf| match conf.backend {
+            Some(weft_config::NetConfBackend::Vxlan(options)) => Some(options.vni),
+            _ => None,
+        });
+    match vni {
+        Some(vni) => Scope::weft_with_vxlan_vni(vni),
+        None => Scope::weft(),
+    }
+}
+
+/// Where the agent writes the `net-conf.json` in effect, as K3s does:
+/// `<data-dir>/agent/etc/flannel/net-conf.json`.
+pub fn net_conf_path(settings: &AgentSettings) -> PathBuf {
+    settings
+        .dir
+        .join("etc")
+        .join("flannel")
+        .join("net-conf.json")
+}
+
+/// The `net-conf.json` the cluster runs with (`flannel-conf`'s, normalised, else the one K3s
+/// derives), and whether it holds a pre-shared key.
+fn net_conf_file(cluster: &ClusterNetwork) -> Option<(String, bool)> {
+    let json = cluster.net_conf_json(Secrets::Reveal)?;
+    let secret = cluster.net_conf_json(Secrets::Redact).as_ref() != Some(&json);
+    let mut text = serde_json::to_string_pretty(&json).ok()?;
+    text.push('\n');
+    Some((text, secret))
 }
 
 /// The backend for the cluster's `flannel-backend`, and for wireguard-native the
@@ -463,20 +514,24 @@ pub fn written_files(settings: &AgentSettings) -> Vec<PathBuf> {
 /// auto the kernel module when this kernel can make a WireGuard link, else the userspace one
 /// inside the agent. One log line says which.
 async fn backend(
-    kind: FlannelBackend,
+    cluster: &ClusterNetwork,
     identity: &NodeIdentity,
     kernel: &Kernel,
     settings: &AgentSettings,
 ) -> Result<(Box<dyn Backend + Send + Sync>, Option<WgImplementation>), NodeError> {
-    match kind {
+    match cluster.flannel_backend {
         FlannelBackend::None => Ok((Box::new(NoBackend), None)),
-        FlannelBackend::Vxlan => Ok((
-            Box::new(Vxlan {
-                mac_v4: identity.vtep_mac_v4,
-                mac_v6: identity.vtep_mac_v6,
-            }),
-            None,
-        )),
+        FlannelBackend::Vxlan => {
+            let options = cluster.vxlan_options();
+            Ok((
+                Box::new(Vxlan {
+                    mac_v4: with_mac_prefix(identity.vtep_mac_v4, options.mac_prefix),
+                    mac_v6: with_mac_prefix(identity.vtep_mac_v6, options.mac_prefix),
+                    settings: vxlan_settings(cluster),
+                }),
+                None,
+            ))
+        }
         FlannelBackend::HostGw => Ok((Box::new(HostGw), None)),
         FlannelBackend::WireguardNative => {
             let (implementation, missing) = kernel
@@ -494,6 +549,10 @@ async fn backend(
                 (None, None) => tracing::info!("wireguard-native runs on the kernel's WireGuard"),
             }
             kernel.wireguard().add_key(identity.wireguard_key.clone());
+            let options = cluster.wireguard_options();
+            kernel
+                .wireguard()
+                .set_preshared_key(options.psk.map(|psk| psk.0));
             // `weft-agent plan` beside the daemon reads the daemon's userspace devices here.
             kernel
                 .wireguard()
@@ -502,7 +561,15 @@ async fn backend(
                 Box::new(WireguardNative {
                     public_key: identity.wireguard_key.public_key(),
                     implementation,
-                    keepalive: weft_fabric::wireguard::KEEPALIVE,
+                    keepalive: options.persistent_keepalive,
+                    listen_ports: (options.listen_port, options.listen_port_v6),
+                    preshared_key: options.psk.is_some(),
+                    mode: match options.mode {
+                        WireguardMode::Separate => WgMode::Separate,
+                        WireguardMode::Auto => WgMode::Auto,
+                        WireguardMode::Ipv4 => WgMode::Ipv4,
+                        WireguardMode::Ipv6 => WgMode::Ipv6,
+                    },
                 }),
                 Some(implementation),
             ))
@@ -513,17 +580,55 @@ async fn backend(
     }
 }
 
+/// flannel-conf's vxlan options as the fabric takes them: port 0 is the kernel's, 8472.
+fn vxlan_settings(cluster: &ClusterNetwork) -> VxlanSettings {
+    let options = cluster.vxlan_options();
+    VxlanSettings {
+        vni: options.vni,
+        port: match options.port {
+            0 => weft_fabric::vxlan::PORT,
+            port => port,
+        },
+        gbp: options.gbp,
+        direct_routing: options.direct_routing,
+    }
+}
+
+/// A VTEP MAC with flannel-conf's `MacPrefix` as its first two bytes; the rest stays the
+/// node's own, kept in its data dir.
+fn with_mac_prefix(mac: MacAddr, prefix: Option<[u8; 2]>) -> MacAddr {
+    match prefix {
+        Some([a, b]) => MacAddr([a, b, mac.0[2], mac.0[3], mac.0[4], mac.0[5]]),
+        None => mac,
+    }
+}
+
 /// The fabric config: the cluster's settings and the external interface.
+///
+/// flannel-conf's backend `MTU`, when given, stands for the external interface's (it is the
+/// MTU of the path between nodes), and its `EnableNFTables` picks the masquerade mode.
 async fn fabric_config(
     kernel: &Kernel,
     settings: &AgentSettings,
     cluster: &ClusterNetwork,
 ) -> Result<FabricConfig, NodeError> {
-    let external = external_interface(kernel, settings, cluster).await?;
+    let mut external = external_interface(kernel, settings, cluster).await?;
+    let path_mtu = match cluster.flannel_backend {
+        FlannelBackend::Vxlan => cluster.vxlan_options().mtu,
+        FlannelBackend::WireguardNative => cluster.wireguard_options().mtu,
+        _ => None,
+    };
+    if let Some(mtu) = path_mtu {
+        external.mtu = mtu;
+    }
     Ok(FabricConfig {
         cluster: cluster.cluster_cidr,
         ipv6_masq: cluster.flannel_ipv6_masq,
-        masq_mode: settings.masq_mode,
+        masq_mode: match cluster.enable_nftables() {
+            Some(true) => MasqMode::Nftables,
+            Some(false) => MasqMode::Iptables,
+            None => settings.masq_mode,
+        },
         fully_random: true,
         external,
     })

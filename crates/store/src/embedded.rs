@@ -406,6 +406,10 @@ fn open_blocking(path: PathBuf, options: EmbeddedOptions) -> Result<EmbeddedStor
         return Ok(EmbeddedStore { inner });
     }
     let db = open_database(&path)?;
+    // The store holds secrets (the sealed bootstrap data, flannel-conf's pre-shared key): the
+    // file is its owner's alone, whatever the umask.
+    let owner_only = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    std::fs::set_permissions(&path, owner_only).map_err(|e| embedded_error(&path, e.into()))?;
     init_tables(&db).map_err(|f| f.into_store_error(&path))?;
 
     let db = Arc::new(db);

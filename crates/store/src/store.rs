@@ -9,7 +9,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use weft_fabric::Lease;
-use weft_ipam::{Cidr, CidrList, DualStackAllocator, IpamError, NodeCidrs};
+use weft_ipam::{Cidr, CidrList, DualStackAllocator, IpamError, NodeCidrBounds, NodeCidrs};
 
 use crate::records::Claim;
 use crate::records::{Record, decode, decode_json, encode, name_of};
@@ -399,6 +399,20 @@ impl Store {
         masks: NodeMaskSizes,
         attrs: &LeaseAttrs,
     ) -> Result<LeaseAllocation, StoreError> {
+        self.allocate_lease_within(node, cluster, masks, NodeCidrBounds::default(), attrs)
+            .await
+    }
+
+    /// [`Store::allocate_lease`], with a new lease's CIDRs taken only from inside `bounds`
+    /// (flannel's `SubnetMin`/`SubnetMax`); an existing lease is kept wherever it lies.
+    pub async fn allocate_lease_within(
+        &self,
+        node: &str,
+        cluster: &CidrList,
+        masks: NodeMaskSizes,
+        bounds: NodeCidrBounds,
+        attrs: &LeaseAttrs,
+    ) -> Result<LeaseAllocation, StoreError> {
         keys::check_name("node name", node)?;
         let lease_key = keys::lease(node);
         for attempt in 0..MAX_ATTEMPTS {
@@ -424,7 +438,7 @@ impl Store {
                 }
                 continue;
             }
-            let cidrs = self.pick_cidrs(cluster, masks, attempt).await?;
+            let cidrs = self.pick_cidrs(cluster, masks, bounds, attempt).await?;
             let mut lease = attrs.lease(node, cidrs);
             let mut txn = Txn::new().when(Compare::absent(&lease_key));
             for cidr in cidrs.iter() {
@@ -694,13 +708,14 @@ impl Store {
         &self,
         cluster: &CidrList,
         masks: NodeMaskSizes,
+        bounds: NodeCidrBounds,
         attempt: u32,
     ) -> Result<NodeCidrs, StoreError> {
         if attempt == 0 {
             let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(c) = cache
                 .as_mut()
-                .filter(|c| c.cluster == *cluster && c.masks == masks)
+                .filter(|c| c.cluster == *cluster && c.masks == masks && c.bounds == bounds)
             {
                 match c.allocator.allocate() {
                     Ok(cidrs) => return Ok(cidrs),
@@ -715,10 +730,12 @@ impl Store {
         for kv in &index.items {
             occupy(&mut allocator, &kv.key)?;
         }
+        let mut allocator = allocator.bounded(bounds)?;
         let cidrs = pick(&mut allocator, attempt)?;
         *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = Some(AllocatorCache {
             cluster: *cluster,
             masks,
+            bounds,
             allocator,
         });
         Ok(cidrs)
@@ -745,6 +762,7 @@ impl Store {
 struct AllocatorCache {
     cluster: CidrList,
     masks: NodeMaskSizes,
+    bounds: NodeCidrBounds,
     allocator: DualStackAllocator,
 }
 

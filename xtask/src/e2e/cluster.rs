@@ -427,12 +427,18 @@ pub(crate) fn wait_listed(
 /// covers the whole cluster).
 pub(crate) fn has_path(node: &Node, cidr: &str) -> anyhow::Result<bool> {
     let v6 = cidr.contains(':');
-    let dev = super::inspect::wireguard_dev(v6);
-    if node.host.ns.ip(&["link", "show", dev]).is_ok() {
-        let peers = super::inspect::wireguard_peers(node, dev)?;
-        return Ok(peers
-            .iter()
-            .any(|p| p.allowed_ips.iter().any(|a| a == cidr)));
+    // The family's device, or with one device for both (wireguard Mode auto, ipv4, ipv6)
+    // flannel-wg.
+    for dev in [
+        super::inspect::wireguard_dev(v6),
+        super::inspect::wireguard_dev(false),
+    ] {
+        if node.host.ns.ip(&["link", "show", dev]).is_ok() {
+            let peers = super::inspect::wireguard_peers(node, dev)?;
+            return Ok(peers
+                .iter()
+                .any(|p| p.allowed_ips.iter().any(|a| a == cidr)));
+        }
     }
     let family = if v6 { "-6" } else { "-4" };
     let out = node.host.ns.ip(&[family, "route", "show", "exact", cidr])?;

@@ -15,6 +15,7 @@
 //! | 9 | backend switch vxlan → wireguard-native → vxlan | `backend_switch` |
 //! | issue 12 | `trust`: a rogue host holding the agent token is refused each attack | `trust` |
 //! | issue 13 | `abuse`: slow clients, a flood from one address, a server that never answers | `abuse` |
+//! | issue 15 | `flannel-conf`: net-conf.json's vxlan and wireguard options applied | `flannel_conf` |
 //! | issue 17 | `wireguard-mixed` (VM lane only: it needs the kernel's WireGuard) | `wireguard_mixed` |
 //!
 //! The egress tunnel also appears in `backend-none` (the tunnel works without a pod network)
@@ -29,6 +30,7 @@ mod bad_input;
 pub(crate) mod egress;
 mod external_ip;
 pub(crate) mod fabric;
+mod flannel_conf;
 mod ha;
 mod node_delete;
 mod restart;
@@ -83,6 +85,11 @@ const OTHERS: &[Scenario] = &[
         name: "trust",
         about: "a rogue host with the agent token can't take a node's address or MAC, report others' IPs, start a server; a deleted node's certificate is refused",
         run: trust::run,
+    },
+    Scenario {
+        name: "flannel-conf",
+        about: "flannel-conf: VNI 4096, port 4789, MTU 1400, DirectRouting, SubnetMin/Max; WireGuard PSK, port, keepalive, Mode auto",
+        run: flannel_conf::run,
     },
     Scenario {
         name: "abuse",

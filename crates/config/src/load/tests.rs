@@ -150,7 +150,6 @@ fn agent_json() {
             "bind-address": "0.0.0.0",
             "kubelet-port": 10250,
             "flannel-iface": null,
-            "flannel-conf": null,
             "flannel-cni-conf": null,
             "subnet-file": "/run/flannel/subnet.env",
             "cni-conf-dir": "/var/lib/weft/agent/etc/cni/net.d",

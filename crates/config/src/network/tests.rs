@@ -487,7 +487,7 @@ fn errors_are_all_reported_together() {
 #[test]
 fn derived_values_and_net_conf() {
     let config = ok(server(&[], &system(&[], &[])));
-    let derived = config.network.derived(None).to_json();
+    let derived = config.network.derived().to_json();
     assert_eq!(
         derived,
         json!({
@@ -517,7 +517,7 @@ fn derived_values_and_net_conf() {
         ],
         &system(&[], &[]),
     ));
-    let derived = config.network.derived(None);
+    let derived = config.network.derived();
     assert_eq!(
         derived
             .kubernetes_service_ips
@@ -541,7 +541,7 @@ fn derived_values_and_net_conf() {
         &["--node-ip=2001:db8::10", "--flannel-backend=host-gw"],
         &system(&[], &[]),
     ));
-    let derived = config.network.derived(None).to_json();
+    let derived = config.network.derived().to_json();
     assert_eq!(derived["primary-family"], "ipv6");
     assert_eq!(
         (derived["ipv4"].clone(), derived["ipv6"].clone()),
@@ -556,9 +556,7 @@ fn derived_values_and_net_conf() {
         &["--flannel-backend=none", "--disable-network-policy"],
         &system(&[], &[]),
     ));
-    assert_eq!(config.network.derived(None).net_conf, None);
-    let custom = json!({"Network": "10.99.0.0/16"});
-    assert_eq!(config.network.derived(Some(&custom)).net_conf, Some(custom));
+    assert_eq!(config.network.derived().net_conf, None);
 }
 
 #[test]
@@ -605,6 +603,7 @@ fn critical_settings_mismatch() {
             "egress-selector-mode",
             "node-cidr-mask-size-ipv4",
             "node-cidr-mask-size-ipv6",
+            "flannel-conf",
         ]
     );
 }
@@ -630,6 +629,7 @@ fn record_shape() {
             "flannel-external-ip": false,
             "egress-selector-mode": "agent",
             "disable-network-policy": false,
+            "net-conf": null,
         })
     );
     let keys: Vec<&str> = record
@@ -638,7 +638,8 @@ fn record_shape() {
         .keys()
         .map(String::as_str)
         .collect();
-    let want: Vec<&str> = ClusterNetwork::KEYS.iter().map(|k| k.name()).collect();
+    let mut want: Vec<&str> = ClusterNetwork::KEYS.iter().map(|k| k.name()).collect();
+    want.push("net-conf");
     assert_eq!(keys, want);
     // Each key holds what `validate` prints for it.
     let effective = config.to_json();
@@ -971,6 +972,7 @@ prop_compose! {
             disable_network_policy: flags.2,
             cluster_cidr,
             service_cidr,
+            net_conf: None,
         }
     }
 }
@@ -1026,4 +1028,351 @@ fn adding_a_family_to_a_cluster_says_why_it_cannot_be_done() {
             "service-cidr of this server is dual-stack, but the cluster was created as IPv4: dual-stack must be configured when the cluster is first created and can't be enabled (or removed) on an existing cluster; keep the cluster's service-cidr, or create a new cluster",
         ]
     );
+}
+
+// --- flannel-conf: the net-conf.json checked against the other settings.
+
+const PSK: &str = "GDzWJCDrrtmOi6Wq7Cf0fMnRxkUNn/D/WvO2HuHQWV8=";
+
+/// Loads a server whose `flannel-conf` file holds `conf`, with `args`.
+fn with_conf(conf: &str, args: &[&str]) -> crate::Loaded<crate::ServerConfig> {
+    let mut all = vec!["--flannel-conf=/etc/net-conf.json"];
+    all.extend_from_slice(args);
+    server(&all, &system(&[("/etc/net-conf.json", conf)], &[]))
+}
+
+/// A key that agrees with its setting passes; one that contradicts it is an error naming both.
+#[test]
+fn net_conf_contradictions() {
+    let table: &[(&str, &[&str], &[&str])] = &[
+        (
+            r#"{"Network": "10.42.0.0/16", "IPv6Network": "::/0", "EnableIPv4": true, "EnableIPv6": false, "SubnetLen": 24, "Backend": {"Type": "vxlan"}}"#,
+            &[],
+            &[],
+        ),
+        (
+            r#"{"Network": "10.99.0.0/16", "IPv6Network": "fd00::/56"}"#,
+            &[],
+            &[
+                "flannel-conf: Network 10.99.0.0/16 contradicts cluster-cidr 10.42.0.0/16: make them agree, or leave Network out of the file",
+                "flannel-conf: IPv6Network fd00::/56 contradicts cluster-cidr 10.42.0.0/16: make them agree, or leave IPv6Network out of the file",
+            ],
+        ),
+        (
+            r#"{"EnableIPv4": false, "EnableIPv6": true}"#,
+            &[],
+            &[
+                "flannel-conf: EnableIPv4 false contradicts cluster-cidr 10.42.0.0/16: make them agree, or leave EnableIPv4 out of the file",
+                "flannel-conf: EnableIPv6 true contradicts cluster-cidr 10.42.0.0/16: make them agree, or leave EnableIPv6 out of the file",
+            ],
+        ),
+        (
+            r#"{"SubnetLen": 26}"#,
+            &["--node-cidr-mask-size-ipv4=25"],
+            &[
+                "flannel-conf: SubnetLen 26 contradicts node-cidr-mask-size-ipv4 25: make them agree, or leave SubnetLen out of the file",
+            ],
+        ),
+        (
+            r#"{"SubnetLen": 26}"#,
+            &["--kube-controller-manager-arg=node-cidr-mask-size-ipv4=25"],
+            &[
+                "flannel-conf: SubnetLen 26 contradicts node-cidr-mask-size-ipv4 25: make them agree, or leave SubnetLen out of the file",
+            ],
+        ),
+        (
+            r#"{"Backend": {"Type": "host-gw"}}"#,
+            &["--flannel-backend=vxlan"],
+            &[
+                "flannel-conf: Backend.Type host-gw contradicts flannel-backend vxlan: make them agree, or leave Backend.Type out of the file",
+            ],
+        ),
+        (
+            r#"{"Network": "10.42.0.0/16"}"#,
+            &["--flannel-backend=none", "--disable-network-policy"],
+            &[
+                "flannel-conf: Backend (none given) contradicts flannel-backend none: make them agree, or leave Backend out of the file",
+            ],
+        ),
+        (
+            r#"{"SubnetMin": "10.43.0.0", "SubnetMax": "10.42.1.128", "IPv6SubnetMin": "fd00::"}"#,
+            &[],
+            &[
+                "flannel-conf: SubnetMin 10.43.0.0 is outside the cluster network 10.42.0.0/16: pick an address inside it",
+                "flannel-conf: SubnetMax 10.42.1.128 is not on a /24 boundary (the node CIDR size): use 10.42.1.0",
+                "flannel-conf: IPv6SubnetMin fd00:: contradicts cluster-cidr 10.42.0.0/16: make them agree, or leave IPv6SubnetMin out of the file",
+            ],
+        ),
+        (
+            r#"{"SubnetMin": "10.42.9.0", "SubnetMax": "10.42.8.0"}"#,
+            &[],
+            &["flannel-conf: SubnetMin 10.42.9.0 is above SubnetMax 10.42.8.0: swap them"],
+        ),
+        (
+            r#"{"Backend": {"Type": "vxlan", "MTU": 117}}"#,
+            &[],
+            &[
+                "flannel-conf: Backend.MTU 117 is too small: the devices get 117 minus 50 bytes of encapsulation, and IPv4 needs 68; use at least 118",
+            ],
+        ),
+        (
+            r#"{"Backend": {"Type": "wireguard", "MTU": 1359, "Mode": "ipv6"}}"#,
+            &["--cluster-cidr=10.42.0.0/16"],
+            &[
+                "flannel-conf: Backend.Mode ipv6 sends to IPv6 endpoints, but cluster-cidr 10.42.0.0/16 has no IPv6: use Mode auto or separate",
+            ],
+        ),
+        (
+            r#"{"Backend": {"Type": "wireguard", "MTU": 1359, "ListenPort": 5000, "ListenPortV6": 5000}}"#,
+            &[
+                "--cluster-cidr=10.42.0.0/16,fd00:42::/56",
+                "--service-cidr=10.43.0.0/16,fd00:43::/112",
+                "--node-ip=192.168.1.10,2001:db8::10",
+            ],
+            &[
+                "flannel-conf: Backend.MTU 1359 is too small: the devices get 1359 minus 80 bytes of encapsulation, and IPv6 needs 1280; use at least 1360",
+                "flannel-conf: Backend.ListenPort and Backend.ListenPortV6 are both 5000, but Mode separate on a dual-stack cluster runs two devices, which can't share a port: give them different ports",
+            ],
+        ),
+        (
+            "{\"Backend\": {\"Type\": \"vxlan\", \"VNI\": -1}}",
+            &[],
+            &[
+                "flannel-conf: Backend.VNI -1 is out of range: use a whole number from 0 to 16777215",
+            ],
+        ),
+        (
+            r#"{"Backend": {"Type": "vxlan", "VNI": 4096, "Port": 4789, "GBP": true, "DirectRouting": true}}"#,
+            &[],
+            &[],
+        ),
+    ];
+    for (conf, args, want) in table {
+        assert_eq!(errors(&with_conf(conf, args)), *want, "{conf} {args:?}");
+    }
+    // An error beside a pre-shared key does not repeat the key.
+    let psk = format!(
+        r#"{{"Backend": {{"Type": "wireguard", "PSK": "{PSK}", "Mode": "ipv6", "MTU": 100}}}}"#
+    );
+    let got = errors(&with_conf(&psk, &[]));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(!got.concat().contains(PSK), "{got:?}");
+    assert_eq!(
+        errors(&server(
+            &["--flannel-conf=/etc/missing.json"],
+            &system(&[], &[])
+        )),
+        [
+            "flannel-conf names /etc/missing.json, which does not exist: create it, or unset flannel-conf to let weft generate it"
+        ]
+    );
+}
+
+/// Keys of the file set the settings that were not given: the backend and the mask sizes.
+#[test]
+fn net_conf_sets_absent_settings() {
+    let config = ok(with_conf(
+        r#"{"SubnetLen": 26, "IPv6SubnetLen": 70, "Backend": {"Type": "wireguard"}}"#,
+        &[
+            "--cluster-cidr=10.42.0.0/16,fd00:42::/56",
+            "--service-cidr=10.43.0.0/16,fd00:43::/112",
+            "--node-ip=192.168.1.10,2001:db8::10",
+        ],
+    ));
+    let network = &config.network;
+    assert_eq!(network.flannel_backend, FlannelBackend::WireguardNative);
+    assert_eq!(
+        (
+            network.node_cidr_mask_size_ipv4,
+            network.node_cidr_mask_size_ipv6
+        ),
+        (26, 70)
+    );
+    // Without the file's Backend, the flag decides (and defaults to vxlan).
+    let config = ok(with_conf(r#"{"SubnetLen": 26}"#, &[]));
+    assert_eq!(config.network.flannel_backend, FlannelBackend::Vxlan);
+    // Without flannel-conf, wireguard-native keeps K3s's keepalive of 25 seconds.
+    let plain = ok(server(
+        &["--flannel-backend=wireguard-native"],
+        &system(&[], &[]),
+    ));
+    assert_eq!(plain.network.wireguard_options().persistent_keepalive, 25);
+    assert_eq!(
+        plain.network.vxlan_options(),
+        crate::VxlanOptions::default()
+    );
+}
+
+/// `validate` prints the path under flannel-conf and the normalised file under derived; the
+/// record holds the same file and reads back equal.
+#[test]
+fn net_conf_in_validate_and_record() {
+    let conf = r#"{"network": "10.42.0.0/16", "SubnetMin": "10.42.8.0", "SubnetMax": "10.42.9.0",
+            "Backend": {"Type": "wireguard", "MTU": 1400, "PersistentKeepaliveInterval": 5}}"#;
+    let config = ok(with_conf(conf, &[]));
+    let printed = config.to_json();
+    assert_eq!(printed["flannel-conf"], "/etc/net-conf.json");
+    assert_eq!(printed["flannel-backend"], "wireguard-native");
+    assert_eq!(
+        printed["derived"]["net-conf"],
+        json!({"Network": "10.42.0.0/16", "SubnetMin": "10.42.8.0", "SubnetMax": "10.42.9.0",
+            "Backend": {"Type": "wireguard", "ListenPort": 51820, "ListenPortV6": 51821,
+                "PersistentKeepaliveInterval": 5, "MTU": 1400, "Mode": "separate"}})
+    );
+    let record = config.network.to_json();
+    assert_eq!(record["net-conf"], printed["derived"]["net-conf"]);
+    assert_eq!(
+        ClusterNetwork::from_json(&record),
+        Ok(config.network.clone())
+    );
+    assert_eq!(
+        config.network.subnet_bounds_ipv4(),
+        (
+            Some(Ipv4Addr::new(10, 42, 8, 0)),
+            Some(Ipv4Addr::new(10, 42, 9, 0))
+        )
+    );
+    assert_eq!(config.network.wireguard_options().persistent_keepalive, 5);
+    // A record from before net-conf existed reads as no flannel-conf.
+    let mut old = ok(server(&[], &system(&[], &[]))).network.to_json();
+    old.as_object_mut().unwrap().remove("net-conf");
+    assert_eq!(ClusterNetwork::from_json(&old).unwrap().net_conf, None);
+    // A damaged net-conf in a record is named.
+    let mut bad = record.clone();
+    bad["net-conf"]["Backend"]["VNI"] = json!(1);
+    assert_eq!(
+        ClusterNetwork::from_json(&bad).unwrap_err().to_string(),
+        "invalid cluster network record: [flannel-conf: unknown key Backend.VNI: did you mean Backend.PSK? remove it or fix its spelling]; weft servers write it, so check that every server and agent runs the same weft version"
+    );
+}
+
+/// flannel-conf is critical: servers must share it.
+#[test]
+fn net_conf_is_critical() {
+    let conf = |keepalive: u16| {
+        with_conf(
+            &format!(
+                r#"{{"Backend": {{"Type": "wireguard", "PersistentKeepaliveInterval": {keepalive}}}}}"#
+            ),
+            &[],
+        )
+    };
+    let a = ok(conf(25)).network;
+    assert_eq!(a.compare_critical(&a), []);
+    let c = ok(conf(5)).network;
+    let got: Vec<String> = a
+        .compare_critical(&c)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].contains("flannel-conf (this server: {"), "{got:?}");
+    assert!(
+        got[0].contains("\"PersistentKeepaliveInterval\":5"),
+        "{got:?}"
+    );
+    let plain = ok(server(
+        &["--flannel-backend=wireguard-native"],
+        &system(&[], &[]),
+    ))
+    .network;
+    let got: Vec<String> = plain
+        .compare_critical(&a)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].contains("flannel-conf (this server: none, cluster: {"),
+        "{got:?}"
+    );
+}
+
+/// EnableNFTables picks the masquerade mode; a masq-mode given that says otherwise is an error.
+#[test]
+fn net_conf_picks_the_masquerade_mode() {
+    let config = ok(with_conf(r#"{"EnableNFTables": false}"#, &[]));
+    assert_eq!(
+        config.node.masq_mode_in(&config.network),
+        crate::MasqMode::Iptables
+    );
+    assert_eq!(
+        errors(&with_conf(
+            r#"{"EnableNFTables": false}"#,
+            &["--masq-mode=nftables"]
+        )),
+        [
+            "flannel-conf: EnableNFTables false contradicts masq-mode nftables: make them agree, or leave EnableNFTables out of the file"
+        ]
+    );
+    let config = ok(server(&["--masq-mode=iptables"], &system(&[], &[])));
+    assert_eq!(
+        config.node.masq_mode_in(&config.network),
+        crate::MasqMode::Iptables
+    );
+}
+
+/// The pre-shared key: redacted in `validate`, kept in the record for agents, and compared
+/// across servers without being printed.
+#[test]
+fn net_conf_psk_is_a_secret() {
+    let conf = |psk: &str| {
+        with_conf(
+            &format!(
+                r#"{{"Backend": {{"Type": "wireguard", "PSK": "{psk}", "ListenPort": 51000, "ListenPortV6": 51001}}}}"#
+            ),
+            &[],
+        )
+    };
+    let config = ok(conf(PSK));
+    let printed = config.to_json();
+    assert_eq!(
+        printed["derived"]["net-conf"]["Backend"]["PSK"],
+        "<redacted>"
+    );
+    assert!(!printed.to_string().contains(PSK));
+    let record = config.network.to_json();
+    assert_eq!(record["net-conf"]["Backend"]["PSK"], PSK);
+    assert_eq!(
+        ClusterNetwork::from_json(&record),
+        Ok(config.network.clone())
+    );
+    let options = config.network.wireguard_options();
+    assert_eq!(options.psk.map(|p| p.reveal()), Some(PSK.to_owned()));
+    assert_eq!(
+        (options.listen_port, options.listen_port_v6),
+        (51000, 51001)
+    );
+
+    let other = ok(conf("aDzWJCDrrtmOi6Wq7Cf0fMnRxkUNn/D/WvO2HuHQWV8=")).network;
+    let got: Vec<String> = config
+        .network
+        .compare_critical(&other)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "critical configuration value mismatch between servers: flannel-conf (this server: Backend.PSK <redacted>, cluster: another Backend.PSK <redacted>)"
+        ]
+    );
+    let none = ok(with_conf(
+        r#"{"Backend": {"Type": "wireguard", "ListenPort": 51000, "ListenPortV6": 51001}}"#,
+        &[],
+    ))
+    .network;
+    let got: Vec<String> = none
+        .compare_critical(&config.network)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    // The file differs too, and says so with the key redacted.
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].contains("\"PSK\":\"<redacted>\""), "{got:?}");
+    assert_eq!(
+        got[1],
+        "critical configuration value mismatch between servers: flannel-conf (this server: no Backend.PSK, cluster: Backend.PSK <redacted>)"
+    );
+    assert!(!got.concat().contains(PSK));
 }

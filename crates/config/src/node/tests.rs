@@ -408,7 +408,6 @@ fn agent_join_and_file_rules() {
                 "--data-dir=var/lib/weft",
                 "--kubelet-port=70000",
                 "--bind-address=10.0.0.1,10.0.0.2",
-                "--flannel-conf=/etc/bad.json",
                 "--flannel-cni-conf=/etc/cni.conflist",
                 "--flannel-iface=eth0:1",
             ],
@@ -421,22 +420,10 @@ fn agent_join_and_file_rules() {
             "invalid flannel-iface \"eth0:1\": an interface name has 1 to 15 characters and no '/', ':' or whitespace",
             "bind-address takes one IP address, but 10.0.0.1,10.0.0.2 has 2: keep one",
             "invalid kubelet-port \"70000\": use a port number from 1 to 65535",
-            "flannel-conf /etc/bad.json is not valid JSON: EOF while parsing an object at line 1 column 1; write a flannel net-conf.json",
             "flannel-cni-conf names /etc/cni.conflist, which does not exist: create it, or unset flannel-cni-conf to let weft generate it",
         ]
     );
-    let config = ok(agent(
-        &agent_args(&[
-            "--flannel-conf=/etc/flannel.json",
-            "--token-file=/t",
-            "--token=",
-        ]),
-        &sys,
-    ));
-    assert_eq!(
-        config.node.flannel_conf.unwrap().1["Network"],
-        "10.42.0.0/16"
-    );
+    let config = ok(agent(&agent_args(&["--token-file=/t", "--token="]), &sys));
     assert_eq!(config.node.token, None);
 }
 

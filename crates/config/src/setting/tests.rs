@@ -84,7 +84,8 @@ fn scopes() {
         [
             Key::FlannelBackend,
             Key::FlannelIpv6Masq,
-            Key::FlannelExternalIp
+            Key::FlannelExternalIp,
+            Key::FlannelConf
         ]
     );
     for key in flannel {

@@ -57,11 +57,15 @@ fn backend(kind: Kind, local: &Lease) -> Box<dyn Backend> {
         ) => Box::new(Vxlan {
             mac_v4: vtep_mac_ipv4.unwrap_or(MacAddr([2, 0, 0, 0, 0xff, 4])),
             mac_v6: vtep_mac_ipv6.unwrap_or(MacAddr([2, 0, 0, 0, 0xff, 6])),
+            settings: crate::VxlanSettings::default(),
         }),
         (Kind::Wireguard, BackendData::Wireguard { public_key, .. }) => Box::new(WireguardNative {
             public_key: *public_key,
             implementation: WgImplementation::Kernel,
             keepalive: 25,
+            listen_ports: (crate::wireguard::PORT_V4, crate::wireguard::PORT_V6),
+            preshared_key: false,
+            mode: crate::wireguard::WgMode::Separate,
         }),
         (Kind::HostGw, _) => Box::new(HostGw),
         (kind, data) => panic!("a {kind:?} node does not publish {data:?}"),

@@ -95,12 +95,16 @@ fn backend(kind: u8) -> Box<dyn Backend> {
         0 => Box::new(Vxlan {
             mac_v4: MacAddr([2, 0, 0, 0, 0, 5]),
             mac_v6: MacAddr([2, 0, 0, 0, 1, 5]),
+            settings: crate::VxlanSettings::default(),
         }),
         1 => Box::new(HostGw),
         _ => Box::new(WireguardNative {
             public_key: WgPublicKey([5; 32]),
             implementation: WgImplementation::Kernel,
             keepalive: 25,
+            listen_ports: (crate::wireguard::PORT_V4, crate::wireguard::PORT_V6),
+            preshared_key: false,
+            mode: crate::wireguard::WgMode::Separate,
         }),
     }
 }

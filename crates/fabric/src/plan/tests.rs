@@ -49,6 +49,7 @@ fn wg_peer() -> impl Strategy<Value = WgPeer> {
             endpoint: std::net::SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, host)), 51820),
             allowed_ips,
             keepalive,
+            preshared_key: host == 1,
         })
 }
 
@@ -97,6 +98,7 @@ fn vxlan_link_strategy() -> impl Strategy<Value = Link> {
             kind: LinkKind::Vxlan {
                 vni: 1,
                 port: 8472,
+                gbp: false,
                 local: IpAddr::V4(Ipv4Addr::new(192, 0, 2, local)),
                 underlay: "eth0".into(),
                 mac,
@@ -307,6 +309,7 @@ fn vxlan_link(mac_last: u8) -> Link {
         kind: LinkKind::Vxlan {
             vni: 1,
             port: 8472,
+            gbp: false,
             local: "192.0.2.1".parse().unwrap(),
             underlay: "eth0".into(),
             mac: MacAddr([2, 0, 0, 0, 0, mac_last]),

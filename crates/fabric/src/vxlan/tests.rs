@@ -53,6 +53,7 @@ fn backend(n: u8) -> Vxlan {
     Vxlan {
         mac_v4: mac(n),
         mac_v6: mac6(n),
+        settings: crate::VxlanSettings::default(),
     }
 }
 
@@ -288,4 +289,80 @@ fn lease_json_round_trips() {
     assert!("02:aa:00:00:00".parse::<MacAddr>().is_err());
     assert!("02:aa:00:00:00:01:02".parse::<MacAddr>().is_err());
     assert!(MacAddr::local_from([0xff; 6]).is_local_unicast());
+}
+
+/// flannel-conf's VNI, Port and GBP: the devices are `flannel.VNI`, with that id, port and
+/// the gbp flag; and MTU stands for the external interface's.
+#[test]
+fn vni_port_and_gbp_name_and_shape_the_devices() {
+    let settings = crate::VxlanSettings {
+        vni: 4096,
+        port: 4789,
+        gbp: true,
+        direct_routing: false,
+    };
+    let backend = Vxlan {
+        settings,
+        ..backend(1)
+    };
+    let mut config = config("10.42.0.0/16");
+    config.external.mtu = 1400;
+    let desired = desired_state(&backend, &lease(1, false), &[lease(2, false)], &config).unwrap();
+    let p = plan(&Default::default(), &desired.state);
+    let got: Vec<String> = p
+        .ops
+        .iter()
+        .map(ToString::to_string)
+        .filter(|l| !l.starts_with("nft ") && !l.starts_with("sysctl"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "ip link add flannel.4096 mtu 1350 up type vxlan id 4096 local 192.0.2.1 dev eth0 dstport 4789 gbp nolearning address 02:00:00:00:01:04",
+            "ip addr add 10.42.1.0/32 dev flannel.4096",
+            "ip neigh replace 10.42.2.0 lladdr 02:00:00:00:02:04 dev flannel.4096 nud permanent",
+            "bridge fdb replace 02:00:00:00:02:04 dev flannel.4096 dst 192.0.2.2 self permanent",
+            "ip route replace 10.42.2.0/24 via 10.42.2.0 dev flannel.4096 onlink proto 87",
+        ]
+    );
+}
+
+/// DirectRouting: a peer on a network the external interface reaches directly gets a route via
+/// its address on that interface and no tunnel objects; one behind a router gets the tunnel.
+#[test]
+fn direct_routing_routes_on_link_peers_directly() {
+    let backend = Vxlan {
+        settings: crate::VxlanSettings {
+            direct_routing: true,
+            ..crate::VxlanSettings::default()
+        },
+        ..backend(1)
+    };
+    let mut routed = lease(3, false);
+    routed.public_ipv4 = Some("198.51.100.3".parse().unwrap());
+    let desired = desired_state(
+        &backend,
+        &lease(1, false),
+        &[lease(2, false), routed],
+        &config("10.42.0.0/16"),
+    )
+    .unwrap();
+    let p = plan(&Default::default(), &desired.state);
+    let got: Vec<String> = p
+        .ops
+        .iter()
+        .map(ToString::to_string)
+        .filter(|l| !l.starts_with("nft ") && !l.starts_with("sysctl"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "ip link add flannel.1 mtu 1450 up type vxlan id 1 local 192.0.2.1 dev eth0 dstport 8472 nolearning address 02:00:00:00:01:04",
+            "ip addr add 10.42.1.0/32 dev flannel.1",
+            "ip neigh replace 10.42.3.0 lladdr 02:00:00:00:03:04 dev flannel.1 nud permanent",
+            "bridge fdb replace 02:00:00:00:03:04 dev flannel.1 dst 198.51.100.3 self permanent",
+            "ip route replace 10.42.2.0/24 via 192.0.2.2 dev eth0 proto 87",
+            "ip route replace 10.42.3.0/24 via 10.42.3.0 dev flannel.1 onlink proto 87",
+        ]
+    );
 }

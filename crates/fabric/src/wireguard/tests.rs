@@ -2,8 +2,8 @@
 
 use crate::vxlan::tests::{config, lease as vxlan_lease};
 use crate::{
-    BackendData, FabricError, Lease, Op, PeerProblemReason, WgImplementation, WgPublicKey,
-    WireguardNative, desired_state, plan,
+    Backend as _, BackendData, FabricError, Lease, Op, PeerProblemReason, WgImplementation,
+    WgPublicKey, WireguardNative, desired_state, plan,
 };
 
 fn key(n: u8) -> WgPublicKey {
@@ -27,6 +27,9 @@ fn backend(n: u8) -> WireguardNative {
         public_key: key(n),
         implementation: WgImplementation::Userspace,
         keepalive: 25,
+        listen_ports: (crate::wireguard::PORT_V4, crate::wireguard::PORT_V6),
+        preshared_key: false,
+        mode: crate::wireguard::WgMode::Separate,
     }
 }
 
@@ -152,6 +155,7 @@ fn switching_backends_replaces_every_object() {
     let vxlan = crate::Vxlan {
         mac_v4: crate::MacAddr([2, 0, 0, 0, 1, 4]),
         mac_v6: crate::MacAddr([2, 0, 0, 0, 1, 6]),
+        settings: crate::VxlanSettings::default(),
     };
     let vx = desired_state(
         &vxlan,
@@ -290,4 +294,152 @@ fn mtu_is_the_external_one_minus_80() {
     assert_eq!(backend(1).mtu(1500, weft_ipam::Family::Ipv4), 1420);
     assert_eq!(backend(1).mtu(1500, weft_ipam::Family::Ipv6), 1420);
     assert_eq!(backend(1).kind().to_string(), "wireguard-native");
+}
+
+/// flannel-conf's ListenPort/ListenPortV6, PersistentKeepaliveInterval and PSK: the devices
+/// listen on the ports and publish them, every peer gets the keepalive and the pre-shared key,
+/// which the plan names without showing it.
+#[test]
+fn ports_keepalive_and_preshared_key() {
+    let backend = WireguardNative {
+        keepalive: 5,
+        listen_ports: (51000, 51001),
+        preshared_key: true,
+        mode: crate::wireguard::WgMode::Separate,
+        ..backend(1)
+    };
+    assert_eq!(
+        backend.backend_data(),
+        BackendData::Wireguard {
+            public_key: key(1),
+            port_ipv4: 51000,
+            port_ipv6: 51001,
+        }
+    );
+    let mut peer = lease(2, true);
+    peer.backend = BackendData::Wireguard {
+        public_key: key(2),
+        port_ipv4: 51000,
+        port_ipv6: 51001,
+    };
+    let desired = desired_state(
+        &backend,
+        &lease(1, true),
+        &[peer],
+        &config("10.42.0.0/16,fd00:42::/56"),
+    )
+    .unwrap();
+    let got: Vec<String> = plan(&Default::default(), &desired.state)
+        .ops
+        .iter()
+        .map(ToString::to_string)
+        .filter(|l| l.starts_with("ip link add") || l.starts_with("wg set"))
+        .collect();
+    let k1 = key(1);
+    let k2 = key(2);
+    assert_eq!(
+        got,
+        [
+            format!(
+                "ip link add flannel-wg mtu 1420 up type wireguard (userspace) listen-port 51000 public-key {k1}"
+            ),
+            format!(
+                "ip link add flannel-wg-v6 mtu 1420 up type wireguard (userspace) listen-port 51001 public-key {k1}"
+            ),
+            format!(
+                "wg set flannel-wg peer {k2} endpoint 192.0.2.2:51000 allowed-ips 10.42.2.0/24 persistent-keepalive 5 preshared-key <redacted>"
+            ),
+            format!(
+                "wg set flannel-wg-v6 peer {k2} endpoint [2001:db8::2]:51001 allowed-ips fd00:42:0:2::/64 persistent-keepalive 5 preshared-key <redacted>"
+            ),
+        ]
+    );
+}
+
+/// Modes auto, ipv4 and ipv6: one device, `flannel-wg` on the first port, holds both
+/// families' addresses and cluster routes and one peer per node with both pod CIDRs; the mode
+/// picks the endpoint's family, auto as flannel's selectMode does.
+#[test]
+fn single_device_modes() {
+    let k1 = key(1);
+    let k2 = key(2);
+    let plan_of = |mode: crate::WgMode, peer: Lease| {
+        let backend = WireguardNative {
+            mode,
+            listen_ports: (51000, 51001),
+            ..backend(1)
+        };
+        let desired = desired_state(
+            &backend,
+            &lease(1, true),
+            &[peer],
+            &config("10.42.0.0/16,fd00:42::/56"),
+        )
+        .unwrap();
+        assert!(desired.problems.is_empty(), "{:?}", desired.problems);
+        plan(&Default::default(), &desired.state)
+            .ops
+            .iter()
+            .map(ToString::to_string)
+            .filter(|l| !l.starts_with("nft ") && !l.starts_with("sysctl"))
+            .collect::<Vec<_>>()
+    };
+    let mut peer = lease(2, true);
+    peer.backend = BackendData::Wireguard {
+        public_key: k2,
+        port_ipv4: 51000,
+        port_ipv6: 51000,
+    };
+    assert_eq!(
+        plan_of(crate::WgMode::Auto, peer.clone()),
+        [
+            format!(
+                "ip link add flannel-wg mtu 1420 up type wireguard (userspace) listen-port 51000 public-key {k1}"
+            ),
+            "ip addr add 10.42.1.0/32 dev flannel-wg".to_owned(),
+            "ip addr add fd00:42:0:1::/128 dev flannel-wg".to_owned(),
+            format!(
+                "wg set flannel-wg peer {k2} endpoint 192.0.2.2:51000 allowed-ips 10.42.2.0/24,fd00:42:0:2::/64 persistent-keepalive 25"
+            ),
+            "ip route replace 10.42.0.0/16 dev flannel-wg scope link proto 87".to_owned(),
+            "ip route replace fd00:42::/56 dev flannel-wg scope link proto 87".to_owned(),
+        ]
+    );
+    let ipv6 = plan_of(crate::WgMode::Ipv6, peer.clone());
+    assert!(
+        ipv6.contains(&format!("wg set flannel-wg peer {k2} endpoint [2001:db8::2]:51000 allowed-ips 10.42.2.0/24,fd00:42:0:2::/64 persistent-keepalive 25")),
+        "{ipv6:?}"
+    );
+    // auto: a peer whose IPv4 address is private but whose IPv6 one is public is reached over
+    // IPv6; without an IPv6 address, over IPv4.
+    peer.public_ipv4 = Some("10.0.0.2".parse().unwrap());
+    let auto = plan_of(crate::WgMode::Auto, peer.clone());
+    assert!(
+        auto.iter()
+            .any(|l| l.contains("endpoint [2001:db8::2]:51000")),
+        "{auto:?}"
+    );
+    peer.public_ipv6 = None;
+    let backend = WireguardNative {
+        mode: crate::WgMode::Auto,
+        ..backend(1)
+    };
+    assert_eq!(
+        backend.endpoint_family(&lease(1, true), &peer),
+        weft_ipam::Family::Ipv4
+    );
+    // One device: both families publish its port.
+    assert_eq!(
+        WireguardNative {
+            mode: crate::WgMode::Auto,
+            listen_ports: (51000, 51001),
+            ..backend
+        }
+        .backend_data(),
+        BackendData::Wireguard {
+            public_key: k1,
+            port_ipv4: 51000,
+            port_ipv6: 51000,
+        }
+    );
 }

@@ -276,3 +276,91 @@ proptest! {
         }
     }
 }
+
+/// Bounds (flannel's SubnetMin/SubnetMax): only node CIDRs between them are handed out, and
+/// the allocator is exhausted when those are.
+#[test]
+fn bounded_allocation() {
+    let a = NodeCidrAllocator::new(v4("10.42.0.0/16"), 24).unwrap();
+    let mut a = a
+        .bounded(Some(v4("10.42.8.0/24")), Some(v4("10.42.10.0/24")))
+        .unwrap();
+    assert_eq!(a.free(), 3);
+    let got: Vec<String> = (0..3).map(|_| a.allocate().unwrap().to_string()).collect();
+    assert_eq!(got, ["10.42.8.0/24", "10.42.9.0/24", "10.42.10.0/24"]);
+    assert!(matches!(a.allocate(), Err(IpamError::Exhausted { .. })));
+    // A lease from before the bounds still occupies its CIDR.
+    a.occupy(v4("10.42.0.0/24")).unwrap();
+    a.release(v4("10.42.9.0/24")).unwrap();
+    assert_eq!(a.allocate().unwrap(), v4("10.42.9.0/24"));
+
+    let a = NodeCidrAllocator::new(v4("10.42.0.0/16"), 24).unwrap();
+    assert_eq!(
+        a.clone()
+            .bounded(Some(v4("10.42.9.0/24")), Some(v4("10.42.8.0/24")))
+            .unwrap_err()
+            .to_string(),
+        "the lowest node CIDR to hand out, 10.42.9.0/24, comes after the highest, 10.42.8.0/24: swap them"
+    );
+    assert!(matches!(
+        a.bounded(Some(v4("10.43.0.0/24")), None),
+        Err(IpamError::OutsideCluster { .. })
+    ));
+
+    let cluster = CidrList::parse("cluster-cidr", &["10.42.0.0/16,fd00:42::/56"]).unwrap();
+    let mut dual = DualStackAllocator::new(&cluster, 24, 64)
+        .unwrap()
+        .bounded(crate::NodeCidrBounds {
+            ipv4: (Some(v4("10.42.200.0/24")), None),
+            ipv6: (None, Some(v6("fd00:42:0:1::/64"))),
+        })
+        .unwrap();
+    let first = dual.allocate().unwrap();
+    assert_eq!(first.ipv4, Some(v4("10.42.200.0/24")));
+    assert_eq!(first.ipv6, Some(v6("fd00:42::/64")));
+    dual.allocate().unwrap();
+    // The IPv6 bound allows two: the third lease gets nothing of either family.
+    assert!(matches!(dual.allocate(), Err(IpamError::Exhausted { .. })));
+    assert_eq!(dual.ipv4().unwrap().allocated(), 2);
+}
+
+proptest! {
+    /// With any bounds, every allocation lies inside them, none repeats, and exactly the free
+    /// node CIDRs inside them are handed out before the allocator is exhausted.
+    #[test]
+    fn bounded_allocations_stay_inside(
+        extra in 0u8..=8, lo in any::<u64>(), span in any::<u64>(), occupied in prop::collection::vec(any::<u64>(), 0..20), start in 0u64..300
+    ) {
+        let cluster = v4("10.0.0.0/16");
+        let node_len = 16 + extra;
+        let capacity = 1u64 << extra;
+        let first = lo % capacity;
+        let last = first + span % (capacity - first);
+        let at = |i: u64| Ipv4Cidr::new(u32::from(cluster.network()).wrapping_add((i << (32 - node_len)) as u32).into(), node_len).unwrap();
+        let mut a = NodeCidrAllocator::new(cluster, node_len).unwrap();
+        // Leases from before: some inside the bounds, some outside.
+        let mut taken = HashSet::new();
+        for i in occupied {
+            let c = at(i % capacity);
+            if taken.insert(c) {
+                a.occupy(c).unwrap();
+            }
+        }
+        // Move the round-robin start anywhere.
+        let mut a = {
+            let mut b = a.clone();
+            for _ in 0..start % capacity { let _ = b.allocate().map(|c| b.release(c)); }
+            b
+        }.bounded(Some(at(first)), Some(at(last))).unwrap();
+        let free_inside = (first..=last).filter(|i| !taken.contains(&at(*i))).count() as u64;
+        prop_assert_eq!(a.free(), free_inside);
+        let mut seen = HashSet::new();
+        while let Ok(c) = a.allocate() {
+            let index = (u32::from(c.network()) - u32::from(cluster.network())) as u64 >> (32 - node_len);
+            prop_assert!((first..=last).contains(&index), "{} outside {}..={}", c, first, last);
+            prop_assert!(!taken.contains(&c));
+            prop_assert!(seen.insert(c));
+        }
+        prop_assert_eq!(seen.len() as u64, free_inside);
+    }
+}

@@ -56,6 +56,7 @@ fn a_vxlan_link_reads_back_with_its_creation_attributes() {
         LinkKind::Vxlan {
             vni: 1,
             port: 8472,
+            gbp: false,
             local: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
             underlay: "eth0".to_owned(),
             mac: MacAddr(MAC),

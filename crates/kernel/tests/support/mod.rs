@@ -85,9 +85,39 @@ pub struct Node {
     pub lease: Lease,
     /// The VTEP MACs (vxlan).
     pub vxlan: Vxlan,
+    /// The wireguard-native options (flannel-conf's).
+    pub wg_options: WgOptions,
     /// The pod's addresses, from the CNI result.
     pub pod_ips: Vec<IpAddr>,
     cni_config: String,
+}
+
+/// flannel-conf's wireguard options for every node of a test cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct WgOptions {
+    /// `PersistentKeepaliveInterval`.
+    pub keepalive: u16,
+    /// `ListenPort`, `ListenPortV6`.
+    pub listen_ports: (u16, u16),
+    /// `PSK`.
+    pub psk: Option<[u8; 32]>,
+    /// `Mode`.
+    pub mode: weft_fabric::WgMode,
+}
+
+impl Default for WgOptions {
+    /// K3s's: keepalive 25, flannel's ports, no pre-shared key.
+    fn default() -> WgOptions {
+        WgOptions {
+            keepalive: weft_fabric::wireguard::KEEPALIVE,
+            listen_ports: (
+                weft_fabric::wireguard::PORT_V4,
+                weft_fabric::wireguard::PORT_V6,
+            ),
+            psk: None,
+            mode: weft_fabric::WgMode::Separate,
+        }
+    }
 }
 
 /// The whole test cluster.
@@ -175,6 +205,55 @@ impl Cluster {
     /// Builds the namespaces, wires one pod per node through CNI and converges every node.
     /// `segments[i]` is the layer-2 segment of node `i + 1`.
     pub fn new(kind: Kind, stack: Stack, masq_mode: MasqMode, segments: &[u8]) -> Cluster {
+        Cluster::with_options(
+            kind,
+            stack,
+            masq_mode,
+            segments,
+            weft_fabric::VxlanSettings::default(),
+            WgOptions::default(),
+        )
+    }
+
+    /// [`Cluster::new`] with every node's wireguard-native backend on `options`.
+    pub fn with_wireguard(stack: Stack, segments: &[u8], options: WgOptions) -> Cluster {
+        Cluster::with_options(
+            Kind::Wireguard,
+            stack,
+            MasqMode::Nftables,
+            segments,
+            weft_fabric::VxlanSettings::default(),
+            options,
+        )
+    }
+
+    /// [`Cluster::new`] with every node's vxlan backend on `settings` (flannel-conf's VNI,
+    /// Port, GBP, DirectRouting).
+    pub fn with_vxlan(
+        kind: Kind,
+        stack: Stack,
+        masq_mode: MasqMode,
+        segments: &[u8],
+        settings: weft_fabric::VxlanSettings,
+    ) -> Cluster {
+        Cluster::with_options(
+            kind,
+            stack,
+            masq_mode,
+            segments,
+            settings,
+            WgOptions::default(),
+        )
+    }
+
+    fn with_options(
+        kind: Kind,
+        stack: Stack,
+        masq_mode: MasqMode,
+        segments: &[u8],
+        settings: weft_fabric::VxlanSettings,
+        wg_options: WgOptions,
+    ) -> Cluster {
         let underlay = Namespace::new("ul").unwrap();
         let dir = TempDir::new(&format!("/tmp/{}", underlay.name()));
         for bridge in ["br0", "br1"] {
@@ -213,10 +292,12 @@ impl Cluster {
             let vxlan = Vxlan {
                 mac_v4: vtep_mac(n, Family::Ipv4, 0),
                 mac_v6: vtep_mac(n, Family::Ipv6, 0),
+                settings,
             };
             let wg_key = WgPrivateKey::generate();
             let wg = Wireguard::new();
             wg.add_key(wg_key.clone());
+            wg.set_preshared_key(wg_options.psk);
             wg.set_socket_dir(socket_dir(&dir, n));
             let lease = Lease {
                 node_name: format!("node-{n}"),
@@ -238,14 +319,14 @@ impl Cluster {
                         IpAddr::V4(_) => unreachable!(),
                     }
                 }),
-                backend: backend(kind, &vxlan, &wg_key).backend_data(),
+                backend: backend(kind, &vxlan, &wg_key, &wg_options).backend_data(),
                 created_revision: 0,
             };
             let pod = Namespace::new(&format!("p{n}")).unwrap();
             let mtu = stack
                 .families()
                 .into_iter()
-                .map(|f| backend(kind, &vxlan, &wg_key).mtu(1500, f))
+                .map(|f| backend(kind, &vxlan, &wg_key, &wg_options).mtu(1500, f))
                 .min()
                 .unwrap();
             let ipam_dir = dir.path.join(format!("ipam-{n}"));
@@ -261,6 +342,7 @@ impl Cluster {
                 pod,
                 lease,
                 vxlan,
+                wg_options,
                 pod_ips: Vec::new(),
                 cni_config,
             });
@@ -310,22 +392,23 @@ impl Cluster {
         let peers = peers.to_vec();
         let (kind, stack, masq_mode, vxlan) =
             (node.kind, self.stack, self.masq_mode, node.vxlan.clone());
-        let (wg, wg_key) = (node.wg.clone(), node.wg_key.clone());
+        let (wg, wg_key, wg_options) = (node.wg.clone(), node.wg_key.clone(), node.wg_options);
         node.ns
             .run(move |kernel| async move {
                 let kernel = kernel.with_wireguard(wg);
                 let config = fabric_config(&kernel, stack, masq_mode).await?;
                 let desired = desired_state(
-                    backend(kind, &vxlan, &wg_key).as_ref(),
+                    backend(kind, &vxlan, &wg_key, &wg_options).as_ref(),
                     &local,
                     &peers,
                     &config,
                 )
                 .expect("desired state");
-                let observed = kernel.observe(&Scope::weft()).await?;
+                let scope = Scope::weft_with_vxlan_vni(vxlan.settings.vni);
+                let observed = kernel.observe(&scope).await?;
                 let plan = plan(&observed, &desired.state);
                 kernel.apply(&plan).await?;
-                let after = kernel.observe(&Scope::weft()).await?;
+                let after = kernel.observe(&scope).await?;
                 Ok::<_, KernelError>(Converged {
                     plan,
                     problems: desired.problems,
@@ -343,13 +426,13 @@ impl Cluster {
         let peers = self.leases();
         let (kind, stack, masq_mode, vxlan) =
             (node.kind, self.stack, self.masq_mode, node.vxlan.clone());
-        let (wg, wg_key) = (node.wg.clone(), node.wg_key.clone());
+        let (wg, wg_key, wg_options) = (node.wg.clone(), node.wg_key.clone(), node.wg_options);
         node.ns
             .run(move |kernel| async move {
                 let kernel = kernel.with_wireguard(wg);
                 let config = fabric_config(&kernel, stack, masq_mode).await?;
                 let desired = desired_state(
-                    backend(kind, &vxlan, &wg_key).as_ref(),
+                    backend(kind, &vxlan, &wg_key, &wg_options).as_ref(),
                     &local,
                     &peers,
                     &config,
@@ -385,6 +468,7 @@ impl Cluster {
         node.wg.stop();
         node.wg = Wireguard::new();
         node.wg.add_key(node.wg_key.clone());
+        node.wg.set_preshared_key(node.wg_options.psk);
         node.wg.set_socket_dir(socket_dir(&self.dir, node.n));
     }
 
@@ -394,7 +478,8 @@ impl Cluster {
         self.restart(i);
         let node = &mut self.nodes[i];
         node.kind = kind;
-        node.lease.backend = backend(kind, &node.vxlan, &node.wg_key).backend_data();
+        node.lease.backend =
+            backend(kind, &node.vxlan, &node.wg_key, &node.wg_options).backend_data();
         self.converge(i)
     }
 }
@@ -425,14 +510,22 @@ async fn fabric_config(
     })
 }
 
-fn backend(kind: Kind, vxlan: &Vxlan, wg_key: &WgPrivateKey) -> Box<dyn Backend + Send> {
+fn backend(
+    kind: Kind,
+    vxlan: &Vxlan,
+    wg_key: &WgPrivateKey,
+    wg_options: &WgOptions,
+) -> Box<dyn Backend + Send> {
     match kind {
         Kind::Vxlan => Box::new(vxlan.clone()),
         Kind::HostGw => Box::new(HostGw),
         Kind::Wireguard => Box::new(WireguardNative {
             public_key: wg_key.public_key(),
             implementation: WgImplementation::Userspace,
-            keepalive: weft_fabric::wireguard::KEEPALIVE,
+            keepalive: wg_options.keepalive,
+            listen_ports: wg_options.listen_ports,
+            preshared_key: wg_options.psk.is_some(),
+            mode: wg_options.mode,
         }),
     }
 }

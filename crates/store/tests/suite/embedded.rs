@@ -130,3 +130,16 @@ async fn a_slow_watcher_catches_up_from_the_file() {
     let expected: Vec<u64> = (first.get() + 1..=last.get()).collect();
     assert_eq!(got, expected, "every revision once, in order");
 }
+
+/// The store file holds secrets (flannel-conf's pre-shared key among them): it is its owner's
+/// alone, whatever the umask made it.
+#[tokio::test]
+async fn the_file_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).await.unwrap();
+    let path = dir.path().join(weft_store::EMBEDDED_FILE);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    drop(store);
+    assert_eq!(mode, 0o600);
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::json;
 use weft_fabric::{BackendData, Lease, MacAddr};
-use weft_ipam::{CidrList, IpamError};
+use weft_ipam::{CidrList, IpamError, NodeCidrBounds};
 use weft_store::{
     Claim, Created, Event, LeaseAttrs, NodeMaskSizes, NodeRecord, PodRecord, Revision, Store,
     StoreError, Txn, TypedBatch, TypedWatch, UnixTime, keys,
@@ -18,6 +18,7 @@ use crate::harness::Backend;
 
 both_backends!(
     cluster_config_is_created_once,
+    allocation_within_bounds,
     nodes,
     node_claims,
     pods,
@@ -810,4 +811,40 @@ async fn a_lease_keeps_its_creation_revision(backend: Backend) {
         created_revision(store.get_lease("n1").await.unwrap()),
         again.lease.created_revision
     );
+}
+
+/// flannel-conf's SubnetMin/SubnetMax: every new lease lies between them, on every server, and
+/// the cluster is exhausted when they are.
+async fn allocation_within_bounds(backend: Backend) {
+    let store = backend.store().await;
+    let other = backend.store().await;
+    let net = cluster("10.42.0.0/16");
+    let masks = NodeMaskSizes::default();
+    let bounds = NodeCidrBounds {
+        ipv4: (
+            Some("10.42.8.0/24".parse().unwrap()),
+            Some("10.42.10.0/24".parse().unwrap()),
+        ),
+        ipv6: (None, None),
+    };
+    let mut got = BTreeSet::new();
+    for (i, name) in ["n1", "n2", "n3"].into_iter().enumerate() {
+        let on = if i % 2 == 0 { &store } else { &other };
+        let lease = on
+            .allocate_lease_within(name, &net, masks, bounds, &vxlan(i as u8 + 1))
+            .await
+            .unwrap()
+            .lease;
+        got.insert(lease.ipv4_cidr.unwrap().to_string());
+    }
+    assert_eq!(
+        got,
+        BTreeSet::from(["10.42.8.0/24", "10.42.9.0/24", "10.42.10.0/24"].map(String::from))
+    );
+    assert!(matches!(
+        store
+            .allocate_lease_within("n4", &net, masks, bounds, &vxlan(4))
+            .await,
+        Err(StoreError::Ipam(IpamError::Exhausted { .. }))
+    ));
 }
