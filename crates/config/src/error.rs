@@ -961,7 +961,6 @@ pub enum Warning {
 
 /// Where the node name came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum NameSource {
     /// The `node-name` setting, from the given origin.
     Setting(Origin),

@@ -41,7 +41,6 @@ pub struct InterfaceName(String);
 
 /// The pod network backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
 pub enum FlannelBackend {
     /// No backend: a custom CNI provides the pod network.
     None,
@@ -56,7 +55,6 @@ pub enum FlannelBackend {
 
 /// How the control plane reaches nodes and cluster endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
 pub enum EgressSelectorMode {
     /// Through agent tunnels, to kubelets only (the default).
     #[default]
@@ -74,7 +72,6 @@ pub enum EgressSelectorMode {
 /// The same two modes as `weft_fabric::MasqMode`, which weft-config does not depend on: the
 /// binaries map one onto the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
 pub enum MasqMode {
     /// weft's own nftables tables (the default).
     #[default]
@@ -85,7 +82,6 @@ pub enum MasqMode {
 
 /// Which WireGuard the `wireguard-native` backend uses (`wireguard-implementation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
 pub enum WireguardImplementation {
     /// The kernel module if a `wireguard` link can be created, else userspace (the default).
     #[default]
@@ -98,7 +94,6 @@ pub enum WireguardImplementation {
 
 /// The log format of the daemons (`log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
 pub enum LogFormat {
     /// Human-readable lines (the default).
     #[default]

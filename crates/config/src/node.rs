@@ -76,7 +76,6 @@ pub struct NodeConfig {
 
 /// The `--with-node-id` state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum NodeIdState {
     /// `with-node-id` is off: the node name is used as is.
     Off,
@@ -108,7 +107,6 @@ pub struct NodeIps {
 
 /// Where the node IPs came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum NodeIpSource {
     /// The `node-ip` setting.
     Setting,

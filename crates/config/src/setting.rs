@@ -13,7 +13,6 @@ mod tests;
 
 /// A setting, by name. The order of [`Key::ALL`] is the order of `--help` and of the JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
 pub enum Key {
     /// `config`: the config file.
     Config,
@@ -107,7 +106,6 @@ pub enum Key {
 
 /// The shape of a setting's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Kind {
     /// One value of text (paths, names, URLs, addresses).
     Text,
@@ -121,7 +119,6 @@ pub enum Kind {
 
 /// Which daemons take a setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Scope {
     /// Servers only; an agent refuses it.
     Server,
@@ -168,7 +165,6 @@ pub struct Setting {
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Origin {
     /// A command-line flag.
     Flag,

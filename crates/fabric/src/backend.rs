@@ -39,7 +39,6 @@ pub trait Backend {
 
 /// The backends weft has (flannel's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
 pub enum BackendKind {
     /// No pod network: nothing programmed, no CNI config written.
     None,
@@ -101,7 +100,6 @@ pub struct PeerProblem {
 
 /// Why a peer could not be programmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum PeerProblemReason {
     /// The peer's lease has no public address of a family the cluster uses.
     NoPublicIp {

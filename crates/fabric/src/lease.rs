@@ -46,7 +46,6 @@ pub struct Lease {
 /// What a node's backend publishes for its peers.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
-#[non_exhaustive]
 pub enum BackendData {
     /// Nothing published (backend `none`, or not yet known).
     #[default]

@@ -18,7 +18,6 @@ pub const ROUTE_PROTOCOL: u8 = 87;
 /// One kernel operation. Each maps to one netlink request (or one `nft`/`iptables-restore`
 /// transaction for firewall tables) in weft-kernel, and prints as the matching command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Op {
     /// `ip route del DST [via GW] dev DEV`.
     DeleteRoute(Route),

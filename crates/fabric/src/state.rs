@@ -58,7 +58,6 @@ pub struct Link {
 /// Two links of different `LinkKind` can't be reconciled in place: the old one is deleted and the
 /// new one created.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum LinkKind {
     /// A VXLAN tunnel endpoint: `ip link add NAME type vxlan id VNI local LOCAL dev UNDERLAY
     /// dstport PORT [gbp] nolearning address MAC`.

@@ -118,7 +118,18 @@ impl Kernel {
                     });
                     index.extend(self.resolve(added).await?);
                 }
-                _ => {
+                // Every other operation is one netlink request (listed, so a new operation
+                // fails to compile until it has its executor).
+                Op::DeleteRoute(_)
+                | Op::DeleteNeighbour { .. }
+                | Op::DeleteFdb { .. }
+                | Op::DeleteAddress(_)
+                | Op::DeleteLink { .. }
+                | Op::SetLink { .. }
+                | Op::AddAddress(_)
+                | Op::ReplaceNeighbour { .. }
+                | Op::ReplaceFdb { .. }
+                | Op::ReplaceRoute(_) => {
                     if let Op::DeleteLink { .. } = &phase[0] {
                         // A userspace WireGuard device stops with its TUN; the delete request
                         // then finds nothing, which is fine.
@@ -348,7 +359,7 @@ fn request(op: &Op, index: &HashMap<String, u32>) -> Result<Option<Request>, Ker
             let msg = route_message(route, dev(&route.dev)?, &object())?;
             (RouteNetlinkMessage::NewRoute(msg), replace)
         }
-        _ => return Err(KernelError::Unsupported { op: op.to_string() }),
+        _ => return Err(KernelError::Misrouted { op: op.to_string() }),
     };
     Ok(Some(request))
 }
@@ -426,7 +437,7 @@ fn link_message(
             let builder = if link.up { builder.up() } else { builder };
             Ok(builder.build())
         }
-        _ => Err(KernelError::Unsupported {
+        _ => Err(KernelError::Misrouted {
             op: Op::AddLink(link.clone()).to_string(),
         }),
     }
@@ -471,7 +482,7 @@ async fn apply_firewall(op: &Op) -> Result<(), KernelError> {
             table,
         } => firewall::replace(family, mode, &table),
         Op::DeleteFirewall { family, mode } => firewall::delete(family, mode),
-        other => Err(KernelError::Unsupported {
+        other => Err(KernelError::Misrouted {
             op: other.to_string(),
         }),
     })
@@ -540,7 +551,6 @@ pub(crate) fn describe(op: &Op) -> String {
         Op::DeleteFirewall { family, mode } | Op::ReplaceFirewall { family, mode, .. } => {
             format!("{family} {mode} rules")
         }
-        other => other.to_string(),
     }
 }
 

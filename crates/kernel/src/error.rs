@@ -85,11 +85,15 @@ pub enum KernelError {
         /// The missing device.
         device: String,
     },
-    /// An operation weft-kernel does not know how to apply (a newer weft-fabric).
+    /// The fabric could not make the desired state (the benches' own clusters).
+    #[error("planning the fabric failed: {0}")]
+    Fabric(#[from] weft_fabric::FabricError),
+    /// An operation reached an executor that does not handle it: the dispatch in `apply` sends
+    /// each kind of operation to its own, so this is a bug.
     #[error(
-        "{op}: weft-kernel can't apply this operation; update weft-kernel to the weft-fabric it runs with"
+        "{op}: this operation reached a part of weft-kernel that does not execute it; this is a bug in weft, please report it"
     )]
-    Unsupported {
+    Misrouted {
         /// The operation, as `weft-agent plan` prints it.
         op: String,
     },

@@ -215,18 +215,14 @@ fn converge_all(nodes: &mut [Node], wireguard: bool) -> Result<(), KernelError> 
             node.ns.run(move |kernel| async move {
                 let kernel = kernel.with_wireguard(wg);
                 let config = FabricConfig {
-                    cluster: CidrList::parse("cluster-cidr", &["10.42.0.0/16"]).map_err(|_| {
-                        KernelError::Unsupported {
-                            op: "cluster-cidr".into(),
-                        }
-                    })?,
+                    cluster: CidrList::parse("cluster-cidr", &["10.42.0.0/16"])
+                        .expect("a valid CIDR"),
                     ipv6_masq: false,
                     masq_mode: MasqMode::Nftables,
                     fully_random: true,
                     external: kernel.external_interface("eth0").await?,
                 };
-                let desired = desired_state(backend.as_ref(), &local, &peers, &config)
-                    .map_err(|e| KernelError::Unsupported { op: e.to_string() })?;
+                let desired = desired_state(backend.as_ref(), &local, &peers, &config)?;
                 let observed = kernel.observe(&Scope::weft()).await?;
                 kernel.apply(&plan(&observed, &desired.state)).await
             })??;

@@ -355,7 +355,7 @@ impl Kernel {
                         ..
                     } = &link.kind
                     else {
-                        return Err(KernelError::Unsupported {
+                        return Err(KernelError::Misrouted {
                             op: Op::AddLink(link.clone()).to_string(),
                         });
                     };

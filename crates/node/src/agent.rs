@@ -574,9 +574,6 @@ async fn backend(
                 Some(implementation),
             ))
         }
-        other => Err(NodeError::UnsupportedBackend {
-            backend: other.to_string(),
-        }),
     }
 }
 

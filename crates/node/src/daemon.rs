@@ -19,7 +19,7 @@ pub fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
-        _ => builder.try_init(),
+        LogFormat::Text => builder.try_init(),
     };
 }
 

@@ -59,12 +59,6 @@ pub enum NodeError {
     /// registration of the node.
     #[error("the node is not registered yet: start its agent (weft-agent run) first")]
     NotRegistered,
-    /// The cluster uses a backend this agent can't run.
-    #[error("flannel-backend {backend} is not supported by this agent")]
-    UnsupportedBackend {
-        /// The backend.
-        backend: String,
-    },
     /// The fabric can't compute this node's state.
     #[error(transparent)]
     Fabric(#[from] weft_fabric::FabricError),

@@ -211,7 +211,6 @@ fn op_kind(op: &Op) -> &'static str {
         Op::ReplaceWgPeer { .. } => "replace_wg_peer",
         Op::ReplaceRoute(..) => "replace_route",
         Op::ReplaceFirewall { .. } => "replace_firewall",
-        _ => "other",
     }
 }
 

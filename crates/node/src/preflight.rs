@@ -35,7 +35,7 @@ pub async fn check(
     let mut capabilities = kernel.preflight().await;
     let firewall = match masq_mode {
         MasqMode::Iptables => "iptables",
-        _ => "nftables",
+        MasqMode::Nftables => "nftables",
     };
     let kernel_wireguard = capabilities
         .iter()
@@ -53,7 +53,7 @@ pub async fn check(
             firewall,
             "ipv6-accept-ra",
         ],
-        _ => vec!["vxlan", firewall, "ipv6-accept-ra"],
+        FlannelBackend::Vxlan => vec!["vxlan", firewall, "ipv6-accept-ra"],
     };
     Report {
         capabilities,

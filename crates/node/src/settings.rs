@@ -27,7 +27,7 @@ pub fn node_name(node: &NodeConfig) -> Result<String, NodeError> {
             })?;
             Ok(node.node_name.with_id(&id).as_str().to_owned())
         }
-        _ => Ok(node.node_name.as_str().to_owned()),
+        NodeIdState::Off => Ok(node.node_name.as_str().to_owned()),
     }
 }
 
@@ -73,7 +73,7 @@ pub fn agent_settings(node: &NodeConfig, node_name: String) -> AgentSettings {
         flannel_cni_conf: node.flannel_cni_conf.clone(),
         masq_mode: match node.masq_mode {
             weft_config::MasqMode::Iptables => weft_fabric::MasqMode::Iptables,
-            _ => weft_fabric::MasqMode::Nftables,
+            weft_config::MasqMode::Nftables => weft_fabric::MasqMode::Nftables,
         },
         reconcile_interval: node.reconcile_interval,
         wireguard_implementation: wireguard_implementation(node),
@@ -87,6 +87,6 @@ pub fn wireguard_implementation(node: &NodeConfig) -> Option<weft_fabric::WgImpl
         weft_config::WireguardImplementation::Userspace => {
             Some(weft_fabric::WgImplementation::Userspace)
         }
-        _ => None,
+        weft_config::WireguardImplementation::Auto => None,
     }
 }

@@ -211,7 +211,7 @@ impl Routes {
                 .iter()
                 .position(|node| node.pod_cidrs.iter().any(|cidr| cidr.contains(ip))),
             EgressSelectorMode::Cluster => self.by_pod.get(&ip).copied(),
-            _ => None,
+            EgressSelectorMode::Agent | EgressSelectorMode::Disabled => None,
         };
         match owner {
             Some(index) => self.via(index, ip, port),
@@ -285,7 +285,7 @@ impl Authorizer {
             EgressSelectorMode::Cluster => {
                 self.node_ips.contains(&ip) || (in_cluster() && self.pods.contains(&ip))
             }
-            _ => false,
+            EgressSelectorMode::Agent | EgressSelectorMode::Disabled => false,
         }
     }
 
