@@ -19,6 +19,8 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Map, Value, json};
 use weft_ipam::{Ipv4Cidr, Ipv6Cidr};
 
@@ -646,52 +648,12 @@ fn parse_mac_prefix(s: &str) -> Option<[u8; 2]> {
     (prefix[0] & 1 == 0).then_some(prefix)
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding.
+/// Standard base64 with padding, as `wg` writes keys.
 fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    BASE64.encode(bytes)
 }
 
-/// A 32-byte key from standard base64 (44 characters, one `=`), or `None`.
+/// A 32-byte key from standard base64 (44 characters with their `=`), or `None`.
 fn base64_decode_key(s: &str) -> Option<[u8; 32]> {
-    let s = s.trim();
-    let body = s.strip_suffix('=')?;
-    if s.len() != 44 || body.contains('=') {
-        return None;
-    }
-    let mut bits: u64 = 0;
-    let mut nbits = 0;
-    let mut out = Vec::with_capacity(33);
-    for c in body.bytes() {
-        let v = ALPHABET.iter().position(|&a| a == c)? as u64;
-        bits = (bits << 6) | v;
-        nbits += 6;
-        if nbits >= 8 {
-            nbits -= 8;
-            out.push((bits >> nbits) as u8);
-            bits &= (1 << nbits) - 1;
-        }
-    }
-    // 43 characters carry 258 bits: 32 bytes and 2 bits that must be zero.
-    if bits != 0 {
-        return None;
-    }
-    out.try_into().ok()
+    BASE64.decode(s.trim()).ok()?.try_into().ok()
 }
