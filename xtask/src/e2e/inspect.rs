@@ -31,30 +31,40 @@ pub(crate) struct WgPeer {
 /// serves for a userspace device (`<data-dir>/agent/wireguard/DEV.sock`, `get=1`), else, for
 /// a kernel device, from `wg show DEV dump`.
 pub(crate) fn wireguard_peers(node: &Node, dev: &str) -> anyhow::Result<Vec<WgPeer>> {
-    let socket = node.dir.join("agent/wireguard").join(format!("{dev}.sock"));
-    if socket.exists() {
-        let out = node
-            .host
-            .ns
-            .exec(&node.dir, "socat")
-            .args([
-                "-t",
-                "2",
-                "-",
-                &format!("UNIX-CONNECT:{}", socket.display()),
-            ])
-            .output(Some(b"get=1\n\n"))?;
-        if !out.status.success() {
-            anyhow::bail!(
-                "asking {} for its peers failed: {}",
-                socket.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        return Ok(parse_uapi_peers(&String::from_utf8_lossy(&out.stdout)));
+    if uapi_socket(node, dev).exists() {
+        return Ok(parse_uapi_peers(&uapi_get(node, dev)?));
     }
     let dump = node.host.ns.run("wg", &["show", dev, "dump"])?;
     Ok(parse_wg_dump(&dump))
+}
+
+/// The read-only UAPI socket the agent serves for its userspace device `dev`.
+fn uapi_socket(node: &Node, dev: &str) -> std::path::PathBuf {
+    node.dir.join("agent/wireguard").join(format!("{dev}.sock"))
+}
+
+/// A userspace device's whole `get=1` answer, from the agent's read-only UAPI socket.
+pub(crate) fn uapi_get(node: &Node, dev: &str) -> anyhow::Result<String> {
+    let socket = uapi_socket(node, dev);
+    let out = node
+        .host
+        .ns
+        .exec(&node.dir, "socat")
+        .args([
+            "-t",
+            "2",
+            "-",
+            &format!("UNIX-CONNECT:{}", socket.display()),
+        ])
+        .output(Some(b"get=1\n\n"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "asking {} for its configuration failed: {}",
+            socket.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The peers of a UAPI `get=1` answer: each starts at a `public_key=` line, with

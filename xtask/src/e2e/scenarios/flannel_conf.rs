@@ -20,6 +20,7 @@ use anyhow::{Context as _, ensure};
 
 use crate::e2e::cluster::{self, CLUSTER_V4, Node, Settings, row};
 use crate::e2e::cni::Pod;
+use crate::e2e::inspect;
 use crate::e2e::lab::{Families, Lab};
 use crate::e2e::probe::ping;
 
@@ -217,7 +218,7 @@ fn wireguard(lab: &Lab<'_>) -> anyhow::Result<()> {
             "{} has flannel-wg-v6 in Mode auto",
             node.name
         );
-        let text = uapi(node, "flannel-wg")?;
+        let text = inspect::uapi_get(node, "flannel-wg")?;
         ensure!(
             text.contains("listen_port=51000\n"),
             "{}: flannel-wg does not listen on 51000: {}",
@@ -270,29 +271,6 @@ fn wireguard(lab: &Lab<'_>) -> anyhow::Result<()> {
         node.stop()?;
     }
     Ok(())
-}
-
-/// A userspace device's `get=1` answer, from the read-only socket in the agent's data dir.
-fn uapi(node: &Node, dev: &str) -> anyhow::Result<String> {
-    let socket = node.dir.join("agent/wireguard").join(format!("{dev}.sock"));
-    let out = node
-        .host
-        .ns
-        .exec(&node.dir, "socat")
-        .args([
-            "-t",
-            "2",
-            "-",
-            &format!("UNIX-CONNECT:{}", socket.display()),
-        ])
-        .output(Some(b"get=1\n\n"))?;
-    ensure!(
-        out.status.success(),
-        "asking {} failed: {}",
-        socket.display(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A UAPI answer without its keys, for messages.
