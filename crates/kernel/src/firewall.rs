@@ -152,12 +152,15 @@ fn observe_nft(family: Family) -> Result<Option<String>, KernelError> {
     let comment = match listing.comment.clone() {
         Some(comment) => Some(comment),
         // nft before 1.0.7 leaves the table comment out of its JSON; the text listing has it.
-        None => {
-            let text = Cmd::new("nft")
-                .args(["list", "table", fam, NFT_TABLE])
-                .run()?;
-            nft_text_comment(&text)
-        }
+        None => match Cmd::new("nft")
+            .args(["list", "table", fam, NFT_TABLE])
+            .run()
+        {
+            Ok(text) => nft_text_comment(&text),
+            // Deleted between the two listings: it is gone now.
+            Err(KernelError::Command { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        },
     };
     Ok(Some(nft_digest(comment.as_deref(), &listing)))
 }

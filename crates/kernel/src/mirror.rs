@@ -124,6 +124,11 @@ pub enum Resync {
     Overflow,
     /// Applying a plan failed, so what the kernel holds is unknown.
     ApplyFailed,
+    /// Reading a firewall table or WireGuard device again after a notification failed.
+    ReadFailed {
+        /// What the read said.
+        reason: String,
+    },
 }
 
 /// What one [`Mirror::converge`] did.
@@ -195,8 +200,10 @@ impl Mirror {
     pub async fn changed(&mut self) -> Result<Notice, KernelError> {
         loop {
             if !self.firewall_touched.is_empty() {
-                if let Some(notice) = self.read_firewall().await? {
-                    return Ok(notice);
+                match self.read_firewall().await {
+                    Ok(Some(notice)) => return Ok(notice),
+                    Ok(None) => {}
+                    Err(e) => return Ok(self.read_failed(e)),
                 }
                 continue;
             }
@@ -237,8 +244,10 @@ impl Mirror {
                     }
                 }
                 _ = self.wireguard_poll.tick(), if polls => {
-                    if let Some(notice) = self.poll_wireguard().await? {
-                        return Ok(notice);
+                    match self.poll_wireguard().await {
+                        Ok(Some(notice)) => return Ok(notice),
+                        Ok(None) => {}
+                        Err(e) => return Ok(self.read_failed(e)),
                     }
                 }
             }
@@ -384,6 +393,19 @@ impl Mirror {
             }
         }
         Ok((!keys.is_empty()).then_some(Notice::Objects(keys)))
+    }
+
+    /// A table or a device read again after its notification (or poll) could not be read: it
+    /// may have changed under the read (a table deleted between `nft`'s two listings), or the
+    /// tool failed. Either way the mirror no longer knows what the kernel holds, so the next
+    /// converge observes the whole scope; the socket is fine and stays subscribed.
+    fn read_failed(&mut self, error: KernelError) -> Notice {
+        self.firewall_touched.clear();
+        let reason = Resync::ReadFailed {
+            reason: error.to_string(),
+        };
+        self.stale = Some(reason.clone());
+        Notice::Resync(reason)
     }
 
     /// Whether the scope holds a device of the kernel's WireGuard.
@@ -567,6 +589,7 @@ impl fmt::Display for Resync {
             Resync::Link { name } => write!(f, "link {name} changed"),
             Resync::Overflow => f.write_str("kernel notifications were lost (ENOBUFS)"),
             Resync::ApplyFailed => f.write_str("applying a plan failed"),
+            Resync::ReadFailed { reason } => write!(f, "reading a changed object failed: {reason}"),
         }
     }
 }
