@@ -1,7 +1,6 @@
 //! The one error type of weft-api.
 
-use std::fmt;
-use std::sync::Arc;
+use weft_cause::Cause;
 
 #[cfg(test)]
 mod tests;
@@ -83,14 +82,6 @@ pub enum ApiError {
     },
 }
 
-/// An error with every cause under it, `error: cause: cause`, for logs: `%Chain(&e)`.
-pub struct Chain<'a>(pub &'a (dyn std::error::Error + Send + Sync + 'static));
-
-/// The error under an [`ApiError`], shared so the error stays `Clone`; two are equal when
-/// their messages are.
-#[derive(Debug, Clone)]
-pub struct Cause(Arc<dyn std::error::Error + Send + Sync>);
-
 // === impl ApiError ===
 
 impl ApiError {
@@ -127,45 +118,3 @@ impl ApiError {
         }
     }
 }
-
-// === impl Chain ===
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = self.0.source();
-        while let Some(error) = cause {
-            write!(f, ": {error}")?;
-            cause = error.source();
-        }
-        Ok(())
-    }
-}
-
-// === impl Cause ===
-
-impl Cause {
-    fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Cause {
-        Cause(Arc::from(source.into()))
-    }
-}
-
-impl fmt::Display for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for Cause {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
-}
-
-impl PartialEq for Cause {
-    fn eq(&self, other: &Cause) -> bool {
-        self.0.to_string() == other.0.to_string()
-    }
-}
-
-impl Eq for Cause {}

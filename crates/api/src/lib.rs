@@ -32,5 +32,5 @@ pub mod protocol;
 pub mod tls;
 pub mod token;
 
-pub use error::{ApiError, Cause, Chain};
+pub use error::ApiError;
 pub use token::JoinToken;

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use weft_cause::Cause;
 
 use weft_ipam::{Cidr, CidrList, Family, IpFamilies, IpamError};
 
@@ -36,7 +36,7 @@ pub enum ConfigError {
         path: PathBuf,
         /// The I/O error.
         #[source]
-        source: SharedIoError,
+        source: Cause,
     },
     /// A config file is not valid YAML or TOML.
     #[error("config file {} is not valid {format}: {reason}", path.display())]
@@ -524,7 +524,7 @@ pub enum ConfigError {
     Hostname {
         /// The I/O error.
         #[source]
-        source: SharedIoError,
+        source: Cause,
     },
     /// The node name is empty.
     #[error("the node name is empty ({name_source}): set --node-name or K3S_NODE_NAME")]
@@ -567,7 +567,7 @@ pub enum ConfigError {
         path: PathBuf,
         /// The I/O error.
         #[source]
-        source: SharedIoError,
+        source: Cause,
     },
     /// `flannel-iface` names an interface this host lacks.
     #[error(
@@ -614,7 +614,7 @@ pub enum ConfigError {
         what: &'static str,
         /// The I/O error.
         #[source]
-        source: SharedIoError,
+        source: Cause,
     },
 
     // --- Between servers.
@@ -974,45 +974,6 @@ impl fmt::Display for NameSource {
             NameSource::Setting(origin) => write!(f, "node-name from {origin}"),
             NameSource::Hostname => f.write_str("the hostname"),
         }
-    }
-}
-
-/// An [`std::io::Error`] that can be cloned and compared, so [`ConfigError`] can be too.
-///
-/// Two are equal when their kinds and messages are.
-#[derive(Debug, Clone)]
-pub struct SharedIoError(Arc<std::io::Error>);
-
-// === impl SharedIoError ===
-
-impl SharedIoError {
-    /// The kind of the I/O error.
-    pub fn kind(&self) -> std::io::ErrorKind {
-        self.0.kind()
-    }
-}
-
-impl From<std::io::Error> for SharedIoError {
-    fn from(e: std::io::Error) -> SharedIoError {
-        SharedIoError(Arc::new(e))
-    }
-}
-
-impl fmt::Display for SharedIoError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for SharedIoError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
-}
-
-impl PartialEq for SharedIoError {
-    fn eq(&self, other: &SharedIoError) -> bool {
-        self.0.kind() == other.0.kind() && self.0.to_string() == other.0.to_string()
     }
 }
 

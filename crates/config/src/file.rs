@@ -14,8 +14,10 @@ use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use weft_cause::Cause;
+
 use crate::setting::{K3sKey, k3s_key};
-use crate::{ConfigError, Env, Files, Key, Origin, Role, SharedIoError, Warning};
+use crate::{ConfigError, Env, Files, Key, Origin, Role, Warning};
 
 #[cfg(test)]
 mod tests;
@@ -245,7 +247,7 @@ impl FileValue {
 fn read_error(path: &Path, e: io::Error) -> ConfigError {
     ConfigError::ReadFile {
         path: path.to_owned(),
-        source: SharedIoError::from(e),
+        source: Cause::new(e),
     }
 }
 

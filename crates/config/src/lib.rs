@@ -48,7 +48,7 @@ mod test_support;
 
 pub use cli::{AgentFlags, ServerFlags, args, flag_values};
 pub use datastore::{DatastoreClientCert, DatastoreTls};
-pub use error::{ConfigError, NameSource, NetConfProblem, RecordProblem, SharedIoError, Warning};
+pub use error::{ConfigError, NameSource, NetConfProblem, RecordProblem, Warning};
 pub use load::{AgentConfig, Loaded, Report, ServerConfig, load_agent, load_data_dir, load_server};
 pub use model::{
     ClusterDomain, DatastoreEndpoint, EgressSelectorMode, FlannelBackend, InterfaceName, LogFormat,

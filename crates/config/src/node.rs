@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use weft_cause::Cause;
 use weft_ipam::{Family, ip_families, parse_ip_list};
 
 use crate::error::{NameSource, NetConfProblem};
@@ -18,8 +19,7 @@ use crate::model::is_dns1123_subdomain;
 use crate::resolve::Resolved;
 use crate::{
     ClusterNetwork, ConfigError, Files, FlannelBackend, Host, InterfaceName, Key, LogFormat,
-    MasqMode, NodeId, NodeName, Role, ServerUrl, SharedIoError, System, Token, Warning,
-    WireguardImplementation,
+    MasqMode, NodeId, NodeName, Role, ServerUrl, System, Token, Warning, WireguardImplementation,
 };
 
 #[cfg(test)]
@@ -450,7 +450,7 @@ pub(crate) fn node_name(
         ),
         None => {
             let hostname = host.hostname().map_err(|e| ConfigError::Hostname {
-                source: SharedIoError::from(e),
+                source: Cause::new(e),
             })?;
             (hostname, NameSource::Hostname)
         }
@@ -483,7 +483,7 @@ pub(crate) fn read_node_id(path: &Path, files: &dyn Files) -> Result<NodeIdState
         }),
         Err(e) => Err(ConfigError::ReadNodeId {
             path: path.to_owned(),
-            source: SharedIoError::from(e),
+            source: Cause::new(e),
         }),
     }
 }
@@ -500,7 +500,7 @@ pub(crate) fn detect_node_ips(
     let query = |what| {
         move |e: io::Error| ConfigError::HostQuery {
             what,
-            source: SharedIoError::from(e),
+            source: Cause::new(e),
         }
     };
     if let Some(iface) = flannel_iface {
@@ -636,7 +636,7 @@ pub(crate) fn named_file_error(key: Key, path: PathBuf, e: io::Error) -> ConfigE
     } else {
         ConfigError::ReadFile {
             path,
-            source: SharedIoError::from(e),
+            source: Cause::new(e),
         }
     }
 }

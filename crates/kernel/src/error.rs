@@ -2,6 +2,8 @@
 
 use std::io;
 
+use weft_cause::{Cause, Chain};
+
 #[cfg(test)]
 mod tests;
 
@@ -162,12 +164,15 @@ pub enum KernelError {
         kind: io::ErrorKind,
     },
     /// A WireGuard device or peer could not be created, configured or read.
-    #[error("{object}: {reason}")]
+    #[error("{object}: {what}")]
     Wireguard {
         /// The device or peer, e.g. `WireGuard device flannel-wg`.
         object: String,
-        /// What failed.
-        reason: String,
+        /// What could not be done, with the fix where there is one.
+        what: String,
+        /// defguard's, the device's or the socket's error.
+        #[source]
+        source: Cause,
     },
     /// The plan wants a WireGuard device whose private key this agent was not given.
     #[error(
@@ -254,5 +259,8 @@ fn describe_errno(errno: i32) -> String {
 }
 
 fn first_of(failed: &[KernelError]) -> String {
-    failed.first().map(ToString::to_string).unwrap_or_default()
+    failed
+        .first()
+        .map(|e| Chain(e).to_string())
+        .unwrap_or_default()
 }

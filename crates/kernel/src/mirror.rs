@@ -402,7 +402,7 @@ impl Mirror {
     fn read_failed(&mut self, error: KernelError) -> Notice {
         self.firewall_touched.clear();
         let reason = Resync::ReadFailed {
-            reason: error.to_string(),
+            reason: weft_cause::Chain(&error).to_string(),
         };
         self.stale = Some(reason.clone());
         Notice::Resync(reason)

@@ -45,6 +45,7 @@ use defguard_wireguard_rs::net::IpAddrMask;
 use defguard_wireguard_rs::peer::Peer;
 use defguard_wireguard_rs::{InterfaceConfiguration, WGApi, WireguardInterfaceApi as _};
 use rtnetlink::LinkWireguard;
+use weft_cause::Cause;
 use weft_fabric::{KernelState, Link, LinkKind, Op, WgImplementation, WgPeer, WgPublicKey};
 
 use crate::cmd::run_blocking;
@@ -299,7 +300,8 @@ impl Kernel {
                                 api.read_interface_data()
                                     .map_err(|e| KernelError::Wireguard {
                                         object: format!("WireGuard device {}", c.name),
-                                        reason: e.to_string(),
+                                        what: "could not be read".to_owned(),
+                                        source: Cause::new(e),
                                     })
                             })
                             .map(Some),
@@ -383,7 +385,8 @@ impl Kernel {
                         )
                         .map_err(|e| KernelError::Wireguard {
                             object: format!("userspace WireGuard device {}", link.name),
-                            reason: format!("could not serve its socket in {}: {e}", dir.display()),
+                            what: format!("could not serve its socket in {}", dir.display()),
+                            source: Cause::new(e),
                         })?;
                         wireguard.lock().sockets.insert(link.name.clone(), served);
                     }
@@ -465,7 +468,8 @@ impl Kernel {
                     api.configure_interface(&config)
                         .map_err(|e| KernelError::Wireguard {
                             object: format!("WireGuard device {}", link.name),
-                            reason: e.to_string(),
+                            what: "could not be configured".to_owned(),
+                            source: Cause::new(e),
                         })
                 });
                 if let Err(e) = result {
@@ -587,7 +591,8 @@ fn read_userspace(
 fn kernel_api(name: &str) -> Result<WGApi, KernelError> {
     WGApi::new(name).map_err(|e| KernelError::Wireguard {
         object: format!("WireGuard device {name}"),
-        reason: e.to_string(),
+        what: "could not be opened through generic netlink".to_owned(),
+        source: Cause::new(e),
     })
 }
 
@@ -695,7 +700,8 @@ fn kernel_peers(dev: &str, ops: &[Op], psk: Option<&Key>) -> Vec<KernelError> {
         if let Err(e) = result {
             failed.push(KernelError::Wireguard {
                 object: crate::apply::describe(op),
-                reason: e.to_string(),
+                what: "could not be applied".to_owned(),
+                source: Cause::new(e),
             });
         }
     }

@@ -189,7 +189,7 @@ pub async fn run<S: LeaseSource>(
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(
-                    error = %weft_api::Chain(&e),
+                    error = %weft_cause::Chain(&e),
                     "reconcile failed; retrying at the next change or check"
                 )
             }

@@ -38,9 +38,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use weft_api::Chain;
 use weft_api::client::NodeClient;
 use weft_api::protocol::{MAX_REPORTED_PODS, PodReport, RegisterRequest, ReportedPod};
+use weft_cause::Chain;
 use weft_config::{ClusterNetwork, EgressSelectorMode};
 use weft_fabric::Lease;
 use weft_fabric::files::CNI_NETWORK;

@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use weft_api::client::{self, LeaseWatch, NodeClient, TrustedCa};
 use weft_api::pki::{RENEW_BEFORE, certificate_info};
 use weft_api::protocol::{LeaseEvent, RegisterRequest, WATCH_IDLE_TIMEOUT};
-use weft_api::{ApiError, Chain, JoinToken};
+use weft_api::{ApiError, JoinToken};
+use weft_cause::Chain;
 use weft_config::ClusterNetwork;
 use weft_fabric::Lease;
 

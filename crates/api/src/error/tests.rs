@@ -2,6 +2,8 @@
 
 use std::error::Error as _;
 
+use weft_cause::Chain;
+
 use super::*;
 
 #[test]

@@ -76,3 +76,33 @@ fn apply_names_the_first_failure() {
         "1 of 3 operations failed; the first: link flannel.1: not found"
     );
 }
+
+#[test]
+fn a_wireguard_failure_keeps_its_cause_through_an_apply_error() {
+    use std::error::Error as _;
+
+    let failed = KernelError::Wireguard {
+        object: "WireGuard device flannel-wg".to_owned(),
+        what: "could not be configured".to_owned(),
+        source: weft_cause::Cause::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+    };
+    assert_eq!(
+        failed.to_string(),
+        "WireGuard device flannel-wg: could not be configured"
+    );
+    assert_eq!(
+        failed.source().map(ToString::to_string).as_deref(),
+        Some("permission denied")
+    );
+    // The apply error names its first failure with that failure's whole chain.
+    let apply = KernelError::Apply {
+        total: 3,
+        failed: vec![failed.clone()],
+    };
+    assert_eq!(
+        apply.to_string(),
+        "1 of 3 operations failed; the first: WireGuard device flannel-wg: could not be \
+         configured: permission denied"
+    );
+    assert_eq!(apply.clone(), apply);
+}

@@ -15,6 +15,7 @@ use defguard_boringtun::noise::Tunn;
 use defguard_boringtun::x25519::{PublicKey, StaticSecret};
 use defguard_wireguard_rs::host::Host;
 use defguard_wireguard_rs::key::Key;
+use weft_cause::Cause;
 
 use super::datapath::{Datapath, Peer, Prefix, State};
 use crate::KernelError;
@@ -52,10 +53,11 @@ impl UserspaceDevice {
     pub(crate) fn start(name: &str, key: &Key, port: u16) -> Result<UserspaceDevice, KernelError> {
         let datapath = Datapath::start(name, port).map_err(|e| KernelError::Wireguard {
             object: format!("userspace WireGuard device {name}"),
-            reason: format!(
-                "{e}; is /dev/net/tun there (`modprobe tun`), is this process root, and is UDP \
-                 port {port} free?"
+            what: format!(
+                "could not start; is /dev/net/tun there (`modprobe tun`), is this process root, \
+                 and is UDP port {port} free?"
             ),
+            source: Cause::new(e),
         })?;
         let mut device = UserspaceDevice {
             name: name.to_owned(),
@@ -74,7 +76,7 @@ impl UserspaceDevice {
     /// `get=1`: the device's key, port and peers.
     pub(crate) fn get(&mut self) -> Result<Host, KernelError> {
         let body = self.get_text()?;
-        Host::parse_uapi(body.as_bytes()).map_err(|e| self.error(e.to_string()))
+        Host::parse_uapi(body.as_bytes()).map_err(|e| self.error("its settings do not parse", e))
     }
 
     /// `get=1`, the answer's text before its `errno` line.
@@ -85,22 +87,28 @@ impl UserspaceDevice {
     /// `set=1` with `body` (lines ending in `\n`): applied whole, or not at all.
     pub(crate) fn set(&mut self, body: &str) -> Result<(), KernelError> {
         let (state, port) = apply_set(&self.datapath.state(), body, &mut self.next_index)
-            .map_err(|reason| self.error(reason))?;
+            .map_err(|reason| self.error("refused the settings", reason))?;
         if let Some(port) = port {
             self.datapath.set_port(port).map_err(|e| {
-                self.error(format!(
-                    "could not listen on UDP port {port}: {e}; is another process using it?"
-                ))
+                self.error(
+                    format!("could not listen on UDP port {port}; is another process using it?"),
+                    e,
+                )
             })?;
         }
         self.datapath.set_state(state);
         Ok(())
     }
 
-    fn error(&self, reason: String) -> KernelError {
+    fn error(
+        &self,
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> KernelError {
         KernelError::Wireguard {
             object: format!("userspace WireGuard device {}", self.name),
-            reason,
+            what: what.into(),
+            source: Cause::new(source),
         }
     }
 }
