@@ -304,8 +304,9 @@ fn iperf(nodes: &[Node], seconds: u32, streams: u32) -> Result<Transfer, KernelE
 }
 
 /// CPU time the machine spent busy since boot, all cores (`/proc/stat`'s first line: user,
-/// nice, system, irq, softirq and steal, in USER_HZ ticks of 10 ms).
-fn machine_busy() -> Duration {
+/// nice, system, irq, softirq and steal, in USER_HZ ticks of 10 ms). Benches of other crates
+/// read it too.
+pub fn machine_busy() -> Duration {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks: Vec<u64> = stat
         .lines()

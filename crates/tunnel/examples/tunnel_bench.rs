@@ -39,6 +39,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use weft_api::pki::{CertifiedKey, ClusterCa};
 use weft_api::tls;
+use weft_kernel::throughput::machine_busy;
 use weft_tunnel::agent::{AgentDialer, AgentTunnels, Backoff};
 use weft_tunnel::policy::{Authorizer, EgressSelectorMode, NodeRoute, RoutingTable};
 use weft_tunnel::proto::Config;
@@ -651,25 +652,6 @@ async fn busy_while(work: impl Future<Output = ()>) -> (Duration, Duration) {
     let before = machine_busy();
     let took = timed(work).await;
     (took, machine_busy().saturating_sub(before))
-}
-
-/// CPU time the machine spent busy since boot, all cores (`/proc/stat`'s first line: user,
-/// nice, system, irq, softirq and steal, in USER_HZ ticks of 10 ms).
-fn machine_busy() -> Duration {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|field| field.parse().ok())
-        .collect();
-    let busy: u64 = [0, 1, 2, 5, 6, 7]
-        .iter()
-        .filter_map(|&i| ticks.get(i))
-        .sum();
-    Duration::from_millis(busy * 10)
 }
 
 /// AES-128-GCM throughput on one core, bytes per second: sealing and opening 16 KiB records

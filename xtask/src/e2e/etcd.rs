@@ -1,8 +1,25 @@
-//! A real etcd for the scenarios that need one (the HA scenario's datastore): one member in a
-//! host of its own on a segment, started and checked healthy.
+//! A real etcd for the scenarios that need one (the datastore of the HA, abuse and bad-input
+//! scenarios): one member in a host of its own on a segment, started and checked healthy.
 
-use super::cluster::START_TIMEOUT;
-use super::lab::{Daemon, Lab, Segment, wait_for};
+use super::cluster::{START_TIMEOUT, Settings};
+use super::lab::{Daemon, Families, Lab, Segment, wait_for};
+
+/// Starts etcd as host `n` of `segment` (see [`start`]), and the settings of a `backend`
+/// cluster whose servers share it (`--datastore-endpoint`).
+pub(crate) fn cluster(
+    lab: &Lab<'_>,
+    segment: &Segment,
+    n: u8,
+    backend: &'static str,
+    families: Families,
+) -> anyhow::Result<(Daemon, Settings)> {
+    let (etcd, endpoint) = start(lab, segment, n)?;
+    let mut settings = Settings::new(backend, families);
+    settings
+        .extra
+        .extend(["--datastore-endpoint".to_owned(), endpoint]);
+    Ok((etcd, settings))
+}
 
 /// Starts a one-member etcd as host `n` of `segment` and waits until it is healthy; returns the
 /// process and its client URL.

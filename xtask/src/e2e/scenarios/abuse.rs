@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 
 use crate::cmd::cmd;
-use crate::e2e::cluster::{self, Node, Settings};
+use crate::e2e::cluster::{self, Node};
 use crate::e2e::cni::Pod;
 use crate::e2e::etcd;
 use crate::e2e::lab::{Families, Lab, Ns, patience, run as run_cmd, wait_for};
@@ -42,11 +42,7 @@ const LEFT_SERVER: &str = "weft_agent_lease_watch_reconnects_total";
 pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
     let families = Families::V4;
     let segment = lab.segment(0, families)?;
-    let (_etcd, endpoint) = etcd::start(lab, &segment, 200)?;
-    let mut settings = Settings::new("vxlan", families);
-    settings
-        .extra
-        .extend(["--datastore-endpoint".to_owned(), endpoint]);
+    let (_etcd, settings) = etcd::cluster(lab, &segment, 200, "vxlan", families)?;
     let per_address = PER_ADDRESS.to_string();
     let mut s1 = Node::server(
         lab,

@@ -11,7 +11,7 @@
 
 use anyhow::Context;
 
-use crate::e2e::cluster::{self, Node, Settings};
+use crate::e2e::cluster::{self, Node};
 use crate::e2e::cni::Pod;
 use crate::e2e::etcd;
 use crate::e2e::lab::{Families, Lab};
@@ -22,12 +22,7 @@ use super::egress;
 pub(crate) fn run(lab: &Lab<'_>) -> anyhow::Result<()> {
     let families = Families::V4;
     let segment = lab.segment(0, families)?;
-    let (_etcd, endpoint) = etcd::start(lab, &segment, 200)?;
-
-    let mut settings = Settings::new("vxlan", families);
-    settings
-        .extra
-        .extend(["--datastore-endpoint".to_owned(), endpoint]);
+    let (_etcd, settings) = etcd::cluster(lab, &segment, 200, "vxlan", families)?;
     let mut servers: Vec<Node> = Vec::new();
     for n in 1..=3u8 {
         let name = format!("s{n}");
