@@ -132,6 +132,14 @@ fn steps(root: &Path) -> Vec<Step> {
                 .args(VM_SCENARIOS.iter().flat_map(|name| ["--only", name])),
         },
         Step {
+            // weft-kernel's privileged tests of the kernel's WireGuard (observe, apply, the
+            // mirror's poll), ignored on this machine's kernel, in the same VM: root only.
+            name: "netns-vm",
+            kind: Kind::Summary,
+            needs_root: true,
+            cmd: cargo(root).args(["xtask", "e2e", "--vm", "--netns-tests"]),
+        },
+        Step {
             // One scenario on Debian's newer kernel, 6.12.
             name: "e2e-vm-6.12",
             kind: Kind::Summary,
@@ -200,9 +208,9 @@ enum Kind {
 
 /// Tests (or checks) that passed and failed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Tally {
-    passed: u64,
-    failed: u64,
+pub(crate) struct Tally {
+    pub(crate) passed: u64,
+    pub(crate) failed: u64,
 }
 
 // === impl Step ===
@@ -243,7 +251,7 @@ impl Step {
 
 /// Reads libtest's summary line, e.g.
 /// `test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s`.
-fn parse_test_result(line: &str) -> Option<Tally> {
+pub(crate) fn parse_test_result(line: &str) -> Option<Tally> {
     let rest = line.strip_prefix("test result: ")?;
     let count = |what: &str| {
         rest.split(';').find_map(|part| {

@@ -78,6 +78,9 @@ pub(crate) fn run(root: &Path, flags: E2e) -> anyhow::Result<ExitCode> {
         responder::serve(address, name)?;
         return Ok(ExitCode::SUCCESS);
     }
+    if flags.in_vm && !flags.test_binaries.is_empty() {
+        return vm::run_tests_in_guest(&flags.test_binaries);
+    }
     let all = scenarios::all();
     if flags.list {
         let width = all.iter().map(|s| s.name.len()).max().unwrap_or(0);

@@ -25,6 +25,9 @@ tasks:
   e2e --vm [--kernel PATH] [--only NAME]...
                               the same inside a VM that boots Debian's kernel (or PATH), where
                               wireguard-native runs on the kernel module (root; qemu, KVM or TCG)
+  e2e --vm --netns-tests [--kernel PATH]
+                              in that VM, weft-kernel's privileged tests of the kernel's
+                              WireGuard (the `kernel_wireguard` ones, ignored on the host)
   e2e [--vm] --list           list the end-to-end scenarios
   demo [--once] [--bin-dir DIR]
                               run a three-node cluster with two pods per node, print its
@@ -91,6 +94,12 @@ pub(crate) struct E2e {
     /// `--in-vm` (internal, not in the usage text): this run is the one inside the VM, which
     /// readies the guest before its scenarios.
     pub(crate) in_vm: bool,
+    /// `--netns-tests` (with `--vm`): run weft-kernel's kernel-WireGuard tests in the VM
+    /// instead of scenarios.
+    pub(crate) netns_tests: bool,
+    /// `--test-binary PATH` (internal, repeatable): the test binaries the guest runs for
+    /// `--netns-tests`.
+    pub(crate) test_binaries: Vec<PathBuf>,
     /// `--patience N` (internal, not in the usage text): wait N times as long for anything to
     /// happen (a VM under software emulation is several times slower).
     pub(crate) patience: Option<u32>,
@@ -221,6 +230,10 @@ fn parse_e2e(args: &[String]) -> anyhow::Result<E2e> {
             }
             "--vm" => e2e.vm = true,
             "--in-vm" => e2e.in_vm = true,
+            "--netns-tests" => e2e.netns_tests = true,
+            "--test-binary" => e2e
+                .test_binaries
+                .push(args.next().context("`--test-binary` needs a path")?.into()),
             "--patience" => {
                 let n = args.next().context("`--patience` needs a factor")?;
                 e2e.patience =
@@ -262,6 +275,12 @@ fn parse_e2e(args: &[String]) -> anyhow::Result<E2e> {
     }
     if e2e.kernel.is_some() && !e2e.vm {
         bail!("`--kernel` needs `--vm`: it names the kernel the VM boots");
+    }
+    if e2e.netns_tests && !e2e.vm {
+        bail!("`--netns-tests` needs `--vm`: the tests need the kernel's WireGuard module");
+    }
+    if e2e.netns_tests && (!e2e.only.is_empty() || e2e.list) {
+        bail!("`--netns-tests` runs tests, not scenarios: drop `--only` and `--list`");
     }
     Ok(e2e)
 }

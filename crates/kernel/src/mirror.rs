@@ -21,7 +21,12 @@
 //!   reads that table again and hands out its key when it differs from what it holds (its own
 //!   applies' echoes read the same and are dropped). Legacy iptables sends nothing.
 //! - The kernel's WireGuard has no notifications: the mirror reads the peers of its kernel
-//!   devices every [`WIREGUARD_POLL`] and hands out the keys of those that differ. The
+//!   devices every [`WIREGUARD_POLL`] and hands out the keys of those that differ. The read
+//!   runs on the blocking pool and outlives a cancelled [`Mirror::changed`], so lease events
+//!   arriving faster than a read takes can't starve it. A read that applies overtook reports
+//!   peers as they were, and the converge sets them again, which changes nothing. A failed
+//!   re-read (a table deleted between `nft`'s two listings, a device that went) asks for a
+//!   full observation rather than losing the notification. The
 //!   userspace devices are configured only through this agent's private channel, so nobody
 //!   else can change their peers; deleting such a device is a link notification.
 //!
@@ -54,7 +59,7 @@ use crate::cmd::run_blocking;
 use crate::observe::{
     Entry, link_name, main_route, neighbour_entry, observed_address, observed_link, observed_route,
 };
-use crate::wireguard::Candidate;
+use crate::wireguard::{Candidate, WireguardAnswer, WireguardRead};
 use crate::{Kernel, KernelError, Scope, firewall};
 
 mod netfilter;
@@ -90,6 +95,9 @@ pub struct Mirror {
     firewall_touched: BTreeSet<(Family, MasqMode)>,
     /// When to read the kernel WireGuard devices' peers next.
     wireguard_poll: tokio::time::Interval,
+    /// A poll's read under way, with the links it reads; kept across a cancelled
+    /// [`Mirror::changed`], so the next one waits for the same read.
+    wireguard_read: Option<(KernelState, WireguardRead)>,
     state: KernelState,
     /// Every link's name by index.
     names: HashMap<u32, String>,
@@ -171,6 +179,7 @@ impl Mirror {
             netfilter_buffer: Vec::with_capacity(1 << 16),
             firewall_touched: BTreeSet::new(),
             wireguard_poll,
+            wireguard_read: None,
             state: KernelState::default(),
             names: HashMap::new(),
             weft_links: HashMap::new(),
@@ -196,9 +205,25 @@ impl Mirror {
     ///
     /// Cancel-safe: a notification is read and recorded in one step, and a touched firewall
     /// table stays marked until it has been read again, so dropping the future loses nothing
-    /// (use it in `tokio::select!`); a poll cut short is made again at the next tick.
+    /// (use it in `tokio::select!`); a WireGuard poll under way is waited for again by the
+    /// next call.
     pub async fn changed(&mut self) -> Result<Notice, KernelError> {
         loop {
+            if let Some((fresh, read)) = &mut self.wireguard_read {
+                let answer = read.await;
+                let fresh = std::mem::take(fresh);
+                self.wireguard_read = None;
+                let answer = match answer {
+                    Ok(answer) => answer,
+                    Err(join) => std::panic::resume_unwind(join.into_panic()),
+                };
+                match self.finish_wireguard_poll(fresh, answer) {
+                    Ok(Some(notice)) => return Ok(notice),
+                    Ok(None) => {}
+                    Err(e) => return Ok(self.read_failed(e)),
+                }
+                continue;
+            }
             if !self.firewall_touched.is_empty() {
                 match self.read_firewall().await {
                     Ok(Some(notice)) => return Ok(notice),
@@ -244,11 +269,7 @@ impl Mirror {
                     }
                 }
                 _ = self.wireguard_poll.tick(), if polls => {
-                    match self.poll_wireguard().await {
-                        Ok(Some(notice)) => return Ok(notice),
-                        Ok(None) => {}
-                        Err(e) => return Ok(self.read_failed(e)),
-                    }
+                    self.wireguard_read = self.start_wireguard_poll();
                 }
             }
         }
@@ -421,10 +442,8 @@ impl Mirror {
         })
     }
 
-    /// Reads the peers of the kernel WireGuard devices; the keys of those that differ from what
-    /// the mirror holds, which it then holds. A device whose own settings changed asks for a
-    /// resync.
-    async fn poll_wireguard(&mut self) -> Result<Option<Notice>, KernelError> {
+    /// Starts reading the peers of the kernel WireGuard devices, if there are any.
+    fn start_wireguard_poll(&self) -> Option<(KernelState, WireguardRead)> {
         let mut fresh = KernelState::default();
         let mut candidates = Vec::new();
         for (&ifindex, name) in &self.weft_links {
@@ -444,12 +463,19 @@ impl Mirror {
                 });
             }
         }
-        if candidates.is_empty() {
-            return Ok(None);
-        }
-        self.kernel
-            .observe_wireguard(candidates, &mut fresh)
-            .await?;
+        (!candidates.is_empty()).then(|| (fresh, self.kernel.read_wireguard(candidates)))
+    }
+
+    /// Takes a poll's `answer` about the links in `fresh`: the keys of the peers that differ
+    /// from what the mirror holds, which it then holds. A device whose own settings changed
+    /// asks for a resync. A read that started before an apply of the mirror's may report a
+    /// peer as it was; the converge then sets it again, which changes nothing.
+    fn finish_wireguard_poll(
+        &mut self,
+        mut fresh: KernelState,
+        answer: WireguardAnswer,
+    ) -> Result<Option<Notice>, KernelError> {
+        self.kernel.merge_wireguard(answer, &mut fresh)?;
         if let Some(name) = fresh
             .links
             .iter()

@@ -91,6 +91,13 @@ pub(crate) struct Candidate {
     pub(crate) implementation: WgImplementation,
 }
 
+/// What a read of WireGuard devices found: each candidate with its device's answer (`None`:
+/// a TUN this process does not run).
+pub(crate) type WireguardAnswer = Vec<(Candidate, Result<Option<Host>, KernelError>)>;
+
+/// A read of WireGuard devices running on the blocking pool.
+pub(crate) type WireguardRead = tokio::task::JoinHandle<WireguardAnswer>;
+
 // === impl WgPrivateKey ===
 
 impl WgPrivateKey {
@@ -288,9 +295,20 @@ impl Kernel {
         if candidates.is_empty() {
             return Ok(());
         }
+        let read = match self.read_wireguard(candidates).await {
+            Ok(read) => read,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+        self.merge_wireguard(read, state)
+    }
+
+    /// Starts reading `candidates` on the blocking pool (a thread in the caller's network
+    /// namespace); the handle owns the read, so a caller that stops waiting for it can wait
+    /// again later ([`Kernel::merge_wireguard`] takes the answer).
+    pub(crate) fn read_wireguard(&self, candidates: Vec<Candidate>) -> WireguardRead {
         let wireguard = self.wireguard.clone();
         let netns = current_netns();
-        let read = run_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             candidates
                 .into_iter()
                 .map(|c| {
@@ -311,9 +329,17 @@ impl Kernel {
                     };
                     (c, host)
                 })
-                .collect::<Vec<_>>()
+                .collect()
         })
-        .await;
+    }
+
+    /// Sets the kinds of the links `read` (a [`Kernel::read_wireguard`]) found and adds their
+    /// peers to `state`.
+    pub(crate) fn merge_wireguard(
+        &self,
+        read: WireguardAnswer,
+        state: &mut KernelState,
+    ) -> Result<(), KernelError> {
         let psk = self.wireguard.psk();
         for (candidate, host) in read {
             let Some(host) = host? else { continue };

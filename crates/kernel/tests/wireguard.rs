@@ -5,6 +5,9 @@
 //! keeps its key and its peers' sessions; agents switch between vxlan and wireguard-native
 //! with a restart; and weft's device works with Debian's wireguard-go as the peer.
 //!
+//! The `kernel_wireguard` tests at the end run the same on the kernel's WireGuard module; they
+//! are ignored here and run in the VM lane (`cargo xtask e2e --vm --netns-tests`).
+//!
 //! Run with `cargo test -p weft-kernel --features netns-tests --test wireguard`.
 
 #![cfg(feature = "netns-tests")]
@@ -13,11 +16,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use support::{Cluster, Kind, Stack, ping, pings, tcp};
 use weft_fabric::{LinkKind, MasqMode, Op, WgImplementation};
 use weft_ipam::Family;
 use weft_kernel::netns::Namespace;
-use weft_kernel::{Scope, Wireguard};
+use weft_kernel::{Mirror, Notice, Resync, Scope, Wireguard};
 
 /// Pings between every pair of pods, in every family of the cluster.
 fn ping_all(cluster: &Cluster) {
@@ -488,6 +492,7 @@ fn preshared_key_ports_and_keepalive_are_on_every_peer() {
         listen_ports: (51000, 51001),
         psk: Some(psk),
         mode: weft_fabric::WgMode::Separate,
+        ..support::WgOptions::default()
     };
     let cluster = Cluster::with_wireguard(Stack::Dual, &[0, 0], options);
     ping_all(&cluster);
@@ -562,4 +567,210 @@ fn mode_auto_one_device_for_both_families() {
         assert_eq!(peer.allowed_ips.len(), 2, "{peer:?}");
         assert!(peer.endpoint.is_ipv4(), "{peer:?}");
     }
+}
+
+// === The kernel's WireGuard (the VM lane) ===
+//
+// This machine's kernel has no WireGuard module, so these are ignored here; `cargo xtask e2e
+// --vm --netns-tests` runs them (`--ignored kernel_wireguard`) inside a VM that boots Debian's
+// kernel, where weft-kernel programs the module through generic netlink.
+
+/// K3s's options, on devices of the kernel's WireGuard.
+fn kernel_devices() -> support::WgOptions {
+    support::WgOptions {
+        implementation: WgImplementation::Kernel,
+        ..support::WgOptions::default()
+    }
+}
+
+/// `wg show DEV WHAT` in node `n`'s namespace (1-based), one line per peer.
+fn wg_show(cluster: &Cluster, n: usize, dev: &str, what: &str) -> String {
+    cluster.nodes[n - 1]
+        .ns
+        .exec(&["wg", "show", dev, what])
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs the kernel's WireGuard module: `cargo xtask e2e --vm --netns-tests` runs it"]
+fn kernel_wireguard_dual_stack_pods_reach_each_other_and_a_restart_changes_nothing() {
+    let mut cluster = Cluster::with_wireguard(Stack::Dual, &[0, 0, 0], kernel_devices());
+    ping_all(&cluster);
+    let counters = Counters::install(&cluster.underlay);
+    tcp_all(&cluster);
+    let (wg, pod, other) = counters.read();
+    assert!(wg >= 12, "only {wg} WireGuard packets crossed the underlay");
+    assert_eq!(
+        (pod, other),
+        (0, 0),
+        "pod or other packets crossed the underlay"
+    );
+
+    let converged = cluster.converge(0);
+    assert!(converged.plan.is_empty(), "{}", converged.plan);
+    for (dev, port) in [("flannel-wg", 51820), ("flannel-wg-v6", 51821)] {
+        let link = &converged.after.links[dev];
+        assert!(
+            matches!(
+                link.kind,
+                LinkKind::Wireguard {
+                    implementation: WgImplementation::Kernel,
+                    listen_port,
+                    public_key,
+                } if listen_port == port && public_key == cluster.nodes[0].wg_key.public_key()
+            ),
+            "{link:?}"
+        );
+        // The kernel's own answer: a link of kind wireguard, no TUN.
+        let details = cluster.nodes[0]
+            .ns
+            .ip(&["-d", "link", "show", dev])
+            .unwrap();
+        assert!(details.contains("wireguard"), "{details}");
+        assert_eq!(wg_show(&cluster, 1, dev, "peers").lines().count(), 2);
+    }
+    assert_eq!(converged.after.wg_peers.len(), 4);
+
+    // An agent restart leaves the kernel's devices and peers alone: nothing to do after it.
+    cluster.restart(0);
+    let again = cluster.converge(0);
+    assert!(again.plan.is_empty(), "{}", again.plan);
+    ping_all(&cluster);
+
+    // A removed node loses its peer only, and comes back as one peer.
+    let gone = cluster.nodes[2].wg_key.public_key();
+    let remaining: Vec<_> = cluster.leases().into_iter().take(2).collect();
+    let removed = cluster.converge_with(0, &remaining);
+    let deleted: Vec<&Op> = removed.plan.ops.iter().collect();
+    assert_eq!(
+        deleted,
+        [
+            &Op::DeleteWgPeer {
+                dev: "flannel-wg".into(),
+                public_key: gone
+            },
+            &Op::DeleteWgPeer {
+                dev: "flannel-wg-v6".into(),
+                public_key: gone
+            }
+        ]
+    );
+    assert!(!wg_show(&cluster, 1, "flannel-wg", "peers").contains(&gone.to_string()));
+    let back = cluster.converge(0);
+    assert_eq!(back.plan.len(), 2, "{}", back.plan);
+    ping_all(&cluster);
+
+    // Cleanup deletes both devices and everything else.
+    let (done, left) = cluster.cleanup(0);
+    assert!(
+        done.ops
+            .iter()
+            .any(|op| matches!(op, Op::DeleteLink { name } if name == "flannel-wg-v6"))
+    );
+    assert!(
+        left.links.is_empty() && left.routes.is_empty() && left.wg_peers.is_empty(),
+        "{left:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs the kernel's WireGuard module: `cargo xtask e2e --vm --netns-tests` runs it"]
+fn kernel_wireguard_preshared_key_ports_and_keepalive_are_on_every_peer() {
+    let psk = [7u8; 32];
+    let options = support::WgOptions {
+        keepalive: 5,
+        listen_ports: (51000, 51001),
+        psk: Some(psk),
+        ..kernel_devices()
+    };
+    let cluster = Cluster::with_wireguard(Stack::V4, &[0, 0, 0], options);
+    ping_all(&cluster);
+    let psk = weft_fabric::WgPublicKey(psk).to_string();
+    for n in 1..=3 {
+        assert_eq!(
+            wg_show(&cluster, n, "flannel-wg", "listen-port").trim(),
+            "51000"
+        );
+        let keys = wg_show(&cluster, n, "flannel-wg", "preshared-keys");
+        assert_eq!(keys.lines().count(), 2, "{keys}");
+        assert!(keys.lines().all(|l| l.ends_with(&psk)), "{keys}");
+        let keepalive = wg_show(&cluster, n, "flannel-wg", "persistent-keepalive");
+        assert!(keepalive.lines().all(|l| l.ends_with("\t5")), "{keepalive}");
+        let again = cluster.converge(n - 1);
+        assert!(again.plan.is_empty(), "{}", again.plan);
+    }
+}
+
+/// The kernel sends no WireGuard notifications, so a mirror reads its kernel devices' peers
+/// every [`weft_kernel::WIREGUARD_POLL`]. An agent drops its wait for a notification whenever
+/// a lease event comes first; here every wait is polled once and dropped unless it is done,
+/// as constant churn would, and a peer removed by hand must still come back within a few
+/// polls.
+#[test]
+#[ignore = "needs the kernel's WireGuard module: `cargo xtask e2e --vm --netns-tests` runs it"]
+fn kernel_wireguard_peer_removed_by_hand_comes_back_while_every_wait_is_cut_short() {
+    let cluster = Cluster::with_wireguard(Stack::V4, &[0, 0], kernel_devices());
+    let (desired, scope) = cluster.desired(0);
+    let peer = cluster.nodes[1].wg_key.public_key();
+    let node = &cluster.nodes[0];
+    let wg = node.wg.clone();
+    let ns = &node.ns;
+    // The mirror runs in the node's namespace; this thread removes the peer once it holds all.
+    let (converged, ready) = std::sync::mpsc::channel::<()>();
+    let (removed, done) = std::sync::mpsc::channel::<()>();
+    let took = std::thread::scope(|s| {
+        s.spawn(move || {
+            if ready.recv().is_ok() {
+                let key = peer.to_string();
+                ns.exec(&["wg", "set", "flannel-wg", "peer", &key, "remove"])
+                    .unwrap();
+                removed.send(()).unwrap();
+            }
+        });
+        node.ns
+            .run(move |kernel| async move {
+                let mut mirror = Mirror::new(kernel.with_wireguard(wg), scope).unwrap();
+                let first = mirror
+                    .converge(&desired, &Notice::Resync(Resync::Requested))
+                    .await
+                    .unwrap();
+                assert!(first.plan.is_empty(), "{}", first.plan);
+                converged.send(()).unwrap();
+                done.recv().unwrap();
+                let started = Instant::now();
+                let mut cut_short = 0u32;
+                while started.elapsed() < 5 * weft_kernel::WIREGUARD_POLL {
+                    // One poll of the wait, dropped when it has nothing yet; the runtime then
+                    // runs its drivers and the blocking pool before the next one.
+                    let Some(notice) = mirror.changed().now_or_never() else {
+                        cut_short += 1;
+                        tokio::task::yield_now().await;
+                        continue;
+                    };
+                    let notice = notice.unwrap();
+                    let done = mirror.converge(&desired, &notice).await.unwrap();
+                    if done.plan.ops.iter().any(|op| {
+                        matches!(op, Op::ReplaceWgPeer { public_key, .. } if *public_key == peer)
+                    }) {
+                        return Some((started.elapsed(), cut_short));
+                    }
+                }
+                None
+            })
+            .unwrap()
+    });
+    let (took, cut_short) = took.expect("the peer removed by hand never came back");
+    // Each cut dropped a `changed()` in the middle of its wait, the poll's read included.
+    assert!(
+        cut_short > 0,
+        "no wait was cut short: the test proves nothing"
+    );
+    assert!(
+        took < 3 * weft_kernel::WIREGUARD_POLL,
+        "the peer came back only after {took:?}"
+    );
+    assert!(
+        wg_show(&cluster, 1, "flannel-wg", "peers").contains(&peer.to_string()),
+        "the mirror planned the peer back, but it is not in the device ({took:?})"
+    );
 }

@@ -161,6 +161,7 @@ pub async fn run<S: LeaseSource>(
             () = &mut stop => return Ok(()),
             update = source.next() => {
                 let update = update?;
+                tracing::debug!(update = update.kind(), "lease update");
                 if fabric.update(update) {
                     tracing::warn!("this node's lease was removed; registering again");
                     let request = fabric.register_request();
@@ -186,7 +187,10 @@ pub async fn run<S: LeaseSource>(
                 took_ms = done.took.as_secs_f64() * 1e3,
                 "kernel reconciled"
             ),
-            Ok(_) => {}
+            Ok(done) => tracing::debug!(
+                took_ms = done.took.as_secs_f64() * 1e3,
+                "kernel checked: nothing to change"
+            ),
             Err(e) => {
                 tracing::error!(
                     error = %weft_cause::Chain(&e),

@@ -32,6 +32,19 @@ pub enum LeaseUpdate {
     Delete(String),
 }
 
+// === impl LeaseUpdate ===
+
+impl LeaseUpdate {
+    /// What kind of update it is, for logs: `snapshot`, `put` or `delete`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LeaseUpdate::Snapshot(_) => "snapshot",
+            LeaseUpdate::Put(_) => "put",
+            LeaseUpdate::Delete(_) => "delete",
+        }
+    }
+}
+
 /// A source of leases: the cluster network, this node's lease, and every change to the others.
 ///
 /// The agent calls [`LeaseSource::cluster`], then [`LeaseSource::register`], then

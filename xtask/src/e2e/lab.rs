@@ -28,7 +28,8 @@ use super::Env;
 use super::log::render_log_line;
 use crate::cmd::{Cmd, cmd};
 
-/// How long to wait for a stopped process before killing it.
+/// How long to wait for a stopped process before killing it (times the run's [`patience`]: a
+/// daemon's own stop deadline runs on a clock that a loaded VM under TCG slows down too).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One scenario's namespaces, processes' logs and files.
@@ -471,7 +472,7 @@ impl Daemon {
         }
         let pid = self.pid().context("no process")?.to_string();
         run(cmd(Path::new("/"), "kill").args(["-TERM", &pid]))?;
-        self.wait(STOP_TIMEOUT)
+        self.wait(STOP_TIMEOUT * patience())
     }
 
     /// Kills the process (SIGKILL) and reaps it.

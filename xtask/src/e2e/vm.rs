@@ -4,7 +4,9 @@
 //! The VM is virtme-ng's (`vng`): qemu boots the kernel with this machine's root file system
 //! shared read-only over 9p (writes land in the guest's own tmpfs overlays), and runs this very
 //! xtask with `e2e --in-vm` and the release binaries built here. The guest needs no network: it
-//! makes its own namespaces, as the e2e run on the host does.
+//! makes its own namespaces, as the e2e run on the host does. With `--netns-tests` the guest
+//! runs weft-kernel's privileged `kernel_wireguard` tests (ignored on a host without the
+//! module) from the test binary built here, instead of scenarios.
 //!
 //! qemu runs inside a network namespace of the run's own (`wfe-<pid>-<n>-vm`), so the run's
 //! guardian (see [`reaper`](super::reaper)) kills it, and everything it started, however the
@@ -17,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::cmd::cmd;
+use crate::ci::{Tally, parse_test_result};
+use crate::cmd::{cargo, cmd};
 use crate::flags::{E2e, WireguardImplementation};
 
 use super::Env;
@@ -48,6 +51,8 @@ const PATIENCE_KVM: u32 = 2;
 const PATIENCE_TCG: u32 = 6;
 /// The modules the guest loads before the scenarios run (the kernel loads the others on use).
 const GUEST_MODULES: &[&str] = &["tun"];
+/// The name every test of the kernel's WireGuard starts with (they are ignored on the host).
+const KERNEL_TESTS: &str = "kernel_wireguard";
 /// The guest's memory and CPUs: room for a few clusters, within this 2-core, 24 GiB machine.
 const MEMORY: &str = "4G";
 const CPUS: &str = "2";
@@ -81,28 +86,40 @@ pub(crate) fn run(root: &Path, flags: &E2e) -> anyhow::Result<ExitCode> {
         }
     );
     let xtask = std::env::current_exe().context("finding this xtask's executable")?;
-    let bin_dir = env
-        .server
-        .parent()
-        .context("the binaries' directory")?
-        .to_owned();
+    // The agents' loop logs each lease update and each empty check at debug: a scenario that
+    // fails in the VM (slow, hard to run again) then shows where its agent spent the time.
     let mut guest = vec![
+        "env".to_owned(),
+        "RUST_LOG=info,weft_node::agent=debug".to_owned(),
         xtask.display().to_string(),
         "e2e".to_owned(),
         "--in-vm".to_owned(),
-        "--bin-dir".to_owned(),
-        bin_dir.display().to_string(),
-        "--wireguard-implementation".to_owned(),
-        flags
-            .wireguard
-            .unwrap_or(WireguardImplementation::Kernel)
-            .as_str()
-            .to_owned(),
-        "--patience".to_owned(),
-        (if kvm { PATIENCE_KVM } else { PATIENCE_TCG }).to_string(),
     ];
-    for name in &flags.only {
-        guest.extend(["--only".to_owned(), name.clone()]);
+    if flags.netns_tests {
+        for binary in kernel_test_binaries(root)? {
+            guest.extend(["--test-binary".to_owned(), binary.display().to_string()]);
+        }
+    } else {
+        let bin_dir = env
+            .server
+            .parent()
+            .context("the binaries' directory")?
+            .to_owned();
+        guest.extend([
+            "--bin-dir".to_owned(),
+            bin_dir.display().to_string(),
+            "--wireguard-implementation".to_owned(),
+            flags
+                .wireguard
+                .unwrap_or(WireguardImplementation::Kernel)
+                .as_str()
+                .to_owned(),
+            "--patience".to_owned(),
+            (if kvm { PATIENCE_KVM } else { PATIENCE_TCG }).to_string(),
+        ]);
+        for name in &flags.only {
+            guest.extend(["--only".to_owned(), name.clone()]);
+        }
     }
     let started = Instant::now();
     let mut verdict = None;
@@ -142,6 +159,73 @@ pub(crate) fn run(root: &Path, flags: &E2e) -> anyhow::Result<ExitCode> {
     // The verdict, last, where `cargo xtask ci` reads it.
     println!("{verdict}");
     Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The privileged test binaries whose kernel-WireGuard tests the VM runs (weft-kernel's
+/// `wireguard` tests, built with `netns-tests`), built here first.
+fn kernel_test_binaries(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    println!("building weft-kernel's privileged tests");
+    let out = cargo(root)
+        .args([
+            "test",
+            "-p",
+            "weft-kernel",
+            "--features",
+            "weft-kernel/netns-tests",
+        ])
+        .args(["--test", "wireguard", "--no-run", "--message-format=json"])
+        .output(None)?;
+    if !out.status.success() {
+        bail!(
+            "building weft-kernel's privileged tests failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let binaries: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .filter_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .collect();
+    if binaries.is_empty() {
+        bail!("cargo built weft-kernel's privileged tests but named no test executable");
+    }
+    Ok(binaries)
+}
+
+/// Inside the VM: readies the guest, runs the `kernel_wireguard` tests of each binary (ignored
+/// on the host, so `--ignored`) one at a time, and prints `N passed, N failed` last. A run in
+/// which no test ran fails: the filter or the binaries are wrong.
+pub(crate) fn run_tests_in_guest(binaries: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    prepare_guest()?;
+    let mut total = Tally::default();
+    let mut all_ran = true;
+    for binary in binaries {
+        println!();
+        println!("e2e --vm --netns-tests: {}", binary.display());
+        let status = cmd(Path::new("/"), binary)
+            .args(["--ignored", "--test-threads", "1", KERNEL_TESTS])
+            .stream_stdout(|line| {
+                if let Some(result) = parse_test_result(line) {
+                    total.passed += result.passed;
+                    total.failed += result.failed;
+                }
+            })?;
+        all_ran &= status.success();
+    }
+    if total.passed + total.failed == 0 {
+        println!("no test named `{KERNEL_TESTS}` ran");
+        total.failed = 1;
+    } else if !all_ran && total.failed == 0 {
+        // A binary that failed without a failing test (it crashed, or did not start).
+        total.failed = 1;
+    }
+    println!("{} passed, {} failed", total.passed, total.failed);
+    Ok(if total.failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -103,6 +103,9 @@ pub struct WgOptions {
     pub psk: Option<[u8; 32]>,
     /// `Mode`.
     pub mode: weft_fabric::WgMode,
+    /// Who runs the devices: userspace here (this kernel has no WireGuard), the kernel in the
+    /// VM lane.
+    pub implementation: WgImplementation,
 }
 
 impl Default for WgOptions {
@@ -116,6 +119,7 @@ impl Default for WgOptions {
             ),
             psk: None,
             mode: weft_fabric::WgMode::Separate,
+            implementation: WgImplementation::Userspace,
         }
     }
 }
@@ -419,6 +423,34 @@ impl Cluster {
             .unwrap()
     }
 
+    /// Node `i`'s desired kernel state for every other node's lease, and the scope it is in.
+    pub fn desired(&self, i: usize) -> (weft_fabric::KernelState, Scope) {
+        let node = &self.nodes[i];
+        let local = node.lease.clone();
+        let peers = self.leases();
+        let (kind, stack, masq_mode, vxlan) =
+            (node.kind, self.stack, self.masq_mode, node.vxlan.clone());
+        let (wg, wg_key, wg_options) = (node.wg.clone(), node.wg_key.clone(), node.wg_options);
+        node.ns
+            .run(move |kernel| async move {
+                let kernel = kernel.with_wireguard(wg);
+                let config = fabric_config(&kernel, stack, masq_mode).await?;
+                let desired = desired_state(
+                    backend(kind, &vxlan, &wg_key, &wg_options).as_ref(),
+                    &local,
+                    &peers,
+                    &config,
+                )
+                .expect("desired state");
+                Ok::<_, KernelError>((
+                    desired.state,
+                    Scope::weft_with_vxlan_vni(vxlan.settings.vni),
+                ))
+            })
+            .unwrap()
+            .unwrap()
+    }
+
     /// The plan node `i` would apply now, without applying it.
     pub fn pending(&self, i: usize) -> Plan {
         let node = &self.nodes[i];
@@ -521,7 +553,7 @@ fn backend(
         Kind::HostGw => Box::new(HostGw),
         Kind::Wireguard => Box::new(WireguardNative {
             public_key: wg_key.public_key(),
-            implementation: WgImplementation::Userspace,
+            implementation: wg_options.implementation,
             keepalive: wg_options.keepalive,
             listen_ports: wg_options.listen_ports,
             preshared_key: wg_options.psk.is_some(),
