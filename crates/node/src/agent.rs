@@ -179,7 +179,14 @@ pub async fn run<S: LeaseSource>(
                     Err(e)
                 }
             },
-            _ = interval.tick(), if synced => fabric.reconcile().await,
+            _ = interval.tick(), if synced => {
+                let done = fabric.reconcile().await;
+                // The next check comes a whole interval after this one ended: a check that
+                // takes longer than the interval (a loaded machine, a slow VM) must not leave
+                // a tick always ready, which would win every select and starve lease events.
+                interval.reset();
+                done
+            }
         };
         match done {
             Ok(done) if !done.plan.is_empty() => tracing::info!(

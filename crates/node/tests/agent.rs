@@ -1,7 +1,8 @@
 //! Privileged tests of the agent's loop on a real kernel (feature `netns-tests`, root): lease
 //! changes reach the kernel through the agent's cached path, a route and firewall rules deleted
 //! by hand come back on their notifications (the reconcile interval is an hour), and an agent
-//! started afterwards finds nothing to do.
+//! started afterwards finds nothing to do; and periodic checks slower than their interval
+//! leave room for lease updates.
 //!
 //! Run with `cargo test -p weft-node --features netns-tests --test agent`.
 
@@ -29,6 +30,9 @@ struct Channel {
     leases: Vec<Lease>,
     snapshot_sent: bool,
     updates: mpsc::UnboundedReceiver<LeaseUpdate>,
+    /// Whether `next` pauses once before it looks, as a lease watch does while its
+    /// connection's task delivers the next event.
+    pauses: bool,
 }
 
 impl LeaseSource for Channel {
@@ -49,6 +53,9 @@ impl LeaseSource for Channel {
         if !self.snapshot_sent {
             self.snapshot_sent = true;
             return Ok(LeaseUpdate::Snapshot(self.leases.clone()));
+        }
+        if self.pauses {
+            tokio::task::yield_now().await;
         }
         match self.updates.recv().await {
             Some(update) => Ok(update),
@@ -132,6 +139,7 @@ fn the_agent_follows_lease_changes_and_repairs_on_notifications() {
                     leases: leases(),
                     snapshot_sent: false,
                     updates: receiver,
+                    pauses: false,
                 };
                 let (fabric, _) = agent::join(&mut source, settings(&path), kernel)
                     .await
@@ -227,6 +235,7 @@ fn the_agent_follows_lease_changes_and_repairs_on_notifications() {
                 leases: now,
                 snapshot_sent: false,
                 updates: receiver,
+                pauses: false,
             };
             let (mut fabric, _) = agent::join(&mut source, settings(&path), kernel)
                 .await
@@ -237,4 +246,60 @@ fn the_agent_follows_lease_changes_and_repairs_on_notifications() {
         .unwrap();
     assert!(problems.is_empty(), "{problems:?}");
     assert!(plan.is_empty(), "{plan}");
+}
+
+/// A periodic check that takes longer than the reconcile interval (a loaded machine, a VM under
+/// software emulation) must not starve lease events: the next check waits a whole interval
+/// after the last one ended, so the lease update is applied in between.
+#[test]
+fn checks_slower_than_the_interval_leave_room_for_lease_updates() {
+    let node = Namespace::new("as").unwrap();
+    let other = Namespace::new("at").unwrap();
+    veth(&node, "ul0", &other, "ul0").unwrap();
+    node.ip(&["addr", "add", "192.0.2.1/24", "dev", "ul0"])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let routes = ["ip", "route", "show", "dev", "flannel.1"];
+
+    std::thread::scope(|s| {
+        let (updates, receiver) = mpsc::unbounded_channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let path = dir.path().to_owned();
+        let agent = s.spawn(|| {
+            node.run(move |kernel: Kernel| async move {
+                let mut source = Channel {
+                    cluster: cluster(),
+                    leases: leases(),
+                    snapshot_sent: false,
+                    updates: receiver,
+                    pauses: true,
+                };
+                // A full check observes the whole kernel: far longer than a millisecond.
+                let mut settings = settings(&path);
+                settings.reconcile_interval = Duration::from_millis(1);
+                let (fabric, _) = agent::join(&mut source, settings, kernel).await.unwrap();
+                agent::run(&mut source, fabric, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            })
+            .unwrap()
+        });
+        assert!(
+            within_a_second(&node, &routes, |out| out.lines().count()
+                == usize::from(PEERS)),
+            "the snapshot was not applied"
+        );
+        updates
+            .send(LeaseUpdate::Put(vxlan_peer(PEERS + 1)))
+            .unwrap();
+        let applied = within_a_second(&node, &routes, |out| out.contains("10.42.11.0/24"));
+        stop.send(()).unwrap();
+        agent.join().unwrap();
+        assert!(
+            applied,
+            "the lease update waited behind the periodic checks"
+        );
+    });
 }
