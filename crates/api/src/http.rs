@@ -192,14 +192,17 @@ pub async fn serve_limited(
                 continue;
             }
         };
-        let tls = tls.clone();
-        let handler = handler.clone();
-        let observer = observer.clone();
-        tokio::spawn(async move {
-            // Counted until the connection closes or is upgraded.
-            let _held = held;
-            serve_connection(tcp, addr, tls, handler, limits, &*observer).await;
-        });
+        // The task is the connection's future itself: a block around it would keep a second
+        // copy of its arguments for the connection's whole life.
+        tokio::spawn(serve_connection(
+            tcp,
+            addr,
+            held,
+            tls.clone(),
+            handler.clone(),
+            limits,
+            observer.clone(),
+        ));
     }
 }
 
@@ -215,11 +218,14 @@ pub async fn serve_limited(
 async fn serve_connection(
     tcp: TcpStream,
     addr: SocketAddr,
+    held: Held,
     tls: Arc<ServerConfig>,
     handler: Arc<dyn Handler>,
     limits: ServeLimits,
-    observer: &dyn ConnectionObserver,
+    observer: Arc<dyn ConnectionObserver>,
 ) {
+    // Counted until the connection closes or is upgraded.
+    let _held = held;
     let dropped = |why: Dropped| {
         tracing::debug!(%addr, ?why, "connection closed");
         observer.dropped(why);
@@ -258,7 +264,9 @@ async fn serve_connection(
                 None
             }
         },
-        () = activity.idle_for(limits.idle_timeout) => Some(Dropped::IdleTimeout),
+        // Boxed (176 bytes): it keeps the connection's task within 2.5 KiB, the allocator's
+        // size class below the next at 3 KiB, which every connection would pay in full.
+        () = Box::pin(activity.idle_for(limits.idle_timeout)) => Some(Dropped::IdleTimeout),
     };
     if let Some(why) = missed {
         dropped(why);
