@@ -117,13 +117,49 @@ fn within_a_second(node: &Namespace, cmd: &[&str], found: impl Fn(&str) -> bool)
     false
 }
 
-#[test]
-fn the_agent_follows_lease_changes_and_repairs_on_notifications() {
-    let node = Namespace::new("an").unwrap();
-    let other = Namespace::new("ao").unwrap();
+/// A node namespace with underlay `ul0` 192.0.2.1/24 to a second namespace (kept alive by the
+/// caller).
+fn topology(node: &str, other: &str) -> (Namespace, Namespace) {
+    let node = Namespace::new(node).unwrap();
+    let other = Namespace::new(other).unwrap();
     veth(&node, "ul0", &other, "ul0").unwrap();
     node.ip(&["addr", "add", "192.0.2.1/24", "dev", "ul0"])
         .unwrap();
+    (node, other)
+}
+
+/// Runs the agent in `node` on `source` with `settings`, until `stopped` fires.
+fn run_agent(
+    node: &Namespace,
+    mut source: Channel,
+    settings: AgentSettings,
+    stopped: oneshot::Receiver<()>,
+) {
+    node.run(move |kernel: Kernel| async move {
+        let (fabric, _) = agent::join(&mut source, settings, kernel).await.unwrap();
+        agent::run(&mut source, fabric, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    })
+    .unwrap();
+}
+
+/// The snapshot of [`leases`], then what `updates` sends.
+fn channel(updates: mpsc::UnboundedReceiver<LeaseUpdate>, pauses: bool) -> Channel {
+    Channel {
+        cluster: cluster(),
+        leases: leases(),
+        snapshot_sent: false,
+        updates,
+        pauses,
+    }
+}
+
+#[test]
+fn the_agent_follows_lease_changes_and_repairs_on_notifications() {
+    let (node, _other) = topology("an", "ao");
     let dir = tempfile::tempdir().unwrap();
     let routes = ["ip", "route", "show", "dev", "flannel.1"];
     let fdb = ["bridge", "fdb", "show", "dev", "flannel.1"];
@@ -131,27 +167,8 @@ fn the_agent_follows_lease_changes_and_repairs_on_notifications() {
     std::thread::scope(|s| {
         let (updates, receiver) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel::<()>();
-        let path = dir.path().to_owned();
-        let agent = s.spawn(|| {
-            node.run(move |kernel: Kernel| async move {
-                let mut source = Channel {
-                    cluster: cluster(),
-                    leases: leases(),
-                    snapshot_sent: false,
-                    updates: receiver,
-                    pauses: false,
-                };
-                let (fabric, _) = agent::join(&mut source, settings(&path), kernel)
-                    .await
-                    .unwrap();
-                agent::run(&mut source, fabric, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            })
-            .unwrap()
-        });
+        let settings = settings(dir.path());
+        let agent = s.spawn(|| run_agent(&node, channel(receiver, false), settings, stopped));
         assert!(
             within_a_second(&node, &routes, |out| out.lines().count()
                 == usize::from(PEERS)),
@@ -253,39 +270,17 @@ fn the_agent_follows_lease_changes_and_repairs_on_notifications() {
 /// after the last one ended, so the lease update is applied in between.
 #[test]
 fn checks_slower_than_the_interval_leave_room_for_lease_updates() {
-    let node = Namespace::new("as").unwrap();
-    let other = Namespace::new("at").unwrap();
-    veth(&node, "ul0", &other, "ul0").unwrap();
-    node.ip(&["addr", "add", "192.0.2.1/24", "dev", "ul0"])
-        .unwrap();
+    let (node, _other) = topology("as", "at");
     let dir = tempfile::tempdir().unwrap();
     let routes = ["ip", "route", "show", "dev", "flannel.1"];
 
     std::thread::scope(|s| {
         let (updates, receiver) = mpsc::unbounded_channel();
         let (stop, stopped) = oneshot::channel::<()>();
-        let path = dir.path().to_owned();
-        let agent = s.spawn(|| {
-            node.run(move |kernel: Kernel| async move {
-                let mut source = Channel {
-                    cluster: cluster(),
-                    leases: leases(),
-                    snapshot_sent: false,
-                    updates: receiver,
-                    pauses: true,
-                };
-                // A full check observes the whole kernel: far longer than a millisecond.
-                let mut settings = settings(&path);
-                settings.reconcile_interval = Duration::from_millis(1);
-                let (fabric, _) = agent::join(&mut source, settings, kernel).await.unwrap();
-                agent::run(&mut source, fabric, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            })
-            .unwrap()
-        });
+        // A full check observes the whole kernel: far longer than a millisecond.
+        let mut settings = settings(dir.path());
+        settings.reconcile_interval = Duration::from_millis(1);
+        let agent = s.spawn(|| run_agent(&node, channel(receiver, true), settings, stopped));
         assert!(
             within_a_second(&node, &routes, |out| out.lines().count()
                 == usize::from(PEERS)),

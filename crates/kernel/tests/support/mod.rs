@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use weft_fabric::{
-    Backend, FabricConfig, HostGw, Lease, MacAddr, MasqMode, PeerProblem, Plan, Vxlan,
+    Backend, Desired, FabricConfig, HostGw, Lease, MacAddr, MasqMode, PeerProblem, Plan, Vxlan,
     WgImplementation, WireguardNative, desired_state, plan,
 };
 use weft_ipam::{CidrList, Family};
@@ -391,6 +391,35 @@ impl Cluster {
     /// Converges node `i` to `peers` (the node's own lease among them is skipped): observe, plan,
     /// apply, observe again.
     pub fn converge_with(&self, i: usize, peers: &[Lease]) -> Converged {
+        let (desired, scope) = self.desired_with(i, peers);
+        let wg = self.nodes[i].wg.clone();
+        self.nodes[i]
+            .ns
+            .run(move |kernel| async move {
+                let kernel = kernel.with_wireguard(wg);
+                let observed = kernel.observe(&scope).await?;
+                let plan = plan(&observed, &desired.state);
+                kernel.apply(&plan).await?;
+                let after = kernel.observe(&scope).await?;
+                Ok::<_, KernelError>(Converged {
+                    plan,
+                    problems: desired.problems,
+                    after,
+                })
+            })
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Node `i`'s desired kernel state for every other node's lease, and the scope it is in.
+    pub fn desired(&self, i: usize) -> (weft_fabric::KernelState, Scope) {
+        let (desired, scope) = self.desired_with(i, &self.leases());
+        (desired.state, scope)
+    }
+
+    /// Node `i`'s desired state for `peers`, built in its namespace (the fabric reads the
+    /// external interface there), and the scope of its objects.
+    fn desired_with(&self, i: usize, peers: &[Lease]) -> (Desired, Scope) {
         let node = &self.nodes[i];
         let local = node.lease.clone();
         let peers = peers.to_vec();
@@ -408,44 +437,7 @@ impl Cluster {
                     &config,
                 )
                 .expect("desired state");
-                let scope = Scope::weft_with_vxlan_vni(vxlan.settings.vni);
-                let observed = kernel.observe(&scope).await?;
-                let plan = plan(&observed, &desired.state);
-                kernel.apply(&plan).await?;
-                let after = kernel.observe(&scope).await?;
-                Ok::<_, KernelError>(Converged {
-                    plan,
-                    problems: desired.problems,
-                    after,
-                })
-            })
-            .unwrap()
-            .unwrap()
-    }
-
-    /// Node `i`'s desired kernel state for every other node's lease, and the scope it is in.
-    pub fn desired(&self, i: usize) -> (weft_fabric::KernelState, Scope) {
-        let node = &self.nodes[i];
-        let local = node.lease.clone();
-        let peers = self.leases();
-        let (kind, stack, masq_mode, vxlan) =
-            (node.kind, self.stack, self.masq_mode, node.vxlan.clone());
-        let (wg, wg_key, wg_options) = (node.wg.clone(), node.wg_key.clone(), node.wg_options);
-        node.ns
-            .run(move |kernel| async move {
-                let kernel = kernel.with_wireguard(wg);
-                let config = fabric_config(&kernel, stack, masq_mode).await?;
-                let desired = desired_state(
-                    backend(kind, &vxlan, &wg_key, &wg_options).as_ref(),
-                    &local,
-                    &peers,
-                    &config,
-                )
-                .expect("desired state");
-                Ok::<_, KernelError>((
-                    desired.state,
-                    Scope::weft_with_vxlan_vni(vxlan.settings.vni),
-                ))
+                Ok::<_, KernelError>((desired, Scope::weft_with_vxlan_vni(vxlan.settings.vni)))
             })
             .unwrap()
             .unwrap()
@@ -453,24 +445,12 @@ impl Cluster {
 
     /// The plan node `i` would apply now, without applying it.
     pub fn pending(&self, i: usize) -> Plan {
-        let node = &self.nodes[i];
-        let local = node.lease.clone();
-        let peers = self.leases();
-        let (kind, stack, masq_mode, vxlan) =
-            (node.kind, self.stack, self.masq_mode, node.vxlan.clone());
-        let (wg, wg_key, wg_options) = (node.wg.clone(), node.wg_key.clone(), node.wg_options);
-        node.ns
+        let (desired, _) = self.desired_with(i, &self.leases());
+        let wg = self.nodes[i].wg.clone();
+        self.nodes[i]
+            .ns
             .run(move |kernel| async move {
-                let kernel = kernel.with_wireguard(wg);
-                let config = fabric_config(&kernel, stack, masq_mode).await?;
-                let desired = desired_state(
-                    backend(kind, &vxlan, &wg_key, &wg_options).as_ref(),
-                    &local,
-                    &peers,
-                    &config,
-                )
-                .expect("desired state");
-                let observed = kernel.observe(&Scope::weft()).await?;
+                let observed = kernel.with_wireguard(wg).observe(&Scope::weft()).await?;
                 Ok::<_, KernelError>(plan(&observed, &desired.state))
             })
             .unwrap()
