@@ -59,15 +59,26 @@ fn backend(n: u8) -> Vxlan {
 
 /// The plan from an empty kernel, without the firewall line (tested in the firewall module).
 fn fresh_plan(local: &Lease, peers: &[Lease], config: &FabricConfig) -> String {
-    let desired = desired_state(&backend(1), local, peers, config).unwrap();
+    fresh_lines(&backend(1), local, peers, config, &["nft "]).join("\n")
+}
+
+/// The lines of `backend`'s plan from an empty kernel, less those starting with any of
+/// `left_out`.
+fn fresh_lines(
+    backend: &Vxlan,
+    local: &Lease,
+    peers: &[Lease],
+    config: &FabricConfig,
+    left_out: &[&str],
+) -> Vec<String> {
+    let desired = desired_state(backend, local, peers, config).unwrap();
     assert!(desired.problems.is_empty(), "{:?}", desired.problems);
-    let p = plan(&Default::default(), &desired.state);
-    p.ops
+    plan(&Default::default(), &desired.state)
+        .ops
         .iter()
         .map(ToString::to_string)
-        .filter(|l| !l.starts_with("nft "))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .filter(|l| !left_out.iter().any(|prefix| l.starts_with(prefix)))
+        .collect()
 }
 
 #[test]
@@ -307,14 +318,13 @@ fn vni_port_and_gbp_name_and_shape_the_devices() {
     };
     let mut config = config("10.42.0.0/16");
     config.external.mtu = 1400;
-    let desired = desired_state(&backend, &lease(1, false), &[lease(2, false)], &config).unwrap();
-    let p = plan(&Default::default(), &desired.state);
-    let got: Vec<String> = p
-        .ops
-        .iter()
-        .map(ToString::to_string)
-        .filter(|l| !l.starts_with("nft ") && !l.starts_with("sysctl"))
-        .collect();
+    let got = fresh_lines(
+        &backend,
+        &lease(1, false),
+        &[lease(2, false)],
+        &config,
+        &["nft ", "sysctl"],
+    );
     assert_eq!(
         got,
         [
@@ -340,20 +350,13 @@ fn direct_routing_routes_on_link_peers_directly() {
     };
     let mut routed = lease(3, false);
     routed.public_ipv4 = Some("198.51.100.3".parse().unwrap());
-    let desired = desired_state(
+    let got = fresh_lines(
         &backend,
         &lease(1, false),
         &[lease(2, false), routed],
         &config("10.42.0.0/16"),
-    )
-    .unwrap();
-    let p = plan(&Default::default(), &desired.state);
-    let got: Vec<String> = p
-        .ops
-        .iter()
-        .map(ToString::to_string)
-        .filter(|l| !l.starts_with("nft ") && !l.starts_with("sysctl"))
-        .collect();
+        &["nft ", "sysctl"],
+    );
     assert_eq!(
         got,
         [
