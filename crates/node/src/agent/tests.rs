@@ -7,23 +7,14 @@ use weft_fabric::MacAddr;
 
 use super::{cleanup_scope, net_conf_file, net_conf_path, with_mac_prefix};
 
-/// The default cluster record with `net-conf` set to `conf`.
+/// The cluster record of the static example (K3s's defaults, vxlan) with `net-conf` set to
+/// `conf`.
 fn cluster(conf: Value) -> ClusterNetwork {
-    ClusterNetwork::from_json(&json!({
-        "cluster-cidr": ["10.42.0.0/16"],
-        "service-cidr": ["10.43.0.0/16"],
-        "cluster-dns": ["10.43.0.10"],
-        "cluster-domain": "cluster.local",
-        "node-cidr-mask-size-ipv4": 24,
-        "node-cidr-mask-size-ipv6": 64,
-        "flannel-backend": "vxlan",
-        "flannel-ipv6-masq": false,
-        "flannel-external-ip": false,
-        "egress-selector-mode": "agent",
-        "disable-network-policy": false,
-        "net-conf": conf,
-    }))
-    .unwrap()
+    let example: Value =
+        serde_json::from_str(include_str!("../../examples/static-leases.json")).unwrap();
+    let mut record = example["cluster"].clone();
+    record["net-conf"] = conf;
+    ClusterNetwork::from_json(&record).unwrap()
 }
 
 #[test]
